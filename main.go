@@ -1,0 +1,143 @@
+// Command roomcast is a realtime relay for the HTTP-only web: rooms over
+// Server-Sent Events and plain POST, with a long-poll fallback.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/roomcast/roomcast/relay"
+	"github.com/roomcast/roomcast/relay/config"
+	"github.com/roomcast/roomcast/relay/sub"
+	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/memory"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Fprintln(stdout, "roomcast", version)
+			return 0
+		case "sub":
+			return sub.Main(ctx, args[1:], stdout, stderr)
+		}
+	}
+	cfg, err := config.Load(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "roomcast: configuration:", err)
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("roomcast stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	text := cfg.LogFormat == "text"
+	if cfg.LogFormat == "auto" {
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				text = true
+			}
+		}
+	}
+	if text {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// serve runs the relay until ctx is cancelled, then drains it.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	if cfg.RedisURL != "" {
+		return errors.New("a Redis URL is configured but this build has no Redis backbone yet; unset REDIS_URL to run the embedded backbone")
+	}
+	cursorKey := []byte(cfg.CursorKey)
+	if len(cursorKey) == 0 {
+		cursorKey = make([]byte, 32)
+		_, _ = rand.Read(cursorKey)
+		log.Info("no cursor key configured: cursors are valid for this process only")
+	}
+	codec, err := rooms.NewCursorCodec(cursorKey)
+	if err != nil {
+		return err
+	}
+	bb := memory.New(memory.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge})
+	defer bb.Close()
+	hub := rooms.NewHub(bb, codec, rooms.HubOptions{
+		QueueSize:   cfg.QueueSize,
+		MaxRooms:    cfg.MaxRooms,
+		SessionTTL:  cfg.SessionTTL,
+		ReplayLimit: cfg.HistorySize,
+	})
+	srv := relay.New(hub, relay.Options{
+		MaxPayload:   cfg.MaxPayload,
+		Heartbeat:    cfg.Heartbeat,
+		RetryMin:     cfg.RetryMin,
+		RetryMax:     cfg.RetryMax,
+		WriteTimeout: cfg.WriteTimeout,
+		PollDefault:  cfg.PollTimeout,
+		PollMax:      cfg.PollMax,
+		Logger:       log,
+		ClientKey:    cursorKey,
+	})
+	ln, err := relay.Listen(ctx, cfg.Addr, cfg.TCPUserTimeout)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	httpSrv := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	served := make(chan error, 1)
+	go func() { served <- httpSrv.Serve(ln) }()
+	srv.SetReady()
+	log.Info("roomcast listening", "addr", ln.Addr().String(), "backbone", "memory", "version", version)
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("draining", "timeout", cfg.DrainTimeout.String())
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	defer cancel()
+	srv.Drain(dctx)
+	if err := httpSrv.Shutdown(dctx); err != nil {
+		log.Warn("shutdown incomplete", "err", err)
+		_ = httpSrv.Close()
+	}
+	log.Info("stopped")
+	return nil
+}

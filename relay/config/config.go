@@ -1,0 +1,292 @@
+// Package config reads roomcast's configuration: every option is a command
+// line flag and a ROOMCAST_* environment variable of the same name, flags
+// winning. PORT and REDIS_URL, the names container platforms set, are
+// accepted as aliases of ROOMCAST_ADDR's port and ROOMCAST_REDIS_URL.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the relay's whole configuration.
+type Config struct {
+	Addr              string
+	RedisURL          string
+	LogLevel          slog.Level
+	LogFormat         string
+	MaxPayload        int64
+	Heartbeat         time.Duration
+	RetryMin          time.Duration
+	RetryMax          time.Duration
+	WriteTimeout      time.Duration
+	PollTimeout       time.Duration
+	PollMax           time.Duration
+	HistorySize       int
+	HistoryAge        time.Duration
+	QueueSize         int
+	MaxRooms          int
+	SessionTTL        time.Duration
+	DrainTimeout      time.Duration
+	CursorKey         string
+	TCPUserTimeout    time.Duration
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+}
+
+// Option describes one setting, for --help and the operations docs.
+type Option struct {
+	Flag    string
+	Env     string
+	Default string
+	Usage   string
+}
+
+// binding ties an Option to where its value goes.
+type binding struct {
+	Option
+	value flag.Value
+}
+
+func bindings(c *Config) []binding {
+	b := []binding{
+		{Option{"addr", "ROOMCAST_ADDR", "127.0.0.1:8080", "address to listen on (PORT=n means :n)"}, stringVar(&c.Addr)},
+		{Option{"redis-url", "ROOMCAST_REDIS_URL", "", "redis:// or rediss:// URL of the Redis backbone (alias REDIS_URL); empty runs the embedded in-memory backbone"}, stringVar(&c.RedisURL)},
+		{Option{"log-level", "ROOMCAST_LOG_LEVEL", "info", "debug, info, warn or error"}, levelVar(&c.LogLevel)},
+		{Option{"log-format", "ROOMCAST_LOG_FORMAT", "auto", "json, text, or auto (text on a terminal)"}, choiceVar(&c.LogFormat, "auto", "json", "text")},
+		{Option{"max-payload", "ROOMCAST_MAX_PAYLOAD", "65536", "largest publish body in bytes"}, int64Var(&c.MaxPayload, 1, 16<<20)},
+		{Option{"heartbeat", "ROOMCAST_HEARTBEAT", "15s", "interval of keep-alive comments on streams"}, durationVar(&c.Heartbeat, time.Second)},
+		{Option{"retry-min", "ROOMCAST_RETRY_MIN", "1s", "lower bound of the randomised reconnect delay sent to clients"}, durationVar(&c.RetryMin, 0)},
+		{Option{"retry-max", "ROOMCAST_RETRY_MAX", "5s", "upper bound of the randomised reconnect delay sent to clients"}, durationVar(&c.RetryMax, 0)},
+		{Option{"write-timeout", "ROOMCAST_WRITE_TIMEOUT", "10s", "deadline of each write to a stream; slower clients are dropped"}, durationVar(&c.WriteTimeout, 100*time.Millisecond)},
+		{Option{"poll-timeout", "ROOMCAST_POLL_TIMEOUT", "25s", "default hold of a long-poll"}, durationVar(&c.PollTimeout, 0)},
+		{Option{"poll-max", "ROOMCAST_POLL_MAX", "55s", "longest hold a long-poll may ask for"}, durationVar(&c.PollMax, time.Second)},
+		{Option{"history-size", "ROOMCAST_HISTORY_SIZE", "1000", "events retained per room"}, intVar(&c.HistorySize, 1, 1_000_000)},
+		{Option{"history-age", "ROOMCAST_HISTORY_AGE", "5m", "how long events (and idempotency keys) are retained"}, durationVar(&c.HistoryAge, time.Second)},
+		{Option{"queue-size", "ROOMCAST_QUEUE_SIZE", "1024", "events queued per connection before it is dropped as a slow consumer"}, intVar(&c.QueueSize, 2, 1_000_000)},
+		{Option{"max-rooms", "ROOMCAST_MAX_ROOMS", "64", "rooms per multi-room stream or poll"}, intVar(&c.MaxRooms, 1, 1024)},
+		{Option{"session-ttl", "ROOMCAST_SESSION_TTL", "5m", "how long a multi-room stream's room set outlives its connection"}, durationVar(&c.SessionTTL, time.Second)},
+		{Option{"drain-timeout", "ROOMCAST_DRAIN_TIMEOUT", "10s", "longest graceful shutdown after SIGTERM"}, durationVar(&c.DrainTimeout, 0)},
+		{Option{"cursor-key", "ROOMCAST_CURSOR_KEY", "", "secret (16+ bytes) signing cursors; random per process when empty"}, stringVar(&c.CursorKey)},
+		{Option{"tcp-user-timeout", "ROOMCAST_TCP_USER_TIMEOUT", "30s", "drop connections whose data stays unacknowledged this long (0 disables)"}, durationVar(&c.TCPUserTimeout, 0)},
+		{Option{"read-header-timeout", "ROOMCAST_READ_HEADER_TIMEOUT", "10s", "time allowed to read request headers"}, durationVar(&c.ReadHeaderTimeout, 100*time.Millisecond)},
+		{Option{"idle-timeout", "ROOMCAST_IDLE_TIMEOUT", "120s", "keep-alive idle time between requests"}, durationVar(&c.IdleTimeout, time.Second)},
+	}
+	return b
+}
+
+// Options lists every setting with its flag, variable and default.
+func Options() []Option {
+	var c Config
+	bs := bindings(&c)
+	out := make([]Option, len(bs))
+	for i, b := range bs {
+		out[i] = b.Option
+	}
+	return out
+}
+
+// Load reads the configuration from args (flags, without the program name)
+// and getenv. An invalid value is an error naming the flag or variable.
+func Load(args []string, getenv func(string) string, usageOut io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("roomcast", flag.ContinueOnError)
+	fs.SetOutput(usageOut)
+	bs := bindings(&c)
+	for _, b := range bs {
+		if err := b.value.Set(b.Default); err != nil {
+			return Config{}, fmt.Errorf("default of -%s: %w", b.Flag, err)
+		}
+	}
+	aliases := map[string]func(string) (string, error){
+		"ROOMCAST_ADDR": func(string) (string, error) {
+			port := getenv("PORT")
+			if port == "" {
+				return "", nil
+			}
+			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+				return "", fmt.Errorf("PORT=%q is not a port number", port)
+			}
+			return ":" + port, nil
+		},
+		"ROOMCAST_REDIS_URL": func(string) (string, error) { return getenv("REDIS_URL"), nil },
+	}
+	for _, b := range bs {
+		v := getenv(b.Env)
+		if v == "" {
+			if alias, ok := aliases[b.Env]; ok {
+				var err error
+				if v, err = alias(b.Env); err != nil {
+					return Config{}, err
+				}
+			}
+		}
+		if v == "" {
+			continue
+		}
+		if err := b.value.Set(v); err != nil {
+			return Config{}, fmt.Errorf("%s=%q: %w", b.Env, v, err)
+		}
+	}
+	for _, b := range bs {
+		fs.Var(b.value, b.Flag, b.Usage+" ($"+b.Env+")")
+	}
+	fs.Usage = func() {
+		fmt.Fprintln(usageOut, "Usage: roomcast [flags]          run the relay")
+		fmt.Fprintln(usageOut, "       roomcast sub [flags] ROOM print a room's events, resuming after disconnects")
+		fmt.Fprintln(usageOut, "       roomcast version          print the version")
+		fmt.Fprintln(usageOut, "\nEvery flag is also an environment variable:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("-addr %q: %w", c.Addr, err))
+	}
+	if c.RetryMax < c.RetryMin {
+		errs = append(errs, fmt.Errorf("-retry-max (%s) is below -retry-min (%s)", c.RetryMax, c.RetryMin))
+	}
+	if c.PollTimeout > c.PollMax {
+		errs = append(errs, fmt.Errorf("-poll-timeout (%s) is above -poll-max (%s)", c.PollTimeout, c.PollMax))
+	}
+	if c.CursorKey != "" && len(c.CursorKey) < 16 {
+		errs = append(errs, errors.New("-cursor-key must be at least 16 bytes"))
+	}
+	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
+		errs = append(errs, errors.New("-redis-url must start with redis:// or rediss://"))
+	}
+	return errors.Join(errs...)
+}
+
+type stringValue struct{ p *string }
+
+func stringVar(p *string) flag.Value     { return stringValue{p} }
+func (v stringValue) Set(s string) error { *v.p = s; return nil }
+func (v stringValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return *v.p
+}
+
+type choiceValue struct {
+	p       *string
+	choices []string
+}
+
+func choiceVar(p *string, choices ...string) flag.Value { return choiceValue{p, choices} }
+func (v choiceValue) Set(s string) error {
+	for _, c := range v.choices {
+		if s == c {
+			*v.p = s
+			return nil
+		}
+	}
+	return fmt.Errorf("must be one of %s", strings.Join(v.choices, ", "))
+}
+func (v choiceValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return *v.p
+}
+
+type durationValue struct {
+	p   *time.Duration
+	min time.Duration
+}
+
+func durationVar(p *time.Duration, min time.Duration) flag.Value { return durationValue{p, min} }
+func (v durationValue) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("must be a duration such as 15s or 2m")
+	}
+	if d < v.min {
+		return fmt.Errorf("must be at least %s", v.min)
+	}
+	*v.p = d
+	return nil
+}
+func (v durationValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return v.p.String()
+}
+
+type intValue struct {
+	p        *int
+	min, max int
+}
+
+func intVar(p *int, min, max int) flag.Value { return intValue{p, min, max} }
+func (v intValue) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < v.min || n > v.max {
+		return fmt.Errorf("must be a whole number from %d to %d", v.min, v.max)
+	}
+	*v.p = n
+	return nil
+}
+func (v intValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strconv.Itoa(*v.p)
+}
+
+type int64Value struct {
+	p        *int64
+	min, max int64
+}
+
+func int64Var(p *int64, min, max int64) flag.Value { return int64Value{p, min, max} }
+func (v int64Value) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < v.min || n > v.max {
+		return fmt.Errorf("must be a whole number from %d to %d", v.min, v.max)
+	}
+	*v.p = n
+	return nil
+}
+func (v int64Value) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strconv.FormatInt(*v.p, 10)
+}
+
+type levelValue struct{ p *slog.Level }
+
+func levelVar(p *slog.Level) flag.Value { return levelValue{p} }
+func (v levelValue) Set(s string) error {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return errors.New("must be debug, info, warn or error")
+	}
+	*v.p = l
+	return nil
+}
+func (v levelValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strings.ToLower(v.p.String())
+}

@@ -1,0 +1,105 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/roomcast/roomcast/rooms"
+)
+
+// apiError is an error the edge answers with a given status and code.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+func errorf(status int, code, format string, args ...any) error {
+	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+// Error codes of the v1 API that are not mapped from domain errors.
+const (
+	codeInvalidJSON          = "invalid_json"
+	codePayloadTooLarge      = "payload_too_large"
+	codeUnsupportedMediaType = "unsupported_media_type"
+	codeInvalidParameter     = "invalid_parameter"
+	codeNotFound             = "not_found"
+	codeMethodNotAllowed     = "method_not_allowed"
+	codeInternal             = "internal"
+)
+
+// domainErrors maps the rooms package's sentinels to status and code, in
+// one place for the whole API.
+var domainErrors = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{rooms.ErrInvalidRoom, http.StatusBadRequest, "invalid_room"},
+	{rooms.ErrInvalidEvent, http.StatusBadRequest, "invalid_event"},
+	{rooms.ErrReservedEvent, http.StatusBadRequest, "reserved_event"},
+	{rooms.ErrInvalidCursor, http.StatusBadRequest, "invalid_cursor"},
+	{rooms.ErrInvalidIdempotency, http.StatusBadRequest, codeInvalidParameter},
+	{rooms.ErrTooManyRooms, http.StatusBadRequest, "too_many_rooms"},
+	{rooms.ErrUnknownConnection, http.StatusNotFound, "unknown_connection"},
+	{rooms.ErrSingleRoom, http.StatusConflict, "single_room_stream"},
+	{rooms.ErrDraining, http.StatusServiceUnavailable, "draining"},
+	{rooms.ErrBackboneDown, http.StatusServiceUnavailable, "backbone_unavailable"},
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// writeError answers err as {"error":{"code","message"}} with its status.
+func writeError(w http.ResponseWriter, err error) {
+	status, code, msg := classify(err)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+	}
+	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: msg}})
+}
+
+// retryAfterSeconds is what a 503 asks clients to wait.
+const retryAfterSeconds = 2
+
+func classify(err error) (status int, code, msg string) {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.status, ae.code, ae.message
+	}
+	for _, d := range domainErrors {
+		if errors.Is(err, d.err) {
+			return d.status, d.code, err.Error()
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return http.StatusServiceUnavailable, "backbone_unavailable", "the backbone did not answer in time"
+	}
+	return http.StatusInternalServerError, codeInternal, "internal error"
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"internal","message":"encode failed"}}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

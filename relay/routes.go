@@ -1,0 +1,70 @@
+package relay
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+)
+
+// routes is the whole v1 HTTP surface.
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer, securityHeaders)
+
+	r.Get("/healthz", s.healthz)
+	r.Get("/readyz", s.readyz)
+
+	r.Route("/v1", func(r chi.Router) {
+		r.Get("/rooms/{room}/events", s.streamRoom)
+		r.Post("/rooms/{room}/events", s.publishRoom)
+		r.Get("/rooms/{room}/poll", s.pollRoom)
+		r.Get("/rooms/{room}/history", s.history)
+		r.Post("/events", s.publishMulti)
+		r.Get("/stream", s.streamMulti)
+		r.Get("/poll", s.pollMulti)
+		r.Put("/connections/{connection}/rooms/{room}", s.join)
+		r.Delete("/connections/{connection}/rooms/{room}", s.leave)
+	})
+
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, errorf(http.StatusNotFound, codeNotFound, "no such route"))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+		allowed := allowedMethods(r, req.URL.Path)
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		writeError(w, errorf(http.StatusMethodNotAllowed, codeMethodNotAllowed,
+			"%s is not allowed here; use %s", req.Method, strings.Join(allowed, " or ")))
+	})
+	return r
+}
+
+// allowedMethods lists the methods that route path.
+func allowedMethods(r chi.Routes, path string) []string {
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		if r.Match(chi.NewRouteContext(), m, path) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// securityHeaders sets the headers every response carries.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// roomParam reads a path parameter, undoing percent-encoding.
+func roomParam(r *http.Request, name string) string {
+	v := chi.URLParam(r, name)
+	if u, err := url.PathUnescape(v); err == nil {
+		return u
+	}
+	return v
+}

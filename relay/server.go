@@ -1,0 +1,172 @@
+// Package relay is roomcast's HTTP edge: the v1 routes, Server-Sent Events
+// streams, long-polls and the JSON error shape. It parses and validates
+// requests, calls the rooms package and encodes its answers; the rules live
+// in rooms.
+package relay
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/roomcast/roomcast/rooms"
+)
+
+// Options configure a Server. Zero values take the defaults.
+type Options struct {
+	// MaxPayload bounds a publish request body (default 64 KiB).
+	MaxPayload int64
+	// Heartbeat is the interval of ": ping" comments on idle streams (default 15 s).
+	Heartbeat time.Duration
+	// RetryMin and RetryMax bound the randomised retry: field sent to
+	// streams and the reconnect delay of roomcast:closing (default 1–5 s).
+	RetryMin, RetryMax time.Duration
+	// WriteTimeout bounds each write to a stream; a client that does not
+	// take a write within it is disconnected (default 10 s).
+	WriteTimeout time.Duration
+	// PollDefault and PollMax are a long-poll's default and longest hold
+	// (default 25 s and 55 s).
+	PollDefault, PollMax time.Duration
+	// MaxPadding caps ?padding= on streams (default 4096 bytes).
+	MaxPadding int
+	// Logger receives the server's logs (default slog.Default()).
+	Logger *slog.Logger
+	// ClientKey signs the client tokens poll answers carry; it must be at
+	// least 16 bytes.
+	ClientKey []byte
+}
+
+// Server serves the v1 API over a Hub.
+type Server struct {
+	hub  *rooms.Hub
+	opts Options
+	log  *slog.Logger
+
+	ready    atomic.Bool
+	draining atomic.Bool
+	streams  sync.WaitGroup
+
+	handler http.Handler
+}
+
+// New returns a Server for hub. It reports not ready until SetReady.
+func New(hub *rooms.Hub, opts Options) *Server {
+	if opts.MaxPayload <= 0 {
+		opts.MaxPayload = 64 << 10
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 15 * time.Second
+	}
+	if opts.RetryMin <= 0 {
+		opts.RetryMin = time.Second
+	}
+	if opts.RetryMax < opts.RetryMin {
+		opts.RetryMax = max(opts.RetryMin, 5*time.Second)
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
+	if opts.PollDefault <= 0 {
+		opts.PollDefault = 25 * time.Second
+	}
+	if opts.PollMax <= 0 {
+		opts.PollMax = 55 * time.Second
+	}
+	if opts.MaxPadding <= 0 {
+		opts.MaxPadding = 4096
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{hub: hub, opts: opts, log: opts.Logger}
+	s.handler = s.routes()
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// SetReady marks the server ready to take traffic (/readyz answers 200).
+func (s *Server) SetReady() { s.ready.Store(true) }
+
+// Drain starts a graceful shutdown: /readyz fails, new streams and polls
+// are refused, and every open stream is told to reconnect elsewhere after a
+// jittered delay and closed. It returns once every stream handler has
+// finished or ctx is done. In-flight publishes are left to http.Server.Shutdown.
+func (s *Server) Drain(ctx context.Context) {
+	s.draining.Store(true)
+	s.hub.Drain(s.retryDelay)
+	done := make(chan struct{})
+	go func() {
+		s.streams.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// retryDelay picks a reconnect delay in [RetryMin, RetryMax] so that
+// clients spread their reconnects out.
+func (s *Server) retryDelay() time.Duration {
+	span := s.opts.RetryMax - s.opts.RetryMin
+	if span <= 0 {
+		return s.opts.RetryMin
+	}
+	return s.opts.RetryMin + rand.N(span+1)
+}
+
+// clientToken proves that its holder was given client id: poll answers
+// carry one so that pollers can publish with exclude_self.
+func (s *Server) clientToken(client string) string {
+	return client + "." + s.clientMAC(client)
+}
+
+func (s *Server) clientMAC(client string) string {
+	m := hmac.New(sha256.New, s.opts.ClientKey)
+	m.Write([]byte("roomcast client\x00"))
+	m.Write([]byte(client))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
+}
+
+// senderClient resolves a Roomcast-Connection header: a live connection id,
+// or a client token from a poll answer. "" means no header.
+func (s *Server) senderClient(header string) (string, error) {
+	if header == "" {
+		return "", nil
+	}
+	if client, mac, ok := strings.Cut(header, "."); ok {
+		if validClientID(client) && hmac.Equal([]byte(mac), []byte(s.clientMAC(client))) {
+			return client, nil
+		}
+		return "", rooms.ErrUnknownConnection
+	}
+	conn, err := s.hub.Lookup(header)
+	if err != nil {
+		return "", err
+	}
+	return conn.Client, nil
+}
+
+// validClientID reports whether id is 8 to 64 URL-safe characters.
+func validClientID(id string) bool {
+	if len(id) < 8 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

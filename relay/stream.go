@@ -1,0 +1,223 @@
+package relay
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/roomcast/roomcast/relay/sse"
+	"github.com/roomcast/roomcast/rooms"
+)
+
+// frameWriter is a stream's way out: it writes and flushes one batch of
+// frames. It is the seam where a hijacked connection written by a shared
+// writer can replace http.ResponseWriter.
+type frameWriter interface {
+	WriteFrames(p []byte) error
+}
+
+// responseFrames writes to an http.ResponseWriter, each write under its own
+// deadline, so a client that stops reading is dropped in bounded time
+// without a server-wide WriteTimeout that would end every stream.
+type responseFrames struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (f *responseFrames) WriteFrames(p []byte) error {
+	if err := f.rc.SetWriteDeadline(time.Now().Add(f.timeout)); err != nil && err != http.ErrNotSupported {
+		return err
+	}
+	if _, err := f.w.Write(p); err != nil {
+		return err
+	}
+	return f.rc.Flush()
+}
+
+func (s *Server) streamRoom(w http.ResponseWriter, r *http.Request) {
+	room, err := rooms.ParseRoom(roomParam(r, "room"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.serveStream(w, r, rooms.ConnectRequest{Channels: []string{room.String()}})
+}
+
+func (s *Server) streamMulti(w http.ResponseWriter, r *http.Request) {
+	channels, err := queryRooms(r.URL.Query()["room"])
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.serveStream(w, r, rooms.ConnectRequest{Channels: channels, Multi: true})
+}
+
+// connectedData is the data of roomcast:connected.
+type connectedData struct {
+	Connection string   `json:"connection"`
+	Client     string   `json:"client"`
+	Rooms      []string `json:"rooms"`
+}
+
+func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.ConnectRequest) {
+	q := r.URL.Query()
+	padding := 0
+	if v := q.Get("padding"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "padding must be a number of bytes"))
+			return
+		}
+		padding = min(n, s.opts.MaxPadding)
+	}
+	if c := q.Get("client"); validClientID(c) {
+		req.Client = c
+	}
+	req.Resume = r.Header.Get("Last-Event-ID")
+	if req.Resume == "" {
+		req.Resume = q.Get("lastEventId")
+	}
+	if s.draining.Load() {
+		writeError(w, rooms.ErrDraining)
+		return
+	}
+	s.streams.Add(1)
+	defer s.streams.Done()
+
+	conn, err := s.hub.Connect(r.Context(), req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer s.hub.Disconnect(conn)
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache, no-transform")
+	h.Set("X-Accel-Buffering", "no")
+	h.Set("Connection", "keep-alive")
+	w.WriteHeader(http.StatusOK)
+
+	out := &responseFrames{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout}
+	buf := sse.AppendRetry(make([]byte, 0, 4096), s.retryDelay().Milliseconds())
+	buf = sse.AppendPadding(buf, padding)
+	hello, _ := json.Marshal(connectedData{Connection: conn.ID, Client: conn.Client, Rooms: displayNames(conn.Rooms())})
+	buf = sse.AppendEvent(buf, "", "roomcast:connected", hello)
+	if err := out.WriteFrames(buf); err != nil {
+		return
+	}
+	s.pump(r, conn, out, buf[:0])
+}
+
+// pump writes the connection's deliveries until the client goes away or the
+// server ends the connection. Everything waiting is written with one write.
+func (s *Server) pump(r *http.Request, conn *rooms.Connection, out frameWriter, buf []byte) {
+	heartbeat := time.NewTicker(s.opts.Heartbeat)
+	defer heartbeat.Stop()
+	var batch []rooms.Delivery
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-conn.Done():
+			s.writeClose(conn, out, buf[:0])
+			return
+		case <-heartbeat.C:
+			buf = sse.AppendComment(buf[:0], "ping")
+			if err := out.WriteFrames(buf); err != nil {
+				return
+			}
+			if err := s.hub.Touch(r.Context(), conn); err != nil {
+				s.log.Warn("session refresh failed", "connection", conn.ID, "err", err)
+			}
+		case <-conn.Ready():
+			batch = conn.Take(batch[:0])
+			buf = s.appendDeliveries(buf[:0], conn, batch)
+			clear(batch)
+			if len(buf) == 0 {
+				continue
+			}
+			if err := out.WriteFrames(buf); err != nil {
+				return
+			}
+			heartbeat.Reset(s.opts.Heartbeat)
+		}
+	}
+}
+
+// resetData is the data of roomcast:reset.
+type resetData struct {
+	Reason string `json:"reason"`
+	Room   string `json:"room,omitempty"`
+}
+
+// roomData is the data of roomcast:joined and roomcast:left.
+type roomData struct {
+	Room string `json:"room"`
+}
+
+func (s *Server) appendDeliveries(buf []byte, conn *rooms.Connection, batch []rooms.Delivery) []byte {
+	for i := range batch {
+		d := &batch[i]
+		switch d.Kind {
+		case rooms.KindEvent:
+			ev := d.Event
+			if !ev.Volatile {
+				buf = append(buf, "id: "...)
+				buf = conn.AppendCursor(buf, d)
+				buf = append(buf, '\n')
+			}
+			buf = sse.AppendEventData(buf, ev.Event, ev.Envelope(d.Index))
+		case rooms.KindReset:
+			data, _ := json.Marshal(resetData{Reason: d.Reason, Room: rooms.DisplayName(d.Channel)})
+			conn.Advance(d)
+			buf = sse.AppendEvent(buf, conn.CursorText(), "roomcast:reset", data)
+		case rooms.KindJoined, rooms.KindLeft:
+			conn.Advance(d)
+			name := "roomcast:joined"
+			if d.Kind == rooms.KindLeft {
+				name = "roomcast:left"
+			}
+			data, _ := json.Marshal(roomData{Room: rooms.DisplayName(d.Channel)})
+			buf = sse.AppendEvent(buf, conn.CursorText(), name, data)
+		default:
+			conn.Advance(d)
+		}
+	}
+	return buf
+}
+
+// closeData is the data of roomcast:closing and roomcast:error.
+type closeData struct {
+	Reason      string `json:"reason,omitempty"`
+	Code        string `json:"code,omitempty"`
+	Message     string `json:"message"`
+	ReconnectMS *int   `json:"reconnect_ms,omitempty"`
+}
+
+// writeClose tells the client why the server ends its stream, as far as
+// the client still reads.
+func (s *Server) writeClose(conn *rooms.Connection, out frameWriter, buf []byte) {
+	reason := conn.Reason()
+	d := closeData{Message: reason.Message}
+	name := "roomcast:closing"
+	if reason.Error {
+		name, d.Code = "roomcast:error", reason.Code
+	} else {
+		d.Reason = reason.Code
+		ms := reason.ReconnectMS
+		d.ReconnectMS = &ms
+	}
+	data, _ := json.Marshal(d)
+	_ = out.WriteFrames(sse.AppendEvent(buf, "", name, data))
+}
+
+func displayNames(channels []string) []string {
+	out := make([]string, len(channels))
+	for i, ch := range channels {
+		out[i] = rooms.DisplayName(ch)
+	}
+	return out
+}

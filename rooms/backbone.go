@@ -1,0 +1,85 @@
+package rooms
+
+import (
+	"context"
+	"time"
+)
+
+// Receiver is handed the live events of the channels it subscribed to.
+type Receiver interface {
+	// Receive hands over ev as published on its channel ev.Channels[i]. It
+	// is called once per event and subscribed channel, in Seq order per
+	// channel. It must not block: it runs on the backbone's delivery path.
+	Receive(ev *Event, i int)
+}
+
+// Backbone stores history and carries live events between the instances of a
+// relay. Implementations must pass the suite in rooms/backbonetest.
+//
+// Guarantees every implementation makes:
+//   - Publish of a non-volatile message appends it to the history of every
+//     one of its channels under ONE Seq, and delivers it live, atomically: a
+//     receiver never gets a live event that is not in history, and live order
+//     equals history order within a channel.
+//   - Seq grows strictly across all channels of one epoch, so events of
+//     different channels can be merged into one order.
+//   - An event is delivered to a Receiver for each channel it subscribed to,
+//     at most once per subscription; every event with Seq above the head
+//     returned by Subscribe is delivered, in Seq order per channel, unless the
+//     backbone reports its loss by changing its epoch.
+//   - History keeps at least the configured number of events per channel and
+//     for at least the configured age, and says when a requested position is
+//     older than what it keeps.
+//   - Volatile messages are delivered live only, best effort, with Seq 0.
+type Backbone interface {
+	// Publish accepts m. When idemKey is not empty and a message with the
+	// same key was accepted within the retention window, Publish publishes
+	// nothing and returns the first result with Duplicate set.
+	Publish(ctx context.Context, m Message, idemKey string) (Published, error)
+	// Subscribe registers r for live events of channel and returns the
+	// channel's head at that moment: the Seq of the last event accepted on
+	// it, 0 if none.
+	Subscribe(ctx context.Context, channel string, r Receiver) (head uint64, err error)
+	// Unsubscribe undoes Subscribe; events already in flight may still arrive.
+	Unsubscribe(ctx context.Context, channel string, r Receiver) error
+	// Since returns the retained events of channel with Seq greater than
+	// after, oldest first, at most limit of them.
+	Since(ctx context.Context, channel string, after uint64, limit int) (History, error)
+	// Before returns the newest retained events of channel with Seq lower
+	// than before (0: no bound), at most limit, oldest first.
+	Before(ctx context.Context, channel string, before uint64, limit int) ([]*Event, error)
+	// Head returns the Seq of the last event accepted on channel, 0 if none.
+	Head(ctx context.Context, channel string) (uint64, error)
+	// Epoch names the current history; a new epoch means earlier positions
+	// are meaningless.
+	Epoch(ctx context.Context) (string, error)
+	// SaveSession stores the channel set of a multi-room session for ttl.
+	SaveSession(ctx context.Context, id string, channels []string, ttl time.Duration) error
+	// LoadSession returns a session's channels; ok is false when it expired or never existed.
+	LoadSession(ctx context.Context, id string) (channels []string, ok bool, err error)
+}
+
+// Published is a backbone's answer to an accepted publish.
+type Published struct {
+	// ID is the event's id, "" for volatile events.
+	ID string
+	// Seq is the event's position, 0 for volatile events.
+	Seq uint64
+	// Channels and Event repeat what was published, so that a duplicate
+	// publish answers exactly what the first one did.
+	Channels []string
+	Event    string
+	// Duplicate is set when an earlier publish with the same idempotency key answered this.
+	Duplicate bool
+}
+
+// History is a page of retained events.
+type History struct {
+	Events []*Event
+	// Truncated is set when events after the requested position were
+	// dropped by retention: the page starts at the oldest retained event,
+	// and the gap cannot be replayed.
+	Truncated bool
+	// More is set when limit cut the page short.
+	More bool
+}

@@ -1,0 +1,264 @@
+package rooms
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// DeliveryKind says what a Delivery carries.
+type DeliveryKind uint8
+
+const (
+	// KindEvent is an event for the subscriber.
+	KindEvent DeliveryKind = iota
+	// KindReset tells the subscriber that events of Channel were lost to it.
+	KindReset
+	// KindJoined and KindLeft confirm, in order with the events around
+	// them, that Channel was joined or left while the stream was open.
+	KindJoined
+	KindLeft
+	// kindSettled lifts every position to the join point once a replay
+	// is complete.
+	kindSettled
+)
+
+// Delivery is one item of a connection's outgoing queue.
+type Delivery struct {
+	Kind DeliveryKind
+	// Event and Index (into Event.Channels) are set for KindEvent.
+	Event *Event
+	Index int
+	// Channel and Reason are set for KindReset; Channel is "" when the
+	// reset concerns every channel of the connection.
+	Channel string
+	Reason  string
+	seq     uint64
+}
+
+// Reset reasons, sent as the data of roomcast:reset.
+const (
+	ResetCursorExpired  = "cursor_expired"
+	ResetCursorInvalid  = "cursor_invalid"
+	ResetHistoryLost    = "history_lost"
+	ResetSessionExpired = "session_expired"
+)
+
+// CloseReason says why the server ended a connection and what the client
+// should do. Error reasons are written as roomcast:error, others as
+// roomcast:closing.
+type CloseReason struct {
+	Code        string
+	Message     string
+	Error       bool
+	ReconnectMS int
+}
+
+// Close codes.
+const (
+	CloseShutdown     = "shutdown"
+	CloseSlowConsumer = "slow_consumer"
+)
+
+// recentMulti is how many multi-room events a connection remembers to
+// deliver each of them once although it arrives through several rooms.
+const recentMulti = 64
+
+// Connection is one subscriber: a live stream or a held poll. Events are
+// queued by the Hub without blocking and taken by the connection's single
+// writer, which owns the cursor.
+type Connection struct {
+	// ID is the connection's secret handle: whoever holds it may change
+	// the connection's rooms.
+	ID string
+	// Client is the client id, stable across a client's reconnects.
+	Client string
+	// Session is the multi-room session id, "" for single-room streams and polls.
+	Session string
+
+	hub        *Hub
+	queueLimit int
+	multi      bool
+
+	mu        sync.Mutex
+	joined    map[string]*hubChannel
+	queue     []Delivery
+	replay    []Delivery
+	recent    [recentMulti]uint64
+	recentAt  int
+	closed    bool
+	reason    CloseReason
+	dropped   uint64
+	notify    chan struct{}
+	done      chan struct{}
+	touchedAt time.Time
+
+	// Owned by the writer.
+	cursor Cursor
+}
+
+// Ready is signalled whenever deliveries are waiting to be taken.
+func (c *Connection) Ready() <-chan struct{} { return c.notify }
+
+// Done is closed when the server ends the connection; Reason says why.
+func (c *Connection) Done() <-chan struct{} { return c.done }
+
+// Reason returns why the connection was closed by the server.
+func (c *Connection) Reason() CloseReason {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reason
+}
+
+// Rooms returns the channels the connection is in, sorted.
+func (c *Connection) Rooms() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.joined))
+	for ch := range c.joined {
+		out = append(out, ch)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Dropped returns how many volatile events were dropped for this slow connection.
+func (c *Connection) Dropped() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dropped
+}
+
+// Take appends every waiting delivery to dst, in order, and returns it.
+// Only the connection's writer may call it.
+func (c *Connection) Take(dst []Delivery) []Delivery {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.replay != nil {
+		dst = append(dst, c.replay...)
+		c.replay = nil
+	}
+	dst = append(dst, c.queue...)
+	clear(c.queue)
+	c.queue = c.queue[:0]
+	return dst
+}
+
+// AppendCursor records that d is being written and appends the cursor a
+// client resumes from after d. Only the connection's writer may call it.
+func (c *Connection) AppendCursor(dst []byte, d *Delivery) []byte {
+	c.advance(d)
+	if !c.multi && d.Kind == KindEvent && len(c.cursor.Positions) == 1 {
+		ev := d.Event
+		if p := ev.cursors[d.Index].Load(); p != nil {
+			return append(dst, *p...)
+		}
+		b := c.hub.codec.AppendEncoded(nil, c.cursor)
+		ev.cursors[d.Index].Store(&b)
+		return append(dst, b...)
+	}
+	return c.hub.codec.AppendEncoded(dst, c.cursor)
+}
+
+// Advance records that d was handled without writing a cursor for it.
+// Only the connection's writer may call it.
+func (c *Connection) Advance(d *Delivery) { c.advance(d) }
+
+// CursorText returns the connection's current cursor.
+// Only the connection's writer may call it.
+func (c *Connection) CursorText() string { return c.hub.codec.Encode(c.cursor) }
+
+func (c *Connection) advance(d *Delivery) {
+	switch d.Kind {
+	case KindEvent:
+		ev := d.Event
+		if ev.Volatile {
+			return
+		}
+		c.cursor.Epoch = ev.Epoch
+		for _, ch := range ev.Channels {
+			if p, ok := c.cursor.Get(ch); ok && p < ev.Seq {
+				c.cursor.Set(ch, ev.Seq)
+			}
+		}
+	case KindJoined:
+		if _, ok := c.cursor.Get(d.Channel); !ok {
+			c.cursor.Set(d.Channel, d.seq)
+		}
+	case KindLeft:
+		c.cursor.Delete(d.Channel)
+	case kindSettled:
+		if p, ok := c.cursor.Get(d.Channel); ok && p < d.seq {
+			c.cursor.Set(d.Channel, d.seq)
+		}
+	}
+}
+
+// deliver queues ev, seen through its channel i, without blocking. The hub
+// calls it while holding that channel's lock, so per channel it is called
+// in Seq order.
+func (c *Connection) deliver(ev *Event, i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	if len(ev.Channels) > 1 && !ev.Volatile {
+		if slices.Contains(c.recent[:], ev.Seq) {
+			return
+		}
+		c.recent[c.recentAt] = ev.Seq
+		c.recentAt = (c.recentAt + 1) % recentMulti
+	}
+	if ev.Excludes(c.Client) {
+		return
+	}
+	if ev.Volatile {
+		// Volatile events are the first to go: they may only use
+		// the first half of the queue.
+		if len(c.queue) >= c.queueLimit/2 {
+			c.dropped++
+			return
+		}
+	} else if len(c.queue) >= c.queueLimit {
+		c.closeLocked(CloseReason{Code: CloseSlowConsumer, Error: true,
+			Message: "the connection fell too far behind; resume from the last cursor"})
+		return
+	}
+	c.queue = append(c.queue, Delivery{Kind: KindEvent, Event: ev, Index: i})
+	c.signal()
+}
+
+// control queues a cursor bookkeeping item.
+func (c *Connection) control(d Delivery) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.queue = append(c.queue, d)
+	c.signal()
+}
+
+func (c *Connection) signal() {
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Close ends the connection for reason; its writer sees Done and tells the
+// client. Closing twice keeps the first reason.
+func (c *Connection) Close(reason CloseReason) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(reason)
+}
+
+func (c *Connection) closeLocked(reason CloseReason) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.reason = reason
+	clear(c.queue)
+	c.queue = nil
+	close(c.done)
+}

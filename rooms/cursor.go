@@ -1,0 +1,246 @@
+package rooms
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"slices"
+	"sync"
+)
+
+// Cursor is a subscriber's position: for each channel, the Seq of the last
+// event it has seen there. A cursor is opaque to clients and signed, so a
+// forged one restores nothing.
+type Cursor struct {
+	// Epoch is the history the positions refer to.
+	Epoch string
+	// Session ties a multi-room stream's cursor to its server-side room set;
+	// "" for single-room streams and polls.
+	Session string
+	// Positions is sorted by Key, one entry per channel.
+	Positions []Position
+}
+
+// Position is a channel's entry in a Cursor. Channels are keyed by a 48-bit
+// hash of their name so that 64 rooms fit in well under 1 KiB.
+type Position struct {
+	Key uint64
+	Seq uint64
+}
+
+// ChannelKey returns the key of a channel in a Cursor.
+func ChannelKey(channel string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(channel))
+	return h.Sum64() & (1<<48 - 1)
+}
+
+// Get returns the position recorded for channel.
+func (c *Cursor) Get(channel string) (uint64, bool) {
+	k := ChannelKey(channel)
+	i, ok := slices.BinarySearchFunc(c.Positions, k, func(p Position, k uint64) int { return cmpU64(p.Key, k) })
+	if !ok {
+		return 0, false
+	}
+	return c.Positions[i].Seq, true
+}
+
+// Set records seq as the position of channel.
+func (c *Cursor) Set(channel string, seq uint64) {
+	k := ChannelKey(channel)
+	i, ok := slices.BinarySearchFunc(c.Positions, k, func(p Position, k uint64) int { return cmpU64(p.Key, k) })
+	if ok {
+		c.Positions[i].Seq = seq
+		return
+	}
+	c.Positions = slices.Insert(c.Positions, i, Position{Key: k, Seq: seq})
+}
+
+// Delete forgets channel.
+func (c *Cursor) Delete(channel string) {
+	k := ChannelKey(channel)
+	if i, ok := slices.BinarySearchFunc(c.Positions, k, func(p Position, k uint64) int { return cmpU64(p.Key, k) }); ok {
+		c.Positions = slices.Delete(c.Positions, i, i+1)
+	}
+}
+
+// Clone returns a deep copy of c.
+func (c Cursor) Clone() Cursor {
+	c.Positions = slices.Clone(c.Positions)
+	return c
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+const (
+	cursorVersion = 1
+	cursorMACSize = 16
+	sessionIDSize = 16 // randomID(12) in base64
+	// MaxCursorLen bounds what Decode reads: a cursor for 64 rooms is far below it.
+	MaxCursorLen = 2048
+	maxPositions = 1024
+)
+
+// CursorCodec signs and verifies cursors with an HMAC key. It is safe for
+// concurrent use.
+type CursorCodec struct {
+	pool sync.Pool
+}
+
+// NewCursorCodec returns a codec keyed with key, which must be at least 16 bytes.
+func NewCursorCodec(key []byte) (*CursorCodec, error) {
+	if len(key) < 16 {
+		return nil, fmt.Errorf("cursor key must be at least 16 bytes, got %d", len(key))
+	}
+	k := slices.Clone(key)
+	return &CursorCodec{pool: sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}}, nil
+}
+
+// Encode returns the signed text form of c: URL-safe base64, no padding.
+//
+// Layout: version, epoch (length-prefixed), session flag and 16 bytes, the
+// highest Seq, then per position the 6-byte key and the distance below the
+// highest Seq as uvarints, then a truncated HMAC-SHA256 of all of that.
+func (cc *CursorCodec) Encode(c Cursor) string {
+	var stack [256]byte
+	b := cc.AppendBinary(stack[:0], c)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// AppendEncoded appends the text form of c to dst.
+func (cc *CursorCodec) AppendEncoded(dst []byte, c Cursor) []byte {
+	var stack [256]byte
+	b := cc.AppendBinary(stack[:0], c)
+	n := base64.RawURLEncoding.EncodedLen(len(b))
+	dst = slices.Grow(dst, n)
+	base64.RawURLEncoding.Encode(dst[len(dst):len(dst)+n], b)
+	return dst[:len(dst)+n]
+}
+
+// AppendBinary appends the signed binary form of c to dst.
+func (cc *CursorCodec) AppendBinary(dst []byte, c Cursor) []byte {
+	start := len(dst)
+	dst = append(dst, cursorVersion, byte(len(c.Epoch)))
+	dst = append(dst, c.Epoch...)
+	if c.Session != "" {
+		dst = append(dst, 1)
+		dst = append(dst, c.Session...)
+	} else {
+		dst = append(dst, 0)
+	}
+	var hi uint64
+	for _, p := range c.Positions {
+		hi = max(hi, p.Seq)
+	}
+	dst = binary.AppendUvarint(dst, hi)
+	dst = binary.AppendUvarint(dst, uint64(len(c.Positions)))
+	for _, p := range c.Positions {
+		dst = append(dst, byte(p.Key>>40), byte(p.Key>>32), byte(p.Key>>24), byte(p.Key>>16), byte(p.Key>>8), byte(p.Key))
+		dst = binary.AppendUvarint(dst, hi-p.Seq)
+	}
+	return cc.sign(dst, start)
+}
+
+func (cc *CursorCodec) sign(dst []byte, start int) []byte {
+	h := cc.pool.Get().(hash.Hash)
+	h.Reset()
+	h.Write(dst[start:])
+	var sum [sha256.Size]byte
+	mac := h.Sum(sum[:0])
+	cc.pool.Put(h)
+	return append(dst, mac[:cursorMACSize]...)
+}
+
+// Decode verifies and parses a cursor made by Encode. Any malformed or
+// tampered input yields an error wrapping ErrInvalidCursor.
+func (cc *CursorCodec) Decode(s string) (Cursor, error) {
+	if len(s) == 0 || len(s) > MaxCursorLen {
+		return Cursor{}, fmt.Errorf("%w: bad length", ErrInvalidCursor)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return Cursor{}, fmt.Errorf("%w: not base64url", ErrInvalidCursor)
+	}
+	if len(b) < cursorMACSize+4 {
+		return Cursor{}, fmt.Errorf("%w: too short", ErrInvalidCursor)
+	}
+	body, mac := b[:len(b)-cursorMACSize], b[len(b)-cursorMACSize:]
+	want := cc.sign(slices.Clip(body), 0)[len(body):]
+	if !hmac.Equal(mac, want) {
+		return Cursor{}, fmt.Errorf("%w: bad signature", ErrInvalidCursor)
+	}
+	return parseCursorBody(body)
+}
+
+func parseCursorBody(b []byte) (Cursor, error) {
+	bad := func(what string) (Cursor, error) {
+		return Cursor{}, fmt.Errorf("%w: %s", ErrInvalidCursor, what)
+	}
+	if b[0] != cursorVersion {
+		return bad("unknown version")
+	}
+	b = b[1:]
+	n := int(b[0])
+	b = b[1:]
+	if len(b) < n+1 {
+		return bad("truncated epoch")
+	}
+	c := Cursor{Epoch: string(b[:n])}
+	b = b[n:]
+	flag := b[0]
+	b = b[1:]
+	switch flag {
+	case 0:
+	case 1:
+		if len(b) < sessionIDSize {
+			return bad("truncated session")
+		}
+		c.Session = string(b[:sessionIDSize])
+		b = b[sessionIDSize:]
+	default:
+		return bad("bad session flag")
+	}
+	hi, k := binary.Uvarint(b)
+	if k <= 0 {
+		return bad("bad position")
+	}
+	b = b[k:]
+	count, k := binary.Uvarint(b)
+	if k <= 0 || count > maxPositions {
+		return bad("bad position count")
+	}
+	b = b[k:]
+	c.Positions = make([]Position, 0, count)
+	for range count {
+		if len(b) < 7 {
+			return bad("truncated position")
+		}
+		key := uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 | uint64(b[3])<<16 | uint64(b[4])<<8 | uint64(b[5])
+		b = b[6:]
+		d, k := binary.Uvarint(b)
+		if k <= 0 || d > hi {
+			return bad("bad position")
+		}
+		b = b[k:]
+		if len(c.Positions) > 0 && c.Positions[len(c.Positions)-1].Key >= key {
+			return bad("unsorted positions")
+		}
+		c.Positions = append(c.Positions, Position{Key: key, Seq: hi - d})
+	}
+	if len(b) != 0 {
+		return bad("trailing bytes")
+	}
+	return c, nil
+}

@@ -1,0 +1,335 @@
+// Package memory is the embedded, single-process rooms.Backbone: history in
+// memory, delivery by direct call. It is the reference implementation of the
+// Backbone contract and what a relay runs with when no Redis is configured.
+package memory
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/roomcast/roomcast/rooms"
+)
+
+// Options configure a Backbone. Zero values take the defaults.
+type Options struct {
+	// HistorySize is how many events each channel retains (default 1000).
+	HistorySize int
+	// HistoryAge is how long events are retained (default 5 minutes); it is
+	// also how long idempotency keys are remembered.
+	HistoryAge time.Duration
+	// Now is the clock, for tests.
+	Now func() time.Time
+	// SweepEvery is how often expired history, keys and sessions are freed
+	// (default HistoryAge/10, at least 100 ms).
+	SweepEvery time.Duration
+}
+
+// Backbone is an in-memory rooms.Backbone. It is safe for concurrent use;
+// Close stops its sweeper.
+type Backbone struct {
+	opts  Options
+	epoch string
+
+	mu       sync.Mutex
+	seq      uint64
+	channels map[string]*channel
+	// forgotten is the highest head of any channel freed entirely: a cursor
+	// below it on a channel no longer known may have missed events.
+	forgotten uint64
+	idem      map[string]idemEntry
+	sessions  map[string]session
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type channel struct {
+	events    []*rooms.Event
+	head      uint64
+	trimmed   uint64 // highest Seq dropped by retention
+	emptied   time.Time
+	receivers []rooms.Receiver
+}
+
+type idemEntry struct {
+	result  rooms.Published
+	expires time.Time
+}
+
+type session struct {
+	channels []string
+	expires  time.Time
+}
+
+var _ rooms.Backbone = (*Backbone)(nil)
+
+// New starts an in-memory backbone with a fresh random epoch.
+func New(opts Options) *Backbone {
+	if opts.HistorySize <= 0 {
+		opts.HistorySize = 1000
+	}
+	if opts.HistoryAge <= 0 {
+		opts.HistoryAge = 5 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.SweepEvery <= 0 {
+		opts.SweepEvery = max(opts.HistoryAge/10, 100*time.Millisecond)
+	}
+	var e [4]byte
+	_, _ = rand.Read(e[:])
+	b := &Backbone{
+		opts:     opts,
+		epoch:    hex.EncodeToString(e[:]),
+		channels: make(map[string]*channel),
+		idem:     make(map[string]idemEntry),
+		sessions: make(map[string]session),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	go b.sweepLoop()
+	return b
+}
+
+// Close stops the sweeper and waits for it.
+func (b *Backbone) Close() error {
+	select {
+	case <-b.stop:
+	default:
+		close(b.stop)
+	}
+	<-b.done
+	return nil
+}
+
+// Publish implements rooms.Backbone.
+func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string) (rooms.Published, error) {
+	if err := ctx.Err(); err != nil {
+		return rooms.Published{}, err
+	}
+	if len(m.Channels) == 0 {
+		return rooms.Published{}, fmt.Errorf("publish: no channels")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.opts.Now()
+	if idemKey != "" {
+		if e, ok := b.idem[idemKey]; ok && now.Before(e.expires) {
+			r := e.result
+			r.Duplicate = true
+			return r, nil
+		}
+	}
+	var seq uint64
+	if !m.Volatile {
+		seq = b.seq + 1
+	}
+	ev, err := rooms.NewEvent(m, b.epoch, seq, now.UnixMilli())
+	if err != nil {
+		return rooms.Published{}, err
+	}
+	if !m.Volatile {
+		b.seq = seq
+	}
+	for i, name := range m.Channels {
+		c := b.channels[name]
+		if c == nil {
+			if m.Volatile {
+				continue
+			}
+			c = &channel{trimmed: b.forgotten}
+			b.channels[name] = c
+		}
+		if !m.Volatile {
+			c.events = append(c.events, ev)
+			c.head = seq
+			b.trim(c, now)
+		}
+		for _, r := range c.receivers {
+			r.Receive(ev, i)
+		}
+	}
+	res := rooms.Published{ID: ev.ID(), Seq: seq, Channels: slices.Clone(m.Channels), Event: m.Event}
+	if idemKey != "" {
+		b.idem[idemKey] = idemEntry{result: res, expires: now.Add(b.opts.HistoryAge)}
+	}
+	return res, nil
+}
+
+// trim applies retention to c; b.mu must be held.
+func (b *Backbone) trim(c *channel, now time.Time) {
+	drop := max(len(c.events)-b.opts.HistorySize, 0)
+	cutoff := now.Add(-b.opts.HistoryAge).UnixMilli()
+	for drop < len(c.events) && c.events[drop].TS < cutoff {
+		drop++
+	}
+	if drop == 0 {
+		return
+	}
+	c.trimmed = c.events[drop-1].Seq
+	clear(c.events[:drop])
+	c.events = c.events[drop:]
+	if len(c.events) == 0 {
+		c.events = nil
+		c.emptied = now
+	}
+}
+
+// Subscribe implements rooms.Backbone.
+func (b *Backbone) Subscribe(ctx context.Context, name string, r rooms.Receiver) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.channels[name]
+	if c == nil {
+		// A channel without history starts at the current Seq: every
+		// later event is above it, and cursors from before a channel was
+		// freed still read as gaps.
+		c = &channel{trimmed: b.forgotten, head: b.seq}
+		b.channels[name] = c
+	}
+	c.receivers = append(c.receivers, r)
+	return c.head, nil
+}
+
+// Unsubscribe implements rooms.Backbone.
+func (b *Backbone) Unsubscribe(_ context.Context, name string, r rooms.Receiver) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c := b.channels[name]; c != nil {
+		if i := slices.Index(c.receivers, r); i >= 0 {
+			c.receivers = slices.Delete(c.receivers, i, i+1)
+		}
+	}
+	return nil
+}
+
+// Since implements rooms.Backbone.
+func (b *Backbone) Since(ctx context.Context, name string, after uint64, limit int) (rooms.History, error) {
+	if err := ctx.Err(); err != nil {
+		return rooms.History{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.channels[name]
+	if c == nil {
+		return rooms.History{Truncated: after < b.forgotten}, nil
+	}
+	b.trim(c, b.opts.Now())
+	h := rooms.History{Truncated: after < c.trimmed}
+	i := sort.Search(len(c.events), func(i int) bool { return c.events[i].Seq > after })
+	n := len(c.events) - i
+	if limit > 0 && n > limit {
+		n, h.More = limit, true
+	}
+	h.Events = slices.Clone(c.events[i : i+n])
+	return h, nil
+}
+
+// Before implements rooms.Backbone.
+func (b *Backbone) Before(ctx context.Context, name string, before uint64, limit int) ([]*rooms.Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.channels[name]
+	if c == nil {
+		return nil, nil
+	}
+	b.trim(c, b.opts.Now())
+	end := len(c.events)
+	if before > 0 {
+		end = sort.Search(len(c.events), func(i int) bool { return c.events[i].Seq >= before })
+	}
+	start := 0
+	if limit > 0 {
+		start = max(end-limit, 0)
+	}
+	return slices.Clone(c.events[start:end]), nil
+}
+
+// Head implements rooms.Backbone.
+func (b *Backbone) Head(ctx context.Context, name string) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c := b.channels[name]; c != nil {
+		return c.head, nil
+	}
+	return b.seq, nil
+}
+
+// Epoch implements rooms.Backbone. An in-memory history dies with the
+// process, so every process has its own epoch.
+func (b *Backbone) Epoch(context.Context) (string, error) { return b.epoch, nil }
+
+// SaveSession implements rooms.Backbone.
+func (b *Backbone) SaveSession(_ context.Context, id string, channels []string, ttl time.Duration) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sessions[id] = session{channels: slices.Clone(channels), expires: b.opts.Now().Add(ttl)}
+	return nil
+}
+
+// LoadSession implements rooms.Backbone.
+func (b *Backbone) LoadSession(_ context.Context, id string) ([]string, bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s, ok := b.sessions[id]
+	if !ok || !b.opts.Now().Before(s.expires) {
+		return nil, false, nil
+	}
+	return slices.Clone(s.channels), true, nil
+}
+
+func (b *Backbone) sweepLoop() {
+	defer close(b.done)
+	t := time.NewTicker(b.opts.SweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+			b.sweep()
+		}
+	}
+}
+
+// sweep frees what retention no longer needs. A channel is freed only once
+// it has been empty and unsubscribed for a whole retention age, so cursors
+// pointing into it are answered precisely until they are expired anyway.
+func (b *Backbone) sweep() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.opts.Now()
+	for name, c := range b.channels {
+		b.trim(c, now)
+		if len(c.events) == 0 && len(c.receivers) == 0 && !c.emptied.IsZero() && now.Sub(c.emptied) > b.opts.HistoryAge {
+			b.forgotten = max(b.forgotten, c.head)
+			delete(b.channels, name)
+		}
+	}
+	for k, e := range b.idem {
+		if !now.Before(e.expires) {
+			delete(b.idem, k)
+		}
+	}
+	for id, s := range b.sessions {
+		if !now.Before(s.expires) {
+			delete(b.sessions, id)
+		}
+	}
+}
