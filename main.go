@@ -21,6 +21,7 @@ import (
 	"github.com/roomcast/roomcast/relay/sub"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
+	redisbb "github.com/roomcast/roomcast/rooms/redis"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -76,21 +77,15 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 
 // serve runs the relay until ctx is cancelled, then drains it.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	if cfg.RedisURL != "" {
-		return errors.New("a Redis URL is configured but this build has no Redis backbone yet; unset REDIS_URL to run the embedded backbone")
+	bb, cursorKey, err := openBackbone(ctx, cfg, log)
+	if err != nil {
+		return err
 	}
-	cursorKey := []byte(cfg.CursorKey)
-	if len(cursorKey) == 0 {
-		cursorKey = make([]byte, 32)
-		_, _ = rand.Read(cursorKey)
-		log.Info("no cursor key configured: cursors are valid for this process only")
-	}
+	defer bb.Close()
 	codec, err := rooms.NewCursorCodec(cursorKey)
 	if err != nil {
 		return err
 	}
-	bb := memory.New(memory.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge})
-	defer bb.Close()
 	hub := rooms.NewHub(bb, codec, rooms.HubOptions{
 		QueueSize:   cfg.QueueSize,
 		MaxRooms:    cfg.MaxRooms,
@@ -123,7 +118,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
 	srv.SetReady()
-	log.Info("roomcast listening", "addr", ln.Addr().String(), "backbone", "memory", "version", version)
+	log.Info("roomcast listening", "addr", ln.Addr().String(), "backbone", backboneName(cfg), "version", version)
 
 	select {
 	case err := <-served:
@@ -140,4 +135,43 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// backbone is what serve needs of a backbone beyond rooms.Backbone.
+type backbone interface {
+	rooms.Backbone
+	Close() error
+}
+
+func backboneName(cfg config.Config) string {
+	if cfg.RedisURL != "" {
+		return "redis"
+	}
+	return "memory"
+}
+
+// openBackbone opens the configured backbone and settles the cursor key:
+// the configured one, else one shared through Redis by every instance, else
+// a random one for this process.
+func openBackbone(ctx context.Context, cfg config.Config, log *slog.Logger) (backbone, []byte, error) {
+	key := []byte(cfg.CursorKey)
+	if cfg.RedisURL == "" {
+		if len(key) == 0 {
+			key = make([]byte, 32)
+			_, _ = rand.Read(key)
+			log.Info("no cursor key configured: cursors are valid for this process only")
+		}
+		return memory.New(memory.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge}), key, nil
+	}
+	bb, err := redisbb.New(ctx, cfg.RedisURL, redisbb.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge})
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(key) == 0 {
+		if key, err = bb.SharedSecret(ctx, "cursor-key"); err != nil {
+			_ = bb.Close()
+			return nil, nil, err
+		}
+	}
+	return bb, key, nil
 }

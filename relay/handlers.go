@@ -61,7 +61,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, channels []stri
 		writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "Idempotency-Key must be 1 to 255 printable ASCII characters"))
 		return
 	}
-	client, err := s.senderClient(r.Header.Get("Roomcast-Connection"))
+	client, err := s.senderClient(r.Context(), r.Header.Get("Roomcast-Connection"))
 	if err != nil {
 		writeError(w, err)
 		return

@@ -140,7 +140,7 @@ func (s *Server) clientMAC(client string) string {
 
 // senderClient resolves a Roomcast-Connection header: a live connection id,
 // or a client token from a poll answer. "" means no header.
-func (s *Server) senderClient(header string) (string, error) {
+func (s *Server) senderClient(ctx context.Context, header string) (string, error) {
 	if header == "" {
 		return "", nil
 	}
@@ -150,11 +150,7 @@ func (s *Server) senderClient(header string) (string, error) {
 		}
 		return "", rooms.ErrUnknownConnection
 	}
-	conn, err := s.hub.Lookup(header)
-	if err != nil {
-		return "", err
-	}
-	return conn.Client, nil
+	return s.hub.ClientOf(ctx, header)
 }
 
 // validClientID reports whether id is 8 to 64 URL-safe characters.

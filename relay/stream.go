@@ -97,7 +97,6 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache, no-transform")
 	h.Set("X-Accel-Buffering", "no")
-	h.Set("Connection", "keep-alive")
 	w.WriteHeader(http.StatusOK)
 
 	out := &responseFrames{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout}

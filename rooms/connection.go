@@ -34,6 +34,7 @@ type Delivery struct {
 	Channel string
 	Reason  string
 	seq     uint64
+	epoch   string // set on a reset caused by a new backbone epoch
 }
 
 // Reset reasons, sent as the data of roomcast:reset.
@@ -81,6 +82,7 @@ type Connection struct {
 	multi      bool
 
 	mu        sync.Mutex
+	epoch     string
 	joined    map[string]*hubChannel
 	queue     []Delivery
 	replay    []Delivery
@@ -181,6 +183,13 @@ func (c *Connection) advance(d *Delivery) {
 				c.cursor.Set(ch, ev.Seq)
 			}
 		}
+	case KindReset:
+		if d.epoch != "" {
+			c.cursor.Epoch = d.epoch
+			for i := range c.cursor.Positions {
+				c.cursor.Positions[i].Seq = 0
+			}
+		}
 	case KindJoined:
 		if _, ok := c.cursor.Get(d.Channel); !ok {
 			c.cursor.Set(d.Channel, d.seq)
@@ -226,6 +235,20 @@ func (c *Connection) deliver(ev *Event, i int) {
 		return
 	}
 	c.queue = append(c.queue, Delivery{Kind: KindEvent, Event: ev, Index: i})
+	c.signal()
+}
+
+// resetEpoch tells the connection, once per new epoch, that the backbone
+// lost its history.
+func (c *Connection) resetEpoch(epoch string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.epoch == epoch {
+		return
+	}
+	c.epoch = epoch
+	c.recent = [recentMulti]uint64{}
+	c.queue = append(c.queue, Delivery{Kind: KindReset, Reason: ResetHistoryLost, epoch: epoch})
 	c.signal()
 }
 

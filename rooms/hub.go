@@ -37,11 +37,18 @@ type Hub struct {
 	codec *CursorCodec
 	opts  HubOptions
 
+	// dir is set when the backbone is shared by several instances.
+	dir Directory
+
 	mu       sync.RWMutex
 	channels map[string]*hubChannel
 	conns    map[string]*Connection
 	draining bool
 }
+
+// registrationTTL is how long a connection stays registered in a shared
+// directory without a refresh; Touch refreshes it at every heartbeat.
+const registrationTTL = time.Minute
 
 type hubChannel struct {
 	name  string
@@ -50,6 +57,7 @@ type hubChannel struct {
 	refs  int           // guarded by Hub.mu
 
 	mu    sync.Mutex
+	epoch string
 	head  uint64
 	conns []*Connection
 }
@@ -71,13 +79,70 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 	if opts.PollLimit <= 0 {
 		opts.PollLimit = 100
 	}
-	return &Hub{
+	h := &Hub{
 		bb:       bb,
 		codec:    codec,
 		opts:     opts,
 		channels: make(map[string]*hubChannel),
 		conns:    make(map[string]*Connection),
 	}
+	if dir, ok := bb.(Directory); ok {
+		h.dir = dir
+		dir.HandleCommands(h.runCommand)
+	}
+	return h
+}
+
+// runCommand runs a command forwarded by another instance.
+func (h *Hub) runCommand(ctx context.Context, cmd Command) error {
+	switch cmd.Op {
+	case "join":
+		return h.Join(ctx, cmd.Connection, cmd.Channel)
+	case "leave":
+		return h.Leave(ctx, cmd.Connection, cmd.Channel)
+	}
+	return fmt.Errorf("unknown command %q", cmd.Op)
+}
+
+// forward sends a join or leave for a connection this instance does not
+// hold to the instance that does.
+func (h *Hub) forward(ctx context.Context, op, id, channel string) error {
+	if h.dir == nil {
+		return ErrUnknownConnection
+	}
+	info, ok, err := h.dir.LookupConnection(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !ok || info.Owner == h.dir.Instance() {
+		return ErrUnknownConnection
+	}
+	return h.dir.Forward(ctx, info.Owner, Command{Op: op, Connection: id, Channel: channel})
+}
+
+// ClientOf returns the client id of the live connection id, wherever it is held.
+func (h *Hub) ClientOf(ctx context.Context, id string) (string, error) {
+	if conn, err := h.Lookup(id); err == nil {
+		return conn.Client, nil
+	}
+	if h.dir == nil {
+		return "", ErrUnknownConnection
+	}
+	info, ok, err := h.dir.LookupConnection(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", ErrUnknownConnection
+	}
+	return info.Client, nil
+}
+
+func (h *Hub) register(ctx context.Context, conn *Connection) error {
+	if h.dir == nil {
+		return nil
+	}
+	return h.dir.RegisterConnection(ctx, ConnectionInfo{ID: conn.ID, Owner: h.dir.Instance(), Client: conn.Client}, registrationTTL)
 }
 
 // Backbone returns the hub's backbone.
@@ -96,6 +161,16 @@ func (h *Hub) Receive(ev *Event, i int) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if ev.Epoch != c.epoch {
+		if c.epoch != "" {
+			// The backbone lost its history: positions start over, and
+			// every subscriber must hear that it may have missed events.
+			for _, conn := range c.conns {
+				conn.resetEpoch(ev.Epoch)
+			}
+		}
+		c.epoch, c.head = ev.Epoch, 0
+	}
 	if !ev.Volatile {
 		if ev.Seq <= c.head {
 			return // already delivered through an earlier subscription
@@ -131,7 +206,11 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 	h.channels[name] = c
 	h.mu.Unlock()
 
-	head, err := h.bb.Subscribe(ctx, name, h)
+	epoch, err := h.bb.Epoch(ctx)
+	var head uint64
+	if err == nil {
+		head, err = h.bb.Subscribe(ctx, name, h)
+	}
 	if err != nil {
 		c.err = fmt.Errorf("subscribe %s: %w", name, err)
 		h.mu.Lock()
@@ -144,7 +223,9 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 		return nil, c.err
 	}
 	c.mu.Lock()
-	c.head = max(c.head, head)
+	if c.epoch == "" || c.epoch == epoch {
+		c.epoch, c.head = epoch, max(c.head, head)
+	}
 	c.mu.Unlock()
 	close(c.ready)
 	return c, nil
@@ -219,6 +300,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 		return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 	}
 	conn := h.newConnection(req.Client, req.Multi)
+	conn.epoch = epoch
 	var resets []Delivery
 	var from *Cursor
 	if req.Resume != "" {
@@ -269,8 +351,18 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 		heads[ch] = h.join(conn, c)
 	}
 	h.mu.Lock()
+	if h.draining {
+		// Drain may have taken its snapshot while this connection was joining.
+		h.mu.Unlock()
+		h.Disconnect(conn)
+		return nil, ErrDraining
+	}
 	h.conns[conn.ID] = conn
 	h.mu.Unlock()
+	if err := h.register(ctx, conn); err != nil {
+		h.Disconnect(conn)
+		return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
+	}
 	if req.Multi {
 		if err := h.bb.SaveSession(ctx, conn.Session, channels, h.opts.SessionTTL); err != nil {
 			h.Disconnect(conn)
@@ -381,10 +473,17 @@ func (h *Hub) newConnection(client string, multi bool) *Connection {
 // handler calls it once the stream has ended; it is idempotent.
 func (h *Hub) Disconnect(conn *Connection) {
 	h.mu.Lock()
-	if h.conns[conn.ID] == conn {
+	registered := h.conns[conn.ID] == conn
+	if registered {
 		delete(h.conns, conn.ID)
 	}
 	h.mu.Unlock()
+	if registered && h.dir != nil {
+		// Best effort: an entry left behind expires with its TTL.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = h.dir.UnregisterConnection(ctx, conn.ID)
+		cancel()
+	}
 	conn.mu.Lock()
 	joined := conn.joined
 	conn.joined = make(map[string]*hubChannel)
@@ -416,7 +515,7 @@ var ErrSingleRoom = errors.New("single-room stream")
 func (h *Hub) Join(ctx context.Context, id, channel string) error {
 	conn, err := h.Lookup(id)
 	if err != nil {
-		return err
+		return h.forward(ctx, "join", id, channel)
 	}
 	if !conn.multi {
 		return fmt.Errorf("%w: join rooms on a /v1/stream connection", ErrSingleRoom)
@@ -454,7 +553,7 @@ func (h *Hub) Join(ctx context.Context, id, channel string) error {
 func (h *Hub) Leave(ctx context.Context, id, channel string) error {
 	conn, err := h.Lookup(id)
 	if err != nil {
-		return err
+		return h.forward(ctx, "leave", id, channel)
 	}
 	if !conn.multi {
 		return fmt.Errorf("%w: leave rooms on a /v1/stream connection", ErrSingleRoom)
@@ -481,9 +580,13 @@ func (h *Hub) saveSession(ctx context.Context, conn *Connection) error {
 	return nil
 }
 
-// Touch keeps a multi-room connection's session alive; writers call it on
-// every heartbeat and it writes to the backbone at most once per quarter TTL.
+// Touch keeps a connection's registration and a multi-room connection's
+// session alive; writers call it on every heartbeat. Sessions are written
+// to the backbone at most once per quarter TTL.
 func (h *Hub) Touch(ctx context.Context, conn *Connection) error {
+	if err := h.register(ctx, conn); err != nil {
+		return err
+	}
 	if !conn.multi {
 		return nil
 	}

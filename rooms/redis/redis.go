@@ -1,0 +1,510 @@
+// Package redis is the Redis rooms.Backbone: history in Redis Streams, live
+// fan-out over pub/sub, both written by one Lua script per publish so that
+// live order equals history order. Instances subscribe only to the channels
+// their connections need. A single Redis primary is supported; Redis Cluster
+// is not.
+package redis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/roomcast/roomcast/rooms"
+)
+
+// Options configure a Backbone. Zero values take the defaults.
+type Options struct {
+	// Prefix starts every key (default "roomcast:").
+	Prefix string
+	// HistorySize is how many events each channel retains (default 1000).
+	HistorySize int
+	// HistoryAge is how long events and idempotency keys are kept (default 5 minutes).
+	HistoryAge time.Duration
+	// MetaTTL is how long a channel's position bookkeeping outlives its
+	// last event (default 24 hours): cursors older than that may not
+	// detect the loss of events that were published after them.
+	MetaTTL time.Duration
+	// OpTimeout bounds each Redis call made without a caller's deadline (default 2 s).
+	OpTimeout time.Duration
+}
+
+// Backbone is a Redis rooms.Backbone. Close stops its goroutines.
+type Backbone struct {
+	rdb  *goredis.Client
+	opts Options
+	ps   *goredis.PubSub
+
+	instance     string
+	controlReady chan struct{}
+	controlOnce  sync.Once
+
+	mu      sync.Mutex
+	subs    map[string]*subscription // by channel
+	pending map[string]chan string   // forwarded commands awaiting replies, by correlation id
+	run     func(context.Context, rooms.Command) error
+
+	inbox  inbox
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	closed sync.Once
+}
+
+// subscription is an instance's interest in one channel. Its position
+// fields are owned by the dispatch goroutine once ready is closed.
+type subscription struct {
+	channel   string
+	receivers []rooms.Receiver
+	ready     chan struct{}
+	confirmed bool
+
+	epoch   string
+	lastSeq uint64
+	lastN   uint64
+}
+
+var _ rooms.Backbone = (*Backbone)(nil)
+
+// New connects to the Redis at url (redis:// or rediss://) and starts the
+// goroutines that read and dispatch live events.
+func New(ctx context.Context, url string, opts Options) (*Backbone, error) {
+	ro, err := goredis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	ro.ContextTimeoutEnabled = true
+	return NewClient(ctx, goredis.NewClient(ro), opts)
+}
+
+// NewClient is New for an existing client, which the Backbone then owns.
+func NewClient(ctx context.Context, rdb *goredis.Client, opts Options) (*Backbone, error) {
+	if opts.Prefix == "" {
+		opts.Prefix = "roomcast:"
+	}
+	if opts.HistorySize <= 0 {
+		opts.HistorySize = 1000
+	}
+	if opts.HistoryAge <= 0 {
+		opts.HistoryAge = 5 * time.Minute
+	}
+	if opts.MetaTTL <= 0 {
+		opts.MetaTTL = 24 * time.Hour
+	}
+	if opts.OpTimeout <= 0 {
+		opts.OpTimeout = 2 * time.Second
+	}
+	b := &Backbone{
+		rdb:      rdb,
+		opts:     opts,
+		subs:     make(map[string]*subscription),
+		pending:  make(map[string]chan string),
+		stop:     make(chan struct{}),
+		instance: newEpoch() + newEpoch(),
+	}
+	b.controlReady = make(chan struct{})
+	b.inbox.wake = make(chan struct{}, 1)
+	pctx, cancel := context.WithTimeout(ctx, opts.OpTimeout)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("%w: redis ping: %w", rooms.ErrBackboneDown, err)
+	}
+	b.ps = rdb.Subscribe(context.Background(), b.controlKey(b.instance))
+	msgs := b.ps.ChannelWithSubscriptions(goredis.WithChannelSize(4096))
+	b.wg.Add(2)
+	go b.read(msgs)
+	go b.dispatch()
+	// Commands for this instance's connections must reach it from the start.
+	select {
+	case <-b.controlReady:
+	case <-pctx.Done():
+		_ = b.Close()
+		return nil, fmt.Errorf("%w: subscribing to the control channel: %w", rooms.ErrBackboneDown, pctx.Err())
+	}
+	return b, nil
+}
+
+// Close stops reading live events and closes the client.
+func (b *Backbone) Close() error {
+	b.closed.Do(func() {
+		close(b.stop)
+		_ = b.ps.Close()
+		b.wg.Wait()
+		_ = b.rdb.Close()
+	})
+	return nil
+}
+
+func (b *Backbone) key(kind, name string) string { return b.opts.Prefix + kind + name }
+func (b *Backbone) streamKey(ch string) string   { return b.key("h:", ch) }
+func (b *Backbone) metaKey(ch string) string     { return b.key("m:", ch) }
+func (b *Backbone) liveKey(ch string) string     { return b.key("l:", ch) }
+
+func (b *Backbone) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, b.opts.OpTimeout)
+}
+
+func down(op string, err error) error {
+	return fmt.Errorf("%w: %s: %w", rooms.ErrBackboneDown, op, err)
+}
+
+// body is a message as stored and carried: everything but its position.
+type body struct {
+	Channels []string        `json:"c"`
+	Event    string          `json:"e"`
+	Data     json.RawMessage `json:"d"`
+	Base64   bool            `json:"b,omitempty"`
+	From     *rooms.Sender   `json:"f,omitempty"`
+	Client   string          `json:"cl,omitempty"`
+	Exclude  []string        `json:"x,omitempty"`
+	Volatile bool            `json:"v,omitempty"`
+}
+
+type summary struct {
+	Channels []string `json:"c"`
+	Event    string   `json:"e"`
+}
+
+// Publish implements rooms.Backbone.
+func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string) (rooms.Published, error) {
+	if len(m.Channels) == 0 {
+		return rooms.Published{}, errors.New("publish: no channels")
+	}
+	raw, err := json.Marshal(body{Channels: m.Channels, Event: m.Event, Data: m.Data, Base64: m.Base64,
+		From: m.From, Client: m.Client, Exclude: m.Exclude, Volatile: m.Volatile})
+	if err != nil {
+		return rooms.Published{}, err
+	}
+	sum, _ := json.Marshal(summary{Channels: m.Channels, Event: m.Event})
+	keys := []string{b.key("", "epoch"), b.key("", "seq"), b.key("i:", idemKey)}
+	for _, ch := range m.Channels {
+		keys = append(keys, b.streamKey(ch), b.metaKey(ch))
+	}
+	args := []any{raw, flag(m.Volatile), b.opts.HistorySize, b.opts.HistoryAge.Milliseconds(), newEpoch(),
+		flag(idemKey != ""), b.opts.HistoryAge.Milliseconds(), b.opts.MetaTTL.Milliseconds(), sum}
+	for _, ch := range m.Channels {
+		args = append(args, b.liveKey(ch))
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	res, err := publishScript.Run(ctx, b.rdb, keys, args...).StringSlice()
+	if err != nil {
+		return rooms.Published{}, down("publish", err)
+	}
+	if len(res) != 2 {
+		return rooms.Published{}, down("publish", fmt.Errorf("unexpected reply %q", res))
+	}
+	p, err := parseResult(res[1])
+	if err != nil {
+		return rooms.Published{}, down("publish", err)
+	}
+	p.Duplicate = res[0] == "dup"
+	return p, nil
+}
+
+// parseResult reads "epoch|seq|ts|summary".
+func parseResult(s string) (rooms.Published, error) {
+	parts := strings.SplitN(s, "|", 4)
+	if len(parts) != 4 {
+		return rooms.Published{}, fmt.Errorf("bad publish result %q", s)
+	}
+	seq, err := strconv.ParseUint(parts[1], 10, 64)
+	if err != nil {
+		return rooms.Published{}, fmt.Errorf("bad publish result %q", s)
+	}
+	var sum summary
+	if err := json.Unmarshal([]byte(parts[3]), &sum); err != nil {
+		return rooms.Published{}, fmt.Errorf("bad publish summary: %w", err)
+	}
+	p := rooms.Published{Seq: seq, Channels: sum.Channels, Event: sum.Event}
+	if seq > 0 {
+		p.ID = rooms.FormatEventID(parts[0], seq)
+	}
+	return p, nil
+}
+
+func flag(v bool) string {
+	if v {
+		return "1"
+	}
+	return "0"
+}
+
+func newEpoch() string {
+	var e [4]byte
+	_, _ = rand.Read(e[:])
+	return hex.EncodeToString(e[:])
+}
+
+// Epoch implements rooms.Backbone. The epoch key is created once; after a
+// flush or a failover that lost it, the next call or publish creates a new one.
+func (b *Backbone) Epoch(ctx context.Context) (string, error) {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	key := b.key("", "epoch")
+	e, err := b.rdb.Get(ctx, key).Result()
+	if errors.Is(err, goredis.Nil) {
+		if err := b.rdb.SetNX(ctx, key, newEpoch(), 0).Err(); err != nil {
+			return "", down("epoch", err)
+		}
+		e, err = b.rdb.Get(ctx, key).Result()
+	}
+	if err != nil {
+		return "", down("epoch", err)
+	}
+	return e, nil
+}
+
+// Head implements rooms.Backbone.
+func (b *Backbone) Head(ctx context.Context, ch string) (uint64, error) {
+	head, _, err := b.head(ctx, ch)
+	return head, err
+}
+
+func (b *Backbone) head(ctx context.Context, ch string) (head, n uint64, err error) {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	v, err := headScript.Run(ctx, b.rdb, []string{b.metaKey(ch), b.key("", "seq")}).Int64Slice()
+	if err != nil || len(v) != 2 {
+		return 0, 0, down("head", err)
+	}
+	return uint64(v[0]), uint64(v[1]), nil
+}
+
+// Since implements rooms.Backbone.
+func (b *Backbone) Since(ctx context.Context, ch string, after uint64, limit int) (rooms.History, error) {
+	if limit <= 0 {
+		limit = b.opts.HistorySize
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	v, err := sinceScript.Run(ctx, b.rdb, []string{b.streamKey(ch), b.metaKey(ch)},
+		strconv.FormatUint(after+1, 10)+"-0", limit+1).Slice()
+	if err != nil || len(v) != 3 {
+		return rooms.History{}, down("history", err)
+	}
+	trimmed, _ := v[0].(int64)
+	now, _ := v[2].(int64)
+	entries, err := b.parseEntries(v[1])
+	if err != nil {
+		return rooms.History{}, down("history", err)
+	}
+	h := rooms.History{Truncated: after < uint64(trimmed)}
+	// Entries past their age count as trimmed even before a publish
+	// removes them.
+	cutoff := now - b.opts.HistoryAge.Milliseconds()
+	for len(entries) > 0 && entries[0].TS < cutoff {
+		h.Truncated = true
+		entries = entries[1:]
+	}
+	if len(entries) > limit {
+		entries, h.More = entries[:limit], true
+	}
+	h.Events = entries
+	return h, nil
+}
+
+// Before implements rooms.Backbone.
+func (b *Backbone) Before(ctx context.Context, ch string, before uint64, limit int) ([]*rooms.Event, error) {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	end := "+"
+	if before > 0 {
+		end = "(" + strconv.FormatUint(before, 10) + "-0"
+	}
+	count := int64(limit)
+	if limit <= 0 {
+		count = int64(b.opts.HistorySize)
+	}
+	msgs, err := b.rdb.XRevRangeN(ctx, b.streamKey(ch), end, "-", count).Result()
+	if err != nil {
+		return nil, down("history", err)
+	}
+	now := time.Now().UnixMilli()
+	cutoff := now - b.opts.HistoryAge.Milliseconds()
+	out := make([]*rooms.Event, 0, len(msgs))
+	for i := len(msgs) - 1; i >= 0; i-- {
+		ev, err := eventFromValues(msgs[i].ID, msgs[i].Values)
+		if err != nil {
+			return nil, down("history", err)
+		}
+		if ev.TS >= cutoff {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
+// parseEntries reads XRANGE output as returned inside a script reply.
+func (b *Backbone) parseEntries(v any) ([]*rooms.Event, error) {
+	list, _ := v.([]any)
+	out := make([]*rooms.Event, 0, len(list))
+	for _, item := range list {
+		pair, ok := item.([]any)
+		if !ok || len(pair) != 2 {
+			return nil, errors.New("bad stream entry")
+		}
+		id, _ := pair[0].(string)
+		fields, _ := pair[1].([]any)
+		values := make(map[string]any, len(fields)/2)
+		for i := 0; i+1 < len(fields); i += 2 {
+			k, _ := fields[i].(string)
+			values[k] = fields[i+1]
+		}
+		ev, err := eventFromValues(id, values)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// eventFromValues rebuilds an event from a stream entry.
+func eventFromValues(id string, values map[string]any) (*rooms.Event, error) {
+	seqText, _, _ := strings.Cut(id, "-")
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("bad entry id %q", id)
+	}
+	str := func(k string) string { s, _ := values[k].(string); return s }
+	ts, err := strconv.ParseInt(str("ts"), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("bad entry ts in %q", id)
+	}
+	return decodeEvent(str("e"), seq, ts, []byte(str("b")))
+}
+
+func decodeEvent(epoch string, seq uint64, ts int64, raw []byte) (*rooms.Event, error) {
+	var bd body
+	if err := json.Unmarshal(raw, &bd); err != nil {
+		return nil, fmt.Errorf("bad event body: %w", err)
+	}
+	return rooms.NewEvent(rooms.Message{Channels: bd.Channels, Event: bd.Event, Data: bd.Data, Base64: bd.Base64,
+		From: bd.From, Client: bd.Client, Exclude: bd.Exclude, Volatile: bd.Volatile}, epoch, seq, ts)
+}
+
+// SaveSession implements rooms.Backbone.
+func (b *Backbone) SaveSession(ctx context.Context, id string, channels []string, ttl time.Duration) error {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	raw, _ := json.Marshal(channels)
+	if err := b.rdb.Set(ctx, b.key("s:", id), raw, ttl).Err(); err != nil {
+		return down("session", err)
+	}
+	return nil
+}
+
+// LoadSession implements rooms.Backbone.
+func (b *Backbone) LoadSession(ctx context.Context, id string) ([]string, bool, error) {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	raw, err := b.rdb.Get(ctx, b.key("s:", id)).Bytes()
+	if errors.Is(err, goredis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, down("session", err)
+	}
+	var channels []string
+	if err := json.Unmarshal(raw, &channels); err != nil {
+		return nil, false, nil
+	}
+	return channels, true, nil
+}
+
+// Subscribe implements rooms.Backbone. It returns once Redis confirmed the
+// subscription, so every event published afterwards is delivered.
+func (b *Backbone) Subscribe(ctx context.Context, ch string, r rooms.Receiver) (uint64, error) {
+	b.mu.Lock()
+	s := b.subs[ch]
+	first := s == nil
+	if first {
+		s = &subscription{channel: ch, ready: make(chan struct{})}
+		b.subs[ch] = s
+	}
+	s.receivers = append(s.receivers, r)
+	b.mu.Unlock()
+
+	if first {
+		sctx, cancel := b.opCtx(ctx)
+		err := b.ps.Subscribe(sctx, b.liveKey(ch))
+		cancel()
+		if err != nil {
+			_ = b.Unsubscribe(context.Background(), ch, r)
+			return 0, down("subscribe", err)
+		}
+	}
+	wctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	select {
+	case <-s.ready:
+	case <-wctx.Done():
+		_ = b.Unsubscribe(context.Background(), ch, r)
+		return 0, down("subscribe", wctx.Err())
+	}
+	head, _, err := b.head(ctx, ch)
+	if err != nil {
+		_ = b.Unsubscribe(context.Background(), ch, r)
+		return 0, err
+	}
+	return head, nil
+}
+
+// Unsubscribe implements rooms.Backbone.
+func (b *Backbone) Unsubscribe(ctx context.Context, ch string, r rooms.Receiver) error {
+	b.mu.Lock()
+	s := b.subs[ch]
+	if s == nil {
+		b.mu.Unlock()
+		return nil
+	}
+	if i := slices.Index(s.receivers, r); i >= 0 {
+		s.receivers = slices.Delete(s.receivers, i, i+1)
+	}
+	last := len(s.receivers) == 0
+	if last {
+		delete(b.subs, ch)
+	}
+	b.mu.Unlock()
+	if !last {
+		return nil
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	if err := b.ps.Unsubscribe(ctx, b.liveKey(ch)); err != nil {
+		return down("unsubscribe", err)
+	}
+	return nil
+}
+
+// SharedSecret returns the secret called name that every instance using
+// this Redis shares, creating it (32 random bytes) on first use.
+func (b *Backbone) SharedSecret(ctx context.Context, name string) ([]byte, error) {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	key := b.key("secret:", name)
+	fresh := make([]byte, 32)
+	_, _ = rand.Read(fresh)
+	if err := b.rdb.SetNX(ctx, key, fresh, 0).Err(); err != nil {
+		return nil, down("secret", err)
+	}
+	v, err := b.rdb.Get(ctx, key).Bytes()
+	if err != nil {
+		return nil, down("secret", err)
+	}
+	return v, nil
+}

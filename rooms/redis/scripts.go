@@ -1,0 +1,95 @@
+package redis
+
+import goredis "github.com/redis/go-redis/v9"
+
+// publishScript appends a message to the history of each of its channels and
+// publishes it live, in one atomic step, so live order equals history order.
+//
+// KEYS: epoch, seq, idempotency key, then per channel: stream, meta.
+// ARGV: body, volatile, maxlen, age ms, epoch candidate, use idempotency,
+// idempotency ttl ms, meta ttl ms, summary, then per channel: live channel.
+//
+// Stream entries have id "<seq>-0" (seq is global across channels) and the
+// fields b (body), ts, i (channel index), n (per-channel count), e (epoch).
+// The meta hash holds head (last seq), n (count) and trimmed (highest seq
+// dropped by retention). Live messages are "1|epoch|seq|ts|i|n|body"; n is
+// 0 for volatile messages.
+var publishScript = goredis.NewScript(`
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[5]
+  redis.call('SET', KEYS[1], epoch)
+end
+if ARGV[6] == '1' then
+  local prev = redis.call('GET', KEYS[3])
+  if prev then return {'dup', prev} end
+end
+local t = redis.call('TIME')
+local ts = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local volatile = ARGV[2] == '1'
+local seq = 0
+if not volatile then seq = redis.call('INCR', KEYS[2]) end
+local maxlen = tonumber(ARGV[3])
+local age = tonumber(ARGV[4])
+local cutoff = ts - age
+local nch = (#KEYS - 3) / 2
+for i = 1, nch do
+  local stream = KEYS[2 + 2 * i]
+  local meta = KEYS[3 + 2 * i]
+  local n = 0
+  if not volatile then
+    n = redis.call('HINCRBY', meta, 'n', 1)
+    redis.call('XADD', stream, seq .. '-0', 'b', ARGV[1], 'ts', ts, 'i', i - 1, 'n', n, 'e', epoch)
+    -- Retention: drop from the front while over size or too old. Entries
+    -- are read one at a time because their bodies may be large.
+    local len = redis.call('XLEN', stream)
+    local last = nil
+    while len > 0 do
+      local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+      if len > maxlen or tonumber(first[2][4]) < cutoff then
+        last = first[1]
+        redis.call('XDEL', stream, last)
+        len = len - 1
+      else
+        break
+      end
+    end
+    if last then
+      redis.call('HSET', meta, 'trimmed', tonumber(string.match(last, '^(%d+)')))
+    end
+    redis.call('HSET', meta, 'head', seq)
+    redis.call('PEXPIRE', stream, age + 60000)
+    redis.call('PEXPIRE', meta, tonumber(ARGV[8]))
+  end
+  redis.call('PUBLISH', ARGV[9 + i], '1|' .. epoch .. '|' .. seq .. '|' .. ts .. '|' .. (i - 1) .. '|' .. n .. '|' .. ARGV[1])
+end
+local result = epoch .. '|' .. seq .. '|' .. ts .. '|' .. ARGV[9]
+if ARGV[6] == '1' then redis.call('SET', KEYS[3], result, 'PX', tonumber(ARGV[7])) end
+return {'ok', result}
+`)
+
+// sinceScript reads a channel's retention watermark, its entries after a
+// position and the server's clock in one consistent view.
+//
+// KEYS: stream, meta, seq. ARGV: exclusive start id, count.
+var sinceScript = goredis.NewScript(`
+local trimmed = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  trimmed = tonumber(redis.call('HGET', KEYS[2], 'head') or '0')
+end
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
+local t = redis.call('TIME')
+return {trimmed, entries, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
+`)
+
+// headScript returns a channel's head and count; a channel without history
+// starts at the current global seq.
+//
+// KEYS: meta, seq.
+var headScript = goredis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'head', 'n')
+if not v[1] then
+  return {tonumber(redis.call('GET', KEYS[2]) or '0'), 0}
+end
+return {tonumber(v[1]), tonumber(v[2] or '0')}
+`)
