@@ -83,3 +83,11 @@ type History struct {
 	// More is set when limit cut the page short.
 	More bool
 }
+
+// Claimer is implemented by backbones that can record a key exactly once
+// across every instance that shares them, for single-use credentials.
+type Claimer interface {
+	// ClaimOnce returns true the first time key is claimed within ttl, and
+	// false on every later claim.
+	ClaimOnce(ctx context.Context, key string, ttl time.Duration) (bool, error)
+}

@@ -333,3 +333,16 @@ func (b *Backbone) sweep() {
 		}
 	}
 }
+
+// ClaimOnce implements rooms.Claimer.
+func (b *Backbone) ClaimOnce(_ context.Context, key string, ttl time.Duration) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.opts.Now()
+	k := "claim\x00" + key
+	if e, ok := b.idem[k]; ok && now.Before(e.expires) {
+		return false, nil
+	}
+	b.idem[k] = idemEntry{expires: now.Add(ttl)}
+	return true, nil
+}

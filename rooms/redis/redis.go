@@ -180,26 +180,41 @@ type summary struct {
 
 // Publish implements rooms.Backbone.
 func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string) (rooms.Published, error) {
+	keys, args, err := b.publishArgs(m, idemKey)
+	if err != nil {
+		return rooms.Published{}, err
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	return b.runPublish(ctx, keys, args)
+}
+
+// publishArgs lays out the keys and arguments of publishScript for m; the
+// live channels come last.
+func (b *Backbone) publishArgs(m rooms.Message, idemKey string) (keys []string, args []any, err error) {
 	if len(m.Channels) == 0 {
-		return rooms.Published{}, errors.New("publish: no channels")
+		return nil, nil, errors.New("publish: no channels")
 	}
 	raw, err := json.Marshal(body{Channels: m.Channels, Event: m.Event, Data: m.Data, Base64: m.Base64,
 		From: m.From, Client: m.Client, Exclude: m.Exclude, Volatile: m.Volatile})
 	if err != nil {
-		return rooms.Published{}, err
+		return nil, nil, err
 	}
 	sum, _ := json.Marshal(summary{Channels: m.Channels, Event: m.Event})
-	keys := []string{b.key("", "epoch"), b.key("", "seq"), b.key("i:", idemKey)}
+	keys = []string{b.key("", "epoch"), b.key("", "seq"), b.key("i:", idemKey)}
 	for _, ch := range m.Channels {
 		keys = append(keys, b.streamKey(ch), b.metaKey(ch))
 	}
-	args := []any{raw, flag(m.Volatile), b.opts.HistorySize, b.opts.HistoryAge.Milliseconds(), newEpoch(),
+	args = []any{raw, flag(m.Volatile), b.opts.HistorySize, b.opts.HistoryAge.Milliseconds(), newEpoch(),
 		flag(idemKey != ""), b.opts.HistoryAge.Milliseconds(), b.opts.MetaTTL.Milliseconds(), sum}
 	for _, ch := range m.Channels {
 		args = append(args, b.liveKey(ch))
 	}
-	ctx, cancel := b.opCtx(ctx)
-	defer cancel()
+	return keys, args, nil
+}
+
+// runPublish runs publishScript and reads its reply.
+func (b *Backbone) runPublish(ctx context.Context, keys []string, args []any) (rooms.Published, error) {
 	res, err := publishScript.Run(ctx, b.rdb, keys, args...).StringSlice()
 	if err != nil {
 		return rooms.Published{}, down("publish", err)
@@ -507,4 +522,15 @@ func (b *Backbone) SharedSecret(ctx context.Context, name string) ([]byte, error
 		return nil, down("secret", err)
 	}
 	return v, nil
+}
+
+// ClaimOnce implements rooms.Claimer.
+func (b *Backbone) ClaimOnce(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	ok, err := b.rdb.SetNX(ctx, b.key("once:", key), 1, ttl).Result()
+	if err != nil {
+		return false, down("claim", err)
+	}
+	return ok, nil
 }

@@ -1,0 +1,193 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+func TestLoadDefaults(t *testing.T) {
+	c, err := Load(nil, env(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		got, want any
+	}{
+		{"addr", c.Addr, "127.0.0.1:8080"},
+		{"redis-url", c.RedisURL, ""},
+		{"log-level", c.LogLevel, slog.LevelInfo},
+		{"log-format", c.LogFormat, "auto"},
+		{"max-payload", c.MaxPayload, int64(64 << 10)},
+		{"heartbeat", c.Heartbeat, 15 * time.Second},
+		{"retry-min", c.RetryMin, time.Second},
+		{"retry-max", c.RetryMax, 5 * time.Second},
+		{"write-timeout", c.WriteTimeout, 10 * time.Second},
+		{"poll-timeout", c.PollTimeout, 25 * time.Second},
+		{"poll-max", c.PollMax, 55 * time.Second},
+		{"history-size", c.HistorySize, 1000},
+		{"history-age", c.HistoryAge, 5 * time.Minute},
+		{"queue-size", c.QueueSize, 1024},
+		{"max-rooms", c.MaxRooms, 64},
+		{"session-ttl", c.SessionTTL, 5 * time.Minute},
+		{"drain-timeout", c.DrainTimeout, 10 * time.Second},
+		{"cursor-key", c.CursorKey, ""},
+		{"tcp-user-timeout", c.TCPUserTimeout, 30 * time.Second},
+		{"read-header-timeout", c.ReadHeaderTimeout, 10 * time.Second},
+		{"idle-timeout", c.IdleTimeout, 120 * time.Second},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("-%s defaults to %v, want %v", tt.name, tt.got, tt.want)
+		}
+	}
+}
+
+// Every option is a flag and a ROOMCAST_* variable; the listed defaults are
+// the ones Load applies.
+func TestOptionsAreConsistent(t *testing.T) {
+	seen := map[string]bool{}
+	for _, o := range Options() {
+		if want := "ROOMCAST_" + strings.ToUpper(strings.ReplaceAll(o.Flag, "-", "_")); o.Env != want {
+			t.Errorf("-%s is read from %s, want %s", o.Flag, o.Env, want)
+		}
+		if seen[o.Flag] {
+			t.Errorf("-%s is listed twice", o.Flag)
+		}
+		seen[o.Flag] = true
+		if o.Usage == "" {
+			t.Errorf("-%s has no usage text", o.Flag)
+		}
+	}
+	if len(seen) < 20 {
+		t.Errorf("only %d options listed", len(seen))
+	}
+}
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		env   func(string) string
+		check func(Config) bool
+	}{
+		{"env sets a duration", nil, env("ROOMCAST_HEARTBEAT", "3s"),
+			func(c Config) bool { return c.Heartbeat == 3*time.Second }},
+		{"env sets an address", nil, env("ROOMCAST_ADDR", "0.0.0.0:9000"),
+			func(c Config) bool { return c.Addr == "0.0.0.0:9000" }},
+		{"env sets numbers", nil, env("ROOMCAST_MAX_PAYLOAD", "1024", "ROOMCAST_HISTORY_SIZE", "10"),
+			func(c Config) bool { return c.MaxPayload == 1024 && c.HistorySize == 10 }},
+		{"env sets the log level", nil, env("ROOMCAST_LOG_LEVEL", "debug", "ROOMCAST_LOG_FORMAT", "text"),
+			func(c Config) bool { return c.LogLevel == slog.LevelDebug && c.LogFormat == "text" }},
+		{"flag sets a value", []string{"-drain-timeout", "3s"}, env(),
+			func(c Config) bool { return c.DrainTimeout == 3*time.Second }},
+		{"flag with = form", []string{"--max-rooms=8"}, env(),
+			func(c Config) bool { return c.MaxRooms == 8 }},
+		{"flag overrides env", []string{"-heartbeat", "2s"}, env("ROOMCAST_HEARTBEAT", "3s"),
+			func(c Config) bool { return c.Heartbeat == 2*time.Second }},
+		{"empty env is unset", nil, env("ROOMCAST_HEARTBEAT", ""),
+			func(c Config) bool { return c.Heartbeat == 15*time.Second }},
+		{"PORT means every interface", nil, env("PORT", "3000"),
+			func(c Config) bool { return c.Addr == ":3000" }},
+		{"ROOMCAST_ADDR wins over PORT", nil, env("PORT", "3000", "ROOMCAST_ADDR", "127.0.0.1:4000"),
+			func(c Config) bool { return c.Addr == "127.0.0.1:4000" }},
+		{"-addr wins over PORT", []string{"-addr", "127.0.0.1:5000"}, env("PORT", "3000"),
+			func(c Config) bool { return c.Addr == "127.0.0.1:5000" }},
+		{"REDIS_URL alias", nil, env("REDIS_URL", "redis://h:6379/0"),
+			func(c Config) bool { return c.RedisURL == "redis://h:6379/0" }},
+		{"ROOMCAST_REDIS_URL wins over REDIS_URL", nil, env("REDIS_URL", "redis://a", "ROOMCAST_REDIS_URL", "rediss://b"),
+			func(c Config) bool { return c.RedisURL == "rediss://b" }},
+		{"retry-max may equal retry-min", []string{"-retry-min", "2s", "-retry-max", "2s"}, env(),
+			func(c Config) bool { return c.RetryMin == 2*time.Second && c.RetryMax == 2*time.Second }},
+		{"zero disables TCP_USER_TIMEOUT", nil, env("ROOMCAST_TCP_USER_TIMEOUT", "0s"),
+			func(c Config) bool { return c.TCPUserTimeout == 0 }},
+		{"cursor key of 16 bytes", nil, env("ROOMCAST_CURSOR_KEY", "0123456789abcdef"),
+			func(c Config) bool { return c.CursorKey == "0123456789abcdef" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load(tt.args, tt.env, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(c) {
+				t.Errorf("unexpected config %+v", c)
+			}
+		})
+	}
+}
+
+// An invalid value is refused with a message naming where it came from.
+func TestLoadInvalid(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  func(string) string
+		want []string // all in the error
+	}{
+		{"duration env", nil, env("ROOMCAST_HEARTBEAT", "banana"), []string{"ROOMCAST_HEARTBEAT", "banana", "duration"}},
+		{"duration below minimum", nil, env("ROOMCAST_HEARTBEAT", "10ms"), []string{"ROOMCAST_HEARTBEAT", "at least 1s"}},
+		{"number env", nil, env("ROOMCAST_MAX_PAYLOAD", "lots"), []string{"ROOMCAST_MAX_PAYLOAD", "whole number"}},
+		{"number out of range", nil, env("ROOMCAST_QUEUE_SIZE", "1"), []string{"ROOMCAST_QUEUE_SIZE", "from 2"}},
+		{"level env", nil, env("ROOMCAST_LOG_LEVEL", "loud"), []string{"ROOMCAST_LOG_LEVEL"}},
+		{"choice env", nil, env("ROOMCAST_LOG_FORMAT", "xml"), []string{"ROOMCAST_LOG_FORMAT", "json, text"}},
+		{"duration flag", []string{"-heartbeat", "banana"}, env(), []string{"-heartbeat", "banana"}},
+		{"number flag", []string{"-history-size", "0"}, env(), []string{"-history-size"}},
+		{"unknown flag", []string{"-nope"}, env(), []string{"-nope"}},
+		{"stray argument", []string{"sub"}, env(), []string{`"sub"`}},
+		{"PORT not a number", nil, env("PORT", "http"), []string{"PORT", "http"}},
+		{"PORT out of range", nil, env("PORT", "70000"), []string{"PORT"}},
+		{"bad address", []string{"-addr", "localhost"}, env(), []string{"-addr", "localhost"}},
+		{"retry-max below retry-min", []string{"-retry-min", "5s", "-retry-max", "1s"}, env(), []string{"-retry-max", "-retry-min"}},
+		{"retry-max below retry-min from env", nil, env("ROOMCAST_RETRY_MIN", "10s"), []string{"-retry-max", "-retry-min"}},
+		{"poll-timeout above poll-max", []string{"-poll-timeout", "60s"}, env(), []string{"-poll-timeout", "-poll-max"}},
+		{"short cursor key", nil, env("ROOMCAST_CURSOR_KEY", "short"), []string{"-cursor-key", "16 bytes"}},
+		{"redis URL scheme", nil, env("REDIS_URL", "http://h"), []string{"-redis-url", "redis://"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(tt.args, tt.env, io.Discard)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadReportsEveryInvalidCombination(t *testing.T) {
+	_, err := Load([]string{"-retry-min", "5s", "-retry-max", "1s", "-poll-timeout", "60s"}, env(), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "-retry-max") || !strings.Contains(err.Error(), "-poll-timeout") {
+		t.Errorf("error %v, want both problems named", err)
+	}
+}
+
+func TestLoadHelp(t *testing.T) {
+	var out strings.Builder
+	_, err := Load([]string{"-h"}, env(), &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("error %v, want flag.ErrHelp", err)
+	}
+	for _, o := range Options() {
+		if !strings.Contains(out.String(), "-"+o.Flag) || !strings.Contains(out.String(), "$"+o.Env) {
+			t.Errorf("help does not show -%s with $%s", o.Flag, o.Env)
+		}
+	}
+}
