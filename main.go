@@ -18,6 +18,8 @@ import (
 
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/config"
+	"github.com/roomcast/roomcast/relay/healthcheck"
+	"github.com/roomcast/roomcast/relay/metrics"
 	"github.com/roomcast/roomcast/relay/sub"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
@@ -41,6 +43,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return 0
 		case "sub":
 			return sub.Main(ctx, args[1:], stdout, stderr)
+		case "healthcheck":
+			return healthcheck.Main(ctx, args[1:], stdout, stderr)
 		}
 	}
 	cfg, err := config.Load(args, getenv, stderr)
@@ -86,11 +90,19 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	hub := rooms.NewHub(bb, codec, rooms.HubOptions{
+	var m *metrics.Metrics
+	var hub *rooms.Hub
+	var backboneForHub rooms.Backbone = bb
+	if cfg.Metrics {
+		m = metrics.New(func() int { return hub.Channels() })
+		backboneForHub = m.Backbone(bb)
+	}
+	hub = rooms.NewHub(backboneForHub, codec, rooms.HubOptions{
 		QueueSize:   cfg.QueueSize,
 		MaxRooms:    cfg.MaxRooms,
 		SessionTTL:  cfg.SessionTTL,
 		ReplayLimit: cfg.HistorySize,
+		Observer:    observer(m),
 	})
 	srv := relay.New(hub, relay.Options{
 		MaxPayload:   cfg.MaxPayload,
@@ -102,6 +114,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		PollMax:      cfg.PollMax,
 		Logger:       log,
 		ClientKey:    cursorKey,
+		Metrics:      m,
+		MetricsToken: cfg.MetricsToken,
 	})
 	ln, err := relay.Listen(ctx, cfg.Addr, cfg.TCPUserTimeout)
 	if err != nil {
@@ -174,4 +188,13 @@ func openBackbone(ctx context.Context, cfg config.Config, log *slog.Logger) (bac
 		}
 	}
 	return bb, key, nil
+}
+
+// observer returns m as the hub's observer, or nil for none: a nil
+// *metrics.Metrics must not become a non-nil interface.
+func observer(m *metrics.Metrics) rooms.Observer {
+	if m == nil {
+		return nil
+	}
+	return m
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/roomcast/roomcast/rooms"
@@ -56,6 +57,9 @@ func (s *Server) publishMulti(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) publish(w http.ResponseWriter, r *http.Request, channels []string, multi bool) {
+	if m := s.opts.Metrics; m != nil {
+		defer func(start time.Time) { m.PublishTime.Observe(time.Since(start).Seconds()) }(time.Now())
+	}
 	key := r.Header.Get("Idempotency-Key")
 	if !validIdempotencyKey(key) {
 		writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "Idempotency-Key must be 1 to 255 printable ASCII characters"))

@@ -47,7 +47,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string)
 	timeout := s.opts.PollDefault
 	if v := q.Get("timeout"); v != "" {
 		n, err := strconv.ParseFloat(v, 64)
-		if err != nil || n < 0 || time.Duration(n*float64(time.Second)) > s.opts.PollMax {
+		if err != nil || !(n >= 0 && n <= s.opts.PollMax.Seconds()) { // also refuses NaN and Inf
 			writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "timeout must be 0 to %g seconds", s.opts.PollMax.Seconds()))
 			return
 		}
@@ -59,6 +59,10 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string)
 	}
 	if s.draining.Load() {
 		timeout = 0
+	}
+	if m := s.opts.Metrics; m != nil {
+		m.Connections.WithLabelValues("poll").Inc()
+		defer m.Connections.WithLabelValues("poll").Dec()
 	}
 	res, err := s.hub.Poll(r.Context(), rooms.PollRequest{
 		Channels: channels,

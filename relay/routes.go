@@ -12,10 +12,13 @@ import (
 // routes is the whole v1 HTTP surface.
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.Recoverer, securityHeaders)
+	r.Use(middleware.RequestID, s.logRequests, middleware.Recoverer, securityHeaders)
 
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
+	if s.opts.Metrics != nil {
+		r.Method(http.MethodGet, "/metrics", s.opts.Metrics.Handler(s.opts.MetricsToken))
+	}
 
 	r.Route("/v1", func(r chi.Router) {
 		r.Get("/rooms/{room}/events", s.streamRoom)

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/roomcast/roomcast/relay/metrics"
 	"github.com/roomcast/roomcast/rooms"
 )
 
@@ -42,6 +43,10 @@ type Options struct {
 	// ClientKey signs the client tokens poll answers carry; it must be at
 	// least 16 bytes.
 	ClientKey []byte
+	// Metrics, when set, is served at /metrics and told about requests.
+	Metrics *metrics.Metrics
+	// MetricsToken, when set, is the bearer token /metrics requires.
+	MetricsToken string
 }
 
 // Server serves the v1 API over a Hub.

@@ -92,6 +92,11 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 		return
 	}
 	defer s.hub.Disconnect(conn)
+	noteConnection(r.Context(), conn.ID)
+	if m := s.opts.Metrics; m != nil {
+		m.Connections.WithLabelValues("sse").Inc()
+		defer m.Connections.WithLabelValues("sse").Dec()
+	}
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")

@@ -91,3 +91,21 @@ type Claimer interface {
 	// false on every later claim.
 	ClaimOnce(ctx context.Context, key string, ttl time.Duration) (bool, error)
 }
+
+// BackboneAs finds an optional interface (Directory, Claimer, ...) on bb or
+// on the backbones it wraps; wrappers expose what they wrap with
+// Unwrap() Backbone.
+func BackboneAs[T any](bb Backbone) (T, bool) {
+	for bb != nil {
+		if t, ok := bb.(T); ok {
+			return t, true
+		}
+		u, ok := bb.(interface{ Unwrap() Backbone })
+		if !ok {
+			break
+		}
+		bb = u.Unwrap()
+	}
+	var zero T
+	return zero, false
+}

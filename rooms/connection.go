@@ -227,9 +227,11 @@ func (c *Connection) deliver(ev *Event, i int) {
 		// the first half of the queue.
 		if len(c.queue) >= c.queueLimit/2 {
 			c.dropped++
+			c.hub.opts.Observer.Dropped(1)
 			return
 		}
 	} else if len(c.queue) >= c.queueLimit {
+		c.hub.opts.Observer.SlowConsumer()
 		c.closeLocked(CloseReason{Code: CloseSlowConsumer, Error: true,
 			Message: "the connection fell too far behind; resume from the last cursor"})
 		return

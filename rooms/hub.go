@@ -27,6 +27,8 @@ type HubOptions struct {
 	ReplayLimit int
 	// PollLimit bounds the events of one poll answer per room (default 100).
 	PollLimit int
+	// Observer is told about deliveries, drops and resumes (default: nobody).
+	Observer Observer
 }
 
 // Hub is an instance's local fan-out: it holds the instance's connections,
@@ -79,6 +81,9 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 	if opts.PollLimit <= 0 {
 		opts.PollLimit = 100
 	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
 	h := &Hub{
 		bb:       bb,
 		codec:    codec,
@@ -86,7 +91,7 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 		channels: make(map[string]*hubChannel),
 		conns:    make(map[string]*Connection),
 	}
-	if dir, ok := bb.(Directory); ok {
+	if dir, ok := BackboneAs[Directory](bb); ok {
 		h.dir = dir
 		dir.HandleCommands(h.runCommand)
 	}
@@ -180,6 +185,7 @@ func (h *Hub) Receive(ev *Event, i int) {
 	for _, conn := range c.conns {
 		conn.deliver(ev, i)
 	}
+	h.opts.Observer.Delivered(len(c.conns))
 }
 
 // acquire returns the hub's channel, subscribed to the backbone, with one
@@ -256,6 +262,7 @@ func (h *Hub) join(conn *Connection, c *hubChannel) uint64 {
 	conn.joined[c.name] = c
 	if !conn.closed && conn.multi {
 		conn.queue = append(conn.queue, Delivery{Kind: KindJoined, Channel: c.name, seq: head})
+		conn.signal()
 	}
 	conn.mu.Unlock()
 	c.conns = append(c.conns, conn)
@@ -376,6 +383,13 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 	if err != nil {
 		h.Disconnect(conn)
 		return nil, err
+	}
+	if from != nil || len(resets) > 0 {
+		outcome := "replayed"
+		if len(resets) > 0 {
+			outcome = "reset"
+		}
+		h.opts.Observer.Resumed(outcome)
 	}
 	pending := append(resets, replay...)
 	for _, ch := range channels {
@@ -613,6 +627,13 @@ func (h *Hub) Drain(delay func() time.Duration) {
 		c.Close(CloseReason{Code: CloseShutdown, Message: "the server is shutting down; reconnect",
 			ReconnectMS: int(delay().Milliseconds())})
 	}
+}
+
+// Channels returns how many channels the hub holds backbone subscriptions for.
+func (h *Hub) Channels() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.channels)
 }
 
 // Connections returns how many connections the hub holds.

@@ -39,6 +39,8 @@ type Config struct {
 	TCPUserTimeout    time.Duration
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
+	Metrics           bool
+	MetricsToken      string
 }
 
 // Option describes one setting, for --help and the operations docs.
@@ -78,6 +80,8 @@ func bindings(c *Config) []binding {
 		{Option{"tcp-user-timeout", "ROOMCAST_TCP_USER_TIMEOUT", "30s", "drop connections whose data stays unacknowledged this long (0 disables)"}, durationVar(&c.TCPUserTimeout, 0)},
 		{Option{"read-header-timeout", "ROOMCAST_READ_HEADER_TIMEOUT", "10s", "time allowed to read request headers"}, durationVar(&c.ReadHeaderTimeout, 100*time.Millisecond)},
 		{Option{"idle-timeout", "ROOMCAST_IDLE_TIMEOUT", "120s", "keep-alive idle time between requests"}, durationVar(&c.IdleTimeout, time.Second)},
+		{Option{"metrics", "ROOMCAST_METRICS", "true", "serve Prometheus metrics at /metrics"}, boolVar(&c.Metrics)},
+		{Option{"metrics-token", "ROOMCAST_METRICS_TOKEN", "", "bearer token /metrics requires; empty serves it openly"}, stringVar(&c.MetricsToken)},
 	}
 	return b
 }
@@ -290,3 +294,24 @@ func (v levelValue) String() string {
 	}
 	return strings.ToLower(v.p.String())
 }
+
+type boolValue struct{ p *bool }
+
+func boolVar(p *bool) flag.Value { return boolValue{p} }
+func (v boolValue) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return errors.New("must be true or false")
+	}
+	*v.p = b
+	return nil
+}
+func (v boolValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strconv.FormatBool(*v.p)
+}
+
+// IsBoolFlag lets -metrics stand alone on the command line.
+func (v boolValue) IsBoolFlag() bool { return true }
