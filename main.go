@@ -105,17 +105,19 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Observer:    observer(m),
 	})
 	srv := relay.New(hub, relay.Options{
-		MaxPayload:   cfg.MaxPayload,
-		Heartbeat:    cfg.Heartbeat,
-		RetryMin:     cfg.RetryMin,
-		RetryMax:     cfg.RetryMax,
-		WriteTimeout: cfg.WriteTimeout,
-		PollDefault:  cfg.PollTimeout,
-		PollMax:      cfg.PollMax,
-		Logger:       log,
-		ClientKey:    cursorKey,
-		Metrics:      m,
-		MetricsToken: cfg.MetricsToken,
+		MaxPayload:        cfg.MaxPayload,
+		Heartbeat:         cfg.Heartbeat,
+		RetryMin:          cfg.RetryMin,
+		RetryMax:          cfg.RetryMax,
+		WriteTimeout:      cfg.WriteTimeout,
+		PollDefault:       cfg.PollTimeout,
+		PollMax:           cfg.PollMax,
+		Logger:            log,
+		ClientKey:         cursorKey,
+		Compress:          cfg.Compress,
+		MaxStreamLifetime: cfg.MaxStreamLifetime,
+		Metrics:           m,
+		MetricsToken:      cfg.MetricsToken,
 	})
 	ln, err := relay.Listen(ctx, cfg.Addr, cfg.TCPUserTimeout)
 	if err != nil {

@@ -84,5 +84,5 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string)
 	for i, d := range res.Events {
 		ans.Events[i] = d.Event.Envelope(d.Index)
 	}
-	writeJSON(w, http.StatusOK, ans)
+	s.writeJSONMaybeGzip(w, r, http.StatusOK, ans)
 }

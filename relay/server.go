@@ -43,6 +43,13 @@ type Options struct {
 	// ClientKey signs the client tokens poll answers carry; it must be at
 	// least 16 bytes.
 	ClientKey []byte
+	// Compress says what is gzipped for clients that accept it: CompressOff,
+	// CompressPolls (default) or CompressAll (polls and streams).
+	Compress string
+	// MaxStreamLifetime, when set, closes each stream after about this long
+	// (jittered by up to a tenth) with roomcast:closing reason max_lifetime,
+	// before a platform that cuts long requests does it less politely.
+	MaxStreamLifetime time.Duration
 	// Metrics, when set, is served at /metrics and told about requests.
 	Metrics *metrics.Metrics
 	// MetricsToken, when set, is the bearer token /metrics requires.
@@ -87,6 +94,9 @@ func New(hub *rooms.Hub, opts Options) *Server {
 	}
 	if opts.MaxPadding <= 0 {
 		opts.MaxPadding = 4096
+	}
+	if opts.Compress == "" {
+		opts.Compress = CompressPolls
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"compress/gzip"
 	"encoding/json"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
@@ -98,13 +100,36 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 		defer m.Connections.WithLabelValues("sse").Dec()
 	}
 
+	if d := s.opts.MaxStreamLifetime; d > 0 {
+		life := d - rand.N(d/10+1)
+		t := time.AfterFunc(life, func() {
+			conn.Close(rooms.CloseReason{Code: rooms.CloseMaxLifetime,
+				Message:     "the stream reached its maximum lifetime; resume from the last cursor",
+				ReconnectMS: int(s.retryDelay().Milliseconds())})
+		})
+		defer t.Stop()
+	}
+
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache, no-transform")
 	h.Set("X-Accel-Buffering", "no")
+	raw := &responseFrames{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout}
+	var out frameWriter = raw
+	if s.opts.Compress == CompressAll && acceptsGzip(r) {
+		h.Set("Content-Encoding", "gzip")
+		h.Add("Vary", "Accept-Encoding")
+		gz := &gzipFrames{gz: gzipPool.Get().(*gzip.Writer), out: raw}
+		gz.gz.Reset(w)
+		defer func() {
+			gz.Close()
+			gz.gz.Reset(nil)
+			gzipPool.Put(gz.gz)
+		}()
+		out = gz
+	}
 	w.WriteHeader(http.StatusOK)
 
-	out := &responseFrames{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout}
 	buf := sse.AppendRetry(make([]byte, 0, 4096), s.retryDelay().Milliseconds())
 	buf = sse.AppendPadding(buf, padding)
 	hello, _ := json.Marshal(connectedData{Connection: conn.ID, Client: conn.Client, Rooms: displayNames(conn.Rooms())})

@@ -59,6 +59,7 @@ type CloseReason struct {
 const (
 	CloseShutdown     = "shutdown"
 	CloseSlowConsumer = "slow_consumer"
+	CloseMaxLifetime  = "max_lifetime"
 )
 
 // recentMulti is how many multi-room events a connection remembers to

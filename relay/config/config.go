@@ -41,6 +41,9 @@ type Config struct {
 	IdleTimeout       time.Duration
 	Metrics           bool
 	MetricsToken      string
+	Compress          string
+	MaxStreamLifetime time.Duration
+	Config            string
 }
 
 // Option describes one setting, for --help and the operations docs.
@@ -80,6 +83,9 @@ func bindings(c *Config) []binding {
 		{Option{"tcp-user-timeout", "ROOMCAST_TCP_USER_TIMEOUT", "30s", "drop connections whose data stays unacknowledged this long (0 disables)"}, durationVar(&c.TCPUserTimeout, 0)},
 		{Option{"read-header-timeout", "ROOMCAST_READ_HEADER_TIMEOUT", "10s", "time allowed to read request headers"}, durationVar(&c.ReadHeaderTimeout, 100*time.Millisecond)},
 		{Option{"idle-timeout", "ROOMCAST_IDLE_TIMEOUT", "120s", "keep-alive idle time between requests"}, durationVar(&c.IdleTimeout, time.Second)},
+		{Option{"compress", "ROOMCAST_COMPRESS", "polls", "gzip for clients that accept it: off, polls, or all (streams too; ~0.8 MB per stream)"}, choiceVar(&c.Compress, "off", "polls", "all")},
+		{Option{"max-stream-lifetime", "ROOMCAST_MAX_STREAM_LIFETIME", "0s", "close each stream cleanly after about this long (0: never), for platforms that cut long requests"}, durationVar(&c.MaxStreamLifetime, 0)},
+		{Option{"config", "ROOMCAST_CONFIG", "", "TOML file with per-namespace rules"}, stringVar(&c.Config)},
 		{Option{"metrics", "ROOMCAST_METRICS", "true", "serve Prometheus metrics at /metrics"}, boolVar(&c.Metrics)},
 		{Option{"metrics-token", "ROOMCAST_METRICS_TOKEN", "", "bearer token /metrics requires; empty serves it openly"}, stringVar(&c.MetricsToken)},
 	}
