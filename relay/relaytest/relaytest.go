@@ -1,0 +1,234 @@
+// Package relaytest runs a relay over real HTTP for tests: an
+// httptest.Server serving relay.Server over a hub and an in-memory
+// backbone, plus the clients that read it back — r3labs/sse's Client as an
+// independent SSE parser (Stream), a raw reader for exact bytes (RawStream)
+// and a WHATWG-following parser for whole streams (Parse).
+package relaytest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/roomcast/roomcast/relay"
+	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/memory"
+)
+
+// Wait bounds every wait of this package's helpers: long enough for a slow
+// race-enabled run, short enough that a hang fails the test in good time.
+const Wait = 10 * time.Second
+
+// Options configure Start. Zero values take the relay's defaults, except
+// that the cursor and client keys are fixed test keys and logs are dropped.
+type Options struct {
+	Relay  relay.Options
+	Hub    rooms.HubOptions
+	Memory memory.Options
+	// NotReady leaves the server starting: SetReady is not called.
+	NotReady bool
+	// Wrap, when set, wraps the server's handler (to observe requests).
+	Wrap func(http.Handler) http.Handler
+}
+
+// Relay is a running relay and its parts.
+type Relay struct {
+	// URL is the base URL, without a trailing slash.
+	URL      string
+	HTTP     *httptest.Server
+	Server   *relay.Server
+	Hub      *rooms.Hub
+	Backbone *memory.Backbone
+	Codec    *rooms.CursorCodec
+}
+
+// testKey signs cursors and client tokens of test relays.
+var testKey = []byte("relaytest cursor key, 32 bytes!!")
+
+// Start runs a relay until the test ends. On cleanup every client
+// connection is closed and the server, hub and backbone are stopped.
+func Start(t testing.TB, opts Options) *Relay {
+	t.Helper()
+	codec, err := rooms.NewCursorCodec(testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb := memory.New(opts.Memory)
+	hub := rooms.NewHub(bb, codec, opts.Hub)
+	if opts.Relay.ClientKey == nil {
+		opts.Relay.ClientKey = testKey
+	}
+	if opts.Relay.Logger == nil {
+		opts.Relay.Logger = slog.New(slog.DiscardHandler)
+	}
+	srv := relay.New(hub, opts.Relay)
+	var h http.Handler = srv
+	if opts.Wrap != nil {
+		h = opts.Wrap(h)
+	}
+	ts := httptest.NewServer(h)
+	t.Cleanup(func() {
+		ts.CloseClientConnections()
+		ts.Close()
+		_ = bb.Close()
+	})
+	if !opts.NotReady {
+		srv.SetReady()
+	}
+	return &Relay{URL: ts.URL, HTTP: ts, Server: srv, Hub: hub, Backbone: bb, Codec: codec}
+}
+
+// Client returns the HTTP client for this relay; its connections are
+// closed with the server.
+func (r *Relay) Client() *http.Client { return r.HTTP.Client() }
+
+// Response is a fully read answer.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// JSON decodes the body into v, failing the test when it is not JSON.
+func (resp *Response) JSON(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(resp.Body, v); err != nil {
+		t.Fatalf("answer is not JSON (%v): %q", err, resp.Body)
+	}
+}
+
+// Object decodes the body as a JSON object keeping each value raw.
+func (resp *Response) Object(t testing.TB) map[string]json.RawMessage {
+	t.Helper()
+	var m map[string]json.RawMessage
+	resp.JSON(t, &m)
+	return m
+}
+
+// Request describes a request for Do.
+type Request struct {
+	Method string
+	// Path is relative to the relay's URL, with its query.
+	Path   string
+	Header http.Header
+	Body   []byte
+	// Chunked sends Body without a Content-Length.
+	Chunked bool
+}
+
+// Do sends req and reads the whole answer.
+func (r *Relay) Do(t testing.TB, req Request) *Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	defer cancel()
+	var body io.Reader
+	if req.Body != nil {
+		body = bytes.NewReader(req.Body)
+		if req.Chunked {
+			body = io.MultiReader(body) // hides the length from net/http
+		}
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	hr, err := http.NewRequestWithContext(ctx, method, r.URL+req.Path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, vs := range req.Header {
+		hr.Header[k] = vs
+	}
+	if req.Chunked {
+		hr.ContentLength = -1
+	}
+	resp, err := r.Client().Do(hr)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, req.Path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the answer: %v", method, req.Path, err)
+	}
+	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// Get is Do of a GET.
+func (r *Relay) Get(t testing.TB, path string) *Response {
+	t.Helper()
+	return r.Do(t, Request{Path: path})
+}
+
+// Published is the 202 answer of a publish.
+type Published struct {
+	ID    *string  `json:"id"`
+	Room  string   `json:"room"`
+	Rooms []string `json:"rooms"`
+	Event string   `json:"event"`
+}
+
+// Publish posts body as contentType to path and requires a 202.
+func (r *Relay) Publish(t testing.TB, path, contentType string, body []byte, header http.Header) Published {
+	t.Helper()
+	h := http.Header{}
+	for k, vs := range header {
+		h[k] = vs
+	}
+	if contentType != "" {
+		h.Set("Content-Type", contentType)
+	}
+	resp := r.Do(t, Request{Method: http.MethodPost, Path: path, Header: h, Body: body})
+	if resp.Status != http.StatusAccepted {
+		t.Fatalf("POST %s: status %d, want 202: %s", path, resp.Status, resp.Body)
+	}
+	var p Published
+	resp.JSON(t, &p)
+	return p
+}
+
+// PublishJSON publishes the JSON encoding of v to room and returns the
+// event's id (empty for a volatile event).
+func (r *Relay) PublishJSON(t testing.TB, room string, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := r.Publish(t, "/v1/rooms/"+room+"/events", "application/json", b, nil)
+	if p.ID == nil {
+		return ""
+	}
+	return *p.ID
+}
+
+// Eventually polls cond until it holds, failing the test after Wait.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(Wait)
+	for delay := time.Millisecond; !cond(); delay = min(2*delay, 50*time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(delay)
+	}
+}
+
+// Tamper returns s with one character changed, keeping it base64url.
+func Tamper(s string) string {
+	if s == "" {
+		return "A"
+	}
+	i := len(s) / 2
+	c := byte('A')
+	if s[i] == 'A' {
+		c = 'B'
+	}
+	return s[:i] + string(c) + s[i+1:]
+}
