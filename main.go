@@ -4,7 +4,9 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/roomcast/roomcast/relay"
+	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/relay/config"
 	"github.com/roomcast/roomcast/relay/healthcheck"
 	"github.com/roomcast/roomcast/relay/metrics"
@@ -97,12 +100,30 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		m = metrics.New(func() int { return hub.Channels() })
 		backboneForHub = m.Backbone(bb)
 	}
+	open := !cfg.KeysConfigured()
+	if open {
+		if !cfg.LoopbackOnly() && !cfg.Open {
+			return fmt.Errorf("no ROOMCAST_JWT_SECRET, ROOMCAST_JWT_PUBLIC_KEY or ROOMCAST_API_KEY is configured and %s is not a loopback address: "+
+				"anyone could publish anything; configure a key, or set ROOMCAST_OPEN=true to run open on purpose", cfg.Addr)
+		}
+		log.Warn("OPEN MODE: no key is configured, so anyone who can reach this relay may subscribe and publish anywhere")
+	}
+	namespaces, err := loadNamespaces(cfg, open)
+	if err != nil {
+		return err
+	}
+	authn, err := newAuthenticator(cfg, cursorKey)
+	if err != nil {
+		return err
+	}
+	proxies, _ := cfg.Proxies()
 	hub = rooms.NewHub(backboneForHub, codec, rooms.HubOptions{
 		QueueSize:   cfg.QueueSize,
 		MaxRooms:    cfg.MaxRooms,
 		SessionTTL:  cfg.SessionTTL,
 		ReplayLimit: cfg.HistorySize,
 		Observer:    observer(m),
+		Namespaces:  &namespaces,
 	})
 	srv := relay.New(hub, relay.Options{
 		MaxPayload:        cfg.MaxPayload,
@@ -118,6 +139,16 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		MaxStreamLifetime: cfg.MaxStreamLifetime,
 		Metrics:           m,
 		MetricsToken:      cfg.MetricsToken,
+		Auth:              authn,
+		Namespaces:        &namespaces,
+		AllowedOrigins:    cfg.Origins(),
+		Limits: relay.Limits{
+			PublishRate:     cfg.PublishRate,
+			PublishBurst:    cfg.PublishBurst,
+			MaxConnsPerUser: cfg.MaxConnsPerUser,
+			MaxConnsPerIP:   cfg.MaxConnsPerIP,
+			TrustedProxies:  proxies,
+		},
 	})
 	ln, err := relay.Listen(ctx, cfg.Addr, cfg.TCPUserTimeout)
 	if err != nil {
@@ -199,4 +230,45 @@ func observer(m *metrics.Metrics) rooms.Observer {
 		return nil
 	}
 	return m
+}
+
+// loadNamespaces reads the namespace rules: the global defaults (open mode
+// lets anyone subscribe and publish; with a key, subscribing and publishing
+// need a token) under what ROOMCAST_CONFIG sets.
+func loadNamespaces(cfg config.Config, open bool) (rooms.Namespaces, error) {
+	base := rooms.NamespaceOptions{
+		Anonymous:       open,
+		Publish:         rooms.PublishAuthenticated,
+		Presence:        true,
+		JoinLeaveEvents: true,
+	}
+	if open {
+		base.Publish = rooms.PublishAnyone
+	}
+	return config.LoadNamespaces(cfg.Config, base)
+}
+
+// newAuthenticator verifies user tokens with the configured keys and signs
+// tickets with a key derived from the cursor key, which every instance
+// sharing a backbone has.
+func newAuthenticator(cfg config.Config, cursorKey []byte) (*auth.Authenticator, error) {
+	var pem []byte
+	if cfg.JWTPublicKey != "" {
+		var err error
+		if pem, err = os.ReadFile(cfg.JWTPublicKey); err != nil {
+			return nil, fmt.Errorf("-jwt-public-key: %w", err)
+		}
+	}
+	mac := hmac.New(sha256.New, cursorKey)
+	mac.Write([]byte("roomcast tickets"))
+	return auth.New(auth.Config{
+		JWTSecret:        []byte(cfg.JWTSecret),
+		JWTPublicKeyPEM:  pem,
+		Issuer:           cfg.JWTIssuer,
+		Audience:         cfg.JWTAudience,
+		Leeway:           cfg.JWTLeeway,
+		APIKey:           cfg.APIKey,
+		AllowQueryTokens: cfg.AllowQueryTokens,
+		TicketKey:        mac.Sum(nil),
+	})
 }

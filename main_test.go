@@ -503,6 +503,8 @@ func TestBadConfiguration(t *testing.T) {
 		{"unknown flag", nil, []string{"-bogus"}, 2, "-bogus"},
 		{"stray argument", nil, []string{"serve"}, 2, `"serve"`},
 		{"help", nil, []string{"-h"}, 0, "roomcast sub [flags] ROOM"},
+		{"open mode off loopback", nil, []string{"-addr", "0.0.0.0:0"}, 1, "ROOMCAST_OPEN=true"},
+		{"short JWT secret", []string{"ROOMCAST_JWT_SECRET=short"}, nil, 2, "-jwt-secret"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -529,7 +531,8 @@ func TestPortAlias(t *testing.T) {
 	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 	l.Close()
 
-	p, addr := startRelay(t, []string{"PORT=" + port})
+	// PORT means every interface, which open mode allows only when told.
+	p, addr := startRelay(t, []string{"PORT=" + port, "ROOMCAST_OPEN=true"})
 	if _, got, _ := net.SplitHostPort(addr); got != port {
 		t.Fatalf("listening on %s, want port %s", addr, port)
 	}

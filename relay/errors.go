@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/rooms"
 )
 
@@ -51,6 +52,12 @@ var domainErrors = []struct {
 	{rooms.ErrUnknownConnection, http.StatusNotFound, "unknown_connection"},
 	{rooms.ErrSingleRoom, http.StatusConflict, "single_room_stream"},
 	{rooms.ErrDraining, http.StatusServiceUnavailable, "draining"},
+	{auth.ErrInvalidToken, http.StatusUnauthorized, "invalid_token"},
+	{rooms.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
+	{rooms.ErrBanned, http.StatusForbidden, "banned"},
+	{rooms.ErrForbidden, http.StatusForbidden, "forbidden"},
+	{rooms.ErrUnknownNamespace, http.StatusNotFound, "unknown_namespace"},
+	{rooms.ErrInvalidUser, http.StatusBadRequest, "invalid_user"},
 	{rooms.ErrBackboneDown, http.StatusServiceUnavailable, "backbone_unavailable"},
 }
 
@@ -65,7 +72,20 @@ type errorDetail struct {
 
 // writeError answers err as {"error":{"code","message"}} with its status.
 func writeError(w http.ResponseWriter, err error) {
+	var rl *rateLimitError
+	if errors.As(err, &rl) {
+		w.Header().Set("Retry-After", rl.header())
+		code, msg := rl.code, rl.msg
+		if code == "" {
+			code, msg = "rate_limited", "too many requests; retry after the Retry-After delay"
+		}
+		writeJSON(w, http.StatusTooManyRequests, errorBody{Error: errorDetail{Code: code, Message: msg}})
+		return
+	}
 	status, code, msg := classify(err)
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="roomcast"`)
+	}
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	}

@@ -3,12 +3,14 @@ package relay
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
 
+	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/rooms"
 )
 
@@ -49,69 +51,48 @@ func (s *Server) publishRoom(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.publish(w, r, []string{room.String()}, false)
+	s.publish(w, r, publishTarget{channels: []string{room.String()}, namespace: room.Namespace()})
 }
 
 func (s *Server) publishMulti(w http.ResponseWriter, r *http.Request) {
-	s.publish(w, r, nil, true)
+	s.publish(w, r, publishTarget{multi: true})
 }
 
-func (s *Server) publish(w http.ResponseWriter, r *http.Request, channels []string, multi bool) {
+func (s *Server) publishUser(w http.ResponseWriter, r *http.Request) {
+	user := roomParam(r, "user")
+	if err := rooms.ValidateUserID(user); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.publish(w, r, publishTarget{channels: []string{rooms.UserChannel(user)}, user: user})
+}
+
+func (s *Server) publishNamespace(w http.ResponseWriter, r *http.Request) {
+	ns := roomParam(r, "ns")
+	if _, err := rooms.ParseRoom(ns + ":x"); err != nil {
+		writeError(w, errorf(http.StatusBadRequest, "invalid_room", "namespace %q must match [a-z0-9_-]{1,32}", ns))
+		return
+	}
+	s.publish(w, r, publishTarget{channels: []string{rooms.NamespaceChannel(ns)}, namespace: ns, broadcast: true})
+}
+
+// publishTarget is where a publish request goes.
+type publishTarget struct {
+	channels  []string // nil when the body names the rooms
+	multi     bool     // POST /v1/events: rooms from the body
+	namespace string   // the namespace of a room, or of a broadcast
+	user      string   // the recipient of a private message
+	broadcast bool     // to a whole namespace
+}
+
+func (s *Server) publish(w http.ResponseWriter, r *http.Request, t publishTarget) {
 	if m := s.opts.Metrics; m != nil {
 		defer func(start time.Time) { m.PublishTime.Observe(time.Since(start).Seconds()) }(time.Now())
 	}
-	key := r.Header.Get("Idempotency-Key")
-	if !validIdempotencyKey(key) {
-		writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "Idempotency-Key must be 1 to 255 printable ASCII characters"))
-		return
-	}
-	client, err := s.senderClient(r.Context(), r.Header.Get("Roomcast-Connection"))
+	msg, key, err := s.readPublish(w, r, &t)
 	if err != nil {
 		writeError(w, err)
 		return
-	}
-	body, err := readBody(w, r, s.opts.MaxPayload)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	req, err := parsePublish(r.Header.Get("Content-Type"), body, r.URL.Query(), multi)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if multi {
-		if len(req.Rooms) > rooms.MaxEventRooms {
-			writeError(w, errorf(http.StatusBadRequest, "too_many_rooms", "an event goes to at most %d rooms", rooms.MaxEventRooms))
-			return
-		}
-		seen := make(map[string]bool, len(req.Rooms))
-		for _, name := range req.Rooms {
-			room, err := rooms.ParseRoom(name)
-			if err != nil {
-				writeError(w, err)
-				return
-			}
-			if !seen[room.String()] {
-				seen[room.String()] = true
-				channels = append(channels, room.String())
-			}
-		}
-	}
-	if req.ExcludeSelf && client == "" {
-		writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "exclude_self needs a Roomcast-Connection header naming the sender's connection"))
-		return
-	}
-	msg := rooms.Message{
-		Channels: channels,
-		Event:    req.Event,
-		Data:     req.Data,
-		Base64:   req.Base64,
-		Client:   client,
-		Volatile: req.Volatile,
-	}
-	if req.ExcludeSelf {
-		msg.Exclude = []string{client}
 	}
 	res, err := s.hub.Backbone().Publish(r.Context(), msg, key)
 	if err != nil {
@@ -122,7 +103,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, channels []stri
 	if res.ID != "" {
 		ans.ID = &res.ID
 	}
-	if multi {
+	if t.multi {
 		ans.Rooms = make([]string, len(res.Channels))
 		for i, ch := range res.Channels {
 			ans.Rooms[i] = rooms.DisplayName(ch)
@@ -134,6 +115,124 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, channels []stri
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	writeJSON(w, http.StatusAccepted, ans)
+}
+
+// readPublish authenticates, authorises, rate-limits and parses a publish
+// request into the message to publish and its scoped idempotency key.
+func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishTarget) (rooms.Message, string, error) {
+	id, err := s.identify(r, auth.StateChanging)
+	if err != nil {
+		return rooms.Message{}, "", err
+	}
+	if err := s.checkOrigin(r); err != nil {
+		return rooms.Message{}, "", err
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if !validIdempotencyKey(key) {
+		return rooms.Message{}, "", errorf(http.StatusBadRequest, codeInvalidParameter, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+	}
+	if key != "" {
+		// Keys are the caller's own: another caller's key never
+		// answers for this one.
+		key = s.rateKey(r, id) + "|" + key
+	}
+	client, err := s.senderClient(r.Context(), r.Header.Get("Roomcast-Connection"))
+	if err != nil {
+		return rooms.Message{}, "", err
+	}
+	limit := s.opts.MaxPayload
+	if s.opts.Namespaces != nil && t.namespace != "" {
+		if o, err := s.opts.Namespaces.Lookup(t.namespace); err == nil && o.MaxPayload > 0 {
+			limit = o.MaxPayload
+		}
+	}
+	body, err := readBody(w, r, limit)
+	if err != nil {
+		return rooms.Message{}, "", err
+	}
+	req, err := parsePublish(r.Header.Get("Content-Type"), body, r.URL.Query(), t.multi)
+	if err != nil {
+		return rooms.Message{}, "", err
+	}
+	if t.multi {
+		if len(req.Rooms) > rooms.MaxEventRooms {
+			return rooms.Message{}, "", errorf(http.StatusBadRequest, "too_many_rooms", "an event goes to at most %d rooms", rooms.MaxEventRooms)
+		}
+		seen := make(map[string]bool, len(req.Rooms))
+		for _, name := range req.Rooms {
+			room, err := rooms.ParseRoom(name)
+			if err != nil {
+				return rooms.Message{}, "", err
+			}
+			if !seen[room.String()] {
+				seen[room.String()] = true
+				t.channels = append(t.channels, room.String())
+			}
+		}
+	}
+	if err := s.authorizePublish(id, t); err != nil {
+		return rooms.Message{}, "", err
+	}
+	ns := t.namespace
+	if t.multi {
+		ns = ""
+	}
+	if err := s.limitPublish(r, id, ns); err != nil {
+		return rooms.Message{}, "", err
+	}
+	if req.ExcludeSelf && client == "" {
+		return rooms.Message{}, "", errorf(http.StatusBadRequest, codeInvalidParameter, "exclude_self needs a Roomcast-Connection header naming the sender's connection")
+	}
+	msg := rooms.Message{
+		Channels: t.channels,
+		Event:    req.Event,
+		Data:     req.Data,
+		Base64:   req.Base64,
+		From:     id.Sender(),
+		Client:   client,
+		Volatile: req.Volatile,
+	}
+	if id.Server {
+		// Backends publish on users' behalf and address exactly.
+		if req.From != nil {
+			if err := rooms.ValidateUserID(req.From.User); err != nil {
+				return rooms.Message{}, "", err
+			}
+			msg.From = req.From
+		}
+		msg.Exclude = append(msg.Exclude, req.Exclude...)
+	} else if len(req.Exclude) > 0 {
+		return rooms.Message{}, "", errorf(http.StatusForbidden, "forbidden", `only the server may use "exclude"; clients use exclude_self`)
+	}
+	if req.ExcludeSelf {
+		msg.Exclude = append(msg.Exclude, client)
+	}
+	return msg, key, nil
+}
+
+// authorizePublish applies the namespace rules and the token's limits.
+func (s *Server) authorizePublish(id rooms.Identity, t *publishTarget) error {
+	switch {
+	case t.user != "":
+		if id.User == "" && !id.Server {
+			return fmt.Errorf("%w: anonymous callers cannot send private messages", rooms.ErrUnauthenticated)
+		}
+		return nil
+	case s.opts.Namespaces == nil:
+		return nil
+	case t.broadcast:
+		return s.opts.Namespaces.CanBroadcast(id, t.namespace)
+	}
+	for _, ch := range t.channels {
+		room, err := rooms.ParseRoom(ch)
+		if err != nil {
+			return err
+		}
+		if err := s.opts.Namespaces.CanPublish(id, room); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func validIdempotencyKey(k string) bool {
@@ -156,13 +255,23 @@ func (s *Server) leave(w http.ResponseWriter, r *http.Request) {
 	s.changeRooms(w, r, s.hub.Leave)
 }
 
-func (s *Server) changeRooms(w http.ResponseWriter, r *http.Request, change func(ctx context.Context, id, channel string) error) {
+func (s *Server) changeRooms(w http.ResponseWriter, r *http.Request, change func(ctx context.Context, caller rooms.Identity, id, channel string) error) {
 	room, err := rooms.ParseRoom(roomParam(r, "room"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	if err := change(r.Context(), roomParam(r, "connection"), room.String()); err != nil {
+	id, err := s.identify(r, auth.StateChanging)
+	if err == nil {
+		err = s.checkOrigin(r)
+	}
+	if err == nil && r.Method == http.MethodPut {
+		err = s.limitRequest(r, id, "join")
+	}
+	if err == nil {
+		err = change(r.Context(), id, roomParam(r, "connection"), room.String())
+	}
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -178,6 +287,14 @@ type historyAnswer struct {
 
 func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	room, err := rooms.ParseRoom(roomParam(r, "room"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	id, err := s.identify(r, auth.Subscribing)
+	if err == nil {
+		err = s.hub.Authorize(id, room.String())
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -241,4 +358,26 @@ func queryRooms(values []string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// refreshToken extends a stream with a fresh token of the same user.
+func (s *Server) refreshToken(w http.ResponseWriter, r *http.Request) {
+	id, err := s.identify(r, auth.StateChanging)
+	if err == nil && id.User == "" {
+		err = fmt.Errorf("%w: send the new token as Authorization: Bearer", rooms.ErrUnauthenticated)
+	}
+	if err == nil {
+		err = s.checkOrigin(r)
+	}
+	if err == nil {
+		err = s.limitRequest(r, id, "token")
+	}
+	if err == nil {
+		err = s.hub.Refresh(r.Context(), id, roomParam(r, "connection"))
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }

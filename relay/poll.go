@@ -2,10 +2,12 @@ package relay
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/rooms"
 )
 
@@ -26,7 +28,7 @@ func (s *Server) pollRoom(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.poll(w, r, []string{room.String()})
+	s.poll(w, r, []string{room.String()}, false)
 }
 
 func (s *Server) pollMulti(w http.ResponseWriter, r *http.Request) {
@@ -39,10 +41,27 @@ func (s *Server) pollMulti(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusBadRequest, "invalid_room", "name at least one ?room="))
 		return
 	}
-	s.poll(w, r, channels)
+	s.poll(w, r, channels, true)
 }
 
-func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string) {
+// pollUser polls everything addressed to the caller.
+func (s *Server) pollUser(w http.ResponseWriter, r *http.Request) {
+	s.poll(w, r, nil, false)
+}
+
+func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string, multi bool) {
+	id, err := s.identify(r, auth.Subscribing)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if channels == nil {
+		if id.User == "" {
+			writeError(w, fmt.Errorf("%w: the user poll needs a user's token", rooms.ErrUnauthenticated))
+			return
+		}
+		channels = []string{rooms.UserChannel(id.User)}
+	}
 	q := r.URL.Query()
 	timeout := s.opts.PollDefault
 	if v := q.Get("timeout"); v != "" {
@@ -60,6 +79,12 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string)
 	if s.draining.Load() {
 		timeout = 0
 	}
+	release, err := s.acquireConnection(r, id)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer release()
 	if m := s.opts.Metrics; m != nil {
 		m.Connections.WithLabelValues("poll").Inc()
 		defer m.Connections.WithLabelValues("poll").Dec()
@@ -69,6 +94,8 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string)
 		Cursor:   q.Get("cursor"),
 		Client:   client,
 		Timeout:  timeout,
+		Identity: id,
+		Multi:    multi,
 	})
 	if err != nil {
 		writeError(w, err)

@@ -24,6 +24,9 @@ type publishBody struct {
 	Volatile    bool
 	ExcludeSelf bool
 	Rooms       []string // POST /v1/events only
+	// From and Exclude are honoured for the API key's holder only.
+	From    *rooms.Sender
+	Exclude []string
 }
 
 // publishJSON is the JSON form of a publish body.
@@ -33,6 +36,8 @@ type publishJSON struct {
 	Volatile    bool            `json:"volatile"`
 	ExcludeSelf bool            `json:"exclude_self"`
 	Rooms       []string        `json:"rooms"`
+	From        *rooms.Sender   `json:"from"`
+	Exclude     []string        `json:"exclude"`
 }
 
 // parsePublish reads a publish body. A JSON body (application/json or any
@@ -67,7 +72,7 @@ func parsePublish(contentType string, body []byte, q url.Values, multi bool) (pu
 	if bytes.HasPrefix(bytes.TrimSpace(body), []byte("null")) {
 		return publishBody{}, errorf(http.StatusBadRequest, codeInvalidJSON, "the body must be a JSON object")
 	}
-	out := publishBody{Event: "message", Volatile: in.Volatile, ExcludeSelf: in.ExcludeSelf}
+	out := publishBody{Event: "message", Volatile: in.Volatile, ExcludeSelf: in.ExcludeSelf, From: in.From, Exclude: in.Exclude}
 	if in.Event != nil {
 		out.Event = *in.Event
 	}

@@ -3,6 +3,7 @@ package relay
 import (
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
@@ -12,7 +13,7 @@ import (
 // routes is the whole v1 HTTP surface.
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, s.logRequests, middleware.Recoverer, securityHeaders)
+	r.Use(middleware.RequestID, s.logRequests, s.recoverJSON, securityHeaders, s.cors, middleware.GetHead)
 
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
@@ -30,6 +31,12 @@ func (s *Server) routes() http.Handler {
 		r.Get("/poll", s.pollMulti)
 		r.Put("/connections/{connection}/rooms/{room}", s.join)
 		r.Delete("/connections/{connection}/rooms/{room}", s.leave)
+		r.Post("/connections/{connection}/token", s.refreshToken)
+		r.Post("/tickets", s.ticket)
+		r.Get("/users/me/events", s.streamUser)
+		r.Get("/users/me/poll", s.pollUser)
+		r.Post("/users/{user}/events", s.publishUser)
+		r.Post("/namespaces/{ns}/events", s.publishNamespace)
 	})
 
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
@@ -70,4 +77,20 @@ func roomParam(r *http.Request, name string) string {
 		return u
 	}
 	return v
+}
+
+// recoverJSON turns a handler's panic into the JSON 500 every error gets.
+func (s *Server) recoverJSON(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("handler panicked", "panic", v, "uri", redactedURI(r.URL), "stack", string(debug.Stack()))
+				writeError(w, errorf(http.StatusInternalServerError, codeInternal, "internal error"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
 }

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/relay/metrics"
 	"github.com/roomcast/roomcast/rooms"
 )
@@ -50,6 +51,16 @@ type Options struct {
 	// (jittered by up to a tenth) with roomcast:closing reason max_lifetime,
 	// before a platform that cuts long requests does it less politely.
 	MaxStreamLifetime time.Duration
+	// Auth verifies tokens, the API key and tickets; nil accepts everyone
+	// as anonymous.
+	Auth *auth.Authenticator
+	// Namespaces decides who may publish where (nil: anyone anywhere).
+	Namespaces *rooms.Namespaces
+	// AllowedOrigins may call the relay from a browser (CORS) besides the
+	// relay's own origin; "*" allows any origin without credentials.
+	AllowedOrigins []string
+	// Limits are the rate and connection limits.
+	Limits Limits
 	// Metrics, when set, is served at /metrics and told about requests.
 	Metrics *metrics.Metrics
 	// MetricsToken, when set, is the bearer token /metrics requires.
@@ -65,6 +76,10 @@ type Server struct {
 	ready    atomic.Bool
 	draining atomic.Bool
 	streams  sync.WaitGroup
+
+	buckets     buckets
+	connsByUser counters
+	connsByIP   counters
 
 	handler http.Handler
 }
@@ -95,6 +110,7 @@ func New(hub *rooms.Hub, opts Options) *Server {
 	if opts.MaxPadding <= 0 {
 		opts.MaxPadding = 4096
 	}
+	opts.Limits.defaults()
 	if opts.Compress == "" {
 		opts.Compress = CompressPolls
 	}

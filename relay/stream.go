@@ -2,12 +2,15 @@ package relay
 
 import (
 	"compress/gzip"
+	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/relay/sse"
 	"github.com/roomcast/roomcast/rooms"
 )
@@ -44,7 +47,7 @@ func (s *Server) streamRoom(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.serveStream(w, r, rooms.ConnectRequest{Channels: []string{room.String()}})
+	s.serveStream(w, r, rooms.ConnectRequest{Channels: []string{room.String()}}, false)
 }
 
 func (s *Server) streamMulti(w http.ResponseWriter, r *http.Request) {
@@ -53,7 +56,12 @@ func (s *Server) streamMulti(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.serveStream(w, r, rooms.ConnectRequest{Channels: channels, Multi: true})
+	s.serveStream(w, r, rooms.ConnectRequest{Channels: channels, Multi: true}, false)
+}
+
+// streamUser is the stream of everything addressed to the caller.
+func (s *Server) streamUser(w http.ResponseWriter, r *http.Request) {
+	s.serveStream(w, r, rooms.ConnectRequest{}, true)
 }
 
 // connectedData is the data of roomcast:connected.
@@ -63,7 +71,7 @@ type connectedData struct {
 	Rooms      []string `json:"rooms"`
 }
 
-func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.ConnectRequest) {
+func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.ConnectRequest, userStream bool) {
 	q := r.URL.Query()
 	padding := 0
 	if v := q.Get("padding"); v != "" {
@@ -85,6 +93,25 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 		writeError(w, rooms.ErrDraining)
 		return
 	}
+	id, err := s.identify(r, auth.Subscribing)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	req.Identity = id
+	if userStream {
+		if id.User == "" {
+			writeError(w, fmt.Errorf("%w: the user stream needs a user's token", rooms.ErrUnauthenticated))
+			return
+		}
+		req.Channels = []string{rooms.UserChannel(id.User)}
+	}
+	release, err := s.acquireConnection(r, id)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer release()
 	s.streams.Add(1)
 	defer s.streams.Done()
 
@@ -145,6 +172,8 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 func (s *Server) pump(r *http.Request, conn *rooms.Connection, out frameWriter, buf []byte) {
 	heartbeat := time.NewTicker(s.opts.Heartbeat)
 	defer heartbeat.Stop()
+	expiry := newTokenClock(conn.Identity().Expires)
+	defer expiry.stop()
 	var batch []rooms.Delivery
 	for {
 		select {
@@ -158,9 +187,7 @@ func (s *Server) pump(r *http.Request, conn *rooms.Connection, out frameWriter, 
 			if err := out.WriteFrames(buf); err != nil {
 				return
 			}
-			if err := s.hub.Touch(r.Context(), conn); err != nil {
-				s.log.Warn("session refresh failed", "connection", conn.ID, "err", err)
-			}
+			s.touch(r.Context(), conn)
 		case <-conn.Ready():
 			batch = conn.Take(batch[:0])
 			buf = s.appendDeliveries(buf[:0], conn, batch)
@@ -172,7 +199,59 @@ func (s *Server) pump(r *http.Request, conn *rooms.Connection, out frameWriter, 
 				return
 			}
 			heartbeat.Reset(s.opts.Heartbeat)
+			// A busy stream never sees an idle heartbeat, yet its
+			// session and registration must stay alive.
+			s.touch(r.Context(), conn)
+		case <-expiry.warn:
+			exp := conn.Identity().Expires
+			data, _ := json.Marshal(map[string]any{"expires_at": exp.UnixMilli(), "connection": conn.ID})
+			if err := out.WriteFrames(sse.AppendEvent(buf[:0], "", "roomcast:token-expiring", data)); err != nil {
+				return
+			}
+		case <-expiry.end:
+			conn.Close(rooms.CloseReason{Code: rooms.CloseTokenExpired,
+				Message:     "the token expired; reconnect with a fresh one to resume",
+				ReconnectMS: int(s.retryDelay().Milliseconds())})
+		case <-conn.IdentityChanged():
+			expiry.stop()
+			expiry = newTokenClock(conn.Identity().Expires)
 		}
+	}
+}
+
+// touch keeps the connection's registration and session alive; it writes
+// to the backbone only when they are due.
+func (s *Server) touch(ctx context.Context, conn *rooms.Connection) {
+	if err := s.hub.Touch(ctx, conn); err != nil {
+		s.log.Warn("session refresh failed", "connection", conn.ID, "err", err)
+	}
+}
+
+// tokenWarning is how long before its token expires a stream is told to
+// refresh it.
+const tokenWarning = 30 * time.Second
+
+// tokenClock fires warn tokenWarning before expires (at once when that has
+// passed) and end at expires; neither fires for a token without expiry.
+type tokenClock struct {
+	warn, end <-chan time.Time
+	timers    []*time.Timer
+}
+
+func newTokenClock(expires time.Time) *tokenClock {
+	c := &tokenClock{}
+	if expires.IsZero() {
+		return c
+	}
+	w := time.NewTimer(max(time.Until(expires)-tokenWarning, 0))
+	e := time.NewTimer(max(time.Until(expires), 0))
+	c.warn, c.end, c.timers = w.C, e.C, []*time.Timer{w, e}
+	return c
+}
+
+func (c *tokenClock) stop() {
+	for _, t := range c.timers {
+		t.Stop()
 	}
 }
 
@@ -184,7 +263,8 @@ type resetData struct {
 
 // roomData is the data of roomcast:joined and roomcast:left.
 type roomData struct {
-	Room string `json:"room"`
+	Room   string `json:"room"`
+	Reason string `json:"reason,omitempty"`
 }
 
 func (s *Server) appendDeliveries(buf []byte, conn *rooms.Connection, batch []rooms.Delivery) []byte {
@@ -209,7 +289,7 @@ func (s *Server) appendDeliveries(buf []byte, conn *rooms.Connection, batch []ro
 			if d.Kind == rooms.KindLeft {
 				name = "roomcast:left"
 			}
-			data, _ := json.Marshal(roomData{Room: rooms.DisplayName(d.Channel)})
+			data, _ := json.Marshal(roomData{Room: rooms.DisplayName(d.Channel), Reason: d.Reason})
 			buf = sse.AppendEvent(buf, conn.CursorText(), name, data)
 		default:
 			conn.Advance(d)

@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -21,6 +22,10 @@ const (
 	// kindSettled lifts every position to the join point once a replay
 	// is complete.
 	kindSettled
+	// kindTrack and kindUntrack add and remove a channel implied by the
+	// rooms (a namespace's) from the cursor without telling the client.
+	kindTrack
+	kindUntrack
 )
 
 // Delivery is one item of a connection's outgoing queue.
@@ -60,6 +65,8 @@ const (
 	CloseShutdown     = "shutdown"
 	CloseSlowConsumer = "slow_consumer"
 	CloseMaxLifetime  = "max_lifetime"
+	CloseTokenExpired = "token_expired"
+	CloseBanned       = "banned"
 )
 
 // recentMulti is how many multi-room events a connection remembers to
@@ -82,19 +89,27 @@ type Connection struct {
 	queueLimit int
 	multi      bool
 
-	mu        sync.Mutex
-	epoch     string
-	joined    map[string]*hubChannel
-	queue     []Delivery
-	replay    []Delivery
-	recent    [recentMulti]uint64
-	recentAt  int
-	closed    bool
-	reason    CloseReason
-	dropped   uint64
-	notify    chan struct{}
-	done      chan struct{}
-	touchedAt time.Time
+	// changing serialises joins and leaves of this connection.
+	changing sync.Mutex
+
+	mu       sync.Mutex
+	epoch    string
+	identity Identity
+	rooms    map[string]bool        // the rooms asked for
+	joined   map[string]*hubChannel // rooms and the channels they imply
+	queue    []Delivery
+	replay   []Delivery
+	recent   [recentMulti]uint64
+	recentAt int
+	closed   bool
+	reason   CloseReason
+	dropped  uint64
+	notify   chan struct{}
+	done     chan struct{}
+	// identityChanged is signalled when a token refresh replaced the identity.
+	identityChanged chan struct{}
+	touchedAt       time.Time // session last saved
+	registeredAt    time.Time // directory entry last written
 
 	// Owned by the writer.
 	cursor Cursor
@@ -102,6 +117,9 @@ type Connection struct {
 
 // Ready is signalled whenever deliveries are waiting to be taken.
 func (c *Connection) Ready() <-chan struct{} { return c.notify }
+
+// IdentityChanged is signalled when a token refresh replaced the identity.
+func (c *Connection) IdentityChanged() <-chan struct{} { return c.identityChanged }
 
 // Done is closed when the server ends the connection; Reason says why.
 func (c *Connection) Done() <-chan struct{} { return c.done }
@@ -113,16 +131,51 @@ func (c *Connection) Reason() CloseReason {
 	return c.reason
 }
 
-// Rooms returns the channels the connection is in, sorted.
+// Rooms returns the rooms the connection is in, sorted; the user and
+// namespace channels they imply are not listed.
 func (c *Connection) Rooms() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]string, 0, len(c.joined))
-	for ch := range c.joined {
+	out := make([]string, 0, len(c.rooms))
+	for ch := range c.rooms {
 		out = append(out, ch)
 	}
 	slices.Sort(out)
 	return out
+}
+
+// Identity returns who the connection belongs to.
+func (c *Connection) Identity() Identity {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.identity
+}
+
+// ownedBy checks that caller may change the connection: anyone holding
+// the id of an anonymous connection, the same user, or the server.
+func (c *Connection) ownedBy(caller Identity) error {
+	owner := c.Identity()
+	if owner.User == "" || caller.Server || caller.User == owner.User {
+		return nil
+	}
+	return fmt.Errorf("%w: the connection belongs to another user", ErrForbidden)
+}
+
+// inNamespace reports whether one of the connection's rooms is in the
+// namespace whose channel is ns.
+func (c *Connection) inNamespace(ns string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inNamespaceLocked(ns)
+}
+
+func (c *Connection) inNamespaceLocked(ns string) bool {
+	for ch := range c.rooms {
+		if NamespaceChannel(channelNamespace(ch)) == ns {
+			return true
+		}
+	}
+	return false
 }
 
 // Dropped returns how many volatile events were dropped for this slow connection.
@@ -191,11 +244,11 @@ func (c *Connection) advance(d *Delivery) {
 				c.cursor.Positions[i].Seq = 0
 			}
 		}
-	case KindJoined:
+	case KindJoined, kindTrack:
 		if _, ok := c.cursor.Get(d.Channel); !ok {
 			c.cursor.Set(d.Channel, d.seq)
 		}
-	case KindLeft:
+	case KindLeft, kindUntrack:
 		c.cursor.Delete(d.Channel)
 	case kindSettled:
 		if p, ok := c.cursor.Get(d.Channel); ok && p < d.seq {

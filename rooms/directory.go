@@ -40,6 +40,11 @@ type Command struct {
 	Op         string `json:"op"` // "join" or "leave"
 	Connection string `json:"connection"`
 	Channel    string `json:"channel"`
+	// User and Server identify the caller, for the ownership check.
+	User   string `json:"user,omitempty"`
+	Server bool   `json:"server,omitempty"`
+	// Identity is the new identity of a "refresh".
+	Identity *Identity `json:"identity,omitempty"`
 }
 
 // commandErrors lists the errors a forwarded command can return by name.
@@ -48,6 +53,7 @@ var commandErrors = map[string]error{
 	"too_many_rooms":     ErrTooManyRooms,
 	"single_room_stream": ErrSingleRoom,
 	"draining":           ErrDraining,
+	"forbidden":          ErrForbidden,
 }
 
 // CommandErrorCode names err for the wire; "" for nil.

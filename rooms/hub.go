@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -29,6 +30,8 @@ type HubOptions struct {
 	PollLimit int
 	// Observer is told about deliveries, drops and resumes (default: nobody).
 	Observer Observer
+	// Namespaces decides who may subscribe to what (default: everyone to everything).
+	Namespaces *Namespaces
 }
 
 // Hub is an instance's local fan-out: it holds the instance's connections,
@@ -46,6 +49,7 @@ type Hub struct {
 	channels map[string]*hubChannel
 	conns    map[string]*Connection
 	draining bool
+	drained  chan struct{} // closed by Drain, to answer held polls
 }
 
 // registrationTTL is how long a connection stays registered in a shared
@@ -90,6 +94,7 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 		opts:     opts,
 		channels: make(map[string]*hubChannel),
 		conns:    make(map[string]*Connection),
+		drained:  make(chan struct{}),
 	}
 	if dir, ok := BackboneAs[Directory](bb); ok {
 		h.dir = dir
@@ -100,18 +105,24 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 
 // runCommand runs a command forwarded by another instance.
 func (h *Hub) runCommand(ctx context.Context, cmd Command) error {
+	caller := Identity{User: cmd.User, Server: cmd.Server}
 	switch cmd.Op {
 	case "join":
-		return h.Join(ctx, cmd.Connection, cmd.Channel)
+		return h.Join(ctx, caller, cmd.Connection, cmd.Channel)
 	case "leave":
-		return h.Leave(ctx, cmd.Connection, cmd.Channel)
+		return h.Leave(ctx, caller, cmd.Connection, cmd.Channel)
+	case "refresh":
+		if cmd.Identity == nil {
+			return fmt.Errorf("refresh without an identity")
+		}
+		return h.Refresh(ctx, *cmd.Identity, cmd.Connection)
 	}
 	return fmt.Errorf("unknown command %q", cmd.Op)
 }
 
 // forward sends a join or leave for a connection this instance does not
 // hold to the instance that does.
-func (h *Hub) forward(ctx context.Context, op, id, channel string) error {
+func (h *Hub) forward(ctx context.Context, caller Identity, op, id, channel string) error {
 	if h.dir == nil {
 		return ErrUnknownConnection
 	}
@@ -122,7 +133,8 @@ func (h *Hub) forward(ctx context.Context, op, id, channel string) error {
 	if !ok || info.Owner == h.dir.Instance() {
 		return ErrUnknownConnection
 	}
-	return h.dir.Forward(ctx, info.Owner, Command{Op: op, Connection: id, Channel: channel})
+	return h.dir.Forward(ctx, info.Owner, Command{Op: op, Connection: id, Channel: channel,
+		User: caller.User, Server: caller.Server})
 }
 
 // ClientOf returns the client id of the live connection id, wherever it is held.
@@ -261,7 +273,11 @@ func (h *Hub) join(conn *Connection, c *hubChannel) uint64 {
 	conn.mu.Lock()
 	conn.joined[c.name] = c
 	if !conn.closed && conn.multi {
-		conn.queue = append(conn.queue, Delivery{Kind: KindJoined, Channel: c.name, seq: head})
+		kind := KindJoined
+		if !IsRoomChannel(c.name) {
+			kind = kindTrack
+		}
+		conn.queue = append(conn.queue, Delivery{Kind: kind, Channel: c.name, seq: head})
 		conn.signal()
 	}
 	conn.mu.Unlock()
@@ -289,6 +305,10 @@ type ConnectRequest struct {
 	Multi bool
 	// Resume is the cursor the client resumes from ("" for none).
 	Resume string
+	// Identity is who the stream belongs to; rooms it may not subscribe
+	// to are refused, and a user's multi-room stream also carries the
+	// user's private channel.
+	Identity Identity
 }
 
 // Connect opens a stream: it joins its channels, registers it under a new
@@ -308,6 +328,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 	}
 	conn := h.newConnection(req.Client, req.Multi)
 	conn.epoch = epoch
+	conn.identity = req.Identity
 	var resets []Delivery
 	var from *Cursor
 	if req.Resume != "" {
@@ -339,6 +360,11 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 			}
 		}
 	}
+	if req.Multi {
+		// Only rooms are kept in a session; the user and namespace
+		// channels follow from the identity and the rooms.
+		channels = slices.DeleteFunc(channels, func(ch string) bool { return !IsRoomChannel(ch) })
+	}
 	slices.Sort(channels)
 	channels = slices.Compact(channels)
 	if len(channels) > h.opts.MaxRooms {
@@ -347,6 +373,27 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 	if len(channels) == 0 && !req.Multi {
 		return nil, fmt.Errorf("%w: no room", ErrInvalidRoom)
 	}
+	allowed := channels[:0:0]
+	for _, ch := range channels {
+		if err := h.authorize(req.Identity, ch); err != nil {
+			if from == nil || !req.Multi {
+				return nil, err
+			}
+			continue // a restored session keeps only what the token still allows
+		}
+		allowed = append(allowed, ch)
+	}
+	channels = allowed
+	conn.rooms = make(map[string]bool, len(channels))
+	for _, ch := range channels {
+		conn.rooms[ch] = true
+	}
+	channels = append(channels, implicitChannels(channels)...)
+	if req.Multi && req.Identity.User != "" {
+		channels = append(channels, UserChannel(req.Identity.User))
+	}
+	slices.Sort(channels)
+	channels = slices.Compact(channels)
 
 	heads := make(map[string]uint64, len(channels))
 	for _, ch := range channels {
@@ -370,8 +417,9 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 		h.Disconnect(conn)
 		return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 	}
+	conn.registeredAt = time.Now()
 	if req.Multi {
-		if err := h.bb.SaveSession(ctx, conn.Session, channels, h.opts.SessionTTL); err != nil {
+		if err := h.bb.SaveSession(ctx, conn.Session, conn.Rooms(), h.opts.SessionTTL); err != nil {
 			h.Disconnect(conn)
 			return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 		}
@@ -398,7 +446,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 	conn.mu.Lock()
 	// The queue holds only live events so far; joins queued bookkeeping
 	// that the replay's positions supersede.
-	conn.queue = slices.DeleteFunc(conn.queue, func(d Delivery) bool { return d.Kind == KindJoined })
+	conn.queue = slices.DeleteFunc(conn.queue, func(d Delivery) bool { return d.Kind == KindJoined || d.Kind == kindTrack })
 	conn.replay = pending
 	conn.signal()
 	conn.mu.Unlock()
@@ -480,6 +528,8 @@ func (h *Hub) newConnection(client string, multi bool) *Connection {
 		joined:     make(map[string]*hubChannel),
 		notify:     make(chan struct{}, 1),
 		done:       make(chan struct{}),
+
+		identityChanged: make(chan struct{}, 1),
 	}
 }
 
@@ -526,17 +576,27 @@ var ErrSingleRoom = errors.New("single-room stream")
 // Join adds channel to the live multi-room connection id. When Join
 // returns, every event published to channel afterwards reaches the
 // connection, and none published before does.
-func (h *Hub) Join(ctx context.Context, id, channel string) error {
+func (h *Hub) Join(ctx context.Context, caller Identity, id, channel string) error {
 	conn, err := h.Lookup(id)
 	if err != nil {
-		return h.forward(ctx, "join", id, channel)
+		return h.forward(ctx, caller, "join", id, channel)
+	}
+	if err := conn.ownedBy(caller); err != nil {
+		return err
 	}
 	if !conn.multi {
 		return fmt.Errorf("%w: join rooms on a /v1/stream connection", ErrSingleRoom)
 	}
+	if err := h.authorize(conn.Identity(), channel); err != nil {
+		return err
+	}
+	// Joins and leaves of one connection are applied one at a time, so
+	// that the room count and the namespace channels stay exact.
+	conn.changing.Lock()
+	defer conn.changing.Unlock()
 	conn.mu.Lock()
-	_, already := conn.joined[channel]
-	n := len(conn.joined)
+	already := conn.rooms[channel]
+	n := len(conn.rooms)
 	conn.mu.Unlock()
 	if already {
 		return nil
@@ -544,44 +604,163 @@ func (h *Hub) Join(ctx context.Context, id, channel string) error {
 	if n >= h.opts.MaxRooms {
 		return fmt.Errorf("%w: at most %d rooms per connection", ErrTooManyRooms, h.opts.MaxRooms)
 	}
-	c, err := h.acquire(ctx, channel)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBackboneDown, err)
+	want := []string{channel}
+	if ns := NamespaceChannel(channelNamespace(channel)); !conn.inNamespace(ns) {
+		want = append(want, ns)
+	}
+	for _, ch := range want {
+		c, err := h.acquire(ctx, ch)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrBackboneDown, err)
+		}
+		conn.mu.Lock()
+		closed := conn.closed
+		_, raced := conn.joined[ch]
+		conn.mu.Unlock()
+		if closed || raced {
+			h.release(c)
+			if closed {
+				return ErrUnknownConnection
+			}
+			continue
+		}
+		h.join(conn, c)
 	}
 	conn.mu.Lock()
-	closed := conn.closed
-	_, raced := conn.joined[channel]
+	conn.rooms[channel] = true
 	conn.mu.Unlock()
-	if closed || raced {
-		h.release(c)
-		if closed {
-			return ErrUnknownConnection
-		}
-		return nil
-	}
-	h.join(conn, c)
 	return h.saveSession(ctx, conn)
 }
 
 // Leave removes channel from the live multi-room connection id.
-func (h *Hub) Leave(ctx context.Context, id, channel string) error {
+func (h *Hub) Leave(ctx context.Context, caller Identity, id, channel string) error {
 	conn, err := h.Lookup(id)
 	if err != nil {
-		return h.forward(ctx, "leave", id, channel)
+		return h.forward(ctx, caller, "leave", id, channel)
+	}
+	if err := conn.ownedBy(caller); err != nil {
+		return err
 	}
 	if !conn.multi {
 		return fmt.Errorf("%w: leave rooms on a /v1/stream connection", ErrSingleRoom)
 	}
+	conn.changing.Lock()
+	defer conn.changing.Unlock()
+	h.leave(conn, channel, "")
+	return h.saveSession(ctx, conn)
+}
+
+// leave takes conn out of room channel, and out of its namespace channel
+// when it was the last room there; reason ("" for a requested leave) goes
+// with the roomcast:left event. conn.changing must be held.
+func (h *Hub) leave(conn *Connection, channel, reason string) {
 	conn.mu.Lock()
-	c := conn.joined[channel]
-	delete(conn.joined, channel)
+	if !conn.rooms[channel] {
+		conn.mu.Unlock()
+		return
+	}
+	delete(conn.rooms, channel)
+	parts := []string{channel}
+	if ns := NamespaceChannel(channelNamespace(channel)); !conn.inNamespaceLocked(ns) {
+		parts = append(parts, ns)
+	}
+	var cs []*hubChannel
+	for _, ch := range parts {
+		if c := conn.joined[ch]; c != nil {
+			delete(conn.joined, ch)
+			cs = append(cs, c)
+		}
+	}
 	conn.mu.Unlock()
-	if c == nil {
+	for _, c := range cs {
+		h.part(conn, c)
+	}
+	conn.control(Delivery{Kind: KindLeft, Channel: channel, Reason: reason})
+	for _, ch := range parts[1:] {
+		conn.control(Delivery{Kind: kindUntrack, Channel: ch})
+	}
+}
+
+// Authorize checks that id may subscribe to channel, as a stream would.
+func (h *Hub) Authorize(id Identity, channel string) error { return h.authorize(id, channel) }
+
+// Refresh replaces the identity of connection id with next, a fresh token
+// of the same user, so that a long-lived stream outlives its first token.
+// Rooms the new token does not allow are left with reason "forbidden".
+func (h *Hub) Refresh(ctx context.Context, next Identity, id string) error {
+	conn, err := h.Lookup(id)
+	if err != nil {
+		return h.forwardRefresh(ctx, next, id)
+	}
+	cur := conn.Identity()
+	if cur.User == "" || next.User != cur.User {
+		return fmt.Errorf("%w: only a token of the connection's own user can refresh it", ErrForbidden)
+	}
+	conn.changing.Lock()
+	defer conn.changing.Unlock()
+	conn.mu.Lock()
+	conn.identity = next
+	conn.mu.Unlock()
+	for _, ch := range conn.Rooms() {
+		if h.authorize(next, ch) != nil {
+			h.leave(conn, ch, "forbidden")
+		}
+	}
+	select {
+	case conn.identityChanged <- struct{}{}:
+	default:
+	}
+	if conn.multi {
+		return h.saveSession(ctx, conn)
+	}
+	return nil
+}
+
+func (h *Hub) forwardRefresh(ctx context.Context, next Identity, id string) error {
+	if h.dir == nil {
+		return ErrUnknownConnection
+	}
+	info, ok, err := h.dir.LookupConnection(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !ok || info.Owner == h.dir.Instance() {
+		return ErrUnknownConnection
+	}
+	return h.dir.Forward(ctx, info.Owner, Command{Op: "refresh", Connection: id, Identity: &next})
+}
+
+// authorize checks that id may subscribe to channel. User channels belong
+// to their user alone; namespace channels come with the rooms.
+func (h *Hub) authorize(id Identity, channel string) error {
+	switch {
+	case strings.HasPrefix(channel, userChannelPrefix):
+		if id.Server || id.User == strings.TrimPrefix(channel, userChannelPrefix) {
+			return nil
+		}
+		return fmt.Errorf("%w: a user's channel is theirs alone", ErrForbidden)
+	case !IsRoomChannel(channel):
+		return nil
+	case h.opts.Namespaces == nil:
 		return nil
 	}
-	h.part(conn, c)
-	conn.control(Delivery{Kind: KindLeft, Channel: channel})
-	return h.saveSession(ctx, conn)
+	room, err := ParseRoom(channel)
+	if err != nil {
+		return err
+	}
+	return h.opts.Namespaces.CanSubscribe(id, room)
+}
+
+// implicitChannels returns the namespace channels of rooms.
+func implicitChannels(rooms []string) []string {
+	var out []string
+	for _, ch := range rooms {
+		if IsRoomChannel(ch) {
+			out = append(out, NamespaceChannel(channelNamespace(ch)))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func (h *Hub) saveSession(ctx context.Context, conn *Connection) error {
@@ -598,25 +777,32 @@ func (h *Hub) saveSession(ctx context.Context, conn *Connection) error {
 // session alive; writers call it on every heartbeat. Sessions are written
 // to the backbone at most once per quarter TTL.
 func (h *Hub) Touch(ctx context.Context, conn *Connection) error {
-	if err := h.register(ctx, conn); err != nil {
-		return err
-	}
-	if !conn.multi {
-		return nil
-	}
+	now := time.Now()
 	conn.mu.Lock()
-	due := time.Since(conn.touchedAt) > h.opts.SessionTTL/4
-	conn.mu.Unlock()
-	if !due {
-		return nil
+	register := h.dir != nil && now.Sub(conn.registeredAt) > registrationTTL/4
+	session := conn.multi && now.Sub(conn.touchedAt) > h.opts.SessionTTL/4
+	if register {
+		conn.registeredAt = now
 	}
-	return h.saveSession(ctx, conn)
+	conn.mu.Unlock()
+	if register {
+		if err := h.register(ctx, conn); err != nil {
+			return err
+		}
+	}
+	if session {
+		return h.saveSession(ctx, conn)
+	}
+	return nil
 }
 
 // Drain refuses new connections from now on and closes every open one with
 // a reconnect delay chosen by delay.
 func (h *Hub) Drain(delay func() time.Duration) {
 	h.mu.Lock()
+	if !h.draining {
+		close(h.drained)
+	}
 	h.draining = true
 	conns := make([]*Connection, 0, len(h.conns))
 	for _, c := range h.conns {

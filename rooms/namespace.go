@@ -78,9 +78,20 @@ func (n *Namespaces) CanSubscribe(id Identity, room Room) error {
 	return nil
 }
 
+// CanBroadcast decides whether id may publish to every connection in
+// namespace ns: the namespace's publish rule applies, and a token limited
+// by publish patterns needs one covering the whole namespace ("ns:*" or "*").
+func (n *Namespaces) CanBroadcast(id Identity, ns string) error {
+	return n.canPublish(id, ns, ns+":*")
+}
+
 // CanPublish decides whether id may publish to room.
 func (n *Namespaces) CanPublish(id Identity, room Room) error {
-	o, err := n.Lookup(room.Namespace())
+	return n.canPublish(id, room.Namespace(), room.String())
+}
+
+func (n *Namespaces) canPublish(id Identity, ns, target string) error {
+	o, err := n.Lookup(ns)
 	if err != nil {
 		return err
 	}
@@ -90,16 +101,16 @@ func (n *Namespaces) CanPublish(id Identity, room Room) error {
 	switch o.Publish {
 	case PublishServer:
 		if id.Anonymous() {
-			return fmt.Errorf("%w: only the server may publish in namespace %q", ErrUnauthenticated, room.Namespace())
+			return fmt.Errorf("%w: only the server may publish in namespace %q", ErrUnauthenticated, ns)
 		}
-		return fmt.Errorf("%w: only the server may publish in namespace %q", ErrForbidden, room.Namespace())
+		return fmt.Errorf("%w: only the server may publish in namespace %q", ErrForbidden, ns)
 	case PublishAuthenticated:
 		if id.Anonymous() {
-			return fmt.Errorf("%w: namespace %q needs a token to publish", ErrUnauthenticated, room.Namespace())
+			return fmt.Errorf("%w: namespace %q needs a token to publish", ErrUnauthenticated, ns)
 		}
 	}
-	if !id.Anonymous() && id.Publish != nil && !matchAny(id.Publish, room.String()) {
-		return fmt.Errorf("%w: the token does not allow publishing to %q", ErrForbidden, room.String())
+	if !id.Anonymous() && id.Publish != nil && !matchAny(id.Publish, target) {
+		return fmt.Errorf("%w: the token does not allow publishing to %q", ErrForbidden, target)
 	}
 	return nil
 }

@@ -18,6 +18,11 @@ type PollRequest struct {
 	Client string
 	// Timeout is how long to hold the poll when nothing is waiting.
 	Timeout time.Duration
+	// Identity is who polls; an authenticated poll of several rooms also
+	// carries the user's private channel.
+	Identity Identity
+	// Multi marks a poll of /v1/poll, which carries the user's channel.
+	Multi bool
 }
 
 // PollResult is the answer to a poll.
@@ -44,6 +49,17 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	if len(channels) > h.opts.MaxRooms {
 		return PollResult{}, fmt.Errorf("%w: at most %d rooms per poll", ErrTooManyRooms, h.opts.MaxRooms)
 	}
+	for _, ch := range channels {
+		if err := h.authorize(req.Identity, ch); err != nil {
+			return PollResult{}, err
+		}
+	}
+	channels = append(channels, implicitChannels(channels)...)
+	if req.Multi && req.Identity.User != "" {
+		channels = append(channels, UserChannel(req.Identity.User))
+	}
+	slices.Sort(channels)
+	channels = slices.Compact(channels)
 	epoch, err := h.bb.Epoch(ctx)
 	if err != nil {
 		return PollResult{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
@@ -109,14 +125,26 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	if err := h.collect(ctx, &cur, channels, req.Client, &res); err != nil {
 		return PollResult{}, err
 	}
-	if len(res.Events) == 0 || res.Reset {
+	if len(res.Events) == 0 && !res.Reset {
 		timer := time.NewTimer(req.Timeout)
 		defer timer.Stop()
 		select {
 		case <-conn.Ready():
-			res.Events = conn.Take(res.Events)
-			for i := range res.Events {
-				if d := &res.Events[i]; !d.Event.Volatile {
+			for _, d := range conn.Take(nil) {
+				switch {
+				case d.Kind == KindReset && d.epoch != "":
+					// The backbone lost its history while the poll
+					// was held: positions start over in the new epoch.
+					res.Reset, cur.Epoch = true, d.epoch
+					for i := range cur.Positions {
+						cur.Positions[i].Seq = 0
+					}
+				case d.Kind != KindEvent:
+				default:
+					res.Events = append(res.Events, d)
+					if d.Event.Volatile {
+						continue
+					}
 					for _, ch := range d.Event.Channels {
 						if p, ok := cur.Get(ch); ok && p < d.Event.Seq {
 							cur.Set(ch, d.Event.Seq)
@@ -125,6 +153,7 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 				}
 			}
 		case <-conn.Done():
+		case <-h.drained:
 		case <-timer.C:
 		case <-ctx.Done():
 		}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,39 @@ type Config struct {
 	Compress          string
 	MaxStreamLifetime time.Duration
 	Config            string
+	JWTSecret         string
+	JWTPublicKey      string
+	JWTIssuer         string
+	JWTAudience       string
+	JWTLeeway         time.Duration
+	APIKey            string
+	AllowQueryTokens  bool
+	Open              bool
+	AllowedOrigins    string
+	PublishRate       float64
+	PublishBurst      int
+	MaxConnsPerUser   int
+	MaxConnsPerIP     int
+	TrustedProxies    string
+}
+
+// KeysConfigured reports whether any credential is configured; without one
+// the relay runs in open mode.
+func (c Config) KeysConfigured() bool {
+	return c.JWTSecret != "" || c.JWTPublicKey != "" || c.APIKey != ""
+}
+
+// LoopbackOnly reports whether the relay listens on loopback addresses only.
+func (c Config) LoopbackOnly() bool {
+	host, _, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Option describes one setting, for --help and the operations docs.
@@ -86,6 +120,20 @@ func bindings(c *Config) []binding {
 		{Option{"compress", "ROOMCAST_COMPRESS", "polls", "gzip for clients that accept it: off, polls, or all (streams too; ~0.8 MB per stream)"}, choiceVar(&c.Compress, "off", "polls", "all")},
 		{Option{"max-stream-lifetime", "ROOMCAST_MAX_STREAM_LIFETIME", "0s", "close each stream cleanly after about this long (0: never), for platforms that cut long requests"}, durationVar(&c.MaxStreamLifetime, 0)},
 		{Option{"config", "ROOMCAST_CONFIG", "", "TOML file with per-namespace rules"}, stringVar(&c.Config)},
+		{Option{"jwt-secret", "ROOMCAST_JWT_SECRET", "", "HS256 key (32+ bytes) that user tokens are signed with"}, stringVar(&c.JWTSecret)},
+		{Option{"jwt-public-key", "ROOMCAST_JWT_PUBLIC_KEY", "", "PEM file of the RS256 or ES256 public key that user tokens are signed with"}, stringVar(&c.JWTPublicKey)},
+		{Option{"jwt-issuer", "ROOMCAST_JWT_ISSUER", "", "required iss claim of user tokens (empty: not checked)"}, stringVar(&c.JWTIssuer)},
+		{Option{"jwt-audience", "ROOMCAST_JWT_AUDIENCE", "", "required aud claim of user tokens (empty: not checked)"}, stringVar(&c.JWTAudience)},
+		{Option{"jwt-leeway", "ROOMCAST_JWT_LEEWAY", "5s", "clock skew allowed on exp and nbf"}, durationVar(&c.JWTLeeway, 0)},
+		{Option{"api-key", "ROOMCAST_API_KEY", "", "server API key for backends: publish anywhere and as any user, moderate"}, stringVar(&c.APIKey)},
+		{Option{"allow-query-tokens", "ROOMCAST_ALLOW_QUERY_TOKENS", "false", "accept ?access_token= on streams and polls (URLs end up in logs; prefer tickets)"}, boolVar(&c.AllowQueryTokens)},
+		{Option{"open", "ROOMCAST_OPEN", "false", "allow running without any key on a non-loopback address (anyone may publish)"}, boolVar(&c.Open)},
+		{Option{"allowed-origins", "ROOMCAST_ALLOWED_ORIGINS", "", "comma-separated origins allowed to call from browsers besides the relay's own; * for any, without credentials"}, stringVar(&c.AllowedOrigins)},
+		{Option{"publish-rate", "ROOMCAST_PUBLISH_RATE", "20", "publishes per second per user (per address when anonymous)"}, float64Var(&c.PublishRate)},
+		{Option{"publish-burst", "ROOMCAST_PUBLISH_BURST", "40", "publish burst per user"}, intVar(&c.PublishBurst, 1, 1_000_000)},
+		{Option{"max-conns-per-user", "ROOMCAST_MAX_CONNS_PER_USER", "50", "concurrent streams and polls per user"}, intVar(&c.MaxConnsPerUser, 1, 10_000_000)},
+		{Option{"max-conns-per-ip", "ROOMCAST_MAX_CONNS_PER_IP", "500", "concurrent streams and polls per client address"}, intVar(&c.MaxConnsPerIP, 1, 10_000_000)},
+		{Option{"trusted-proxies", "ROOMCAST_TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose Fly-Client-IP / X-Forwarded-For is believed"}, stringVar(&c.TrustedProxies)},
 		{Option{"metrics", "ROOMCAST_METRICS", "true", "serve Prometheus metrics at /metrics"}, boolVar(&c.Metrics)},
 		{Option{"metrics-token", "ROOMCAST_METRICS_TOKEN", "", "bearer token /metrics requires; empty serves it openly"}, stringVar(&c.MetricsToken)},
 	}
@@ -177,6 +225,12 @@ func (c Config) validate() error {
 	}
 	if c.CursorKey != "" && len(c.CursorKey) < 16 {
 		errs = append(errs, errors.New("-cursor-key must be at least 16 bytes"))
+	}
+	if _, err := c.Proxies(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
+		errs = append(errs, errors.New("-jwt-secret must be at least 32 bytes (RFC 7518)"))
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		errs = append(errs, errors.New("-redis-url must start with redis:// or rediss://"))
@@ -321,3 +375,51 @@ func (v boolValue) String() string {
 
 // IsBoolFlag lets -metrics stand alone on the command line.
 func (v boolValue) IsBoolFlag() bool { return true }
+
+type float64Value struct{ p *float64 }
+
+func float64Var(p *float64) flag.Value { return float64Value{p} }
+func (v float64Value) Set(s string) error {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f <= 0 {
+		return errors.New("must be a number above 0")
+	}
+	*v.p = f
+	return nil
+}
+func (v float64Value) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strconv.FormatFloat(*v.p, 'g', -1, 64)
+}
+
+// Origins returns the allowed origins as a list.
+func (c Config) Origins() []string { return splitList(c.AllowedOrigins) }
+
+// Proxies parses the trusted proxy ranges.
+func (c Config) Proxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range splitList(c.TrustedProxies) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("-trusted-proxies: %q is not a CIDR or address", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}

@@ -148,12 +148,3 @@ func (s *RawStream) WaitEnded(t testing.TB) error {
 	defer s.mu.Unlock()
 	return s.err
 }
-
-// Rest returns the frames received but not yet read.
-func (s *RawStream) Rest() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := append([]string(nil), s.frames[s.read:]...)
-	s.read = len(s.frames)
-	return out
-}

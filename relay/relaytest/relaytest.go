@@ -26,7 +26,8 @@ import (
 const Wait = 10 * time.Second
 
 // Options configure Start. Zero values take the relay's defaults, except
-// that the cursor and client keys are fixed test keys and logs are dropped.
+// that the cursor and client keys are fixed test keys, logs are dropped and
+// rate and connection limits are lifted.
 type Options struct {
 	Relay  relay.Options
 	Hub    rooms.HubOptions
@@ -63,6 +64,21 @@ func Start(t testing.TB, opts Options) *Relay {
 	hub := rooms.NewHub(bb, codec, opts.Hub)
 	if opts.Relay.ClientKey == nil {
 		opts.Relay.ClientKey = testKey
+	}
+	// Tests publish and connect far faster than people do, all from one
+	// address: lift the limits a test does not set itself.
+	lim := &opts.Relay.Limits
+	if lim.PublishRate == 0 && lim.PublishBurst == 0 {
+		lim.PublishRate, lim.PublishBurst = 1e6, 1e6
+	}
+	if lim.RequestRate == 0 && lim.RequestBurst == 0 {
+		lim.RequestRate, lim.RequestBurst = 1e6, 1e6
+	}
+	if lim.MaxConnsPerIP == 0 {
+		lim.MaxConnsPerIP = 1e6
+	}
+	if lim.MaxConnsPerUser == 0 {
+		lim.MaxConnsPerUser = 1e6
 	}
 	if opts.Relay.Logger == nil {
 		opts.Relay.Logger = slog.New(slog.DiscardHandler)

@@ -304,15 +304,6 @@ func (s *Stream) WaitEnded(t testing.TB) {
 	}
 }
 
-// Rest returns the events received but not yet read.
-func (s *Stream) Rest() []Event {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := append([]Event(nil), s.events[s.read:]...)
-	s.read = len(s.events)
-	return out
-}
-
 func isSystem(name string) bool {
 	return len(name) >= len("roomcast:") && name[:len("roomcast:")] == "roomcast:"
 }

@@ -1,0 +1,262 @@
+package relay
+
+import (
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/roomcast/roomcast/rooms"
+)
+
+// Limits configure rate and connection limits. Zero values take the defaults.
+type Limits struct {
+	// PublishRate and PublishBurst limit publishes per user, or per client
+	// IP for anonymous callers (default 20/s, burst 40); namespaces may
+	// override them.
+	PublishRate  float64
+	PublishBurst int
+	// RequestRate and RequestBurst limit joins, tickets and token
+	// refreshes the same way (default 10/s, burst 20).
+	RequestRate  float64
+	RequestBurst int
+	// MaxConnsPerUser and MaxConnsPerIP bound concurrent streams and held
+	// polls (default 50 and 500).
+	MaxConnsPerUser int
+	MaxConnsPerIP   int
+	// TrustedProxies are the peers whose forwarding headers (Fly-Client-IP,
+	// then X-Forwarded-For) are believed about the client's address.
+	TrustedProxies []netip.Prefix
+}
+
+func (l *Limits) defaults() {
+	if l.PublishRate <= 0 {
+		l.PublishRate = 20
+	}
+	if l.PublishBurst <= 0 {
+		l.PublishBurst = 40
+	}
+	if l.RequestRate <= 0 {
+		l.RequestRate = 10
+	}
+	if l.RequestBurst <= 0 {
+		l.RequestBurst = 20
+	}
+	if l.MaxConnsPerUser <= 0 {
+		l.MaxConnsPerUser = 50
+	}
+	if l.MaxConnsPerIP <= 0 {
+		l.MaxConnsPerIP = 500
+	}
+}
+
+// buckets holds one token bucket per key, forgetting keys unused for a while.
+type buckets struct {
+	mu      sync.Mutex
+	m       map[string]*bucket
+	checked time.Time
+}
+
+type bucket struct {
+	lim  *rate.Limiter
+	used time.Time
+}
+
+// idleBucket is how long an unused bucket is kept; it is full again by then.
+const idleBucket = 10 * time.Minute
+
+// take spends one token of key's bucket, created with r and burst, and
+// says how long to wait when there is none.
+func (b *buckets) take(key string, r float64, burst int, now time.Time) (bool, time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.m == nil {
+		b.m = make(map[string]*bucket)
+	}
+	if now.Sub(b.checked) > time.Minute {
+		for k, v := range b.m {
+			if now.Sub(v.used) > idleBucket {
+				delete(b.m, k)
+			}
+		}
+		b.checked = now
+	}
+	e := b.m[key]
+	if e == nil || e.lim.Limit() != rate.Limit(r) || e.lim.Burst() != burst {
+		e = &bucket{lim: rate.NewLimiter(rate.Limit(r), burst)}
+		b.m[key] = e
+	}
+	e.used = now
+	res := e.lim.ReserveN(now, 1)
+	if !res.OK() {
+		return false, time.Second
+	}
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// counters count open connections per key.
+type counters struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (c *counters) acquire(key string, limit int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]int)
+	}
+	if c.m[key] >= limit {
+		return false
+	}
+	c.m[key]++
+	return true
+}
+
+func (c *counters) release(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m[key]--; c.m[key] <= 0 {
+		delete(c.m, key)
+	}
+}
+
+// rateKey is who a limit applies to: the user, else the client address.
+func (s *Server) rateKey(r *http.Request, id rooms.Identity) string {
+	if id.User != "" {
+		return "user:" + id.User
+	}
+	return "ip:" + s.clientIP(r)
+}
+
+// limitRequest applies the request rate limit of kind to the caller.
+func (s *Server) limitRequest(r *http.Request, id rooms.Identity, kind string) error {
+	if id.Server {
+		return nil
+	}
+	l := s.opts.Limits
+	return s.takeToken(r, id, kind, l.RequestRate, l.RequestBurst)
+}
+
+// limitPublish applies the publish rate limit of namespace ns (the global one
+// when the namespace does not set its own).
+func (s *Server) limitPublish(r *http.Request, id rooms.Identity, ns string) error {
+	if id.Server {
+		return nil
+	}
+	rt, burst := s.opts.Limits.PublishRate, s.opts.Limits.PublishBurst
+	if s.opts.Namespaces != nil {
+		if o, err := s.opts.Namespaces.Lookup(ns); err == nil {
+			if o.PublishRate > 0 {
+				rt = o.PublishRate
+			}
+			if o.PublishBurst > 0 {
+				burst = o.PublishBurst
+			}
+		}
+	}
+	return s.takeToken(r, id, "publish:"+ns, rt, burst)
+}
+
+func (s *Server) takeToken(r *http.Request, id rooms.Identity, kind string, rt float64, burst int) error {
+	ok, wait := s.buckets.take(kind+"|"+s.rateKey(r, id), rt, burst, time.Now())
+	if ok {
+		return nil
+	}
+	if m := s.opts.Metrics; m != nil {
+		m.RateLimited.WithLabelValues(strings.SplitN(kind, ":", 2)[0]).Inc()
+	}
+	return &rateLimitError{retryAfter: wait}
+}
+
+// rateLimitError is a 429 that says when to retry.
+type rateLimitError struct {
+	retryAfter time.Duration
+	code, msg  string
+}
+
+func (e *rateLimitError) Error() string { return "rate limited" }
+
+func (e *rateLimitError) header() string {
+	return strconv.Itoa(int(math.Ceil(max(e.retryAfter.Seconds(), 1))))
+}
+
+// acquireConnection counts a new stream or held poll against the caller's
+// user and address limits; release undoes it.
+func (s *Server) acquireConnection(r *http.Request, id rooms.Identity) (release func(), err error) {
+	if id.Server {
+		return func() {}, nil
+	}
+	ipKey := s.clientIP(r)
+	if !s.connsByIP.acquire(ipKey, s.opts.Limits.MaxConnsPerIP) {
+		return nil, s.connLimitError("address")
+	}
+	if id.User == "" {
+		return func() { s.connsByIP.release(ipKey) }, nil
+	}
+	if !s.connsByUser.acquire(id.User, s.opts.Limits.MaxConnsPerUser) {
+		s.connsByIP.release(ipKey)
+		return nil, s.connLimitError("user")
+	}
+	return func() {
+		s.connsByUser.release(id.User)
+		s.connsByIP.release(ipKey)
+	}, nil
+}
+
+func (s *Server) connLimitError(per string) error {
+	if m := s.opts.Metrics; m != nil {
+		m.RateLimited.WithLabelValues("connections").Inc()
+	}
+	return &rateLimitError{retryAfter: 5 * time.Second, code: "too_many_connections",
+		msg: "too many open connections for this " + per}
+}
+
+// clientIP is the peer address, or what a trusted proxy says the client's is.
+func (s *Server) clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil || !s.trusted(peer) {
+		return host
+	}
+	if v := strings.TrimSpace(r.Header.Get("Fly-Client-IP")); v != "" {
+		if a, err := netip.ParseAddr(v); err == nil {
+			return a.String()
+		}
+	}
+	// The rightmost address not of a trusted proxy is the client's.
+	hops := strings.Split(r.Header.Get("X-Forwarded-For"), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break
+		}
+		if !s.trusted(a) {
+			return a.String()
+		}
+	}
+	return host
+}
+
+func (s *Server) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range s.opts.Limits.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
