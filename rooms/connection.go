@@ -96,6 +96,7 @@ type Connection struct {
 	epoch    string
 	identity Identity
 	rooms    map[string]bool        // the rooms asked for
+	present  []string               // rooms whose presence lists the connection
 	joined   map[string]*hubChannel // rooms and the channels they imply
 	queue    []Delivery
 	replay   []Delivery

@@ -44,6 +44,8 @@ type Hub struct {
 
 	// dir is set when the backbone is shared by several instances.
 	dir Directory
+	// presence is set when the backbone keeps presence.
+	presence PresenceStore
 
 	mu       sync.RWMutex
 	channels map[string]*hubChannel
@@ -95,6 +97,9 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 		channels: make(map[string]*hubChannel),
 		conns:    make(map[string]*Connection),
 		drained:  make(chan struct{}),
+	}
+	if p, ok := BackboneAs[PresenceStore](bb); ok {
+		h.presence = p
 	}
 	if dir, ok := BackboneAs[Directory](bb); ok {
 		h.dir = dir
@@ -426,6 +431,10 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 		conn.touchedAt = time.Now()
 	}
 
+	for _, ch := range conn.Rooms() {
+		h.enter(ctx, conn, ch)
+	}
+
 	conn.cursor = Cursor{Epoch: epoch, Session: conn.Session}
 	replay, err := h.replay(ctx, conn, from, heads, &resets)
 	if err != nil {
@@ -551,10 +560,15 @@ func (h *Hub) Disconnect(conn *Connection) {
 	conn.mu.Lock()
 	joined := conn.joined
 	conn.joined = make(map[string]*hubChannel)
+	present := conn.present
+	conn.present = nil
 	conn.closed = true
 	conn.mu.Unlock()
 	for _, c := range joined {
 		h.part(conn, c)
+	}
+	for _, ch := range present {
+		h.exit(conn.ID, ch)
 	}
 }
 
@@ -629,6 +643,7 @@ func (h *Hub) Join(ctx context.Context, caller Identity, id, channel string) err
 	conn.mu.Lock()
 	conn.rooms[channel] = true
 	conn.mu.Unlock()
+	h.enter(ctx, conn, channel)
 	return h.saveSession(ctx, conn)
 }
 
@@ -660,6 +675,7 @@ func (h *Hub) leave(conn *Connection, channel, reason string) {
 		return
 	}
 	delete(conn.rooms, channel)
+	conn.present = slices.DeleteFunc(conn.present, func(ch string) bool { return ch == channel })
 	parts := []string{channel}
 	if ns := NamespaceChannel(channelNamespace(channel)); !conn.inNamespaceLocked(ns) {
 		parts = append(parts, ns)
@@ -675,10 +691,65 @@ func (h *Hub) leave(conn *Connection, channel, reason string) {
 	for _, c := range cs {
 		h.part(conn, c)
 	}
+	h.exit(conn.ID, channel)
 	conn.control(Delivery{Kind: KindLeft, Channel: channel, Reason: reason})
 	for _, ch := range parts[1:] {
 		conn.control(Delivery{Kind: kindUntrack, Channel: ch})
 	}
+}
+
+// ErrPresenceOff is returned for presence in a namespace that does not keep it.
+var ErrPresenceOff = errors.New("presence is off")
+
+// presenceRules says whether the room channel keeps presence and announces
+// joins and leaves.
+func (h *Hub) presenceRules(channel string) (on, announce bool) {
+	if h.presence == nil || !IsRoomChannel(channel) {
+		return false, false
+	}
+	if h.opts.Namespaces == nil {
+		return true, true
+	}
+	o, err := h.opts.Namespaces.Lookup(channelNamespace(channel))
+	if err != nil {
+		return false, false
+	}
+	return o.Presence, o.Presence && o.JoinLeaveEvents
+}
+
+// enter records conn's presence in room channel. Presence is advisory: a
+// failure to record it does not fail the stream.
+func (h *Hub) enter(ctx context.Context, conn *Connection, channel string) {
+	on, announce := h.presenceRules(channel)
+	if !on {
+		return
+	}
+	id := conn.Identity()
+	conn.mu.Lock()
+	conn.present = append(conn.present, channel)
+	conn.mu.Unlock()
+	_ = h.presence.Enter(ctx, channel, Member{Conn: conn.ID, Client: conn.Client, User: id.User, Name: id.Name}, announce)
+}
+
+// exit removes connection conn's presence from room channel.
+func (h *Hub) exit(conn, channel string) {
+	if on, _ := h.presenceRules(channel); !on {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = h.presence.Leave(ctx, channel, conn)
+}
+
+// Presence lists who is in room channel, for callers allowed to subscribe to it.
+func (h *Hub) Presence(ctx context.Context, caller Identity, channel string) (PresenceList, error) {
+	if err := h.authorize(caller, channel); err != nil {
+		return PresenceList{}, err
+	}
+	if on, _ := h.presenceRules(channel); !on {
+		return PresenceList{}, fmt.Errorf("%w for room %q", ErrPresenceOff, channel)
+	}
+	return h.presence.List(ctx, channel)
 }
 
 // Authorize checks that id may subscribe to channel, as a stream would.

@@ -54,6 +54,14 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 			return PollResult{}, err
 		}
 	}
+	// A poller is present while its lease, twice its hold, lasts.
+	lease := time.Now().Add(2 * req.Timeout)
+	for _, ch := range channels {
+		if on, announce := h.presenceRules(ch); on && req.Timeout > 0 {
+			_ = h.presence.Enter(ctx, ch, Member{Conn: "poll:" + req.Client, Client: req.Client,
+				User: req.Identity.User, Name: req.Identity.Name, Expires: lease}, announce)
+		}
+	}
 	channels = append(channels, implicitChannels(channels)...)
 	if req.Multi && req.Identity.User != "" {
 		channels = append(channels, UserChannel(req.Identity.User))

@@ -25,9 +25,12 @@ type Options struct {
 	HistoryAge time.Duration
 	// Now is the clock, for tests.
 	Now func() time.Time
-	// SweepEvery is how often expired history, keys and sessions are freed
-	// (default HistoryAge/10, at least 100 ms).
+	// SweepEvery is how often expired history, keys, sessions and poller
+	// leases are freed (default HistoryAge/10, between 100 ms and 1 s).
 	SweepEvery time.Duration
+	// PresenceGrace is how long a user's last connection may be gone
+	// before the user is announced as having left (default 5 s).
+	PresenceGrace time.Duration
 }
 
 // Backbone is an in-memory rooms.Backbone. It is safe for concurrent use;
@@ -44,6 +47,11 @@ type Backbone struct {
 	forgotten uint64
 	idem      map[string]idemEntry
 	sessions  map[string]session
+
+	// pmu guards presence; it is never held while publishing.
+	pmu            sync.Mutex
+	presence       map[string]*presenceRoom
+	presenceClosed bool
 
 	stop chan struct{}
 	done chan struct{}
@@ -81,7 +89,10 @@ func New(opts Options) *Backbone {
 		opts.Now = time.Now
 	}
 	if opts.SweepEvery <= 0 {
-		opts.SweepEvery = max(opts.HistoryAge/10, 100*time.Millisecond)
+		opts.SweepEvery = min(max(opts.HistoryAge/10, 100*time.Millisecond), time.Second)
+	}
+	if opts.PresenceGrace <= 0 {
+		opts.PresenceGrace = 5 * time.Second
 	}
 	var e [4]byte
 	_, _ = rand.Read(e[:])
@@ -91,6 +102,7 @@ func New(opts Options) *Backbone {
 		channels: make(map[string]*channel),
 		idem:     make(map[string]idemEntry),
 		sessions: make(map[string]session),
+		presence: make(map[string]*presenceRoom),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -106,6 +118,16 @@ func (b *Backbone) Close() error {
 		close(b.stop)
 	}
 	<-b.done
+	b.pmu.Lock()
+	b.presenceClosed = true
+	for _, pr := range b.presence {
+		for _, u := range pr.users {
+			if u.leaving != nil {
+				u.leaving.Stop()
+			}
+		}
+	}
+	b.pmu.Unlock()
 	return nil
 }
 
@@ -304,6 +326,9 @@ func (b *Backbone) sweepLoop() {
 			return
 		case <-t.C:
 			b.sweep()
+			b.pmu.Lock()
+			b.expireLeases(b.opts.Now())
+			b.pmu.Unlock()
 		}
 	}
 }
