@@ -150,6 +150,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			TrustedProxies:  proxies,
 		},
 	})
+	if err := hub.Start(ctx); err != nil {
+		return err
+	}
 	ln, err := relay.Listen(ctx, cfg.Addr, cfg.TCPUserTimeout)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

@@ -58,6 +58,8 @@ var domainErrors = []struct {
 	{rooms.ErrForbidden, http.StatusForbidden, "forbidden"},
 	{rooms.ErrUnknownNamespace, http.StatusNotFound, "unknown_namespace"},
 	{rooms.ErrInvalidUser, http.StatusBadRequest, "invalid_user"},
+	{rooms.ErrPresenceOff, http.StatusNotFound, "presence_off"},
+	{rooms.ErrNotFound, http.StatusNotFound, codeNotFound},
 	{rooms.ErrBackboneDown, http.StatusServiceUnavailable, "backbone_unavailable"},
 }
 

@@ -173,6 +173,9 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	if err := s.authorizePublish(id, t); err != nil {
 		return rooms.Message{}, "", err
 	}
+	if err := s.hub.CheckBan(r.Context(), id); err != nil {
+		return rooms.Message{}, "", err
+	}
 	ns := t.namespace
 	if t.multi {
 		ns = ""

@@ -37,6 +37,11 @@ func (s *Server) routes() http.Handler {
 		r.Get("/users/me/poll", s.pollUser)
 		r.Post("/users/{user}/events", s.publishUser)
 		r.Post("/namespaces/{ns}/events", s.publishNamespace)
+		r.Get("/rooms/{room}/presence", s.presence)
+		r.Post("/rooms/{room}/kick", s.kick)
+		r.Delete("/rooms/{room}/events/{id}", s.deleteEvent)
+		r.Post("/moderation/bans", s.ban)
+		r.Delete("/moderation/bans/{user}", s.unban)
 	})
 
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {

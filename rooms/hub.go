@@ -175,6 +175,10 @@ func (h *Hub) MaxRooms() int { return h.opts.MaxRooms }
 
 // Receive implements Receiver: the backbone hands every event here.
 func (h *Hub) Receive(ev *Event, i int) {
+	if ev.Channels[i] == controlChannel {
+		h.obey(ev)
+		return
+	}
 	h.mu.RLock()
 	c := h.channels[ev.Channels[i]]
 	h.mu.RUnlock()
@@ -330,6 +334,9 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 	epoch, err := h.bb.Epoch(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
+	}
+	if err := h.checkBan(ctx, req.Identity); err != nil {
+		return nil, err
 	}
 	conn := h.newConnection(req.Client, req.Multi)
 	conn.epoch = epoch

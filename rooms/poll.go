@@ -54,6 +54,9 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 			return PollResult{}, err
 		}
 	}
+	if err := h.checkBan(ctx, req.Identity); err != nil {
+		return PollResult{}, err
+	}
 	// A poller is present while its lease, twice its hold, lasts.
 	lease := time.Now().Add(2 * req.Timeout)
 	for _, ch := range channels {

@@ -47,6 +47,7 @@ type Backbone struct {
 	forgotten uint64
 	idem      map[string]idemEntry
 	sessions  map[string]session
+	bans      map[string]time.Time
 
 	// pmu guards presence; it is never held while publishing.
 	pmu            sync.Mutex
@@ -103,6 +104,7 @@ func New(opts Options) *Backbone {
 		idem:     make(map[string]idemEntry),
 		sessions: make(map[string]session),
 		presence: make(map[string]*presenceRoom),
+		bans:     make(map[string]time.Time),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -355,6 +357,11 @@ func (b *Backbone) sweep() {
 	for id, s := range b.sessions {
 		if !now.Before(s.expires) {
 			delete(b.sessions, id)
+		}
+	}
+	for user, until := range b.bans {
+		if !now.Before(until) {
+			delete(b.bans, user)
 		}
 	}
 }
