@@ -6,6 +6,8 @@ import (
 )
 
 // Receiver is handed the live events of the channels it subscribed to.
+// Backbones tell receivers apart with ==, so a Receiver must be comparable
+// (a pointer, typically).
 type Receiver interface {
 	// Receive hands over ev as published on its channel ev.Channels[i]. It
 	// is called once per event and subscribed channel, in Seq order per
@@ -37,8 +39,7 @@ type Backbone interface {
 	// nothing and returns the first result with Duplicate set.
 	Publish(ctx context.Context, m Message, idemKey string) (Published, error)
 	// Subscribe registers r for live events of channel and returns the
-	// channel's head at that moment: the Seq of the last event accepted on
-	// it, 0 if none.
+	// channel's head at that moment (see Head).
 	Subscribe(ctx context.Context, channel string, r Receiver) (head uint64, err error)
 	// Unsubscribe undoes Subscribe; events already in flight may still arrive.
 	Unsubscribe(ctx context.Context, channel string, r Receiver) error
@@ -48,7 +49,9 @@ type Backbone interface {
 	// Before returns the newest retained events of channel with Seq lower
 	// than before (0: no bound), at most limit, oldest first.
 	Before(ctx context.Context, channel string, before uint64, limit int) ([]*Event, error)
-	// Head returns the Seq of the last event accepted on channel, 0 if none.
+	// Head returns the Seq of the last event accepted on channel. For a
+	// channel without events it may be 0 or any Seq up to the current one:
+	// every later event of the channel is above it either way.
 	Head(ctx context.Context, channel string) (uint64, error)
 	// Epoch names the current history; a new epoch means earlier positions
 	// are meaningless.

@@ -74,6 +74,14 @@ func (c Cursor) Clone() Cursor {
 	return c
 }
 
+// cmpSeqKey orders positions as the binary form lists them.
+func cmpSeqKey(a, b Position) int {
+	if c := cmpU64(a.Seq, b.Seq); c != 0 {
+		return c
+	}
+	return cmpU64(a.Key, b.Key)
+}
+
 func cmpU64(a, b uint64) int {
 	switch {
 	case a < b:
@@ -111,8 +119,10 @@ func NewCursorCodec(key []byte) (*CursorCodec, error) {
 // Encode returns the signed text form of c: URL-safe base64, no padding.
 //
 // Layout: version, epoch (length-prefixed), session flag and 16 bytes, the
-// highest Seq, then per position the 6-byte key and the distance below the
-// highest Seq as uvarints, then a truncated HMAC-SHA256 of all of that.
+// number of positions, then the positions in Seq order, each as its 6-byte
+// key and the uvarint distance above the previous Seq, then a truncated
+// HMAC-SHA256 of all of that. The distances add up to at most the highest
+// Seq, so 64 positions stay within 1 KiB however far apart they are.
 func (cc *CursorCodec) Encode(c Cursor) string {
 	var stack [256]byte
 	b := cc.AppendBinary(stack[:0], c)
@@ -140,15 +150,15 @@ func (cc *CursorCodec) AppendBinary(dst []byte, c Cursor) []byte {
 	} else {
 		dst = append(dst, 0)
 	}
-	var hi uint64
-	for _, p := range c.Positions {
-		hi = max(hi, p.Seq)
-	}
-	dst = binary.AppendUvarint(dst, hi)
 	dst = binary.AppendUvarint(dst, uint64(len(c.Positions)))
-	for _, p := range c.Positions {
+	var stack [64]Position
+	bySeq := append(stack[:0], c.Positions...)
+	slices.SortFunc(bySeq, cmpSeqKey)
+	var prev uint64
+	for _, p := range bySeq {
 		dst = append(dst, byte(p.Key>>40), byte(p.Key>>32), byte(p.Key>>24), byte(p.Key>>16), byte(p.Key>>8), byte(p.Key))
-		dst = binary.AppendUvarint(dst, hi-p.Seq)
+		dst = binary.AppendUvarint(dst, p.Seq-prev)
+		prev = p.Seq
 	}
 	return cc.sign(dst, start)
 }
@@ -169,7 +179,9 @@ func (cc *CursorCodec) Decode(s string) (Cursor, error) {
 	if len(s) == 0 || len(s) > MaxCursorLen {
 		return Cursor{}, fmt.Errorf("%w: bad length", ErrInvalidCursor)
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	// Strict: the unused low bits of the last character must be zero, so
+	// that no cursor has a second spelling.
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil {
 		return Cursor{}, fmt.Errorf("%w: not base64url", ErrInvalidCursor)
 	}
@@ -212,35 +224,39 @@ func parseCursorBody(b []byte) (Cursor, error) {
 	default:
 		return bad("bad session flag")
 	}
-	hi, k := binary.Uvarint(b)
-	if k <= 0 {
-		return bad("bad position")
-	}
-	b = b[k:]
 	count, k := binary.Uvarint(b)
 	if k <= 0 || count > maxPositions {
 		return bad("bad position count")
 	}
 	b = b[k:]
 	c.Positions = make([]Position, 0, count)
+	var prev Position
 	for range count {
 		if len(b) < 7 {
 			return bad("truncated position")
 		}
-		key := uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 | uint64(b[3])<<16 | uint64(b[4])<<8 | uint64(b[5])
+		p := Position{Key: uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 | uint64(b[3])<<16 | uint64(b[4])<<8 | uint64(b[5])}
 		b = b[6:]
 		d, k := binary.Uvarint(b)
-		if k <= 0 || d > hi {
+		if k <= 0 || prev.Seq+d < prev.Seq {
 			return bad("bad position")
 		}
 		b = b[k:]
-		if len(c.Positions) > 0 && c.Positions[len(c.Positions)-1].Key >= key {
+		p.Seq = prev.Seq + d
+		if len(c.Positions) > 0 && cmpSeqKey(prev, p) >= 0 {
 			return bad("unsorted positions")
 		}
-		c.Positions = append(c.Positions, Position{Key: key, Seq: hi - d})
+		c.Positions = append(c.Positions, p)
+		prev = p
 	}
 	if len(b) != 0 {
 		return bad("trailing bytes")
+	}
+	slices.SortFunc(c.Positions, func(a, b Position) int { return cmpU64(a.Key, b.Key) })
+	for i := 1; i < len(c.Positions); i++ {
+		if c.Positions[i-1].Key == c.Positions[i].Key {
+			return bad("duplicate positions")
+		}
 	}
 	return c, nil
 }

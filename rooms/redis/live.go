@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -98,10 +99,67 @@ func (b *Backbone) subscription(ch string) *subscription {
 	return b.subs[ch]
 }
 
-func (b *Backbone) receivers(s *subscription) []rooms.Receiver {
+func (b *Backbone) receivers(s *subscription) []*receiver {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return slices.Clone(s.receivers)
+}
+
+// deliver hands ev, seen through its channel i, to the receivers of s.
+func (b *Backbone) deliver(s *subscription, ev *rooms.Event, i int) {
+	for _, rc := range b.receivers(s) {
+		rc.deliver(ev, i)
+	}
+}
+
+// receiver is a Receiver of one subscription. Subscribe registers it
+// before it reads the head it returns, so no event after that head is
+// missed; until the head is known deliveries are held, and from then on
+// only events after it are handed over.
+type receiver struct {
+	r rooms.Receiver
+
+	mu      sync.Mutex
+	pending bool
+	held    []heldEvent
+	epoch   string
+	after   uint64
+}
+
+type heldEvent struct {
+	ev *rooms.Event
+	i  int
+}
+
+func (rc *receiver) deliver(ev *rooms.Event, i int) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.pending {
+		rc.held = append(rc.held, heldEvent{ev, i})
+		return
+	}
+	if rc.wants(ev) {
+		rc.r.Receive(ev, i)
+	}
+}
+
+// start sets the position the receiver's Subscribe returned and hands over
+// what was held meanwhile.
+func (rc *receiver) start(epoch string, head uint64) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.epoch, rc.after, rc.pending = epoch, head, false
+	for _, h := range rc.held {
+		if rc.wants(h.ev) {
+			rc.r.Receive(h.ev, h.i)
+		}
+	}
+	rc.held = nil
+}
+
+// wants reports whether ev comes after the receiver's starting position.
+func (rc *receiver) wants(ev *rooms.Event) bool {
+	return ev.Volatile || ev.Epoch != rc.epoch || ev.Seq > rc.after
 }
 
 // subscribed handles Redis's confirmation of a subscription: the first one
@@ -120,7 +178,7 @@ func (b *Backbone) subscribed(ch string) {
 	defer cancel()
 	epoch, err := b.Epoch(ctx)
 	if err == nil {
-		s.lastSeq, s.lastN, err = b.head(ctx, ch)
+		s.lastSeq, s.lastN, _, err = b.head(ctx, ch)
 	}
 	if err != nil {
 		// Without a position, catch-up starts at the first live message.
@@ -152,13 +210,18 @@ func (b *Backbone) live(ch, payload string) {
 		if f[1] != s.epoch {
 			s.epoch, s.lastSeq, s.lastN = f[1], 0, 0
 		}
-		if n <= s.lastN {
+		// Seq, global and increasing, says what was delivered; the
+		// per-channel count n only reveals gaps, and starts over when the
+		// channel's bookkeeping expired while this instance listened.
+		if seq <= s.lastSeq {
 			return // already delivered by a catch-up
 		}
-		if s.lastN > 0 && n != s.lastN+1 || s.lastN == 0 && n > 1 && s.lastSeq == 0 {
-			b.catchUp(s, seq)
-			if n <= s.lastN {
+		if n != s.lastN+1 {
+			if !b.catchUp(s, seq) {
 				return
+			}
+			if s.epoch != f[1] || seq <= s.lastSeq {
+				return // delivered, or its history was lost meanwhile
 			}
 		}
 	}
@@ -169,22 +232,41 @@ func (b *Backbone) live(ch, payload string) {
 	if n > 0 {
 		s.lastSeq, s.lastN = seq, n
 	}
-	for _, r := range b.receivers(s) {
-		r.Receive(ev, i)
-	}
+	b.deliver(s, ev, i)
 }
 
 // catchUp delivers the retained events of s's channel after its last
-// delivered one and before seq (0: all of them).
-func (b *Backbone) catchUp(s *subscription, before uint64) {
+// delivered one and before seq (0: all of them). It retries until history
+// answers, and reports false only when the backbone closed first: giving up
+// would lose those events silently, as the next live event moves the
+// position past them.
+func (b *Backbone) catchUp(s *subscription, before uint64) bool {
+	wait := 50 * time.Millisecond
+	for b.tryCatchUp(s, before) != nil {
+		t := time.NewTimer(wait)
+		select {
+		case <-b.stop:
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		wait = min(2*wait, time.Second)
+	}
+	return true
+}
+
+func (b *Backbone) tryCatchUp(s *subscription, before uint64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.OpTimeout)
 	defer cancel()
 	epoch, err := b.Epoch(ctx)
 	if err != nil {
-		return
+		return err
 	}
 	if epoch != s.epoch {
+		// The history was lost: its positions, before among them, mean
+		// nothing in the new one.
 		s.epoch, s.lastSeq, s.lastN = epoch, 0, 0
+		before = 0
 	}
 	end := "+"
 	if before > 0 {
@@ -192,7 +274,7 @@ func (b *Backbone) catchUp(s *subscription, before uint64) {
 	}
 	msgs, err := b.rdb.XRange(ctx, b.streamKey(s.channel), "("+strconv.FormatUint(s.lastSeq, 10)+"-0", end).Result()
 	if err != nil {
-		return
+		return err
 	}
 	for _, m := range msgs {
 		ev, err := eventFromValues(m.ID, m.Values)
@@ -202,12 +284,11 @@ func (b *Backbone) catchUp(s *subscription, before uint64) {
 		str := func(k string) string { v, _ := m.Values[k].(string); return v }
 		n, _ := strconv.ParseUint(str("n"), 10, 64)
 		i, _ := strconv.Atoi(str("i"))
-		if ev.Epoch != s.epoch || n <= s.lastN || i < 0 || i >= len(ev.Channels) {
+		if ev.Epoch != s.epoch || ev.Seq <= s.lastSeq || i < 0 || i >= len(ev.Channels) {
 			continue
 		}
 		s.lastSeq, s.lastN = ev.Seq, n
-		for _, r := range b.receivers(s) {
-			r.Receive(ev, i)
-		}
+		b.deliver(s, ev, i)
 	}
+	return nil
 }

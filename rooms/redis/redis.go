@@ -64,7 +64,7 @@ type Backbone struct {
 // fields are owned by the dispatch goroutine once ready is closed.
 type subscription struct {
 	channel   string
-	receivers []rooms.Receiver
+	receivers []*receiver
 	ready     chan struct{}
 	confirmed bool
 
@@ -285,18 +285,25 @@ func (b *Backbone) Epoch(ctx context.Context) (string, error) {
 
 // Head implements rooms.Backbone.
 func (b *Backbone) Head(ctx context.Context, ch string) (uint64, error) {
-	head, _, err := b.head(ctx, ch)
+	head, _, _, err := b.head(ctx, ch)
 	return head, err
 }
 
-func (b *Backbone) head(ctx context.Context, ch string) (head, n uint64, err error) {
+// head reads a channel's head and count, and the epoch they belong to.
+func (b *Backbone) head(ctx context.Context, ch string) (head, n uint64, epoch string, err error) {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	v, err := headScript.Run(ctx, b.rdb, []string{b.metaKey(ch), b.key("", "seq")}).Int64Slice()
-	if err != nil || len(v) != 2 {
-		return 0, 0, down("head", err)
+	v, err := headScript.Run(ctx, b.rdb, []string{b.metaKey(ch), b.key("", "seq"), b.key("", "epoch")}).Slice()
+	if err != nil {
+		return 0, 0, "", down("head", err)
 	}
-	return uint64(v[0]), uint64(v[1]), nil
+	if len(v) != 3 {
+		return 0, 0, "", down("head", fmt.Errorf("unexpected reply %v", v))
+	}
+	h, _ := v[0].(int64)
+	c, _ := v[1].(int64)
+	epoch, _ = v[2].(string)
+	return uint64(h), uint64(c), epoch, nil
 }
 
 // Since implements rooms.Backbone.
@@ -442,7 +449,8 @@ func (b *Backbone) LoadSession(ctx context.Context, id string) ([]string, bool, 
 }
 
 // Subscribe implements rooms.Backbone. It returns once Redis confirmed the
-// subscription, so every event published afterwards is delivered.
+// subscription, so every event published afterwards is delivered; r is
+// handed exactly the events after the head it returns.
 func (b *Backbone) Subscribe(ctx context.Context, ch string, r rooms.Receiver) (uint64, error) {
 	b.mu.Lock()
 	s := b.subs[ch]
@@ -451,7 +459,8 @@ func (b *Backbone) Subscribe(ctx context.Context, ch string, r rooms.Receiver) (
 		s = &subscription{channel: ch, ready: make(chan struct{})}
 		b.subs[ch] = s
 	}
-	s.receivers = append(s.receivers, r)
+	rc := &receiver{r: r, pending: true}
+	s.receivers = append(s.receivers, rc)
 	b.mu.Unlock()
 
 	if first {
@@ -471,11 +480,12 @@ func (b *Backbone) Subscribe(ctx context.Context, ch string, r rooms.Receiver) (
 		_ = b.Unsubscribe(context.Background(), ch, r)
 		return 0, down("subscribe", wctx.Err())
 	}
-	head, _, err := b.head(ctx, ch)
+	head, _, epoch, err := b.head(ctx, ch)
 	if err != nil {
 		_ = b.Unsubscribe(context.Background(), ch, r)
 		return 0, err
 	}
+	rc.start(epoch, head)
 	return head, nil
 }
 
@@ -487,7 +497,7 @@ func (b *Backbone) Unsubscribe(ctx context.Context, ch string, r rooms.Receiver)
 		b.mu.Unlock()
 		return nil
 	}
-	if i := slices.Index(s.receivers, r); i >= 0 {
+	if i := slices.IndexFunc(s.receivers, func(rc *receiver) bool { return rc.r == r }); i >= 0 {
 		s.receivers = slices.Delete(s.receivers, i, i+1)
 	}
 	last := len(s.receivers) == 0

@@ -82,14 +82,16 @@ local t = redis.call('TIME')
 return {trimmed, entries, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
 `)
 
-// headScript returns a channel's head and count; a channel without history
-// starts at the current global seq.
+// headScript returns a channel's head and count, and the epoch they belong
+// to ("" before the first one is made); a channel without history starts at
+// the current global seq.
 //
-// KEYS: meta, seq.
+// KEYS: meta, seq, epoch.
 var headScript = goredis.NewScript(`
+local e = redis.call('GET', KEYS[3]) or ''
 local v = redis.call('HMGET', KEYS[1], 'head', 'n')
 if not v[1] then
-  return {tonumber(redis.call('GET', KEYS[2]) or '0'), 0}
+  return {tonumber(redis.call('GET', KEYS[2]) or '0'), 0, e}
 end
-return {tonumber(v[1]), tonumber(v[2] or '0')}
+return {tonumber(v[1]), tonumber(v[2] or '0'), e}
 `)

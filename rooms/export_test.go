@@ -1,0 +1,15 @@
+package rooms
+
+// ChannelConns returns how many connections (streams and held polls) are in
+// h's channel ch.
+func ChannelConns(h *Hub, ch string) int {
+	h.mu.RLock()
+	c := h.channels[ch]
+	h.mu.RUnlock()
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.conns)
+}
