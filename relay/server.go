@@ -128,9 +128,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // SetReady marks the server ready to take traffic (/readyz answers 200).
 func (s *Server) SetReady() { s.ready.Store(true) }
 
-// Drain starts a graceful shutdown: /readyz fails, new streams and polls
-// are refused, and every open stream is told to reconnect elsewhere after a
-// jittered delay and closed. It returns once every stream handler has
+// Drain starts a graceful shutdown: /readyz fails, new streams are refused,
+// polls are answered at once instead of held, and every open stream is told
+// to reconnect elsewhere after a jittered delay and closed. It returns once every stream handler has
 // finished or ctx is done. In-flight publishes are left to http.Server.Shutdown.
 func (s *Server) Drain(ctx context.Context) {
 	s.draining.Store(true)

@@ -478,6 +478,11 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, heads 
 		pos, ok := uint64(0), false
 		if from != nil {
 			pos, ok = from.Get(ch)
+			if !ok && !conn.multi && !strings.HasPrefix(ch, namespaceChannelPrefix) {
+				// A single-room cursor that does not know its own room
+				// was made for another stream: what was missed is unknown.
+				*resets = append(*resets, Delivery{Kind: KindReset, Channel: ch, Reason: ResetCursorInvalid})
+			}
 		}
 		if !ok || pos >= head {
 			conn.cursor.Set(ch, head)
