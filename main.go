@@ -124,6 +124,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		ReplayLimit: cfg.HistorySize,
 		Observer:    observer(m),
 		Namespaces:  &namespaces,
+		// Renew shared presence well within its lease.
+		PresenceRenew: min(cfg.Heartbeat, cfg.PresenceTTL/3),
 	})
 	srv := relay.New(hub, relay.Options{
 		MaxPayload:        cfg.MaxPayload,
@@ -211,9 +213,10 @@ func openBackbone(ctx context.Context, cfg config.Config, log *slog.Logger) (bac
 			_, _ = rand.Read(key)
 			log.Info("no cursor key configured: cursors are valid for this process only")
 		}
-		return memory.New(memory.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge}), key, nil
+		return memory.New(memory.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge, PresenceGrace: cfg.PresenceGrace}), key, nil
 	}
-	bb, err := redisbb.New(ctx, cfg.RedisURL, redisbb.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge})
+	bb, err := redisbb.New(ctx, cfg.RedisURL, redisbb.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge,
+		PresenceGrace: cfg.PresenceGrace, MemberTTL: cfg.PresenceTTL})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -111,6 +111,7 @@ type Connection struct {
 	identityChanged chan struct{}
 	touchedAt       time.Time // session last saved
 	registeredAt    time.Time // directory entry last written
+	presentAt       time.Time // presence last renewed
 
 	// Owned by the writer.
 	cursor Cursor

@@ -32,6 +32,9 @@ type HubOptions struct {
 	Observer Observer
 	// Namespaces decides who may subscribe to what (default: everyone to everything).
 	Namespaces *Namespaces
+	// PresenceRenew is how often a stream renews its presence (default 15 s);
+	// it must be well below the presence store's member lease.
+	PresenceRenew time.Duration
 }
 
 // Hub is an instance's local fan-out: it holds the instance's connections,
@@ -89,6 +92,9 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 	}
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
+	}
+	if opts.PresenceRenew <= 0 {
+		opts.PresenceRenew = 15 * time.Second
 	}
 	h := &Hub{
 		bb:       bb,
@@ -441,6 +447,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 	for _, ch := range conn.Rooms() {
 		h.enter(ctx, conn, ch)
 	}
+	conn.presentAt = time.Now()
 
 	conn.cursor = Cursor{Epoch: epoch, Session: conn.Session}
 	replay, err := h.replay(ctx, conn, from, heads, &resets)
@@ -871,6 +878,19 @@ func (h *Hub) Touch(ctx context.Context, conn *Connection) error {
 	if register {
 		if err := h.register(ctx, conn); err != nil {
 			return err
+		}
+	}
+	if h.presence != nil && now.Sub(conn.presentAt) > h.opts.PresenceRenew {
+		// Presence shared between instances expires unless renewed, so
+		// that an instance that dies takes its members with it.
+		conn.presentAt = now
+		id := conn.Identity()
+		conn.mu.Lock()
+		present := slices.Clone(conn.present)
+		conn.mu.Unlock()
+		for _, ch := range present {
+			_, announce := h.presenceRules(ch)
+			_ = h.presence.Enter(ctx, ch, Member{Conn: conn.ID, Client: conn.Client, User: id.User, Name: id.Name}, announce)
 		}
 	}
 	if session {

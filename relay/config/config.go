@@ -59,6 +59,8 @@ type Config struct {
 	MaxConnsPerUser   int
 	MaxConnsPerIP     int
 	TrustedProxies    string
+	PresenceGrace     time.Duration
+	PresenceTTL       time.Duration
 }
 
 // KeysConfigured reports whether any credential is configured; without one
@@ -134,6 +136,8 @@ func bindings(c *Config) []binding {
 		{Option{"max-conns-per-user", "ROOMCAST_MAX_CONNS_PER_USER", "50", "concurrent streams and polls per user"}, intVar(&c.MaxConnsPerUser, 1, 10_000_000)},
 		{Option{"max-conns-per-ip", "ROOMCAST_MAX_CONNS_PER_IP", "500", "concurrent streams and polls per client address"}, intVar(&c.MaxConnsPerIP, 1, 10_000_000)},
 		{Option{"trusted-proxies", "ROOMCAST_TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose Fly-Client-IP / X-Forwarded-For is believed"}, stringVar(&c.TrustedProxies)},
+		{Option{"presence-grace", "ROOMCAST_PRESENCE_GRACE", "5s", "how long a user's last connection may be gone before roomcast:leave (a reconnect within it emits neither leave nor join)"}, durationVar(&c.PresenceGrace, 100*time.Millisecond)},
+		{Option{"presence-ttl", "ROOMCAST_PRESENCE_TTL", "45s", "with Redis: how long an instance that stopped renewing (died) keeps its members listed"}, durationVar(&c.PresenceTTL, 3*time.Second)},
 		{Option{"metrics", "ROOMCAST_METRICS", "true", "serve Prometheus metrics at /metrics"}, boolVar(&c.Metrics)},
 		{Option{"metrics-token", "ROOMCAST_METRICS_TOKEN", "", "bearer token /metrics requires; empty serves it openly"}, stringVar(&c.MetricsToken)},
 	}

@@ -37,6 +37,16 @@ type Options struct {
 	MetaTTL time.Duration
 	// OpTimeout bounds each Redis call made without a caller's deadline (default 2 s).
 	OpTimeout time.Duration
+	// PresenceGrace is how long a user's last connection may be gone
+	// before the user is announced as having left (default 5 s).
+	PresenceGrace time.Duration
+	// MemberTTL is how long a stream's presence lasts unless its instance
+	// renews it (default 45 s); it bounds how long the members of an
+	// instance that died stay listed.
+	MemberTTL time.Duration
+	// SweepEvery is how often each instance expires members and ends grace
+	// periods (default 1 s).
+	SweepEvery time.Duration
 }
 
 // Backbone is a Redis rooms.Backbone. Close stops its goroutines.
@@ -103,6 +113,15 @@ func NewClient(ctx context.Context, rdb *goredis.Client, opts Options) (*Backbon
 	if opts.OpTimeout <= 0 {
 		opts.OpTimeout = 2 * time.Second
 	}
+	if opts.PresenceGrace <= 0 {
+		opts.PresenceGrace = 5 * time.Second
+	}
+	if opts.MemberTTL <= 0 {
+		opts.MemberTTL = 45 * time.Second
+	}
+	if opts.SweepEvery <= 0 {
+		opts.SweepEvery = time.Second
+	}
 	b := &Backbone{
 		rdb:      rdb,
 		opts:     opts,
@@ -121,9 +140,10 @@ func NewClient(ctx context.Context, rdb *goredis.Client, opts Options) (*Backbon
 	}
 	b.ps = rdb.Subscribe(context.Background(), b.controlKey(b.instance))
 	msgs := b.ps.ChannelWithSubscriptions(goredis.WithChannelSize(4096))
-	b.wg.Add(2)
+	b.wg.Add(3)
 	go b.read(msgs)
 	go b.dispatch()
+	go b.sweepLoop()
 	// Commands for this instance's connections must reach it from the start.
 	select {
 	case <-b.controlReady:
