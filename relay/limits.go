@@ -169,7 +169,19 @@ func (s *Server) limitPublish(r *http.Request, id rooms.Identity, ns string) err
 }
 
 func (s *Server) takeToken(r *http.Request, id rooms.Identity, kind string, rt float64, burst int) error {
-	ok, wait := s.buckets.take(kind+"|"+s.rateKey(r, id), rt, burst, time.Now())
+	key := kind + "|" + s.rateKey(r, id)
+	var ok bool
+	var wait time.Duration
+	if shared, isShared := rooms.BackboneAs[rooms.Limiter](s.hub.Backbone()); isShared {
+		// Limits hold across every instance; if the backbone cannot
+		// answer, the local bucket still protects this one.
+		var err error
+		if ok, wait, err = shared.Take(r.Context(), key, rt, burst); err != nil {
+			ok, wait = s.buckets.take(key, rt, burst, time.Now())
+		}
+	} else {
+		ok, wait = s.buckets.take(key, rt, burst, time.Now())
+	}
 	if ok {
 		return nil
 	}

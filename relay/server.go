@@ -61,6 +61,11 @@ type Options struct {
 	AllowedOrigins []string
 	// Limits are the rate and connection limits.
 	Limits Limits
+	// MaxConcurrentConnects bounds the streams being opened (joined and
+	// replayed) at once; beyond it new streams get 503 with a jittered
+	// Retry-After, so a reconnect storm after an instance dies is taken
+	// in waves instead of all at once (default 256).
+	MaxConcurrentConnects int
 	// Metrics, when set, is served at /metrics and told about requests.
 	Metrics *metrics.Metrics
 	// MetricsToken, when set, is the bearer token /metrics requires.
@@ -77,6 +82,7 @@ type Server struct {
 	draining atomic.Bool
 	streams  sync.WaitGroup
 
+	admission   chan struct{}
 	buckets     buckets
 	connsByUser counters
 	connsByIP   counters
@@ -111,13 +117,16 @@ func New(hub *rooms.Hub, opts Options) *Server {
 		opts.MaxPadding = 4096
 	}
 	opts.Limits.defaults()
+	if opts.MaxConcurrentConnects <= 0 {
+		opts.MaxConcurrentConnects = 256
+	}
 	if opts.Compress == "" {
 		opts.Compress = CompressPolls
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{hub: hub, opts: opts, log: opts.Logger}
+	s := &Server{hub: hub, opts: opts, log: opts.Logger, admission: make(chan struct{}, opts.MaxConcurrentConnects)}
 	s.handler = s.routes()
 	return s
 }

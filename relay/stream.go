@@ -115,7 +115,16 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	s.streams.Add(1)
 	defer s.streams.Done()
 
+	select {
+	case s.admission <- struct{}{}:
+	default:
+		w.Header().Set("Retry-After", strconv.Itoa(int(s.retryDelay().Seconds())+1))
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: errorDetail{Code: "overloaded",
+			Message: "too many streams are being opened at once; retry after the Retry-After delay"}})
+		return
+	}
 	conn, err := s.hub.Connect(r.Context(), req)
+	<-s.admission
 	if err != nil {
 		writeError(w, err)
 		return

@@ -112,3 +112,11 @@ func BackboneAs[T any](bb Backbone) (T, bool) {
 	var zero T
 	return zero, false
 }
+
+// Limiter is implemented by backbones that keep rate limits for every
+// instance sharing them.
+type Limiter interface {
+	// Take spends one request of key's allowance of rate per second with
+	// burst; when there is none it returns false and when to retry.
+	Take(ctx context.Context, key string, rate float64, burst int) (ok bool, retryAfter time.Duration, err error)
+}

@@ -1,0 +1,44 @@
+package redis
+
+import (
+	"context"
+	"math"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/roomcast/roomcast/rooms"
+)
+
+var _ rooms.Limiter = (*Backbone)(nil)
+
+// gcraScript is the generic cell rate algorithm: the key holds the
+// theoretical arrival time of the next request, in Redis's clock.
+//
+// KEYS: the limit key. ARGV: emission interval (µs), burst.
+// Returns {allowed, retry after µs}.
+var gcraScript = goredis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local emission = tonumber(ARGV[1])
+local dvt = emission * tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local next = tat + emission
+local allowAt = next - dvt
+if allowAt > now then return {0, allowAt - now} end
+redis.call('SET', KEYS[1], next, 'PX', math.ceil((next - now) / 1000) + 1)
+return {1, 0}
+`)
+
+// Take implements rooms.Limiter.
+func (b *Backbone) Take(ctx context.Context, key string, rate float64, burst int) (bool, time.Duration, error) {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	emission := int64(math.Max(1, 1e6/rate))
+	v, err := gcraScript.Run(ctx, b.rdb, []string{b.key("rl:", key)}, emission, burst).Int64Slice()
+	if err != nil || len(v) != 2 {
+		return false, 0, down("rate limit", err)
+	}
+	return v[0] == 1, time.Duration(v[1]) * time.Microsecond, nil
+}
