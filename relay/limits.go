@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"math"
 	"net"
 	"net/http"
@@ -203,27 +204,90 @@ func (e *rateLimitError) header() string {
 	return strconv.Itoa(int(math.Ceil(max(e.retryAfter.Seconds(), 1))))
 }
 
+// slotTTL is how long a connection slot counts against a shared limit
+// without renewal; streams renew theirs well within it.
+const slotTTL = 90 * time.Second
+
+// connSlots is what a stream or held poll counts against the connection
+// limits of its user and address.
+type connSlots struct {
+	s         *Server
+	shared    rooms.SlotCounter // nil: counted by this instance alone
+	id        string
+	keys      []string
+	limits    []int
+	renewedAt time.Time
+}
+
 // acquireConnection counts a new stream or held poll against the caller's
-// user and address limits; release undoes it.
-func (s *Server) acquireConnection(r *http.Request, id rooms.Identity) (release func(), err error) {
+// user and address limits, across instances when the backbone can count.
+func (s *Server) acquireConnection(r *http.Request, id rooms.Identity) (*connSlots, error) {
+	c := &connSlots{s: s, id: rooms.NewClientID(), renewedAt: time.Now()}
 	if id.Server {
-		return func() {}, nil
+		return c, nil
 	}
-	ipKey := s.clientIP(r)
-	if !s.connsByIP.acquire(ipKey, s.opts.Limits.MaxConnsPerIP) {
-		return nil, s.connLimitError("address")
+	c.keys = append(c.keys, "ip:"+s.clientIP(r))
+	c.limits = append(c.limits, s.opts.Limits.MaxConnsPerIP)
+	if id.User != "" {
+		c.keys = append(c.keys, "user:"+id.User)
+		c.limits = append(c.limits, s.opts.Limits.MaxConnsPerUser)
 	}
-	if id.User == "" {
-		return func() { s.connsByIP.release(ipKey) }, nil
+	c.shared, _ = rooms.BackboneAs[rooms.SlotCounter](s.hub.Backbone())
+	for i, key := range c.keys {
+		ok, err := c.take(r.Context(), key, c.limits[i])
+		if err != nil || !ok {
+			c.keys = c.keys[:i]
+			c.release()
+			if err != nil {
+				return nil, err
+			}
+			per := "address"
+			if strings.HasPrefix(key, "user:") {
+				per = "user"
+			}
+			return nil, s.connLimitError(per)
+		}
 	}
-	if !s.connsByUser.acquire(id.User, s.opts.Limits.MaxConnsPerUser) {
-		s.connsByIP.release(ipKey)
-		return nil, s.connLimitError("user")
+	return c, nil
+}
+
+func (c *connSlots) take(ctx context.Context, key string, limit int) (bool, error) {
+	if c.shared != nil {
+		return c.shared.AcquireSlot(ctx, key, c.id, limit, slotTTL)
 	}
-	return func() {
-		s.connsByUser.release(id.User)
-		s.connsByIP.release(ipKey)
-	}, nil
+	counter := &c.s.connsByIP
+	if strings.HasPrefix(key, "user:") {
+		counter = &c.s.connsByUser
+	}
+	return counter.acquire(key, limit), nil
+}
+
+// renew keeps shared slots alive; streams call it as they run.
+func (c *connSlots) renew(ctx context.Context) {
+	if c.shared == nil || time.Since(c.renewedAt) < slotTTL/3 {
+		return
+	}
+	c.renewedAt = time.Now()
+	for i, key := range c.keys {
+		_, _ = c.shared.AcquireSlot(ctx, key, c.id, c.limits[i]+1, slotTTL)
+	}
+}
+
+// release gives the slots back.
+func (c *connSlots) release() {
+	for _, key := range c.keys {
+		if c.shared != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = c.shared.ReleaseSlot(ctx, key, c.id)
+			cancel()
+			continue
+		}
+		if strings.HasPrefix(key, "user:") {
+			c.s.connsByUser.release(key)
+		} else {
+			c.s.connsByIP.release(key)
+		}
+	}
 }
 
 func (s *Server) connLimitError(per string) error {

@@ -79,12 +79,12 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string,
 	if s.draining.Load() {
 		timeout = 0
 	}
-	release, err := s.acquireConnection(r, id)
+	slots, err := s.acquireConnection(r, id)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	defer release()
+	defer slots.release()
 	if m := s.opts.Metrics; m != nil {
 		m.Connections.WithLabelValues("poll").Inc()
 		defer m.Connections.WithLabelValues("poll").Dec()

@@ -106,12 +106,12 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 		}
 		req.Channels = []string{rooms.UserChannel(id.User)}
 	}
-	release, err := s.acquireConnection(r, id)
+	slots, err := s.acquireConnection(r, id)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	defer release()
+	defer slots.release()
 	s.streams.Add(1)
 	defer s.streams.Done()
 
@@ -173,12 +173,12 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	if err := out.WriteFrames(buf); err != nil {
 		return
 	}
-	s.pump(r, conn, out, buf[:0])
+	s.pump(r, conn, out, buf[:0], slots)
 }
 
 // pump writes the connection's deliveries until the client goes away or the
 // server ends the connection. Everything waiting is written with one write.
-func (s *Server) pump(r *http.Request, conn *rooms.Connection, out frameWriter, buf []byte) {
+func (s *Server) pump(r *http.Request, conn *rooms.Connection, out frameWriter, buf []byte, slots *connSlots) {
 	heartbeat := time.NewTicker(s.opts.Heartbeat)
 	defer heartbeat.Stop()
 	expiry := newTokenClock(conn.Identity().Expires)
@@ -197,6 +197,7 @@ func (s *Server) pump(r *http.Request, conn *rooms.Connection, out frameWriter, 
 				return
 			}
 			s.touch(r.Context(), conn)
+			slots.renew(r.Context())
 		case <-conn.Ready():
 			batch = conn.Take(batch[:0])
 			buf = s.appendDeliveries(buf[:0], conn, batch)
@@ -209,8 +210,9 @@ func (s *Server) pump(r *http.Request, conn *rooms.Connection, out frameWriter, 
 			}
 			heartbeat.Reset(s.opts.Heartbeat)
 			// A busy stream never sees an idle heartbeat, yet its
-			// session and registration must stay alive.
+			// session, registration and slots must stay alive.
 			s.touch(r.Context(), conn)
+			slots.renew(r.Context())
 		case <-expiry.warn:
 			exp := conn.Identity().Expires
 			data, _ := json.Marshal(map[string]any{"expires_at": exp.UnixMilli(), "connection": conn.ID})

@@ -120,3 +120,14 @@ type Limiter interface {
 	// burst; when there is none it returns false and when to retry.
 	Take(ctx context.Context, key string, rate float64, burst int) (ok bool, retryAfter time.Duration, err error)
 }
+
+// SlotCounter is implemented by backbones that count connections for every
+// instance sharing them. A slot is held until released or, when its
+// instance stops renewing it (it died), until its lease runs out.
+type SlotCounter interface {
+	// AcquireSlot takes (or renews) slot id of key's limit for ttl; ok is
+	// false when key already holds limit other slots.
+	AcquireSlot(ctx context.Context, key, id string, limit int, ttl time.Duration) (ok bool, err error)
+	// ReleaseSlot gives slot id of key back.
+	ReleaseSlot(ctx context.Context, key, id string) error
+}

@@ -42,3 +42,41 @@ func (b *Backbone) Take(ctx context.Context, key string, rate float64, burst int
 	}
 	return v[0] == 1, time.Duration(v[1]) * time.Microsecond, nil
 }
+
+var _ rooms.SlotCounter = (*Backbone)(nil)
+
+// slotScript takes or renews a slot. KEYS: the counter. ARGV: slot id,
+// limit, ttl ms. Returns 1 when the slot is held.
+var slotScript = goredis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local ttl = tonumber(ARGV[3])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+`)
+
+// AcquireSlot implements rooms.SlotCounter.
+func (b *Backbone) AcquireSlot(ctx context.Context, key, id string, limit int, ttl time.Duration) (bool, error) {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	ok, err := slotScript.Run(ctx, b.rdb, []string{b.key("slots:", key)}, id, limit, ttl.Milliseconds()).Int()
+	if err != nil {
+		return false, down("connection limit", err)
+	}
+	return ok == 1, nil
+}
+
+// ReleaseSlot implements rooms.SlotCounter.
+func (b *Backbone) ReleaseSlot(ctx context.Context, key, id string) error {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	if err := b.rdb.ZRem(ctx, b.key("slots:", key), id).Err(); err != nil {
+		return down("connection limit", err)
+	}
+	return nil
+}
