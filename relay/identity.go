@@ -96,7 +96,8 @@ func (s *Server) ticket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, err := s.identify(r, auth.StateChanging)
-	if err == nil && id.User == "" {
+	if err == nil && id.Anonymous() {
+		// The API key is known but refused by IssueTicket (403).
 		err = errorf(http.StatusUnauthorized, "unauthenticated", "a ticket needs a user's bearer token")
 	}
 	if err == nil {

@@ -22,7 +22,7 @@ func (s *Server) requireServer(r *http.Request) error {
 		}
 		return errorf(http.StatusForbidden, "forbidden", "moderation needs the API key")
 	}
-	return nil
+	return s.checkOrigin(r)
 }
 
 // readJSONBody decodes a small JSON request body into v.

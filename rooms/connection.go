@@ -160,6 +160,9 @@ func (c *Connection) ownedBy(caller Identity) error {
 	if owner.User == "" || caller.Server || caller.User == owner.User {
 		return nil
 	}
+	if caller.Anonymous() {
+		return fmt.Errorf("%w: the connection belongs to a user: send that user's token", ErrUnauthenticated)
+	}
 	return fmt.Errorf("%w: the connection belongs to another user", ErrForbidden)
 }
 

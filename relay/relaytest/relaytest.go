@@ -27,7 +27,10 @@ const Wait = 10 * time.Second
 
 // Options configure Start. Zero values take the relay's defaults, except
 // that the cursor and client keys are fixed test keys, logs are dropped and
-// rate and connection limits are lifted.
+// rate and connection limits are lifted. Relay.Auth, Relay.Namespaces,
+// Relay.AllowedOrigins and Relay.Limits start a relay with identity and
+// policy (see NewAuth and Token); the hub takes Relay.Namespaces unless
+// Hub.Namespaces is set.
 type Options struct {
 	Relay  relay.Options
 	Hub    rooms.HubOptions
@@ -61,7 +64,17 @@ func Start(t testing.TB, opts Options) *Relay {
 		t.Fatal(err)
 	}
 	bb := memory.New(opts.Memory)
+	if opts.Hub.Namespaces == nil {
+		// The hub decides who may subscribe, the server who may publish:
+		// both follow the same rules unless a test says otherwise.
+		opts.Hub.Namespaces = opts.Relay.Namespaces
+	}
 	hub := rooms.NewHub(bb, codec, opts.Hub)
+	// Moderation orders reach connections through the control channel.
+	if err := hub.Start(context.Background()); err != nil {
+		_ = bb.Close()
+		t.Fatal(err)
+	}
 	if opts.Relay.ClientKey == nil {
 		opts.Relay.ClientKey = testKey
 	}
@@ -174,6 +187,42 @@ func (r *Relay) Do(t testing.TB, req Request) *Response {
 		t.Fatalf("%s %s: reading the answer: %v", method, req.Path, err)
 	}
 	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// Open sends req and returns its status and headers, with the body read
+// only when the answer is not an event stream: a stream that opens is
+// closed at once.
+func (r *Relay) Open(t testing.TB, req Request) *Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	defer cancel()
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	var body io.Reader
+	if req.Body != nil {
+		body = bytes.NewReader(req.Body)
+	}
+	hr, err := http.NewRequestWithContext(ctx, method, r.URL+req.Path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, vs := range req.Header {
+		hr.Header[k] = vs
+	}
+	resp, err := r.Client().Do(hr)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, req.Path, err)
+	}
+	defer resp.Body.Close()
+	out := &Response{Status: resp.StatusCode, Header: resp.Header}
+	if resp.Header.Get("Content-Type") != "text/event-stream" {
+		if out.Body, err = io.ReadAll(resp.Body); err != nil {
+			t.Fatalf("%s %s: reading the answer: %v", method, req.Path, err)
+		}
+	}
+	return out
 }
 
 // Get is Do of a GET.
