@@ -20,6 +20,7 @@ import (
 
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/auth"
+	"github.com/roomcast/roomcast/relay/bench"
 	"github.com/roomcast/roomcast/relay/config"
 	"github.com/roomcast/roomcast/relay/healthcheck"
 	"github.com/roomcast/roomcast/relay/metrics"
@@ -48,6 +49,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return sub.Main(ctx, args[1:], stdout, stderr)
 		case "healthcheck":
 			return healthcheck.Main(ctx, args[1:], stdout, stderr)
+		case "bench":
+			return bench.Main(ctx, args[1:], stdout, stderr)
 		}
 	}
 	cfg, err := config.Load(args, getenv, stderr)
@@ -97,7 +100,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var hub *rooms.Hub
 	var backboneForHub rooms.Backbone = bb
 	if cfg.Metrics {
-		m = metrics.New(func() int { return hub.Channels() })
+		m = metrics.New(func() int { return hub.Rooms() })
 		backboneForHub = m.Backbone(bb)
 	}
 	open := !cfg.KeysConfigured()
@@ -112,7 +115,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	authn, err := newAuthenticator(cfg, cursorKey)
+	devKey, err := devTokenKey(ctx, cfg, bb, open, log)
+	if err != nil {
+		return err
+	}
+	authn, err := newAuthenticator(cfg, cursorKey, devKey)
 	if err != nil {
 		return err
 	}
@@ -141,6 +148,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		MaxStreamLifetime: cfg.MaxStreamLifetime,
 		Metrics:           m,
 		MetricsToken:      cfg.MetricsToken,
+		DevTokenKey:       devKey,
 		Auth:              authn,
 		Namespaces:        &namespaces,
 		AllowedOrigins:    cfg.Origins(),
@@ -185,6 +193,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Warn("shutdown incomplete", "err", err)
 		_ = httpSrv.Close()
 	}
+	srv.Close()
 	log.Info("stopped")
 	return nil
 }
@@ -257,7 +266,7 @@ func loadNamespaces(cfg config.Config, open bool) (rooms.Namespaces, error) {
 // newAuthenticator verifies user tokens with the configured keys and signs
 // tickets with a key derived from the cursor key, which every instance
 // sharing a backbone has.
-func newAuthenticator(cfg config.Config, cursorKey []byte) (*auth.Authenticator, error) {
+func newAuthenticator(cfg config.Config, cursorKey, devKey []byte) (*auth.Authenticator, error) {
 	var pem []byte
 	if cfg.JWTPublicKey != "" {
 		var err error
@@ -267,8 +276,12 @@ func newAuthenticator(cfg config.Config, cursorKey []byte) (*auth.Authenticator,
 	}
 	mac := hmac.New(sha256.New, cursorKey)
 	mac.Write([]byte("roomcast tickets"))
+	jwtSecret := []byte(cfg.JWTSecret)
+	if len(jwtSecret) == 0 {
+		jwtSecret = devKey
+	}
 	return auth.New(auth.Config{
-		JWTSecret:        []byte(cfg.JWTSecret),
+		JWTSecret:        jwtSecret,
 		JWTPublicKeyPEM:  pem,
 		Issuer:           cfg.JWTIssuer,
 		Audience:         cfg.JWTAudience,
@@ -277,4 +290,29 @@ func newAuthenticator(cfg config.Config, cursorKey []byte) (*auth.Authenticator,
 		AllowQueryTokens: cfg.AllowQueryTokens,
 		TicketKey:        mac.Sum(nil),
 	})
+}
+
+// devTokenKey returns the key development tokens are signed with, or nil
+// when POST /v1/dev/token is off (-dev-tokens auto: on in open mode only).
+// It is the JWT secret when one is configured; otherwise a key that the
+// Authenticator accepts as its JWT secret, shared through Redis by every
+// instance, or random for this process with the in-memory backbone.
+func devTokenKey(ctx context.Context, cfg config.Config, bb backbone, open bool, log *slog.Logger) ([]byte, error) {
+	if cfg.DevTokens == "false" || cfg.DevTokens == "auto" && !open {
+		return nil, nil
+	}
+	if !open {
+		log.Warn("DEV TOKENS: -dev-tokens=true lets anyone get a user token from POST /v1/dev/token")
+	}
+	if cfg.JWTSecret != "" {
+		return []byte(cfg.JWTSecret), nil
+	}
+	if s, ok := bb.(interface {
+		SharedSecret(context.Context, string) ([]byte, error)
+	}); ok {
+		return s.SharedSecret(ctx, "dev-token-key")
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	return key, nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/relaytest"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
@@ -119,7 +120,10 @@ func TestResumeMultiRoomSession(t *testing.T) {
 // while events are published; r3labs/sse reconnects on its own, and every
 // event arrives exactly once, in order, whatever the timing.
 func TestResumeAbruptDrop(t *testing.T) {
-	r := relaytest.Start(t, relaytest.Options{})
+	// The drop comes from the test server's side, which can only cut the
+	// connections net/http still tracks: keep the stream off the shared
+	// writer. TestHijackedDrop covers a hijacked stream whose client drops.
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{DisableHijack: true}})
 	s := r.Subscribe(t, "/v1/stream?room=x&room=y", relaytest.StreamOptions{Reconnect: true})
 	s.Connected(t)
 	var ids []string

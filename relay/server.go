@@ -61,6 +61,9 @@ type Options struct {
 	AllowedOrigins []string
 	// Limits are the rate and connection limits.
 	Limits Limits
+	// DisableHijack keeps HTTP/1.1 streams on net/http's standard path
+	// instead of handing them to the shared writer pool.
+	DisableHijack bool
 	// MaxConcurrentConnects bounds the streams being opened (joined and
 	// replayed) at once; beyond it new streams get 503 with a jittered
 	// Retry-After, so a reconnect storm after an instance dies is taken
@@ -70,6 +73,10 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// MetricsToken, when set, is the bearer token /metrics requires.
 	MetricsToken string
+	// DevTokenKey, when set, enables POST /v1/dev/token, which signs
+	// development tokens (HS256) with it; Auth must accept that key as its
+	// JWT secret.
+	DevTokenKey []byte
 }
 
 // Server serves the v1 API over a Hub.
@@ -83,6 +90,8 @@ type Server struct {
 	streams  sync.WaitGroup
 
 	admission   chan struct{}
+	writerOnce  sync.Once
+	writer      *streamer
 	buckets     buckets
 	connsByUser counters
 	connsByIP   counters
@@ -152,6 +161,23 @@ func (s *Server) Drain(ctx context.Context) {
 	select {
 	case <-done:
 	case <-ctx.Done():
+	}
+}
+
+// streamer returns the shared writer of hijacked streams, starting it on
+// first use.
+func (s *Server) streamer() *streamer {
+	s.writerOnce.Do(func() { s.writer = newStreamer(s) })
+	return s.writer
+}
+
+// Close ends every stream still open and stops the shared writer's
+// goroutines. Call it after Drain and http.Server.Shutdown.
+func (s *Server) Close() {
+	s.hub.Drain(s.retryDelay)
+	s.writerOnce.Do(func() {}) // no writer starts after this
+	if s.writer != nil {
+		s.writer.stop()
 	}
 }
 

@@ -111,9 +111,23 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 		writeError(w, err)
 		return
 	}
-	defer slots.release()
+	// What the stream holds is released once it ends: by this handler,
+	// or by the streamer when the connection is handed over to it.
+	var held []func()
+	end := func() {
+		for i := len(held) - 1; i >= 0; i-- {
+			held[i]()
+		}
+	}
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			end()
+		}
+	}()
+	held = append(held, slots.release)
 	s.streams.Add(1)
-	defer s.streams.Done()
+	held = append(held, s.streams.Done)
 
 	select {
 	case s.admission <- struct{}{}:
@@ -129,11 +143,11 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 		writeError(w, err)
 		return
 	}
-	defer s.hub.Disconnect(conn)
+	held = append(held, func() { s.hub.Disconnect(conn) })
 	noteConnection(r.Context(), conn.ID)
 	if m := s.opts.Metrics; m != nil {
 		m.Connections.WithLabelValues("sse").Inc()
-		defer m.Connections.WithLabelValues("sse").Dec()
+		held = append(held, m.Connections.WithLabelValues("sse").Dec)
 	}
 
 	if d := s.opts.MaxStreamLifetime; d > 0 {
@@ -143,13 +157,26 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 				Message:     "the stream reached its maximum lifetime; resume from the last cursor",
 				ReconnectMS: int(s.retryDelay().Milliseconds())})
 		})
-		defer t.Stop()
+		held = append(held, func() { t.Stop() })
 	}
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache, no-transform")
 	h.Set("X-Accel-Buffering", "no")
+
+	hello, _ := json.Marshal(connectedData{Connection: conn.ID, Client: conn.Client, Rooms: displayNames(conn.Rooms())})
+	first := sse.AppendRetry(make([]byte, 0, 512+padding), s.retryDelay().Milliseconds())
+	first = sse.AppendPadding(first, padding)
+	first = sse.AppendEvent(first, "", "roomcast:connected", hello)
+	if s.hijackable(r) {
+		if nc, ok := s.hijack(w, first); ok {
+			handedOver = true
+			s.streamer().add(&hstream{conn: conn, nc: nc, slots: slots, end: end})
+			return
+		}
+	}
+
 	raw := &responseFrames{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout}
 	var out frameWriter = raw
 	if s.opts.Compress == CompressAll && acceptsGzip(r) {
@@ -166,14 +193,10 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	}
 	w.WriteHeader(http.StatusOK)
 
-	buf := sse.AppendRetry(make([]byte, 0, 4096), s.retryDelay().Milliseconds())
-	buf = sse.AppendPadding(buf, padding)
-	hello, _ := json.Marshal(connectedData{Connection: conn.ID, Client: conn.Client, Rooms: displayNames(conn.Rooms())})
-	buf = sse.AppendEvent(buf, "", "roomcast:connected", hello)
-	if err := out.WriteFrames(buf); err != nil {
+	if err := out.WriteFrames(first); err != nil {
 		return
 	}
-	s.pump(r, conn, out, buf[:0], slots)
+	s.pump(r, conn, out, make([]byte, 0, 4096), slots)
 }
 
 // pump writes the connection's deliveries until the client goes away or the
@@ -320,6 +343,12 @@ type closeData struct {
 // writeClose tells the client why the server ends its stream, as far as
 // the client still reads.
 func (s *Server) writeClose(conn *rooms.Connection, out frameWriter, buf []byte) {
+	_ = out.WriteFrames(s.closeFrame(conn, buf))
+}
+
+// closeFrame appends to buf the event that tells the client why the server
+// ended its stream.
+func (s *Server) closeFrame(conn *rooms.Connection, buf []byte) []byte {
 	reason := conn.Reason()
 	d := closeData{Message: reason.Message}
 	name := "roomcast:closing"
@@ -331,7 +360,7 @@ func (s *Server) writeClose(conn *rooms.Connection, out frameWriter, buf []byte)
 		d.ReconnectMS = &ms
 	}
 	data, _ := json.Marshal(d)
-	_ = out.WriteFrames(sse.AppendEvent(buf, "", name, data))
+	return sse.AppendEvent(buf, "", name, data)
 }
 
 func displayNames(channels []string) []string {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -109,9 +110,11 @@ type Connection struct {
 	done     chan struct{}
 	// identityChanged is signalled when a token refresh replaced the identity.
 	identityChanged chan struct{}
-	touchedAt       time.Time // session last saved
-	registeredAt    time.Time // directory entry last written
-	presentAt       time.Time // presence last renewed
+	// onReady, when set, is called wherever Ready is signalled.
+	onReady      atomic.Pointer[func()]
+	touchedAt    time.Time // session last saved
+	registeredAt time.Time // directory entry last written
+	presentAt    time.Time // presence last renewed
 
 	// Owned by the writer.
 	cursor Cursor
@@ -326,7 +329,16 @@ func (c *Connection) signal() {
 	case c.notify <- struct{}{}:
 	default:
 	}
+	if f := c.onReady.Load(); f != nil {
+		(*f)()
+	}
 }
+
+// SetWake makes the connection call wake, in addition to signalling Ready,
+// whenever deliveries are waiting, it is closed or its identity changes.
+// wake must not block nor call back into the connection: it is called with
+// the connection's lock held.
+func (c *Connection) SetWake(wake func()) { c.onReady.Store(&wake) }
 
 // Close ends the connection for reason; its writer sees Done and tells the
 // client. Closing twice keeps the first reason.
@@ -345,4 +357,7 @@ func (c *Connection) closeLocked(reason CloseReason) {
 	clear(c.queue)
 	c.queue = nil
 	close(c.done)
+	if f := c.onReady.Load(); f != nil {
+		(*f)()
+	}
 }

@@ -800,6 +800,9 @@ func (h *Hub) Refresh(ctx context.Context, next Identity, id string) error {
 	case conn.identityChanged <- struct{}{}:
 	default:
 	}
+	conn.mu.Lock()
+	conn.signal()
+	conn.mu.Unlock()
 	if conn.multi {
 		return h.saveSession(ctx, conn)
 	}
@@ -923,6 +926,20 @@ func (h *Hub) Channels() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return len(h.channels)
+}
+
+// Rooms returns how many rooms the hub holds backbone subscriptions for:
+// Channels without the user, namespace and control channels.
+func (h *Hub) Rooms() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	n := 0
+	for ch := range h.channels {
+		if IsRoomChannel(ch) {
+			n++
+		}
+	}
+	return n
 }
 
 // Connections returns how many connections the hub holds.

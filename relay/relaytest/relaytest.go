@@ -105,6 +105,8 @@ func Start(t testing.TB, opts Options) *Relay {
 	t.Cleanup(func() {
 		ts.CloseClientConnections()
 		ts.Close()
+		// Hijacked streams are not the test server's to close.
+		srv.Close()
 		_ = bb.Close()
 	})
 	if !opts.NotReady {

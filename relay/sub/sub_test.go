@@ -79,10 +79,13 @@ func (r *testRelay) instance() *relay.Server {
 	}
 	hub := rooms.NewHub(r.bb, codec, rooms.HubOptions{})
 	return relay.New(hub, relay.Options{
-		RetryMin:  150 * time.Millisecond,
-		RetryMax:  300 * time.Millisecond,
-		Logger:    slog.New(slog.DiscardHandler),
-		ClientKey: r.key,
+		// These tests cut streams from the server's side, which reaches
+		// only the connections net/http still tracks.
+		DisableHijack: true,
+		RetryMin:      150 * time.Millisecond,
+		RetryMax:      300 * time.Millisecond,
+		Logger:        slog.New(slog.DiscardHandler),
+		ClientKey:     r.key,
 	})
 }
 

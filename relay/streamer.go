@@ -1,0 +1,334 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/roomcast/roomcast/relay/sse"
+	"github.com/roomcast/roomcast/rooms"
+)
+
+// The streamer writes hijacked HTTP/1.1 streams from a small pool of
+// goroutines. An idle stream then costs no goroutine and no buffer, only
+// its socket and its rooms.Connection: a few KB instead of the ~28 KB of a
+// handler goroutine parked in net/http. Streams wake the pool when they have
+// something to send; a ticker sends heartbeats to those that stay quiet.
+type streamer struct {
+	s *Server
+
+	mu    sync.Mutex
+	cond  *sync.Cond
+	runq  []*hstream
+	all   map[*hstream]struct{}
+	close bool
+
+	peers *peerWatch
+	quit  chan struct{} // closed by stop
+	wg    sync.WaitGroup
+}
+
+// Stream states, so that one stream is serviced by one worker at a time
+// and a wake during service is not lost.
+const (
+	stIdle int32 = iota
+	stQueued
+	stRunning
+	stRunningWoken
+)
+
+// maxPending bounds the bytes a stalled stream may hold unwritten; past it
+// the stream takes no more from its queue, which then overflows and closes
+// it as a slow consumer.
+const maxPending = 1 << 20
+
+// stallSlice is how long one write may block a worker; a client slower
+// than that is retried later rather than holding the worker.
+const stallSlice = 20 * time.Millisecond
+
+// hstream is a hijacked stream.
+type hstream struct {
+	conn  *rooms.Connection
+	nc    net.Conn
+	slots *connSlots
+	end   func() // releases what the stream holds
+	// unwatch stops watching the socket for the client's hang-up.
+	unwatch func()
+	// gone is set when the client hung up.
+	gone atomic.Bool
+
+	state     atomic.Int32
+	lastWrite atomic.Int64 // unix nanos
+	pingDue   atomic.Bool
+	warnDue   atomic.Bool
+
+	// Owned by the worker servicing the stream.
+	batch        []rooms.Delivery
+	pending      []byte
+	stalledSince time.Time
+	timers       []*time.Timer
+	done         bool
+}
+
+func newStreamer(s *Server) *streamer {
+	st := &streamer{s: s, all: make(map[*hstream]struct{}), peers: newPeerWatch(), quit: make(chan struct{})}
+	st.cond = sync.NewCond(&st.mu)
+	workers := max(4, runtime.GOMAXPROCS(0)*4)
+	st.wg.Add(workers + 1)
+	for range workers {
+		go st.work()
+	}
+	go st.heartbeats()
+	return st
+}
+
+// stop ends the pool's goroutines once every stream has ended.
+func (st *streamer) stop() {
+	st.mu.Lock()
+	st.close = true
+	st.cond.Broadcast()
+	st.mu.Unlock()
+	close(st.quit)
+	st.wg.Wait()
+	st.peers.stop()
+}
+
+// add takes over a hijacked stream whose head and first frames are written.
+func (st *streamer) add(h *hstream) {
+	h.lastWrite.Store(time.Now().UnixNano())
+	// Until h is set up, add owns it as a worker would: a wake from the
+	// heartbeats, a timer or the peer watch is remembered, not serviced
+	// while h.unwatch and h.timers are still being written.
+	h.state.Store(stRunning)
+	st.mu.Lock()
+	st.all[h] = struct{}{}
+	st.mu.Unlock()
+	st.schedule(h)
+	h.unwatch = st.peers.watch(h.nc, func() { h.gone.Store(true); st.wake(h) })
+	h.conn.SetWake(func() { st.wake(h) })
+	h.state.Store(stIdle)
+	st.wake(h) // whatever was queued before the wake was set
+}
+
+// wake queues h for service unless it already is; it never blocks.
+func (st *streamer) wake(h *hstream) {
+	for {
+		switch s := h.state.Load(); s {
+		case stIdle:
+			if h.state.CompareAndSwap(stIdle, stQueued) {
+				st.mu.Lock()
+				st.runq = append(st.runq, h)
+				st.cond.Signal()
+				st.mu.Unlock()
+				return
+			}
+		case stRunning:
+			if h.state.CompareAndSwap(stRunning, stRunningWoken) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (st *streamer) work() {
+	defer st.wg.Done()
+	for {
+		st.mu.Lock()
+		for len(st.runq) == 0 && !(st.close && len(st.all) == 0) {
+			st.cond.Wait()
+		}
+		if len(st.runq) == 0 {
+			st.mu.Unlock()
+			return
+		}
+		h := st.runq[0]
+		st.runq[0] = nil
+		st.runq = st.runq[1:]
+		st.mu.Unlock()
+
+		h.state.Store(stRunning)
+		for {
+			st.service(h)
+			if h.state.CompareAndSwap(stRunning, stIdle) {
+				break
+			}
+			h.state.Store(stRunning) // woken while running: go again
+		}
+	}
+}
+
+// heartbeats marks quiet streams for a ping.
+func (st *streamer) heartbeats() {
+	defer st.wg.Done()
+	every := st.s.opts.Heartbeat
+	t := time.NewTicker(max(every/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-st.quit:
+			return
+		case <-t.C:
+		}
+		st.mu.Lock()
+		due := time.Now().Add(-every).UnixNano()
+		var quiet []*hstream
+		for h := range st.all {
+			if h.lastWrite.Load() <= due {
+				quiet = append(quiet, h)
+			}
+		}
+		st.mu.Unlock()
+		for _, h := range quiet {
+			h.pingDue.Store(true)
+			st.wake(h)
+		}
+	}
+}
+
+// schedule sets the stream's token timers from its identity.
+func (st *streamer) schedule(h *hstream) {
+	for _, t := range h.timers {
+		t.Stop()
+	}
+	h.timers = nil
+	exp := h.conn.Identity().Expires
+	if exp.IsZero() {
+		return
+	}
+	conn := h.conn
+	h.timers = append(h.timers,
+		time.AfterFunc(max(time.Until(exp)-tokenWarning, 0), func() { h.warnDue.Store(true); st.wake(h) }),
+		time.AfterFunc(max(time.Until(exp), 0), func() {
+			conn.Close(rooms.CloseReason{Code: rooms.CloseTokenExpired,
+				Message:     "the token expired; reconnect with a fresh one to resume",
+				ReconnectMS: int(st.s.retryDelay().Milliseconds())})
+		}))
+}
+
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8192); return &b }}
+
+// service writes whatever h has to send. Only one worker runs it at a time.
+func (st *streamer) service(h *hstream) {
+	if h.done {
+		return
+	}
+	s := st.s
+	if h.gone.Load() {
+		st.finish(h, false)
+		return
+	}
+	select {
+	case <-h.conn.Done():
+		st.finish(h, true)
+		return
+	default:
+	}
+	select {
+	case <-h.conn.IdentityChanged():
+		st.schedule(h)
+	default:
+	}
+	bp := frameBufs.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() { *bp = buf[:0]; frameBufs.Put(bp) }()
+
+	if len(h.pending) < maxPending {
+		h.batch = h.conn.Take(h.batch[:0])
+		buf = s.appendDeliveries(buf, h.conn, h.batch)
+		clear(h.batch)
+	}
+	if h.warnDue.Swap(false) {
+		exp := h.conn.Identity().Expires
+		data, _ := json.Marshal(map[string]any{"expires_at": exp.UnixMilli(), "connection": h.conn.ID})
+		buf = sse.AppendEvent(buf, "", "roomcast:token-expiring", data)
+	}
+	ping := h.pingDue.Swap(false)
+	if ping && len(buf) == 0 && len(h.pending) == 0 {
+		buf = sse.AppendComment(buf, "ping")
+	}
+	if ping || len(buf) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		s.touch(ctx, h.conn)
+		h.slots.renew(ctx)
+		cancel()
+	}
+	if len(buf) == 0 && len(h.pending) == 0 {
+		return
+	}
+	if !st.write(h, buf) {
+		st.finish(h, false)
+	}
+}
+
+// write sends pending bytes and then buf, each write bounded by a short
+// deadline so that a slow client never holds a worker; what does not fit
+// waits for a later service. It reports false when the stream is dead.
+func (st *streamer) write(h *hstream, buf []byte) bool {
+	data := buf
+	if len(h.pending) > 0 {
+		h.pending = append(h.pending, buf...)
+		data = h.pending
+	}
+	_ = h.nc.SetWriteDeadline(time.Now().Add(stallSlice))
+	n, err := h.nc.Write(data)
+	now := time.Now()
+	if err == nil {
+		h.pending = h.pending[:0]
+		h.stalledSince = time.Time{}
+		h.lastWrite.Store(now.UnixNano())
+		return true
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	if n > 0 {
+		h.lastWrite.Store(now.UnixNano())
+	}
+	rest := data[n:]
+	if len(h.pending) == 0 {
+		h.pending = append(h.pending[:0], rest...)
+	} else {
+		h.pending = append(h.pending[:0], rest...)
+	}
+	if h.stalledSince.IsZero() {
+		h.stalledSince = now
+	}
+	if now.Sub(h.stalledSince) > st.s.opts.WriteTimeout {
+		return false // dead or hopelessly slow
+	}
+	time.AfterFunc(5*stallSlice, func() { st.wake(h) })
+	return true
+}
+
+// finish ends a stream: it tells the client why when the server closed it,
+// then releases everything the stream held.
+func (st *streamer) finish(h *hstream, closedByServer bool) {
+	h.done = true
+	for _, t := range h.timers {
+		t.Stop()
+	}
+	if h.unwatch != nil {
+		h.unwatch()
+	}
+	if closedByServer && len(h.pending) == 0 {
+		frame := st.s.closeFrame(h.conn, nil)
+		_ = h.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = h.nc.Write(frame)
+	}
+	_ = h.nc.Close()
+	st.mu.Lock()
+	delete(st.all, h)
+	if st.close && len(st.all) == 0 {
+		st.cond.Broadcast()
+	}
+	st.mu.Unlock()
+	h.end()
+}
