@@ -212,16 +212,19 @@ func (c *Connection) Take(dst []Delivery) []Delivery {
 // client resumes from after d. Only the connection's writer may call it.
 func (c *Connection) AppendCursor(dst []byte, d *Delivery) []byte {
 	c.advance(d)
-	if !c.multi && d.Kind == KindEvent && len(c.cursor.Positions) == 1 {
-		ev := d.Event
-		if p := ev.cursors[d.Index].Load(); p != nil {
-			return append(dst, *p...)
-		}
-		b := c.hub.codec.AppendEncoded(nil, c.cursor)
-		ev.cursors[d.Index].Store(&b)
-		return append(dst, b...)
+	if c.multi || d.Kind != KindEvent {
+		return c.hub.codec.AppendEncoded(dst, c.cursor)
 	}
-	return c.hub.codec.AppendEncoded(dst, c.cursor)
+	// Subscribers of one room who have seen the same events hold the same
+	// cursor after this one: sign it once per event, not per subscriber.
+	ev := d.Event
+	if p := ev.cursors[d.Index].Load(); p != nil && p.epoch == c.cursor.Epoch && slices.Equal(p.positions, c.cursor.Positions) {
+		return append(dst, p.text...)
+	}
+	cc := &cachedCursor{epoch: c.cursor.Epoch, positions: slices.Clone(c.cursor.Positions)}
+	cc.text = c.hub.codec.AppendEncoded(nil, c.cursor)
+	ev.cursors[d.Index].Store(cc)
+	return append(dst, cc.text...)
 }
 
 // Advance records that d was handled without writing a cursor for it.

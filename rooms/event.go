@@ -56,7 +56,14 @@ type Event struct {
 	envelopes [][]byte
 	// cursors caches, per channel, the cursor of a single-room subscriber
 	// that has just seen this event: the same for every such subscriber.
-	cursors []atomic.Pointer[[]byte]
+	cursors []atomic.Pointer[cachedCursor]
+}
+
+// cachedCursor is a signed cursor and the positions it stands for.
+type cachedCursor struct {
+	epoch     string
+	positions []Position
+	text      []byte
 }
 
 // envelope is the frozen v1 wire shape of an event.
@@ -101,7 +108,7 @@ func NewEvent(m Message, epoch string, seq uint64, ts int64) (*Event, error) {
 		}
 	}
 	e.envelopes = make([][]byte, len(m.Channels))
-	e.cursors = make([]atomic.Pointer[[]byte], len(m.Channels))
+	e.cursors = make([]atomic.Pointer[cachedCursor], len(m.Channels))
 	for i, ch := range m.Channels {
 		env.Room = DisplayName(ch)
 		b, err := json.Marshal(env)
