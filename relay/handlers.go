@@ -366,7 +366,11 @@ func queryRooms(values []string) ([]string, error) {
 // refreshToken extends a stream with a fresh token of the same user.
 func (s *Server) refreshToken(w http.ResponseWriter, r *http.Request) {
 	id, err := s.identify(r, auth.StateChanging)
-	if err == nil && id.User == "" {
+	switch {
+	case err != nil:
+	case id.Server:
+		err = fmt.Errorf("%w: a connection is refreshed with its user's token, not the API key", rooms.ErrForbidden)
+	case id.User == "":
 		err = fmt.Errorf("%w: send the new token as Authorization: Bearer", rooms.ErrUnauthenticated)
 	}
 	if err == nil {

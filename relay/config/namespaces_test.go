@@ -1,0 +1,168 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roomcast/roomcast/rooms"
+)
+
+// TestLoadNamespaces reads namespace files: defaults come from the global
+// options, [namespaces.default] changes what every namespace inherits,
+// named namespaces override it field by field, and unknown keys and bad
+// values are refused with an error naming them.
+func TestLoadNamespaces(t *testing.T) {
+	base := rooms.NamespaceOptions{Publish: rooms.PublishAuthenticated, Presence: true, JoinLeaveEvents: true}
+	with := func(o rooms.NamespaceOptions, f func(*rooms.NamespaceOptions)) rooms.NamespaceOptions {
+		f(&o)
+		return o
+	}
+	cases := []struct {
+		name    string
+		file    string // "-" for no file at all
+		want    rooms.Namespaces
+		wantErr []string // substrings of the error, nil for success
+	}{
+		{
+			name: "no file",
+			file: "-",
+			want: rooms.Namespaces{Default: base, Named: map[string]rooms.NamespaceOptions{}},
+		},
+		{
+			name: "empty file",
+			file: "",
+			want: rooms.Namespaces{Default: base, Named: map[string]rooms.NamespaceOptions{}},
+		},
+		{
+			name: "every option",
+			file: `
+strict_namespaces = true
+[namespaces.chat]
+anonymous = true
+publish = "anyone"
+presence = false
+join_leave_events = false
+history_size = 50
+history_age = "90s"
+max_payload = 1024
+publish_rate = 2.5
+publish_burst = 5
+`,
+			want: rooms.Namespaces{Default: base, Strict: true, Named: map[string]rooms.NamespaceOptions{
+				"chat": {Anonymous: true, Publish: rooms.PublishAnyone, HistorySize: 50, HistoryAge: 90 * time.Second,
+					MaxPayload: 1024, PublishRate: 2.5, PublishBurst: 5},
+			}},
+		},
+		{
+			name: "named namespaces inherit the default's overrides",
+			file: `
+[namespaces.default]
+anonymous = true
+max_payload = 2048
+[namespaces.news]
+publish = "server"
+[namespaces.ops]
+anonymous = false
+`,
+			want: rooms.Namespaces{
+				Default: with(base, func(o *rooms.NamespaceOptions) { o.Anonymous, o.MaxPayload = true, 2048 }),
+				Named: map[string]rooms.NamespaceOptions{
+					"news": with(base, func(o *rooms.NamespaceOptions) {
+						o.Anonymous, o.MaxPayload, o.Publish = true, 2048, rooms.PublishServer
+					}),
+					"ops": with(base, func(o *rooms.NamespaceOptions) { o.MaxPayload = 2048 }),
+				},
+			},
+		},
+		{
+			name: "default alone is not listed as a named namespace",
+			file: "[namespaces.default]\npublish = \"anyone\"\n",
+			want: rooms.Namespaces{Default: with(base, func(o *rooms.NamespaceOptions) { o.Publish = rooms.PublishAnyone }),
+				Named: map[string]rooms.NamespaceOptions{}},
+		},
+		{name: "unknown top-level key", file: "strict = true\n", wantErr: []string{"unknown settings", "strict"}},
+		{name: "unknown namespace key", file: "[namespaces.chat]\nanonymus = true\n", wantErr: []string{"unknown settings", "namespaces.chat.anonymus"}},
+		{name: "bad publish rule", file: "[namespaces.chat]\npublish = \"everyone\"\n", wantErr: []string{"[namespaces.chat]", `publish = "everyone"`, "anyone, authenticated or server"}},
+		{name: "bad publish rule in default", file: "[namespaces.default]\npublish = \"nobody\"\n", wantErr: []string{"[namespaces.default]", `"nobody"`}},
+		{name: "history_size zero", file: "[namespaces.chat]\nhistory_size = 0\n", wantErr: []string{"[namespaces.chat]", "history_size"}},
+		{name: "history_age not a duration", file: "[namespaces.chat]\nhistory_age = \"soon\"\n", wantErr: []string{"history_age", `"soon"`}},
+		{name: "history_age too short", file: "[namespaces.chat]\nhistory_age = \"10ms\"\n", wantErr: []string{"history_age", "at least 1s"}},
+		{name: "max_payload zero", file: "[namespaces.chat]\nmax_payload = 0\n", wantErr: []string{"max_payload"}},
+		{name: "publish_rate negative", file: "[namespaces.chat]\npublish_rate = -1.0\n", wantErr: []string{"publish_rate"}},
+		{name: "publish_burst zero", file: "[namespaces.chat]\npublish_burst = 0\n", wantErr: []string{"publish_burst"}},
+		{name: "wrong type", file: "[namespaces.chat]\nanonymous = \"yes\"\n", wantErr: []string{"anonymous"}},
+		{name: "bad namespace name", file: "[namespaces.Chat]\nanonymous = true\n", wantErr: []string{`"Chat"`, "not a namespace name"}},
+		{name: "namespace name too long", file: "[namespaces." + strings.Repeat("n", 33) + "]\nanonymous = true\n", wantErr: []string{"not a namespace name"}},
+		{name: "TOML syntax error", file: "[namespaces.chat\n", wantErr: []string{"namespace config"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := ""
+			if tc.file != "-" {
+				path = filepath.Join(t.TempDir(), "roomcast.toml")
+				if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := LoadNamespaces(path, base)
+			if tc.wantErr != nil {
+				if err == nil {
+					t.Fatalf("no error, want one saying %q", tc.wantErr)
+				}
+				for _, w := range tc.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not say %q", err, w)
+					}
+				}
+				if path != "" && !strings.Contains(err.Error(), path) {
+					t.Errorf("error %q does not name the file", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got  %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+
+	if _, err := LoadNamespaces(filepath.Join(t.TempDir(), "missing.toml"), base); err == nil || !strings.Contains(err.Error(), "missing.toml") {
+		t.Errorf("missing file: error %v, want one naming the file", err)
+	}
+}
+
+// TestNamespacesLookup checks how loaded rules answer for listed,
+// unlisted and default namespaces, with and without strict_namespaces.
+func TestNamespacesLookup(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "roomcast.toml")
+	body := "[namespaces.public]\nanonymous = true\n"
+	for _, strict := range []bool{false, true} {
+		file := body
+		if strict {
+			file = "strict_namespaces = true\n" + body
+		}
+		if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ns, err := LoadNamespaces(path, rooms.NamespaceOptions{Publish: rooms.PublishAnyone})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o, err := ns.Lookup("public"); err != nil || !o.Anonymous {
+			t.Errorf("strict=%v: public = %+v, %v", strict, o, err)
+		}
+		if o, err := ns.Lookup(rooms.DefaultNamespace); err != nil || o.Anonymous {
+			t.Errorf("strict=%v: default = %+v, %v", strict, o, err)
+		}
+		_, err = ns.Lookup("other")
+		if strict != (err != nil) {
+			t.Errorf("strict=%v: unlisted namespace error %v", strict, err)
+		}
+	}
+}
