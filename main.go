@@ -145,6 +145,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Logger:            log,
 		ClientKey:         cursorKey,
 		Compress:          cfg.Compress,
+		DisableHijack:     !cfg.Hijack,
 		MaxStreamLifetime: cfg.MaxStreamLifetime,
 		Metrics:           m,
 		MetricsToken:      cfg.MetricsToken,
@@ -171,9 +172,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Handler:           srv,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		// net/http reads up to 4 KiB beyond MaxHeaderBytes before it
+		// answers 431: this caps the request head at 64 KiB.
+		MaxHeaderBytes: 64<<10 - 4096,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()

@@ -4,6 +4,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,12 +30,23 @@ var gzipPool = sync.Pool{New: func() any { w, _ := gzip.NewWriterLevel(nil, gzip
 
 func acceptsGzip(r *http.Request) bool {
 	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
-		enc, q, _ := strings.Cut(strings.TrimSpace(part), ";")
-		if strings.EqualFold(strings.TrimSpace(enc), "gzip") && strings.TrimSpace(q) != "q=0" {
+		enc, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.EqualFold(strings.TrimSpace(enc), "gzip") && !zeroQ(params) {
 			return true
 		}
 	}
 	return false
+}
+
+// zeroQ reports whether an Accept-Encoding entry's parameters give it a
+// weight of 0 ("q=0", "q=0.000", "Q = 0."), which refuses the coding.
+func zeroQ(params string) bool {
+	name, v, ok := strings.Cut(params, "=")
+	if !ok || !strings.EqualFold(strings.TrimSpace(name), "q") {
+		return false
+	}
+	q, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	return err == nil && q == 0
 }
 
 // writeJSONMaybeGzip is writeJSON that compresses large answers for clients

@@ -62,6 +62,7 @@ type Config struct {
 	PresenceGrace     time.Duration
 	PresenceTTL       time.Duration
 	DevTokens         string
+	Hijack            bool
 }
 
 // KeysConfigured reports whether any credential is configured; without one
@@ -140,6 +141,7 @@ func bindings(c *Config) []binding {
 		{Option{"presence-grace", "ROOMCAST_PRESENCE_GRACE", "5s", "how long a user's last connection may be gone before roomcast:leave (a reconnect within it emits neither leave nor join)"}, durationVar(&c.PresenceGrace, 100*time.Millisecond)},
 		{Option{"presence-ttl", "ROOMCAST_PRESENCE_TTL", "45s", "with Redis: how long an instance that stopped renewing (died) keeps its members listed"}, durationVar(&c.PresenceTTL, 3*time.Second)},
 		{Option{"dev-tokens", "ROOMCAST_DEV_TOKENS", "auto", "POST /v1/dev/token gives anyone a development token: auto (only in open mode), true or false"}, choiceVar(&c.DevTokens, "auto", "true", "false")},
+		{Option{"hijack", "ROOMCAST_HIJACK", "true", "take HTTP/1.1 streams over from net/http and write them from a shared pool (~7 KB per idle stream instead of ~30 KB)"}, boolVar(&c.Hijack)},
 		{Option{"metrics", "ROOMCAST_METRICS", "true", "serve Prometheus metrics at /metrics"}, boolVar(&c.Metrics)},
 		{Option{"metrics-token", "ROOMCAST_METRICS_TOKEN", "", "bearer token /metrics requires; empty serves it openly"}, stringVar(&c.MetricsToken)},
 	}

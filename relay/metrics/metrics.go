@@ -81,6 +81,13 @@ func New(rooms func() int) *Metrics {
 	for _, o := range []string{"replayed", "reset"} {
 		m.resumes.WithLabelValues(o)
 	}
+	// Known labels start at zero, so that rate() sees their first increment.
+	for _, k := range []string{"retained", "volatile"} {
+		m.Published.WithLabelValues(k)
+	}
+	for _, l := range []string{"publish", "connections", "join", "ticket", "token"} {
+		m.RateLimited.WithLabelValues(l)
+	}
 	return m
 }
 

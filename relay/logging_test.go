@@ -1,0 +1,256 @@
+package relay_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roomcast/roomcast/relay"
+	"github.com/roomcast/roomcast/relay/auth"
+	"github.com/roomcast/roomcast/relay/relaytest"
+)
+
+// requestLog collects a relay's JSON log lines.
+type requestLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *requestLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *requestLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// logger returns a JSON logger at level writing to l.
+func (l *requestLog) logger(level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: level}))
+}
+
+// logLine is one request line.
+type logLine struct {
+	Level      string  `json:"level"`
+	Msg        string  `json:"msg"`
+	RequestID  string  `json:"request_id"`
+	Method     string  `json:"method"`
+	URI        string  `json:"uri"`
+	Status     int     `json:"status"`
+	Bytes      *int    `json:"bytes"`
+	Duration   *int64  `json:"duration"`
+	Remote     string  `json:"remote"`
+	Connection *string `json:"connection"`
+}
+
+// lines parses every line, failing the test on one that is not JSON.
+func (l *requestLog) lines(t *testing.T) []logLine {
+	t.Helper()
+	var out []logLine
+	for _, s := range strings.Split(strings.TrimSuffix(l.String(), "\n"), "\n") {
+		if s == "" {
+			continue
+		}
+		var line logLine
+		if err := json.Unmarshal([]byte(s), &line); err != nil {
+			t.Fatalf("log line is not JSON (%v): %s", err, s)
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// requests returns the request lines.
+func (l *requestLog) requests(t *testing.T) []logLine {
+	t.Helper()
+	var out []logLine
+	for _, line := range l.lines(t) {
+		if line.Msg == "request" {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// sameURI reports whether the URIs have the same path and query
+// parameters: the log writes the parameters in its own order.
+func sameURI(a, b string) bool {
+	pa, qa, _ := strings.Cut(a, "?")
+	pb, qb, _ := strings.Cut(b, "?")
+	va, erra := url.ParseQuery(qa)
+	vb, errb := url.ParseQuery(qb)
+	return pa == pb && erra == nil && errb == nil && reflect.DeepEqual(va, vb)
+}
+
+// await waits for the request line of method and uri.
+func (l *requestLog) await(t *testing.T, method, uri string) logLine {
+	t.Helper()
+	var found logLine
+	relaytest.Eventually(t, "the log has "+method+" "+uri, func() bool {
+		for _, line := range l.requests(t) {
+			if line.Method == method && sameURI(line.URI, uri) {
+				found = line
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// TestRequestLog: every request gets one JSON line with its request id,
+// method, URI, status, bytes and duration; a stream's names its connection.
+func TestRequestLog(t *testing.T) {
+	var log requestLog
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{Logger: log.logger(slog.LevelDebug)}})
+
+	cases := []struct {
+		method, path string
+		body         string
+		status       int
+	}{
+		{http.MethodGet, "/healthz", "", http.StatusOK},
+		{http.MethodPost, "/v1/rooms/logged/events", "hello", http.StatusAccepted},
+		{http.MethodGet, "/v1/rooms/logged/history", "", http.StatusOK},
+		{http.MethodGet, "/v1/rooms/logged/poll?timeout=0&client=log-client", "", http.StatusOK},
+		{http.MethodGet, "/missing", "", http.StatusNotFound},
+		{http.MethodPatch, "/v1/rooms/logged/events", "", http.StatusMethodNotAllowed},
+	}
+	for _, tc := range cases {
+		req := relaytest.Request{Method: tc.method, Path: tc.path}
+		if tc.body != "" {
+			req.Body = []byte(tc.body)
+		}
+		resp := r.Do(t, req)
+		if resp.Status != tc.status {
+			t.Fatalf("%s %s: status %d, want %d", tc.method, tc.path, resp.Status, tc.status)
+		}
+		line := log.await(t, tc.method, tc.path)
+		if line.Level != "INFO" || line.Status != tc.status || line.RequestID == "" || line.Remote == "" ||
+			line.Bytes == nil || *line.Bytes != len(resp.Body) || line.Duration == nil || *line.Duration < 0 || line.Connection != nil {
+			t.Errorf("%s %s (status %d, %d bytes): log line %+v", tc.method, tc.path, resp.Status, len(resp.Body), line)
+		}
+	}
+
+	s := r.Subscribe(t, "/v1/rooms/logged/events", relaytest.StreamOptions{})
+	conn := s.Connected(t).Connection
+	s.Close()
+	line := log.await(t, http.MethodGet, "/v1/rooms/logged/events")
+	if line.Connection == nil || *line.Connection != conn || line.Status != http.StatusOK || line.RequestID == "" {
+		t.Errorf("stream log line %+v, want connection %s", line, conn)
+	}
+
+	// One line per request, each with its own id.
+	lines := log.requests(t)
+	if len(lines) != len(cases)+1 {
+		t.Errorf("%d request lines for %d requests:\n%s", len(lines), len(cases)+1, log.String())
+	}
+	ids := map[string]bool{}
+	for _, l := range lines {
+		if ids[l.RequestID] {
+			t.Errorf("request id %q logged twice", l.RequestID)
+		}
+		ids[l.RequestID] = true
+	}
+}
+
+// TestLogRedactsSecrets sends credentials every way a client can, valid
+// and not, to every kind of route: no log line holds any of them, and the
+// URI shows where they were.
+func TestLogRedactsSecrets(t *testing.T) {
+	var log requestLog
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{
+		Logger: log.logger(slog.LevelDebug),
+		Auth:   relaytest.NewAuth(t, auth.Config{AllowQueryTokens: true}),
+	}})
+	valid := relaytest.Token(t, "alice", time.Hour, nil)
+	cursor := poll(t, r, "/v1/rooms/secret/poll?timeout=0&access_token="+valid).Cursor
+	credentials := []string{"SECRET", valid}
+	secrets := append(credentials, cursor)
+
+	query := "access_token=SECRET&ticket=SECRET2"
+	bearer := relaytest.Bearer("SECRET3")
+	cases := []struct {
+		method, path string
+		header       http.Header
+		want         string // in the logged URI
+	}{
+		{http.MethodGet, "/v1/rooms/secret/events?" + query, bearer, "access_token=REDACTED&ticket=REDACTED"},
+		{http.MethodGet, "/v1/stream?room=secret&" + query, bearer, "access_token=REDACTED"},
+		{http.MethodGet, "/v1/rooms/secret/poll?timeout=0&" + query, bearer, "ticket=REDACTED"},
+		{http.MethodPost, "/v1/rooms/secret/events?" + query, bearer, "access_token=REDACTED"},
+		{http.MethodGet, "/v1/rooms/secret/history?" + query, bearer, "access_token=REDACTED"},
+		{http.MethodGet, "/missing?" + query, bearer, "access_token=REDACTED"},
+		{http.MethodGet, "/v1/rooms/secret/poll?timeout=0&access_token=" + valid, nil, "access_token=REDACTED"},
+		{http.MethodGet, "/v1/rooms/secret/poll?timeout=0&cursor=" + cursor + "&access_token=" + valid, nil, "cursor=REDACTED"},
+		{http.MethodGet, "/v1/rooms/secret/events?lastEventId=" + cursor + "&access_token=" + valid, nil, "lastEventId=REDACTED"},
+		{http.MethodGet, "/v1/rooms/secret/poll?timeout=0&access_token=SECRET&access_token=SECRET2", nil, "access_token=REDACTED"},
+		{http.MethodGet, "/v1/rooms/secret/poll?timeout=0&token=SECRET", nil, "token=REDACTED"},
+	}
+	for _, tc := range cases {
+		resp := r.Open(t, relaytest.Request{Method: tc.method, Path: tc.path, Header: tc.header})
+		for _, secret := range credentials {
+			if bytes.Contains(resp.Body, []byte(secret)) {
+				t.Errorf("%s %s: the answer repeats a secret: %s", tc.method, tc.path, resp.Body)
+			}
+		}
+		path, _, _ := strings.Cut(tc.path, "?")
+		var line logLine
+		relaytest.Eventually(t, "the request is logged", func() bool {
+			for _, l := range log.requests(t) {
+				if l.Method == tc.method && strings.HasPrefix(l.URI, path+"?") && strings.Contains(l.URI, tc.want) && l.Status == resp.Status {
+					line = l
+					return true
+				}
+			}
+			return false
+		})
+		if strings.Contains(line.URI, "SECRET") {
+			t.Errorf("logged URI %q", line.URI)
+		}
+	}
+	out := log.String()
+	for _, secret := range secrets {
+		if strings.Contains(out, secret) {
+			t.Errorf("the log holds the secret %.20s…:\n%s", secret, out)
+		}
+	}
+}
+
+// TestLogLevel: below the configured level nothing is written; failures
+// are logged a level up, so a warn-level relay still shows them.
+func TestLogLevel(t *testing.T) {
+	var log requestLog
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{Logger: log.logger(slog.LevelWarn)}})
+	for _, path := range []string{"/healthz", "/missing", "/v1/rooms/quiet/poll?timeout=0"} {
+		r.Get(t, path)
+	}
+	if out := log.String(); out != "" {
+		t.Errorf("a warn-level relay logged ordinary requests:\n%s", out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), relaytest.Wait)
+	defer cancel()
+	r.Server.Drain(ctx)
+	if resp := r.Open(t, relaytest.Request{Path: "/v1/rooms/quiet/events"}); resp.Status != http.StatusServiceUnavailable {
+		t.Fatalf("stream while draining: status %d", resp.Status)
+	}
+	line := log.await(t, http.MethodGet, "/v1/rooms/quiet/events")
+	if line.Level != "WARN" || line.Status != http.StatusServiceUnavailable {
+		t.Errorf("refused stream logged as %+v, want WARN 503", line)
+	}
+	if n := len(log.lines(t)); n != 1 {
+		t.Errorf("%d lines, want only the refusal:\n%s", n, log.String())
+	}
+}

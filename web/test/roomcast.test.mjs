@@ -1,0 +1,466 @@
+// Tests of roomcast.js that need no browser: run with `node --test web/test/`.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import roomcast, { backoff, retryAfter, canonRoom, query, RoomcastError } from '../roomcast.js';
+
+const TOKEN = 'eyJhbGciOiJIUzI1NiJ9.' + Buffer.from(JSON.stringify({ sub: 'dev-alice' })).toString('base64url') + '.sig';
+
+// open connects a client to a fake relay over a fake EventSource and waits
+// until its first stream exists.
+async function open(relay, options = {}) {
+  FakeEventSource.reset();
+  const rc = roomcast.connect('http://relay.test/', { ...fast, fetch: relay.fetch, EventSource: FakeEventSource, ...options });
+  const seen = [];
+  for (const name of ['connect', 'disconnect', 'reconnect_attempt', 'reconnect', 'reset', 'transport', 'error']) {
+    rc.on(name, (arg) => seen.push([name, arg]));
+  }
+  rc.seen = seen;
+  await until('a stream is opened', () => FakeEventSource.all.length > 0);
+  return rc;
+}
+
+test('backoff grows exponentially, is capped and jittered', () => {
+  const cases = [
+    [0, () => 0, 250],
+    [0, () => 1, 500],
+    [1, () => 1, 1000],
+    [3, () => 1, 4000],
+    [10, () => 1, 10000],
+    [10, () => 0, 5000],
+    [1000, () => 1, 10000],
+  ];
+  for (const [n, random, want] of cases) assert.equal(backoff(n, 500, 10000, random), want, `attempt ${n}`);
+  for (let n = 0; n < 8; n++) {
+    const d = backoff(n);
+    const cap = Math.min(10000, 500 * 2 ** n);
+    assert.ok(d >= cap / 2 && d <= cap, `attempt ${n}: ${d} outside [${cap / 2}, ${cap}]`);
+  }
+});
+
+test('retryAfter reads seconds and HTTP dates', () => {
+  const now = Date.parse('2026-11-25T10:00:00Z');
+  assert.equal(retryAfter('2', now), 2000);
+  assert.equal(retryAfter('Wed, 25 Nov 2026 10:00:05 GMT', now), 5000);
+  assert.equal(retryAfter('Wed, 25 Nov 2026 09:00:00 GMT', now), 0);
+  assert.equal(retryAfter(null, now), undefined);
+  assert.equal(retryAfter('soon', now), undefined);
+});
+
+test('room names and query strings', () => {
+  assert.equal(canonRoom('default:lobby'), 'lobby');
+  assert.equal(canonRoom('chat:general'), 'chat:general');
+  assert.equal(query({ room: ['a', 'b c'], cursor: null, client: 'x', padding: 0, ticket: undefined }), '?room=a&room=b+c&client=x&padding=0');
+  assert.equal(query({}), '');
+});
+
+test('a stream is opened with a fresh ticket, never with the token in the URL', async () => {
+  const relay = new FakeRelay();
+  const rc = await open(relay, { token: TOKEN });
+  const es = FakeEventSource.last();
+  assert.equal(relay.sent('POST', '/v1/tickets')[0].headers.Authorization, 'Bearer ' + TOKEN);
+  assert.equal(es.query.get('ticket'), 't1');
+  assert.equal(es.query.get('padding'), '2048', 'the first attempt asks for padding');
+  assert.ok(!es.url.includes(TOKEN));
+  assert.match(es.query.get('client'), /^[A-Za-z0-9_-]{16}$/);
+  es.send('roomcast:connected', { connection: 'c1', client: es.query.get('client'), rooms: [] });
+  await until('connected', () => rc.connected);
+  assert.deepEqual(rc.seen.slice(0, 2), [['transport', 'sse'], ['connect', { transport: 'sse', client: es.query.get('client') }]]);
+  assert.equal(rc.id, 'c1');
+  rc.close();
+});
+
+test('open mode without a token connects without a ticket', async () => {
+  const relay = new FakeRelay();
+  const rc = await open(relay);
+  assert.equal(relay.sent('POST', '/v1/tickets').length, 0);
+  assert.equal(FakeEventSource.last().query.get('ticket'), null);
+  rc.close();
+});
+
+test('join and leave resolve once the relay answered, and events reach handlers with their envelope', async () => {
+  let answer;
+  const relay = new FakeRelay({
+    'PUT /v1/connections/*': () => new Promise((res) => (answer = () => res(new Response(null, { status: 204 })))),
+    'DELETE /v1/connections/*': () => new Response(null, { status: 204 }),
+  });
+  const rc = await open(relay);
+  const es = FakeEventSource.last();
+  es.send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  const got = [];
+  rc.on('chat', (data, env) => got.push([data, env.room, env.id]));
+  let joined = false;
+  const p = rc.join('default:lobby').then(() => (joined = true));
+  await until('the PUT is sent', () => answer);
+  assert.equal(relay.sent('PUT', '/v1/connections/')[0].path, '/v1/connections/c1/rooms/lobby');
+  await tick(5);
+  assert.equal(joined, false, 'join resolved before the relay answered');
+  answer();
+  await p;
+  es.send('roomcast:joined', { room: 'lobby' }, 'cur-1');
+  es.send('chat', envelope('lobby', 'chat', { text: 'hi' }, { id: 'e-1' }), 'cur-2');
+  es.send('chat', envelope('elsewhere', 'chat', { text: 'not mine' }, { id: 'e-2' }), 'cur-3');
+  assert.deepEqual(got, [[{ text: 'hi' }, 'lobby', 'e-1']]);
+  await rc.leave('lobby');
+  assert.equal(relay.sent('DELETE', '/v1/connections/')[0].path, '/v1/connections/c1/rooms/lobby');
+  rc.close();
+});
+
+test('emits go in order, one at a time, each retried with its key until the relay takes it once', async () => {
+  const published = new Map(); // key -> id
+  let inFlight = 0;
+  let maxInFlight = 0;
+  let failures = [() => Promise.reject(new TypeError('network down')), () => error(503, 'backbone_unavailable', { 'Retry-After': '0' })];
+  const relay = new FakeRelay({
+    'POST /v1/rooms/*': async (req) => {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      await tick(2);
+      inFlight--;
+      const key = req.headers['Idempotency-Key'];
+      if (req.body.data === 'first' && failures.length) return failures.shift()();
+      if (!published.has(key)) published.set(key, 'id-' + (published.size + 1));
+      return json(202, { id: published.get(key), room: 'lobby', event: req.body.event });
+    },
+  });
+  const rc = await open(relay);
+  const ids = await Promise.all(['first', 'second', 'third'].map((d) => rc.to('lobby').emit('chat', d)));
+  assert.deepEqual(ids, ['id-1', 'id-2', 'id-3']);
+  assert.equal(maxInFlight, 1, 'emits overlapped');
+  const posts = relay.sent('POST', '/v1/rooms/lobby/events');
+  assert.deepEqual(posts.map((r) => r.body.data), ['first', 'first', 'first', 'second', 'third']);
+  const keys = posts.map((r) => r.headers['Idempotency-Key']);
+  assert.equal(new Set(keys.slice(0, 3)).size, 1, 'retries must reuse the key');
+  assert.equal(new Set(keys).size, 3);
+  assert.equal(published.size, 3, 'published more than once');
+  assert.deepEqual(posts[0].body, { event: 'chat', data: 'first', volatile: false, exclude_self: false });
+  rc.close();
+});
+
+test('Retry-After of a 503 is honoured', async () => {
+  let first = true;
+  const relay = new FakeRelay({
+    'POST /v1/rooms/*': () => {
+      if (first) {
+        first = false;
+        return error(503, 'draining', { 'Retry-After': '1' });
+      }
+      return json(202, { id: 'id-1' });
+    },
+  });
+  const rc = await open(relay);
+  const start = Date.now();
+  assert.equal(await rc.to('lobby').emit('chat', 'x'), 'id-1');
+  assert.ok(Date.now() - start >= 950, `retried after ${Date.now() - start} ms, before Retry-After`);
+  rc.close();
+});
+
+test("an emit the relay refuses rejects with the relay's code, without a retry", async () => {
+  const relay = new FakeRelay({ 'POST /v1/rooms/*': () => error(403, 'forbidden') });
+  const rc = await open(relay);
+  await assert.rejects(rc.to('admin:x').emit('chat', 'x'), (e) => e instanceof RoomcastError && e.code === 'forbidden' && e.status === 403);
+  assert.equal(relay.sent('POST', '/v1/rooms/').length, 1);
+  assert.equal(relay.sent('POST', '/v1/rooms/')[0].path, '/v1/rooms/admin%3Ax/events');
+  rc.close();
+});
+
+test('broadcast excludes this connection; volatile emits are dropped while disconnected', async () => {
+  const relay = new FakeRelay({ 'POST /v1/*': (req) => json(202, { id: req.body.volatile ? null : 'id-1' }) });
+  const rc = await open(relay);
+  assert.equal(await rc.to('lobby').volatile.emit('typing', true), null);
+  assert.equal(relay.sent('POST', '/v1/').length, 0, 'a volatile emit was sent while disconnected');
+  const sent = rc.broadcast.to('lobby').emit('chat', 'hi'); // waits for the connection
+  await tick(5);
+  FakeEventSource.last().send('roomcast:connected', { connection: 'c9', client: 'cl', rooms: ['lobby'] });
+  assert.equal(await sent, 'id-1');
+  let [post] = relay.sent('POST', '/v1/rooms/');
+  assert.equal(post.headers['Roomcast-Connection'], 'c9');
+  assert.equal(post.body.exclude_self, true);
+  await rc.broadcast.to('lobby').volatile.emit('typing', true);
+  post = relay.sent('POST', '/v1/rooms/')[1];
+  assert.deepEqual([post.body.volatile, post.body.exclude_self], [true, true]);
+  await rc.user('dev-bob').emit('pm', { text: 'psst' });
+  await rc.to(['a', 'b']).emit('news', 1);
+  assert.equal(relay.sent('POST', '/v1/users/')[0].path, '/v1/users/dev-bob/events');
+  assert.deepEqual(relay.sent('POST', '/v1/events')[0].body.rooms, ['a', 'b']);
+  rc.close();
+});
+
+test('roomcast:closing reconnects after reconnect_ms from the last cursor, with a fresh ticket', async () => {
+  const relay = new FakeRelay();
+  const rc = await open(relay, { token: TOKEN });
+  rc.on('chat', () => {});
+  let es = FakeEventSource.last();
+  es.send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  es.send('chat', envelope('lobby', 'chat', 'a', { id: 'e-1' }), 'cursor-1');
+  const closedAt = Date.now();
+  es.send('roomcast:closing', { reason: 'shutdown', message: 'bye', reconnect_ms: 80 });
+  assert.ok(es.closed);
+  await until('a second stream', () => FakeEventSource.all.length === 2);
+  assert.ok(Date.now() - closedAt >= 75, 'reconnected before reconnect_ms');
+  es = FakeEventSource.last();
+  assert.equal(es.query.get('lastEventId'), 'cursor-1');
+  assert.equal(es.query.get('ticket'), 't2');
+  assert.equal(es.query.get('padding'), null, 'only the first attempt asks for padding');
+  es.send('roomcast:connected', { connection: 'c2', client: 'cl', rooms: [] });
+  await until('reconnected', () => rc.seen.some(([n]) => n === 'reconnect'));
+  assert.deepEqual(
+    rc.seen.map(([n]) => n),
+    ['transport', 'connect', 'disconnect', 'reconnect_attempt', 'connect', 'reconnect'],
+  );
+  assert.equal(rc.id, 'c2');
+  rc.close();
+});
+
+test('a banned client stops; a reset is surfaced', async () => {
+  const relay = new FakeRelay();
+  const rc = await open(relay);
+  const es = FakeEventSource.last();
+  es.send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  es.send('roomcast:reset', { reason: 'cursor_expired', room: 'lobby' }, 'cursor-5');
+  assert.deepEqual(rc.seen.find(([n]) => n === 'reset'), ['reset', { reason: 'cursor_expired', room: 'lobby' }]);
+  es.send('roomcast:closing', { reason: 'banned', message: 'this user is banned' });
+  await until('an error', () => rc.seen.some(([n]) => n === 'error'));
+  assert.equal(rc.seen.find(([n]) => n === 'error')[1].code, 'banned');
+  await tick(30);
+  assert.equal(FakeEventSource.all.length, 1, 'a banned client reconnected');
+  assert.equal(rc.connected, false);
+});
+
+test('token-expiring: getToken is called and the stream extended without reconnecting', async () => {
+  const relay = new FakeRelay({ 'POST /v1/connections/*': () => new Response(null, { status: 204 }) });
+  const rc = await open(relay, { token: TOKEN, getToken: async () => 'fresh-token' });
+  const es = FakeEventSource.last();
+  es.send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  es.send('roomcast:token-expiring', { expires_at: Date.now() + 30000, connection: 'c1' });
+  await until('the token is sent', () => relay.sent('POST', '/v1/connections/c1/token').length === 1);
+  assert.equal(relay.sent('POST', '/v1/connections/c1/token')[0].headers.Authorization, 'Bearer fresh-token');
+  assert.equal(FakeEventSource.all.length, 1);
+  assert.equal(es.closed, false);
+  rc.close();
+});
+
+test('a stream whose first event never comes falls back to long-polling, which resumes and confirms rooms', async () => {
+  let polls = 0;
+  const relay = new FakeRelay({
+    'GET /v1/poll': (req, signal) => {
+      polls++;
+      const cursor = req.query.get('cursor');
+      if (!cursor) return json(200, { events: [], cursor: 'p0', client: req.query.get('client'), connection: 'cl.mac' });
+      if (cursor === 'p0') {
+        return json(200, {
+          events: [envelope('lobby', 'chat', 'by poll', { id: 'e-7' })],
+          cursor: 'p1',
+          client: req.query.get('client'),
+          connection: 'cl.mac',
+        });
+      }
+      const answer = () => json(200, { events: [], cursor, client: req.query.get('client'), connection: 'cl.mac' });
+      if (req.query.get('timeout') === '0') return answer();
+      // Held until the client gives up on it, or for the poll's timeout.
+      return new Promise((res, rej) => {
+        const t = setTimeout(() => res(answer()), 1000);
+        signal.addEventListener('abort', () => (clearTimeout(t), rej(new DOMException('aborted', 'AbortError'))));
+      });
+    },
+    'POST /v1/rooms/*': () => json(202, { id: 'id-1' }),
+  });
+  const rc = await open(relay);
+  const got = [];
+  rc.on('chat', (d) => got.push(d));
+  const joined = rc.join('lobby');
+  await until('polling', () => rc.transport === 'poll', 3000);
+  await joined;
+  assert.ok(FakeEventSource.last().closed, 'the stuck stream was not closed');
+  await until('the polled event', () => got.length === 1);
+  assert.deepEqual(got, ['by poll']);
+  const [first, second] = relay.sent('GET', '/v1/poll');
+  assert.deepEqual([first.query.getAll('room'), first.query.get('timeout'), first.query.get('cursor')], [['lobby'], '0', null]);
+  assert.deepEqual([second.query.get('cursor'), second.query.get('timeout')], ['p0', '1']);
+  assert.equal(first.query.get('client'), FakeEventSource.last().query.get('client'), 'the client id changed');
+  // exclude_self while polling proves the client with the poll's token.
+  await rc.broadcast.to('lobby').emit('chat', 'x');
+  assert.equal(relay.sent('POST', '/v1/rooms/')[0].headers['Roomcast-Connection'], 'cl.mac');
+  // Joining another room re-polls at once with both rooms.
+  await rc.join('random');
+  assert.deepEqual(relay.sent('GET', '/v1/poll').at(-1).query.getAll('room'), ['lobby', 'random']);
+  assert.ok(polls >= 3);
+  rc.close();
+});
+
+test('no EventSource at all: polling from the start', async () => {
+  const relay = new FakeRelay({
+    'GET /v1/poll': (req) => json(200, { events: [], cursor: 'p0', client: req.query.get('client'), connection: 'cl.mac' }),
+  });
+  const rc = roomcast.connect('http://relay.test', { ...fast, fetch: relay.fetch, EventSource: undefined });
+  const transports = [];
+  rc.on('transport', (t) => transports.push(t));
+  await rc.join('lobby');
+  assert.deepEqual(transports, ['poll']);
+  rc.close();
+});
+
+test('streams that keep failing fall back to polling', async () => {
+  const relay = new FakeRelay({
+    'GET /v1/poll': (req) => json(200, { events: [], cursor: 'p0', client: req.query.get('client'), connection: 'cl.mac' }),
+  });
+  const rc = await open(relay, { connectTimeout: 5000 });
+  const joined = rc.join('lobby');
+  for (let i = 1; i <= 3; i++) {
+    await until(`stream ${i}`, () => FakeEventSource.all.length === i);
+    FakeEventSource.last().fail();
+  }
+  await until('polling', () => rc.transport === 'poll');
+  await joined;
+  assert.equal(FakeEventSource.all.length, 3);
+  rc.close();
+});
+
+// Fakes for testing roomcast.js without a browser: a relay answering fetch
+// from a route table, and an EventSource the test drives.
+
+test('after polling a while the client tries a stream again, catching up from the poll cursor without duplicates', async () => {
+  const relay = new FakeRelay({
+    'GET /v1/poll': async (req, signal) => {
+      const cursor = req.query.get('cursor');
+      const answer = (events, next) => json(200, { events, cursor: next, client: req.query.get('client'), connection: 'cl.mac' });
+      if (!cursor) return answer([], 'p0');
+      if (req.query.get('timeout') !== '0') {
+        await new Promise((res) => (setTimeout(res, 30), signal.addEventListener('abort', res)));
+        if (signal.aborted) throw new DOMException('aborted', 'AbortError');
+        return answer([], cursor);
+      }
+      await tick(20); // the stream's live events arrive meanwhile
+      return cursor === 'p0'
+        ? answer([envelope('lobby', 'chat', 'missed', { id: 'e-7' }), envelope('lobby', 'chat', 'both ways', { id: 'e-8' })], 'p1')
+        : answer([], cursor);
+    },
+  });
+  const rc = await open(relay, { connectTimeout: 30, sseRetry: 150 });
+  const got = [];
+  rc.on('chat', (d) => got.push(d));
+  await rc.join('lobby');
+  assert.equal(rc.transport, 'poll');
+  await until('a second stream', () => FakeEventSource.all.length === 2, 3000);
+  const es = FakeEventSource.last();
+  assert.equal(es.query.get('lastEventId'), null, 'a poll cursor cannot resume a stream');
+  assert.equal(es.query.get('padding'), '2048');
+  es.send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: ['lobby'] });
+  es.send('chat', envelope('lobby', 'chat', 'both ways', { id: 'e-8' }), 'cur-8');
+  es.send('chat', envelope('lobby', 'chat', 'live', { id: 'e-9' }), 'cur-9');
+  await until('the events', () => got.length >= 3);
+  await tick(30);
+  assert.deepEqual(got, ['missed', 'both ways', 'live']);
+  assert.equal(rc.transport, 'sse');
+  const catchUp = relay.sent('GET', '/v1/poll').filter((r) => r.query.get('cursor') === 'p0' && r.query.get('timeout') === '0');
+  assert.equal(catchUp.length, 1);
+  rc.close();
+});
+
+const tick = (ms = 0) => new Promise((res) => setTimeout(res, ms));
+
+// until waits for cond() to hold, failing after a while.
+async function until(what, cond, ms = 2000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out waiting until ' + what);
+    await tick(2);
+  }
+}
+
+function json(status, body, headers = {}) {
+  return new Response(body === undefined ? null : JSON.stringify(body), {
+    status,
+    headers: { 'Content-Type': 'application/json', ...headers },
+  });
+}
+
+const error = (status, code, headers) => json(status, { error: { code, message: code } }, headers);
+
+// FakeRelay records requests and answers them from handlers: a handler
+// gets the request {method, url, path, query, headers, body} and returns a
+// Response, throws (a network error), or returns a promise of either.
+class FakeRelay {
+  constructor(routes = {}) {
+    this.routes = { 'POST /v1/tickets': () => json(201, { ticket: 't' + ++this.tickets, expires_in: 60 }), ...routes };
+    this.tickets = 0;
+    this.requests = [];
+    this.fetch = async (url, init = {}) => {
+      const u = new URL(url);
+      const req = {
+        method: init.method || 'GET',
+        url: u.toString(),
+        path: u.pathname,
+        query: u.searchParams,
+        headers: init.headers || {},
+        body: init.body === undefined ? undefined : JSON.parse(init.body),
+      };
+      this.requests.push(req);
+      const key = `${req.method} ${req.path}`;
+      const route = this.routes[key] || Object.entries(this.routes).find(([k]) => k.endsWith('*') && key.startsWith(k.slice(0, -1)))?.[1];
+      if (!route) return error(404, 'not_found');
+      if (init.signal?.aborted) throw new DOMException('aborted', 'AbortError');
+      const answer = route(req, init.signal);
+      return answer instanceof Promise ? answer : answer;
+    };
+  }
+
+  sent(method, prefix) {
+    return this.requests.filter((r) => r.method === method && r.path.startsWith(prefix));
+  }
+}
+
+// FakeEventSource instances are kept in FakeEventSource.all.
+class FakeEventSource {
+  static all = [];
+
+  constructor(url) {
+    this.url = url;
+    this.listeners = new Map();
+    this.closed = false;
+    this.lastEventId = '';
+    FakeEventSource.all.push(this);
+  }
+
+  addEventListener(name, fn) {
+    if (!this.listeners.has(name)) this.listeners.set(name, []);
+    this.listeners.get(name).push(fn);
+  }
+
+  close() {
+    this.closed = true;
+  }
+
+  // send dispatches an event as the browser would: data is JSON-encoded,
+  // id (when given) becomes the last event id.
+  send(name, data, id) {
+    if (this.closed) throw new Error('send on a closed EventSource');
+    if (id !== undefined) this.lastEventId = id;
+    const e = { type: name, data: JSON.stringify(data), lastEventId: this.lastEventId };
+    for (const fn of this.listeners.get(name) || []) fn(e);
+  }
+
+  fail() {
+    for (const fn of this.listeners.get('error') || []) fn({ type: 'error' });
+  }
+
+  get query() {
+    return new URL(this.url).searchParams;
+  }
+
+  static last() {
+    return FakeEventSource.all.at(-1);
+  }
+
+  static reset() {
+    FakeEventSource.all = [];
+  }
+}
+
+// envelope builds an event envelope as the relay sends it.
+function envelope(room, event, data, extra = {}) {
+  return { id: extra.id ?? null, room, event, data, from: null, client: null, ts: 1795637791044, ...extra };
+}
+
+// fast are client options that keep the tests quick.
+const fast = { backoffMin: 4, backoffMax: 20, connectTimeout: 60, pollTimeout: 1 };
