@@ -242,6 +242,12 @@ func (s *stream) next() (frame, error) {
 		}
 		line = strings.TrimSuffix(line, "\n")
 		if line == "" {
+			if fields == 1 && f.hasID {
+				// An id-only frame moves the cursor and dispatches
+				// nothing, as in a browser.
+				f, fields = frame{}, 0
+				continue
+			}
 			if fields > 0 {
 				return f, nil
 			}

@@ -73,7 +73,7 @@ func (w *peerWatch) loop() {
 	defer close(w.done)
 	events := make([]unix.EpollEvent, 128)
 	for {
-		n, err := unix.EpollWait(w.epfd, events, 500)
+		n, err := unix.EpollWait(w.epfd, events, 100)
 		if err != nil && err != unix.EINTR {
 			return
 		}

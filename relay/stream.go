@@ -169,6 +169,10 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	first := sse.AppendRetry(make([]byte, 0, 512+padding), s.retryDelay().Milliseconds())
 	first = sse.AppendPadding(first, padding)
 	first = sse.AppendEvent(first, "", "roomcast:connected", hello)
+	// A bare id field sets the client's Last-Event-ID without dispatching
+	// an event, so that a client dropped before its first event still
+	// resumes from here instead of missing what was published meanwhile.
+	first = sse.AppendID(first, conn.CursorText())
 	if s.hijackable(r) {
 		if nc, ok := s.hijack(w, first); ok {
 			handedOver = true

@@ -205,6 +205,9 @@ func TestStreamHeartbeat(t *testing.T) {
 	if f := s.Frame(t); !strings.HasPrefix(f, "event: roomcast:connected\n") {
 		t.Fatalf("frame %q, want roomcast:connected", f)
 	}
+	if f := s.Frame(t); !strings.HasPrefix(f, "id: ") || strings.Contains(f, "data:") {
+		t.Fatalf("frame %q, want the id-only frame that sets the first cursor", f)
+	}
 	for range 2 {
 		if f := s.Frame(t); f != ": ping\n\n" {
 			t.Fatalf("frame %q, want a ping comment", f)

@@ -711,6 +711,11 @@ func (h *Hub) leave(conn *Connection, channel, reason string) {
 		h.part(conn, c)
 	}
 	h.exit(conn.ID, channel)
+	if !conn.multi && reason != "" {
+		// A stream of one room has nothing left to carry.
+		conn.Close(CloseReason{Code: reason, Message: "the stream's room was taken away (" + reason + ")"})
+		return
+	}
 	conn.control(Delivery{Kind: KindLeft, Channel: channel, Reason: reason})
 	for _, ch := range parts[1:] {
 		conn.control(Delivery{Kind: kindUntrack, Channel: ch})

@@ -26,6 +26,8 @@ import (
 // wait bounds every wait for a condition in the page.
 const wait = 20 * time.Second
 
+var skipWarning sync.Once
+
 var browser struct {
 	once   sync.Once
 	ctx    context.Context // the browser's first tab; users get contexts of their own below it
@@ -47,13 +49,15 @@ func TestMain(m *testing.M) {
 
 // chromiumPath finds the browser: $CHROMIUM, else chromium on the PATH.
 func chromiumPath() string {
+	name := "chromium"
 	if p := os.Getenv("CHROMIUM"); p != "" {
-		return p
+		name = p
 	}
-	if p, err := exec.LookPath("chromium"); err == nil {
-		return p
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return ""
 	}
-	return ""
+	return p
 }
 
 // startBrowser starts one headless Chromium for the whole package; every
@@ -66,6 +70,10 @@ func startBrowser(t *testing.T) context.Context {
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
+		// Skips are silent without -v: say it where it is seen.
+		skipWarning.Do(func() {
+			fmt.Fprintln(os.Stderr, "!!! SKIPPING the browser tests: "+msg+" (CI=true makes this a failure)")
+		})
 		t.Skip("SKIPPED: " + msg)
 	}
 	browser.once.Do(func() {

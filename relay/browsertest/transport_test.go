@@ -173,6 +173,7 @@ func TestSharedTabsHoldOneStream(t *testing.T) {
 }
 
 func TestRedisRestartMissesNothing(t *testing.T) {
+	startBrowser(t)
 	redis := redistest.NewServer(t)
 	addr := freeAddr(t)
 	relay1 := startBinary(t, addr, redis.URL())

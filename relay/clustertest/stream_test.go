@@ -270,6 +270,9 @@ func (s *stream) next(t testing.TB) frame {
 			f := s.frames[s.read]
 			s.read++
 			s.mu.Unlock()
+			if f.HasID && f.Event == "" && f.Data == "" && f.Retry == "" {
+				continue // an id-only frame: it moves the cursor, nothing else
+			}
 			return f
 		}
 		err := s.err

@@ -79,3 +79,11 @@ func appendField[T string | []byte](dst []byte, v T) []byte {
 	}
 	return dst
 }
+
+// AppendID appends a frame holding only an id field: it sets the client's
+// last event id and dispatches nothing.
+func AppendID(dst []byte, id string) []byte {
+	dst = append(dst, "id: "...)
+	dst = appendField(dst, id)
+	return append(dst, '\n', '\n')
+}
