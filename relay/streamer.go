@@ -318,8 +318,9 @@ func (st *streamer) finish(h *hstream, closedByServer bool) {
 	if h.unwatch != nil {
 		h.unwatch()
 	}
-	if closedByServer && len(h.pending) == 0 {
-		frame := st.s.closeFrame(h.conn, nil)
+	if closedByServer {
+		// Best effort: what was still pending, then why the stream ends.
+		frame := st.s.closeFrame(h.conn, h.pending)
 		_ = h.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = h.nc.Write(frame)
 	}
