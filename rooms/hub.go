@@ -610,15 +610,9 @@ var ErrSingleRoom = errors.New("single-room stream")
 // returns, every event published to channel afterwards reaches the
 // connection, and none published before does.
 func (h *Hub) Join(ctx context.Context, caller Identity, id, channel string) error {
-	conn, err := h.Lookup(id)
-	if err != nil {
-		return h.forward(ctx, caller, "join", id, channel)
-	}
-	if err := conn.ownedBy(caller); err != nil {
+	conn, forwarded, err := h.changeable(ctx, caller, "join", id, channel)
+	if conn == nil || forwarded {
 		return err
-	}
-	if !conn.multi {
-		return fmt.Errorf("%w: join rooms on a /v1/stream connection", ErrSingleRoom)
 	}
 	if err := h.authorize(conn.Identity(), channel); err != nil {
 		return err
@@ -666,17 +660,28 @@ func (h *Hub) Join(ctx context.Context, caller Identity, id, channel string) err
 	return h.saveSession(ctx, conn)
 }
 
-// Leave removes channel from the live multi-room connection id.
-func (h *Hub) Leave(ctx context.Context, caller Identity, id, channel string) error {
-	conn, err := h.Lookup(id)
+// changeable finds the multi-room connection id that caller may change. A
+// connection held by another instance gets op forwarded there: forwarded is
+// then true and err is the outcome.
+func (h *Hub) changeable(ctx context.Context, caller Identity, op, id, channel string) (conn *Connection, forwarded bool, err error) {
+	conn, err = h.Lookup(id)
 	if err != nil {
-		return h.forward(ctx, caller, "leave", id, channel)
+		return nil, true, h.forward(ctx, caller, op, id, channel)
 	}
 	if err := conn.ownedBy(caller); err != nil {
-		return err
+		return nil, false, err
 	}
 	if !conn.multi {
-		return fmt.Errorf("%w: leave rooms on a /v1/stream connection", ErrSingleRoom)
+		return nil, false, fmt.Errorf("%w: %s rooms on a /v1/stream connection", ErrSingleRoom, op)
+	}
+	return conn, false, nil
+}
+
+// Leave removes channel from the live multi-room connection id.
+func (h *Hub) Leave(ctx context.Context, caller Identity, id, channel string) error {
+	conn, forwarded, err := h.changeable(ctx, caller, "leave", id, channel)
+	if conn == nil || forwarded {
+		return err
 	}
 	conn.changing.Lock()
 	defer conn.changing.Unlock()
