@@ -13,3 +13,6 @@ func ChannelConns(h *Hub, ch string) int {
 	defer c.mu.Unlock()
 	return len(c.conns)
 }
+
+// ReplayWaiting returns how many resumes are reading history.
+func ReplayWaiting(h *Hub) int { return int(h.replayWaiting.Load()) }

@@ -1,15 +1,19 @@
 package rooms
 
 import (
+	"strconv"
+
 	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"golang.org/x/sync/singleflight"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -49,6 +53,11 @@ type Hub struct {
 	dir Directory
 	// presence is set when the backbone keeps presence.
 	presence PresenceStore
+
+	// replays shares history reads between resumes of one room from one
+	// position.
+	replays       singleflight.Group
+	replayWaiting atomic.Int32 // resumes reading history, for tests
 
 	mu       sync.RWMutex
 	channels map[string]*hubChannel
@@ -496,7 +505,7 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, heads 
 			continue
 		}
 		conn.cursor.Set(ch, pos)
-		hist, err := h.bb.Since(ctx, ch, pos, h.opts.ReplayLimit)
+		hist, err := h.replayFrom(ctx, ch, pos)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 		}
@@ -527,6 +536,26 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, heads 
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// replayFrom reads the history a resume needs. When many clients of one
+// room resume from the same position at once, as after an instance died,
+// they share one read.
+func (h *Hub) replayFrom(ctx context.Context, ch string, pos uint64) (History, error) {
+	key := ch + "\x00" + strconv.FormatUint(pos, 10)
+	h.replayWaiting.Add(1)
+	defer h.replayWaiting.Add(-1)
+	v, err, _ := h.replays.Do(key, func() (any, error) {
+		// The read serves every waiter: it must not end with the first
+		// one's request.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return h.bb.Since(rctx, ch, pos, h.opts.ReplayLimit)
+	})
+	if err != nil {
+		return History{}, err
+	}
+	return v.(History), nil
 }
 
 // comesLive reports whether a multi-room event will reach the connection
