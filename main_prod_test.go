@@ -6,7 +6,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/relay/config"
+	"github.com/roomcast/roomcast/relay/relaytest"
 )
 
 // rawRequest sends head (a request without its final blank line is sent
@@ -306,32 +306,6 @@ func TestStreamOutlivesWriteTimeout(t *testing.T) {
 	}
 }
 
-// logRecord is one JSON log line of the binary.
-type logRecord struct {
-	Level      string  `json:"level"`
-	Msg        string  `json:"msg"`
-	RequestID  string  `json:"request_id"`
-	Method     string  `json:"method"`
-	URI        string  `json:"uri"`
-	Status     int     `json:"status"`
-	Bytes      *int    `json:"bytes"`
-	Duration   *int64  `json:"duration"`
-	Connection *string `json:"connection"`
-}
-
-func logRecords(t *testing.T, out string) []logRecord {
-	t.Helper()
-	var recs []logRecord
-	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
-		var r logRecord
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("log line is not JSON (%v): %s", err, line)
-		}
-		recs = append(recs, r)
-	}
-	return recs
-}
-
 // secretRequest sends credentials in the query and the header.
 func secretRequest(t *testing.T, method, url string) int {
 	t.Helper()
@@ -367,7 +341,7 @@ func TestRequestLogs(t *testing.T) {
 	s := openStream(t, base+"/v1/rooms/lobby/events", http.Header{"Authorization": {"Bearer relay-api-key-for-tests"}})
 	s.connected(t)
 	s.resp.Body.Close()
-	p.stderr.awaitCount(t, `"msg":"request"`, 5)
+	p.stderr.AwaitCount(t, `"msg":"request"`, 5)
 
 	p.signal(t, syscall.SIGTERM)
 	if code := p.wait(t, waitFor); code != 0 {
@@ -379,8 +353,8 @@ func TestRequestLogs(t *testing.T) {
 			t.Errorf("the log holds %q:\n%s", secret, out)
 		}
 	}
-	var requests []logRecord
-	for _, r := range logRecords(t, out) {
+	var requests []relaytest.LogLine
+	for _, r := range relaytest.ParseLog(t, out) {
 		if r.Msg == "request" {
 			requests = append(requests, r)
 		}
@@ -443,7 +417,7 @@ func TestLogLevel(t *testing.T) {
 	if code := p.wait(t, waitFor); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	recs := logRecords(t, p.stderr.String())
+	recs := relaytest.ParseLog(t, p.stderr.String())
 	for _, r := range recs {
 		if r.Level != "WARN" && r.Level != "ERROR" {
 			t.Errorf("a warn-level relay logged %+v", r)

@@ -5,7 +5,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,10 +18,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/roomcast/roomcast/relay/relaytest"
 )
 
 const (
@@ -50,79 +50,18 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// output is a writer the test reads while a process writes to it.
-type output struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{}
-}
-
-func newOutput() *output { return &output{changed: make(chan struct{}, 1)} }
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	select {
-	case o.changed <- struct{}{}:
-	default:
-	}
-	return o.buf.Write(p)
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
-
-// await waits until the output matches re and returns the submatches.
-func (o *output) await(t *testing.T, re *regexp.Regexp) []string {
-	t.Helper()
-	deadline := time.NewTimer(waitFor)
-	defer deadline.Stop()
-	for {
-		if m := re.FindStringSubmatch(o.String()); m != nil {
-			return m
-		}
-		select {
-		case <-o.changed:
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s; output:\n%s", re, o.String())
-		}
-	}
-}
-
-func (o *output) awaitCount(t *testing.T, substr string, n int) {
-	t.Helper()
-	o.await(t, regexp.MustCompile(fmt.Sprintf(`(?s)(%s.*){%d}`, regexp.QuoteMeta(substr), n)))
-}
-
 // proc is a running roomcast process.
 type proc struct {
 	cmd            *exec.Cmd
-	stdout, stderr *output
+	stdout, stderr *relaytest.Output
 	done           chan struct{}
 	code           int
 }
 
-// cleanEnv is the test's environment without any roomcast setting, so the
-// host's cannot leak into a test.
-func cleanEnv(extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "ROOMCAST_") || k == "PORT" || k == "REDIS_URL" {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, extra...)
-}
-
 func start(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binary, args...), stdout: newOutput(), stderr: newOutput(), done: make(chan struct{})}
-	p.cmd.Env = cleanEnv(env...)
+	p := &proc{cmd: exec.Command(binary, args...), stdout: relaytest.NewOutput(), stderr: relaytest.NewOutput(), done: make(chan struct{})}
+	p.cmd.Env = relaytest.CleanEnv(env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -166,8 +105,6 @@ func (p *proc) signal(t *testing.T, sig os.Signal) {
 	}
 }
 
-var listeningRE = regexp.MustCompile(`\{[^\n]*"msg":"roomcast listening"[^\n]*\}`)
-
 // startRelay runs the relay and returns it with the address it listens on,
 // read from its JSON "roomcast listening" log line.
 func startRelay(t *testing.T, env []string, args ...string) (*proc, string) {
@@ -176,10 +113,7 @@ func startRelay(t *testing.T, env []string, args ...string) (*proc, string) {
 		args = append([]string{"-addr", "127.0.0.1:0"}, args...)
 	}
 	p := start(t, env, args...)
-	var line struct{ Addr, Backbone, Version string }
-	if err := json.Unmarshal([]byte(p.stderr.await(t, listeningRE)[0]), &line); err != nil {
-		t.Fatal(err)
-	}
+	line := p.stderr.AwaitListening(t)
 	if line.Backbone != "memory" || line.Version != testVersion {
 		t.Errorf("listening line says backbone %q version %q", line.Backbone, line.Version)
 	}
@@ -193,12 +127,6 @@ func hasFlag(args []string, name string) bool {
 		}
 	}
 	return false
-}
-
-// frame is one SSE frame as a client's parser sees it.
-type frame struct {
-	id, event, data, retry string
-	hasID                  bool
 }
 
 // stream is an SSE response read frame by frame.
@@ -230,49 +158,19 @@ func openStream(t *testing.T, url string, header http.Header) *stream {
 	return &stream{resp: resp, r: bufio.NewReader(resp.Body)}
 }
 
-// next returns the next frame that is not only comments, or io.EOF when
-// the server ended the stream.
-func (s *stream) next() (frame, error) {
-	var f frame
-	fields := 0
+// next returns the next frame that dispatches something (an id-only
+// frame moves the cursor and dispatches nothing, as in a browser), or
+// io.EOF when the server ended the stream.
+func (s *stream) next() (relaytest.Frame, error) {
 	for {
-		line, err := s.r.ReadString('\n')
-		if err != nil {
+		f, err := relaytest.ReadFrame(s.r, nil)
+		if err != nil || !f.IDOnly() {
 			return f, err
-		}
-		line = strings.TrimSuffix(line, "\n")
-		if line == "" {
-			if fields == 1 && f.hasID {
-				// An id-only frame moves the cursor and dispatches
-				// nothing, as in a browser.
-				f, fields = frame{}, 0
-				continue
-			}
-			if fields > 0 {
-				return f, nil
-			}
-			continue
-		}
-		if strings.HasPrefix(line, ":") {
-			continue
-		}
-		name, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		fields++
-		switch name {
-		case "id":
-			f.id, f.hasID = value, true
-		case "event":
-			f.event = value
-		case "data":
-			f.data = value
-		case "retry":
-			f.retry = value
 		}
 	}
 }
 
-func (s *stream) mustNext(t *testing.T) frame {
+func (s *stream) mustNext(t *testing.T) relaytest.Frame {
 	t.Helper()
 	f, err := s.next()
 	if err != nil {
@@ -284,19 +182,19 @@ func (s *stream) mustNext(t *testing.T) frame {
 // connected reads the opening of a stream: retry:, then roomcast:connected.
 func (s *stream) connected(t *testing.T) {
 	t.Helper()
-	if f := s.mustNext(t); f.retry == "" || f.event != "" {
+	if f := s.mustNext(t); f.Retry == "" || f.Event != "" {
 		t.Fatalf("first frame %+v, want a retry: field", f)
 	}
 	f := s.mustNext(t)
-	if f.event != "roomcast:connected" || f.hasID {
+	if f.Event != "roomcast:connected" || f.HasID {
 		t.Fatalf("second frame %+v, want roomcast:connected without id", f)
 	}
 	var d struct {
 		Connection, Client string
 		Rooms              []string
 	}
-	if err := json.Unmarshal([]byte(f.data), &d); err != nil || d.Connection == "" || d.Client == "" || len(d.Rooms) == 0 {
-		t.Fatalf("roomcast:connected data %s (%v)", f.data, err)
+	if err := json.Unmarshal([]byte(f.Data), &d); err != nil || d.Connection == "" || d.Client == "" || len(d.Rooms) == 0 {
+		t.Fatalf("roomcast:connected data %s (%v)", f.Data, err)
 	}
 }
 
@@ -326,15 +224,15 @@ type envelope struct {
 }
 
 // event reads the next frame and checks it is the message that p answered.
-func (s *stream) event(t *testing.T, p published, data string) frame {
+func (s *stream) event(t *testing.T, p published, data string) relaytest.Frame {
 	t.Helper()
 	f := s.mustNext(t)
 	var env envelope
-	if err := json.Unmarshal([]byte(f.data), &env); err != nil {
+	if err := json.Unmarshal([]byte(f.Data), &env); err != nil {
 		t.Fatalf("frame %+v: %v", f, err)
 	}
 	want, _ := json.Marshal(data)
-	if !f.hasID || f.id == "" || f.event != p.Event || env.ID == nil || *env.ID != p.ID ||
+	if !f.HasID || f.ID == "" || f.Event != p.Event || env.ID == nil || *env.ID != p.ID ||
 		env.Room != p.Room || string(env.Data) != string(want) {
 		t.Fatalf("frame %+v, want event %s (%s) with data %s", f, p.ID, p.Event, want)
 	}
@@ -357,13 +255,13 @@ func TestCurlSession(t *testing.T) {
 	if hello.Room != "lobby" || hello.Event != "message" || hello.ID == "" {
 		t.Errorf("publish answer %+v", hello)
 	}
-	cursor := s.event(t, hello, "hello").id
+	cursor := s.event(t, hello, "hello").ID
 	s.resp.Body.Close()
 
 	missed := post(t, events, "while you were away")
 	s = openStream(t, events, http.Header{"Last-Event-Id": {cursor}})
 	s.connected(t)
-	cursor = s.event(t, missed, "while you were away").id
+	cursor = s.event(t, missed, "while you were away").ID
 	live := post(t, events+"?event=note", "live")
 	s.event(t, live, "live")
 	s.resp.Body.Close()
@@ -409,7 +307,7 @@ func TestGracefulShutdown(t *testing.T) {
 		Message     string
 		ReconnectMS *int `json:"reconnect_ms"`
 	}
-	if err := json.Unmarshal([]byte(f.data), &closing); err != nil || f.event != "roomcast:closing" ||
+	if err := json.Unmarshal([]byte(f.Data), &closing); err != nil || f.Event != "roomcast:closing" ||
 		closing.Reason != "shutdown" || closing.ReconnectMS == nil || *closing.ReconnectMS < 100 || *closing.ReconnectMS > 200 {
 		t.Fatalf("frame %+v, want roomcast:closing with reason shutdown and reconnect_ms in [100, 200]", f)
 	}
@@ -563,11 +461,11 @@ func TestSubAgainstRelay(t *testing.T) {
 	relay, addr := startRelay(t, nil, "-retry-min", "100ms", "-retry-max", "200ms")
 	base := "http://" + addr
 	sub := start(t, []string{"ROOMCAST_URL=" + base}, "sub", "-format", "text", "lobby")
-	sub.stderr.awaitCount(t, "roomcast:connected", 1)
+	sub.stderr.AwaitCount(t, "roomcast:connected", 1)
 
 	post(t, base+"/v1/rooms/lobby/events", "hi")
 	post(t, base+"/v1/rooms/lobby/events?event=note", "there")
-	sub.stdout.await(t, regexp.MustCompile(`^message lobby -: hi\nnote lobby -: there\n$`))
+	sub.stdout.AwaitMatch(t, regexp.MustCompile(`^message lobby -: hi\nnote lobby -: there\n$`))
 
 	// The relay restarts on the same address. Its history went with the
 	// old process, so sub is told of the gap, then gets live events.
@@ -575,11 +473,11 @@ func TestSubAgainstRelay(t *testing.T) {
 	if code := relay.wait(t, waitFor); code != 0 {
 		t.Fatalf("relay exit code %d", code)
 	}
-	sub.stderr.awaitCount(t, `roomcast:closing {"reason":"shutdown"`, 1)
+	sub.stderr.AwaitCount(t, `roomcast:closing {"reason":"shutdown"`, 1)
 	startRelay(t, nil, "-addr", addr)
-	sub.stderr.awaitCount(t, "roomcast:connected", 2)
+	sub.stderr.AwaitCount(t, "roomcast:connected", 2)
 	post(t, base+"/v1/rooms/lobby/events", "again")
-	sub.stdout.await(t, regexp.MustCompile(`^message lobby -: hi\nnote lobby -: there\nmessage lobby -: again\n$`))
+	sub.stdout.AwaitMatch(t, regexp.MustCompile(`^message lobby -: hi\nnote lobby -: there\nmessage lobby -: again\n$`))
 	if !strings.Contains(sub.stderr.String(), "roomcast:reset") {
 		t.Errorf("no roomcast:reset after the relay lost its history:\n%s", sub.stderr.String())
 	}

@@ -75,6 +75,17 @@ func wantError(t *testing.T, resp *relaytest.Response, status int, code string) 
 	return e.Error.Message
 }
 
+// refusal is a request that must be answered with status and the error
+// code.
+type refusal struct {
+	name   string
+	method string
+	path   string
+	header http.Header
+	status int
+	code   string
+}
+
 // header builds a header from key, value pairs onto base (which may be nil).
 func header(base http.Header, kv ...string) http.Header {
 	h := base.Clone()
@@ -465,14 +476,7 @@ func TestCookieAndCrossSite(t *testing.T) {
 		t.Errorf("bearer beside a bad cookie: status %d: %s", resp.Status, resp.Body)
 	}
 
-	cases := []struct {
-		name   string
-		method string
-		path   string
-		header http.Header
-		status int
-		code   string
-	}{
+	cases := []refusal{
 		{"publish, cookie only", http.MethodPost, "/v1/rooms/room1/events", cookie, 401, "unauthenticated"},
 		{"publish, cookie from a foreign page", http.MethodPost, "/v1/rooms/room1/events", header(cookie, "Origin", evil), 403, "forbidden"},
 		{"publish, bearer from a foreign page", http.MethodPost, "/v1/rooms/room1/events", header(relaytest.Bearer(token), "Origin", evil), 403, "forbidden"},

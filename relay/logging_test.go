@@ -3,13 +3,11 @@ package relay_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,63 +17,23 @@ import (
 )
 
 // requestLog collects a relay's JSON log lines.
-type requestLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *requestLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *requestLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type requestLog struct{ relaytest.Output }
 
 // logger returns a JSON logger at level writing to l.
 func (l *requestLog) logger(level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: level}))
 }
 
-// logLine is one request line.
-type logLine struct {
-	Level      string  `json:"level"`
-	Msg        string  `json:"msg"`
-	RequestID  string  `json:"request_id"`
-	Method     string  `json:"method"`
-	URI        string  `json:"uri"`
-	Status     int     `json:"status"`
-	Bytes      *int    `json:"bytes"`
-	Duration   *int64  `json:"duration"`
-	Remote     string  `json:"remote"`
-	Connection *string `json:"connection"`
-}
-
 // lines parses every line, failing the test on one that is not JSON.
-func (l *requestLog) lines(t *testing.T) []logLine {
+func (l *requestLog) lines(t *testing.T) []relaytest.LogLine {
 	t.Helper()
-	var out []logLine
-	for _, s := range strings.Split(strings.TrimSuffix(l.String(), "\n"), "\n") {
-		if s == "" {
-			continue
-		}
-		var line logLine
-		if err := json.Unmarshal([]byte(s), &line); err != nil {
-			t.Fatalf("log line is not JSON (%v): %s", err, s)
-		}
-		out = append(out, line)
-	}
-	return out
+	return relaytest.ParseLog(t, l.String())
 }
 
 // requests returns the request lines.
-func (l *requestLog) requests(t *testing.T) []logLine {
+func (l *requestLog) requests(t *testing.T) []relaytest.LogLine {
 	t.Helper()
-	var out []logLine
+	var out []relaytest.LogLine
 	for _, line := range l.lines(t) {
 		if line.Msg == "request" {
 			out = append(out, line)
@@ -95,9 +53,9 @@ func sameURI(a, b string) bool {
 }
 
 // await waits for the request line of method and uri.
-func (l *requestLog) await(t *testing.T, method, uri string) logLine {
+func (l *requestLog) await(t *testing.T, method, uri string) relaytest.LogLine {
 	t.Helper()
-	var found logLine
+	var found relaytest.LogLine
 	relaytest.Eventually(t, "the log has "+method+" "+uri, func() bool {
 		for _, line := range l.requests(t) {
 			if line.Method == method && sameURI(line.URI, uri) {
@@ -207,7 +165,7 @@ func TestLogRedactsSecrets(t *testing.T) {
 			}
 		}
 		path, _, _ := strings.Cut(tc.path, "?")
-		var line logLine
+		var line relaytest.LogLine
 		relaytest.Eventually(t, "the request is logged", func() bool {
 			for _, l := range log.requests(t) {
 				if l.Method == tc.method && strings.HasPrefix(l.URI, path+"?") && strings.Contains(l.URI, tc.want) && l.Status == resp.Status {

@@ -9,6 +9,41 @@ import (
 	"github.com/roomcast/roomcast/relay/relaytest"
 )
 
+// access is a request and what the policy answers it: the status and,
+// for a refusal, the error code.
+type access struct {
+	name   string
+	req    relaytest.Request
+	header http.Header
+	status int
+	code   string
+}
+
+func accessGet(path string) relaytest.Request { return relaytest.Request{Path: path} }
+
+func accessPost(path string) relaytest.Request {
+	return relaytest.Request{Method: http.MethodPost, Path: path, Body: []byte(`{"data":1}`)}
+}
+
+// checkAccess makes each request as JSON with its case's header, one
+// subtest a case, and checks the answer.
+func checkAccess(t *testing.T, r *relaytest.Relay, cases []access) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.req.Header = header(tc.header, "Content-Type", "application/json")
+			resp := r.Open(t, tc.req)
+			if tc.code == "" {
+				if resp.Status != tc.status {
+					t.Errorf("status %d, want %d: %s", resp.Status, tc.status, resp.Body)
+				}
+				return
+			}
+			wantError(t, resp, tc.status, tc.code)
+		})
+	}
+}
+
 // TestRoomClaims: a token's rooms.subscribe and rooms.publish patterns
 // limit it to matching rooms; outside them the answer is 403 forbidden,
 // distinct from the 401 of a caller without a token.
@@ -22,17 +57,8 @@ func TestRoomClaims(t *testing.T) {
 	nothing := relaytest.Bearer(relaytest.Token(t, "zed", time.Hour, relaytest.Claims{"rooms": map[string]any{
 		"subscribe": []string{}, "publish": []string{},
 	}}))
-	post := func(path string) relaytest.Request {
-		return relaytest.Request{Method: http.MethodPost, Path: path, Body: []byte(`{"data":1}`)}
-	}
-	get := func(path string) relaytest.Request { return relaytest.Request{Path: path} }
-	cases := []struct {
-		name   string
-		req    relaytest.Request
-		header http.Header
-		status int
-		code   string
-	}{
+	get, post := accessGet, accessPost
+	cases := []access{
 		{"subscribe matching", get("/v1/rooms/team-7/events"), limited, 200, ""},
 		{"subscribe matching, other namespace", get("/v1/rooms/admin:x/events"), limited, 200, ""},
 		{"subscribe default:team-7 is team-7", get("/v1/rooms/default:team-7/events"), limited, 200, ""},
@@ -52,19 +78,7 @@ func TestRoomClaims(t *testing.T) {
 		{"namespace broadcast needs ns:*", post("/v1/namespaces/admin/events"), limited, 403, "forbidden"},
 		{"empty publish list allows nothing", post("/v1/rooms/team-1/events"), nothing, 403, "forbidden"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			tc.req.Header = header(tc.header, "Content-Type", "application/json")
-			resp := r.Open(t, tc.req)
-			if tc.code == "" {
-				if resp.Status != tc.status {
-					t.Errorf("status %d, want %d: %s", resp.Status, tc.status, resp.Body)
-				}
-				return
-			}
-			wantError(t, resp, tc.status, tc.code)
-		})
-	}
+	checkAccess(t, r, cases)
 }
 
 // TestNamespaceRules: each namespace decides whether anonymous callers may
@@ -73,17 +87,8 @@ func TestNamespaceRules(t *testing.T) {
 	t.Parallel()
 	r := startSecured(t, nil)
 	alice := userHeader(t, "alice")
-	get := func(path string) relaytest.Request { return relaytest.Request{Path: path} }
-	post := func(path string) relaytest.Request {
-		return relaytest.Request{Method: http.MethodPost, Path: path, Body: []byte(`{"data":1}`)}
-	}
-	cases := []struct {
-		name   string
-		req    relaytest.Request
-		header http.Header
-		status int
-		code   string
-	}{
+	get, post := accessGet, accessPost
+	cases := []access{
 		{"anonymous subscribes to public", get("/v1/rooms/public:lobby/events"), nil, 200, ""},
 		{"anonymous polls public", get("/v1/rooms/public:lobby/poll?timeout=0"), nil, 200, ""},
 		{"anonymous subscribes to default", get("/v1/rooms/lobby/events"), nil, 401, "unauthenticated"},
@@ -101,19 +106,7 @@ func TestNamespaceRules(t *testing.T) {
 		{"anonymous subscribes where only the server publishes", get("/v1/rooms/news:today/events"), nil, 200, ""},
 		{"bad namespace name", post("/v1/namespaces/Bad!/events"), server(), 400, "invalid_room"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			tc.req.Header = header(tc.header, "Content-Type", "application/json")
-			resp := r.Open(t, tc.req)
-			if tc.code == "" {
-				if resp.Status != tc.status {
-					t.Errorf("status %d, want %d: %s", resp.Status, tc.status, resp.Body)
-				}
-				return
-			}
-			wantError(t, resp, tc.status, tc.code)
-		})
-	}
+	checkAccess(t, r, cases)
 
 	t.Run("strict", func(t *testing.T) {
 		strict := startSecured(t, func(o *relaytest.Options) { o.Relay.Namespaces.Strict = true })
@@ -223,14 +216,7 @@ func TestConnectionOwnership(t *testing.T) {
 	conn := s.Connected(t).Connection
 	path := "/v1/connections/" + conn
 	bob := userHeader(t, "bob")
-	cases := []struct {
-		name   string
-		method string
-		path   string
-		header http.Header
-		status int
-		code   string
-	}{
+	cases := []refusal{
 		{"another user joins", http.MethodPut, path + "/rooms/team-2", bob, 403, "forbidden"},
 		{"another user leaves", http.MethodDelete, path + "/rooms/team-1", bob, 403, "forbidden"},
 		{"another user refreshes", http.MethodPost, path + "/token", bob, 403, "forbidden"},

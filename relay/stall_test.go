@@ -1,10 +1,7 @@
 package relay_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,39 +11,6 @@ import (
 	"github.com/roomcast/roomcast/relay/relaytest"
 	"github.com/roomcast/roomcast/rooms"
 )
-
-// openStalled opens a stream over a raw TCP connection with a tiny receive
-// buffer, reads up to roomcast:connected and then never reads again. It
-// returns the connection and the stream's connection id.
-func openStalled(t *testing.T, r *relaytest.Relay, path string) (net.Conn, string) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", r.HTTP.Listener.Addr().String(), relaytest.Wait)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if err := c.(*net.TCPConn).SetReadBuffer(4096); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(relaytest.Wait))
-	br := bufio.NewReaderSize(c, 512)
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatalf("reading the stalled stream's opening: %v", err)
-		}
-		if data, ok := strings.CutPrefix(line, "data: "); ok {
-			var hello relaytest.Connected
-			if err := json.Unmarshal([]byte(data), &hello); err != nil || hello.Connection == "" {
-				t.Fatalf("connected data %q: %v", data, err)
-			}
-			return c, hello.Connection
-		}
-	}
-}
 
 // TestStalledConsumer checks that a client that stops reading costs the
 // others nothing: the publisher is never held up, a healthy subscriber in
@@ -58,7 +22,7 @@ func TestStalledConsumer(t *testing.T) {
 	})
 	healthy := r.Subscribe(t, "/v1/rooms/stall/events", relaytest.StreamOptions{})
 	healthy.Connected(t)
-	_, stalledID := openStalled(t, r, "/v1/rooms/stall/events")
+	_, stalledID := r.OpenStalled(t, "/v1/rooms/stall/events")
 	stalled, err := r.Hub.Lookup(stalledID)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +81,7 @@ func TestDisconnectCleansUp(t *testing.T) {
 	raw := r.OpenRaw(t, "/v1/rooms/c/events", nil)
 	raw.Frame(t)
 	raw.EventFrame(t)
-	tcp, _ := openStalled(t, r, "/v1/rooms/c/events")
+	tcp, _ := r.OpenStalled(t, "/v1/rooms/c/events")
 	if n := r.Hub.Connections(); n != 7 {
 		t.Fatalf("%d connections, want 7", n)
 	}

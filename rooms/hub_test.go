@@ -474,6 +474,18 @@ func TestResumeWhilePublishing(t *testing.T) {
 
 func TestResets(t *testing.T) {
 	codec2, _ := rooms.NewCursorCodec([]byte("another-key-entirely-0123456789"))
+	// tenBehind is the cursor of a client of room r that left after one
+	// event and missed the ten published since.
+	tenBehind := func(t *testing.T, e *env) string {
+		r := e.single("r")
+		seq := e.send("r")
+		cursor := r.expect([]uint64{seq}, seq)[0].cursor
+		e.hub.Disconnect(r.conn)
+		for range 10 {
+			e.send("r")
+		}
+		return cursor
+	}
 	tests := []struct {
 		name    string
 		hubOpts rooms.HubOptions
@@ -529,34 +541,16 @@ func TestResets(t *testing.T) {
 		{
 			name:    "expired by retention",
 			memOpts: memory.Options{HistorySize: 3},
-			cursor: func(t *testing.T, e *env) string {
-				r := e.single("r")
-				seq := e.send("r")
-				cursor := r.expect([]uint64{seq}, seq)[0].cursor
-				e.hub.Disconnect(r.conn)
-				for range 10 {
-					e.send("r")
-				}
-				return cursor
-			},
-			reason: rooms.ResetCursorExpired,
-			room:   "r",
+			cursor:  tenBehind,
+			reason:  rooms.ResetCursorExpired,
+			room:    "r",
 		},
 		{
 			name:    "beyond the replay limit",
 			hubOpts: rooms.HubOptions{ReplayLimit: 5},
-			cursor: func(t *testing.T, e *env) string {
-				r := e.single("r")
-				seq := e.send("r")
-				cursor := r.expect([]uint64{seq}, seq)[0].cursor
-				e.hub.Disconnect(r.conn)
-				for range 10 {
-					e.send("r")
-				}
-				return cursor
-			},
-			reason: rooms.ResetCursorExpired,
-			room:   "r",
+			cursor:  tenBehind,
+			reason:  rooms.ResetCursorExpired,
+			room:    "r",
 		},
 		{
 			name:    "session expired",

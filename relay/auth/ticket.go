@@ -195,24 +195,16 @@ func (r *ticketReader) byte() byte {
 	return 0
 }
 
-func (r *ticketReader) uvarint() uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err = errTicketFormat
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
+func (r *ticketReader) uvarint() uint64 { return readVarint(r, binary.Uvarint) }
 
-func (r *ticketReader) varint() int64 {
+func (r *ticketReader) varint() int64 { return readVarint(r, binary.Varint) }
+
+// readVarint reads one value with decode, binary.Uvarint or binary.Varint.
+func readVarint[T uint64 | int64](r *ticketReader, decode func([]byte) (T, int)) T {
 	if r.err != nil {
 		return 0
 	}
-	v, n := binary.Varint(r.b)
+	v, n := decode(r.b)
 	if n <= 0 {
 		r.err = errTicketFormat
 		return 0

@@ -293,6 +293,15 @@ func (p *page) dump() {
 	}
 }
 
+// newUser opens the demo at url in a new profile (see newProfile) and
+// signs in as name; the profile is named after name in lower case.
+func newUser(t *testing.T, url, name string) *page {
+	t.Helper()
+	p := newProfile(t, strings.ToLower(name))
+	p.signIn(url, name)
+	return p
+}
+
 // signIn opens the demo at url and signs in as name.
 func (p *page) signIn(url, name string) {
 	p.t.Helper()
@@ -340,6 +349,27 @@ func (p *page) waitMessage(sender, text string) {
 		[...document.querySelectorAll('#messages li.message:not(.pending)')].some(li =>
 			li.querySelector('.text').textContent === text &&
 			(!sender || li.querySelector('.sender').textContent === sender))`, sender, text)
+}
+
+// waitTyping waits until the typing indicator reads text ("" once it is
+// cleared).
+func (p *page) waitTyping(what, text string) {
+	p.t.Helper()
+	p.waitFor(what, `() => document.getElementById('typing').textContent === `+jsString(text))
+}
+
+// waitNote waits until the chat shows a note (a join or leave) reading text.
+func (p *page) waitNote(what, text string) {
+	p.t.Helper()
+	p.waitFor(what, `() => [...document.querySelectorAll('#messages .note')].some(n => n.textContent === `+jsString(text)+`)`)
+}
+
+// jsString returns s as a JavaScript string literal. The text goes into the
+// function rather than its arguments, because chromedp leaves out an
+// argument that encodes as "" and the function would see undefined.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
 
 // messages returns the texts of the chat messages shown, in order.

@@ -55,14 +55,12 @@ func startRelay(t *testing.T, o relayOptions) *relaytest.Relay {
 
 func TestTwoUsersChat(t *testing.T) {
 	r := startRelay(t, relayOptions{})
-	alice := newProfile(t, "alice")
-	alice.signIn(r.URL+"/", "Alice")
-	bob := newProfile(t, "bob")
-	bob.signIn(r.URL+"/", "Bob")
+	alice := newUser(t, r.URL+"/", "Alice")
+	bob := newUser(t, r.URL+"/", "Bob")
 
 	alice.waitOnline("Alice (you)", "Bob")
 	bob.waitOnline("Alice", "Bob (you)")
-	alice.waitFor("a note that Bob joined", `() => [...document.querySelectorAll('#messages .note')].some(n => n.textContent === 'Bob joined #lobby')`)
+	alice.waitNote("a note that Bob joined", "Bob joined #lobby")
 
 	alice.say("Hello Bob!")
 	bob.waitMessage("Alice", "Hello Bob!")
@@ -84,8 +82,7 @@ func TestTwoUsersChat(t *testing.T) {
 	alice.waitFor("the transport is SSE", `() => document.getElementById('status').dataset.transport === 'sse'`)
 
 	// Someone who comes later sees the conversation from history.
-	carol := newProfile(t, "carol")
-	carol.signIn(r.URL+"/", "Carol")
+	carol := newUser(t, r.URL+"/", "Carol")
 	carol.waitMessage("Alice", "Hello Bob!")
 	if got, want := carol.messages(), []string{"Hello Bob!", hostile}; !slices.Equal(got, want) {
 		t.Errorf("carol's history shows %q, want %q", got, want)
@@ -110,7 +107,7 @@ func TestTwoUsersChat(t *testing.T) {
 		alice.say("Welcome, Carol. This demo runs on roomcast: SSE, with long-polling as a fallback.")
 		carol.waitMessage("Alice", "Welcome, Carol. This demo runs on roomcast: SSE, with long-polling as a fallback.")
 		carol.do("type", chromedp.SendKeys(chromedp.CSS("#message"), "Thanks! Where is the"))
-		alice.waitFor("Carol typing", `() => document.getElementById('typing').textContent === 'Carol is typing…'`)
+		alice.waitTyping("Carol typing", "Carol is typing…")
 		png, err := chromedp.Run(alice.ctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatal(err)
@@ -123,14 +120,12 @@ func TestTwoUsersChat(t *testing.T) {
 
 func TestTypingIndicator(t *testing.T) {
 	r := startRelay(t, relayOptions{})
-	alice := newProfile(t, "alice")
-	alice.signIn(r.URL+"/", "Alice")
-	bob := newProfile(t, "bob")
-	bob.signIn(r.URL+"/", "Bob")
+	alice := newUser(t, r.URL+"/", "Alice")
+	bob := newUser(t, r.URL+"/", "Bob")
 	bob.waitOnline("Alice", "Bob (you)")
 
 	alice.do("type", chromedp.SendKeys(chromedp.CSS("#message"), "I am writ"))
-	bob.waitFor("Bob sees Alice typing", `() => document.getElementById('typing').textContent === 'Alice is typing…'`)
+	bob.waitTyping("Bob sees Alice typing", "Alice is typing…")
 	var own string
 	alice.eval(`document.getElementById('typing').textContent`, &own)
 	if own != "" {
@@ -138,22 +133,19 @@ func TestTypingIndicator(t *testing.T) {
 	}
 	alice.do("send", chromedp.Click(chromedp.CSS("#send")))
 	bob.waitMessage("Alice", "I am writ")
-	bob.waitFor("the indicator clears", `() => document.getElementById('typing').textContent === ''`)
+	bob.waitTyping("the indicator clears", "")
 
 	// Typing that stops without a message clears too.
 	alice.do("type again", chromedp.SendKeys(chromedp.CSS("#message"), "hmm"))
-	bob.waitFor("Bob sees Alice typing again", `() => document.getElementById('typing').textContent === 'Alice is typing…'`)
-	bob.waitFor("the indicator clears after a pause", `() => document.getElementById('typing').textContent === ''`)
+	bob.waitTyping("Bob sees Alice typing again", "Alice is typing…")
+	bob.waitTyping("the indicator clears after a pause", "")
 }
 
 func TestPrivateMessage(t *testing.T) {
 	r := startRelay(t, relayOptions{})
-	alice := newProfile(t, "alice")
-	alice.signIn(r.URL+"/", "Alice")
-	bob := newProfile(t, "bob")
-	bob.signIn(r.URL+"/", "Bob")
-	carol := newProfile(t, "carol")
-	carol.signIn(r.URL+"/", "Carol")
+	alice := newUser(t, r.URL+"/", "Alice")
+	bob := newUser(t, r.URL+"/", "Bob")
+	carol := newUser(t, r.URL+"/", "Carol")
 	alice.waitOnline("Alice (you)", "Bob", "Carol")
 
 	alice.do("choose Bob for a private message", chromedp.Evaluate[chromedp.Void](`[...document.querySelectorAll('#online button.member')].find(b => b.textContent === 'Bob').click()`))
@@ -180,15 +172,13 @@ func TestPrivateMessage(t *testing.T) {
 
 func TestPresenceWhenTabCloses(t *testing.T) {
 	r := startRelay(t, relayOptions{})
-	alice := newProfile(t, "alice")
-	alice.signIn(r.URL+"/", "Alice")
-	bob := newProfile(t, "bob")
-	bob.signIn(r.URL+"/", "Bob")
+	alice := newUser(t, r.URL+"/", "Alice")
+	bob := newUser(t, r.URL+"/", "Bob")
 	alice.waitOnline("Alice (you)", "Bob")
 
 	bob.close()
 	alice.waitOnline("Alice (you)")
-	alice.waitFor("a note that Bob left", `() => [...document.querySelectorAll('#messages .note')].some(n => n.textContent === 'Bob left #lobby')`)
+	alice.waitNote("a note that Bob left", "Bob left #lobby")
 	var p rooms.PresenceList
 	r.Get(t, "/v1/rooms/lobby/presence").JSON(t, &p)
 	if p.Users != 1 || len(p.Members) != 1 || p.Members[0].Name != "Alice" {

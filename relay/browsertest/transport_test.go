@@ -1,7 +1,6 @@
 package browsertest
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/http"
@@ -25,11 +24,9 @@ import (
 func TestFallbackToPollingBehindBufferingProxy(t *testing.T) {
 	r := startRelay(t, relayOptions{})
 	proxy := newBufferingProxy(t, r.URL)
-	alice := newProfile(t, "alice")
-	alice.signIn(proxy.URL+"/", "Alice")
+	alice := newUser(t, proxy.URL+"/", "Alice")
 	alice.waitConnected("poll")
-	bob := newProfile(t, "bob")
-	bob.signIn(r.URL+"/", "Bob")
+	bob := newUser(t, r.URL+"/", "Bob")
 	bob.waitConnected("sse")
 	alice.waitOnline("Alice (you)", "Bob")
 	bob.waitOnline("Alice", "Bob (you)")
@@ -73,8 +70,7 @@ func TestSharedTabsHoldOneStream(t *testing.T) {
 		tab.open(url)
 		tabs = append(tabs, tab)
 	}
-	bob := newProfile(t, "bob")
-	bob.signIn(r.URL+"/", "Bob")
+	bob := newUser(t, r.URL+"/", "Bob")
 	bob.waitOnline("Alice", "Bob (you)")
 
 	aliceConnections := func() int {
@@ -179,10 +175,8 @@ func TestRedisRestartMissesNothing(t *testing.T) {
 	relay1 := startBinary(t, addr, redis.URL())
 	front := newGate(t, "http://"+addr)
 
-	alice := newProfile(t, "alice")
-	alice.signIn(front.URL+"/", "Alice")
-	bob := newProfile(t, "bob")
-	bob.signIn(front.URL+"/", "Bob")
+	alice := newUser(t, front.URL+"/", "Alice")
+	bob := newUser(t, front.URL+"/", "Bob")
 	bob.waitOnline("Alice", "Bob (you)")
 	alice.say("before the restart")
 	bob.waitMessage("Alice", "before the restart")
@@ -266,7 +260,7 @@ func buildBinary(t *testing.T) string {
 // process is a running roomcast binary.
 type process struct {
 	cmd    *exec.Cmd
-	output *syncBuffer
+	output *relaytest.Output
 	done   chan struct{}
 }
 
@@ -285,7 +279,7 @@ func startBinary(t *testing.T, addr, redisURL string) *process {
 		"ROOMCAST_LOG_FORMAT=text",
 		"ROOMCAST_LOG_LEVEL=warn",
 	}
-	p := &process{cmd: cmd, output: &syncBuffer{}, done: make(chan struct{})}
+	p := &process{cmd: cmd, output: relaytest.NewOutput(), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.output, p.output
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -336,21 +330,4 @@ func (p *process) stop(t *testing.T) {
 		<-p.done
 		t.Errorf("roomcast did not stop within %s of SIGTERM", wait)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

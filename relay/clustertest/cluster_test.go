@@ -12,12 +12,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/roomcast/roomcast/relay/relaytest"
 	"github.com/roomcast/roomcast/rooms/redis/redistest"
 )
 
@@ -93,11 +93,12 @@ func newCluster(t *testing.T, n int, extra ...string) *cluster {
 // start runs one more instance against the cluster's Redis.
 func (c *cluster) start(t *testing.T, name string, extra ...string) *node {
 	t.Helper()
-	n := &node{name: name, log: newOutput(), done: make(chan struct{})}
+	n := &node{name: name, log: relaytest.NewOutput(), done: make(chan struct{})}
+	n.log.Summary = func(s string) string { return tail(s, 4000) }
 	n.cmd = exec.Command(binary, append(append([]string{}, baseArgs...), extra...)...)
 	// No cursor key is configured: cursors and tickets work across
 	// instances only through the key they share in Redis.
-	n.cmd.Env = cleanEnv(
+	n.cmd.Env = relaytest.CleanEnv(
 		"ROOMCAST_REDIS_URL="+c.redis.URL(),
 		"ROOMCAST_API_KEY="+apiKey,
 		"ROOMCAST_JWT_SECRET="+jwtSecret,
@@ -116,30 +117,12 @@ func (c *cluster) start(t *testing.T, name string, extra ...string) *node {
 			t.Logf("instance %s log (tail):\n%s", n.name, tail(n.log.String(), 4000))
 		}
 	})
-	var line struct{ Addr, Backbone string }
-	if err := json.Unmarshal([]byte(n.log.await(t, listeningRE)), &line); err != nil {
-		t.Fatal(err)
-	}
+	line := n.log.AwaitListening(t)
 	if line.Backbone != "redis" {
 		t.Fatalf("instance %s runs the %q backbone, want redis", name, line.Backbone)
 	}
 	n.url = "http://" + line.Addr
 	return n
-}
-
-var listeningRE = regexp.MustCompile(`\{[^\n]*"msg":"roomcast listening"[^\n]*\}`)
-
-// cleanEnv is the test's environment without roomcast settings, plus extra.
-func cleanEnv(extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "ROOMCAST_") || k == "PORT" || k == "REDIS_URL" {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, extra...)
 }
 
 // tail returns the end of a log, about n bytes, with runs of the same
@@ -177,7 +160,7 @@ type node struct {
 	name string
 	url  string
 	cmd  *exec.Cmd
-	log  *output
+	log  *relaytest.Output
 	done chan struct{}
 }
 
@@ -191,48 +174,6 @@ func (n *node) kill() {
 	}
 	_ = n.cmd.Process.Kill()
 	<-n.done
-}
-
-// output collects a process's log while the test reads it.
-type output struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{}
-}
-
-func newOutput() *output { return &output{changed: make(chan struct{}, 1)} }
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	select {
-	case o.changed <- struct{}{}:
-	default:
-	}
-	return o.buf.Write(p)
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
-
-// await waits until the output matches re and returns the match.
-func (o *output) await(t *testing.T, re *regexp.Regexp) string {
-	t.Helper()
-	deadline := time.NewTimer(waitFor)
-	defer deadline.Stop()
-	for {
-		if m := re.FindString(o.String()); m != "" {
-			return m
-		}
-		select {
-		case <-o.changed:
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s; output:\n%s", re, tail(o.String(), 4000))
-		}
-	}
 }
 
 // userToken returns a token of user signed with the cluster's JWT secret,

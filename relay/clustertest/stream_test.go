@@ -11,14 +11,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/roomcast/roomcast/relay/relaytest"
 )
 
 // frame is one SSE frame as a client's parser sees it, stamped with the
 // time it was read.
 type frame struct {
-	ID, Event, Data, Retry string
-	HasID                  bool
-	At                     time.Time
+	relaytest.Frame
+	At time.Time
 }
 
 // envelope is the parts of an event's envelope the tests look at.
@@ -178,10 +179,16 @@ func (s *stream) readAll(resp *http.Response) {
 	defer close(s.done)
 	defer resp.Body.Close()
 	r := bufio.NewReaderSize(resp.Body, 64<<10)
-	var f frame
-	fields := 0
+	ping := func(comment string) {
+		if strings.TrimSpace(comment) == "ping" {
+			s.mu.Lock()
+			s.pings++
+			s.mu.Unlock()
+			s.signal()
+		}
+	}
 	for {
-		line, err := r.ReadString('\n')
+		f, err := relaytest.ReadFrame(r, ping)
 		if err != nil {
 			s.mu.Lock()
 			s.err = err
@@ -189,39 +196,10 @@ func (s *stream) readAll(resp *http.Response) {
 			s.signal()
 			return
 		}
-		line = strings.TrimSuffix(line, "\n")
-		switch {
-		case line == "":
-			if fields > 0 {
-				f.At = time.Now()
-				s.mu.Lock()
-				s.frames = append(s.frames, f)
-				s.mu.Unlock()
-				s.signal()
-			}
-			f, fields = frame{}, 0
-		case strings.HasPrefix(line, ":"):
-			if strings.TrimSpace(line[1:]) == "ping" {
-				s.mu.Lock()
-				s.pings++
-				s.mu.Unlock()
-				s.signal()
-			}
-		default:
-			name, value, _ := strings.Cut(line, ":")
-			value = strings.TrimPrefix(value, " ")
-			fields++
-			switch name {
-			case "id":
-				f.ID, f.HasID = value, true
-			case "event":
-				f.Event = value
-			case "data":
-				f.Data = value
-			case "retry":
-				f.Retry = value
-			}
-		}
+		s.mu.Lock()
+		s.frames = append(s.frames, frame{Frame: f, At: time.Now()})
+		s.mu.Unlock()
+		s.signal()
 	}
 }
 
@@ -270,8 +248,8 @@ func (s *stream) next(t testing.TB) frame {
 			f := s.frames[s.read]
 			s.read++
 			s.mu.Unlock()
-			if f.HasID && f.Event == "" && f.Data == "" && f.Retry == "" {
-				continue // an id-only frame: it moves the cursor, nothing else
+			if f.IDOnly() {
+				continue // it moves the cursor, nothing else
 			}
 			return f
 		}

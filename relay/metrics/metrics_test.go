@@ -1,13 +1,10 @@
 package metrics_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -362,7 +359,7 @@ func TestMetricsMove(t *testing.T) {
 // volatile events it cannot take are dropped first, then it is dropped.
 func TestMetricsSlowConsumer(t *testing.T) {
 	r := start(t, relay.Options{WriteTimeout: time.Minute}, rooms.HubOptions{QueueSize: 8})
-	_, id := openStalled(t, r.Relay, "/v1/rooms/stall/events")
+	_, id := r.Relay.OpenStalled(t, "/v1/rooms/stall/events")
 	conn, err := r.Hub.Lookup(id)
 	if err != nil {
 		t.Fatal(err)
@@ -452,37 +449,4 @@ func TestMetricsToken(t *testing.T) {
 		})
 	}
 	r.expect(t, map[metric]float64{series("roomcast_connections", "transport", "sse"): 0})
-}
-
-// openStalled opens a stream over a raw TCP connection with a tiny receive
-// buffer, reads up to roomcast:connected and then never reads again. It
-// returns the connection and the stream's connection id.
-func openStalled(t *testing.T, r *relaytest.Relay, path string) (net.Conn, string) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", r.HTTP.Listener.Addr().String(), relaytest.Wait)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if err := c.(*net.TCPConn).SetReadBuffer(4096); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(relaytest.Wait))
-	br := bufio.NewReaderSize(c, 512)
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatalf("reading the stalled stream's opening: %v", err)
-		}
-		if data, ok := strings.CutPrefix(line, "data: "); ok {
-			var hello relaytest.Connected
-			if err := json.Unmarshal([]byte(data), &hello); err != nil || hello.Connection == "" {
-				t.Fatalf("connected data %q: %v", data, err)
-			}
-			return c, hello.Connection
-		}
-	}
 }

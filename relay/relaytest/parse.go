@@ -1,6 +1,7 @@
 package relaytest
 
 import (
+	"bufio"
 	"bytes"
 	"strings"
 	"unicode/utf8"
@@ -90,6 +91,60 @@ func Parse(stream []byte) Parsed {
 		case "retry":
 			if value != "" && strings.Trim(value, "0123456789") == "" {
 				p.Retry = value
+			}
+		}
+	}
+}
+
+// Frame is one SSE frame as a line-by-line client reads the relay's
+// framing: the last value of each field it knows. Parse is the
+// spec-complete reader; ReadFrame is the one for a live stream.
+type Frame struct {
+	ID, Event, Data, Retry string
+	HasID                  bool
+}
+
+// IDOnly reports whether the frame has an id and no other field: it moves
+// a client's cursor and dispatches nothing, as in a browser.
+func (f Frame) IDOnly() bool {
+	return f.HasID && f.Event == "" && f.Data == "" && f.Retry == ""
+}
+
+// ReadFrame reads r up to the blank line that ends the next frame with a
+// field in it, passing the text after the colon of each comment line on
+// the way to comment (when not nil). A failed read returns its error (io.EOF
+// at the end of the stream) and the part of the frame read before it.
+func ReadFrame(r *bufio.Reader, comment func(string)) (Frame, error) {
+	var f Frame
+	fields := 0
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return f, err
+		}
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "":
+			if fields > 0 {
+				return f, nil
+			}
+		case strings.HasPrefix(line, ":"):
+			if comment != nil {
+				comment(line[1:])
+			}
+		default:
+			name, value, _ := strings.Cut(line, ":")
+			value = strings.TrimPrefix(value, " ")
+			fields++
+			switch name {
+			case "id":
+				f.ID, f.HasID = value, true
+			case "event":
+				f.Event = value
+			case "data":
+				f.Data = value
+			case "retry":
+				f.Retry = value
 			}
 		}
 	}

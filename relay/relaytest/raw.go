@@ -1,9 +1,13 @@
 package relaytest
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -147,4 +151,38 @@ func (s *RawStream) WaitEnded(t testing.TB) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.err
+}
+
+// OpenStalled opens a stream over a raw TCP connection with a tiny receive
+// buffer, reads up to roomcast:connected and then never reads again. It
+// returns the connection, closed when the test ends, and the stream's
+// connection id.
+func (r *Relay) OpenStalled(t testing.TB, path string) (net.Conn, string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", r.HTTP.Listener.Addr().String(), Wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(Wait))
+	br := bufio.NewReaderSize(c, 512)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the stalled stream's opening: %v", err)
+		}
+		if data, ok := strings.CutPrefix(line, "data: "); ok {
+			var hello Connected
+			if err := json.Unmarshal([]byte(data), &hello); err != nil || hello.Connection == "" {
+				t.Fatalf("connected data %q: %v", data, err)
+			}
+			return c, hello.Connection
+		}
+	}
 }

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/roomcast/roomcast/relay"
+	"github.com/roomcast/roomcast/relay/relaytest"
 	"github.com/roomcast/roomcast/relay/sub"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
@@ -108,69 +108,9 @@ func (r *testRelay) publishN(room string, n int) string {
 	return r.publish("/v1/rooms/"+room+"/events", "application/json", fmt.Sprintf(`{"data":{"n":%d}}`, n))
 }
 
-// output is a writer the test reads while Main writes to it.
-type output struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{}
-}
-
-func newOutput() *output { return &output{changed: make(chan struct{}, 1)} }
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	select {
-	case o.changed <- struct{}{}:
-	default:
-	}
-	return o.buf.Write(p)
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
-
-// lines returns the complete lines written so far.
-func (o *output) lines() []string {
-	s := o.String()
-	s = s[:strings.LastIndexByte(s, '\n')+1]
-	if s == "" {
-		return nil
-	}
-	return strings.Split(strings.TrimSuffix(s, "\n"), "\n")
-}
-
-// await waits until cond holds for the output or fails the test.
-func (o *output) await(t *testing.T, what string, cond func(string) bool) {
-	t.Helper()
-	deadline := time.NewTimer(waitFor)
-	defer deadline.Stop()
-	for !cond(o.String()) {
-		select {
-		case <-o.changed:
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s; output:\n%s", what, o.String())
-		}
-	}
-}
-
-func (o *output) awaitLines(t *testing.T, n int) []string {
-	t.Helper()
-	o.await(t, fmt.Sprintf("%d lines", n), func(string) bool { return len(o.lines()) >= n })
-	return o.lines()
-}
-
-func (o *output) awaitCount(t *testing.T, substr string, n int) {
-	t.Helper()
-	o.await(t, fmt.Sprintf("%d× %q", n, substr), func(s string) bool { return strings.Count(s, substr) >= n })
-}
-
 // running is a sub.Main running in a goroutine.
 type running struct {
-	stdout, stderr *output
+	stdout, stderr *relaytest.Output
 	cancel         context.CancelFunc
 	done           chan int
 }
@@ -178,7 +118,7 @@ type running struct {
 func startSub(t *testing.T, args ...string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &running{stdout: newOutput(), stderr: newOutput(), cancel: cancel, done: make(chan int, 1)}
+	s := &running{stdout: relaytest.NewOutput(), stderr: relaytest.NewOutput(), cancel: cancel, done: make(chan int, 1)}
 	go func() { s.done <- sub.Main(ctx, args, s.stdout, s.stderr) }()
 	t.Cleanup(func() { s.stop(t) })
 	return s
@@ -227,13 +167,13 @@ func assertSequence(t *testing.T, lines, ids []string) {
 func TestSubResumesAfterDisconnect(t *testing.T) {
 	r := newRelay(t)
 	s := startSub(t, "-url", r.srv.URL, "lobby")
-	s.stderr.awaitCount(t, "roomcast:connected", 1)
+	s.stderr.AwaitCount(t, "roomcast:connected", 1)
 
 	var ids []string
 	for n := 1; n <= 3; n++ {
 		ids = append(ids, r.publishN("lobby", n))
 	}
-	s.stdout.awaitLines(t, 3)
+	s.stdout.AwaitLines(t, 3)
 
 	// The relay goes away: open streams break and new ones are refused
 	// while events keep being published.
@@ -242,16 +182,16 @@ func TestSubResumesAfterDisconnect(t *testing.T) {
 	for n := 4; n <= 6; n++ {
 		ids = append(ids, r.publishN("lobby", n))
 	}
-	s.stderr.awaitCount(t, "503", 1)
+	s.stderr.AwaitCount(t, "503", 1)
 	r.front.refuse.Store(false)
 
-	s.stderr.awaitCount(t, "roomcast:connected", 2)
+	s.stderr.AwaitCount(t, "roomcast:connected", 2)
 	ids = append(ids, r.publishN("lobby", 7))
-	assertSequence(t, s.stdout.awaitLines(t, 7), ids)
+	assertSequence(t, s.stdout.AwaitLines(t, 7), ids)
 	if code := s.stop(t); code != 0 {
 		t.Errorf("exit code %d after cancel, want 0", code)
 	}
-	assertSequence(t, s.stdout.lines(), ids)
+	assertSequence(t, s.stdout.Lines(), ids)
 }
 
 var reconnectRE = regexp.MustCompile(`roomcast:closing .*"reconnect_ms":(\d+)`)
@@ -259,9 +199,9 @@ var reconnectRE = regexp.MustCompile(`roomcast:closing .*"reconnect_ms":(\d+)`)
 func TestSubFollowsDrainToAnotherInstance(t *testing.T) {
 	r := newRelay(t)
 	s := startSub(t, "-url", r.srv.URL, "lobby")
-	s.stderr.awaitCount(t, "roomcast:connected", 1)
+	s.stderr.AwaitCount(t, "roomcast:connected", 1)
 	ids := []string{r.publishN("lobby", 1)}
-	s.stdout.awaitLines(t, 1)
+	s.stdout.AwaitLines(t, 1)
 
 	// A rolling restart: the old instance drains, which ends the stream
 	// cleanly, and the next connection reaches a new one.
@@ -271,9 +211,9 @@ func TestSubFollowsDrainToAnotherInstance(t *testing.T) {
 	old.Drain(ctx)
 	ids = append(ids, r.publishN("lobby", 2))
 
-	s.stderr.awaitCount(t, "roomcast:connected", 2)
+	s.stderr.AwaitCount(t, "roomcast:connected", 2)
 	ids = append(ids, r.publishN("lobby", 3))
-	assertSequence(t, s.stdout.awaitLines(t, 3), ids)
+	assertSequence(t, s.stdout.AwaitLines(t, 3), ids)
 
 	stderr := s.stderr.String()
 	m := reconnectRE.FindStringSubmatch(stderr)
@@ -290,9 +230,9 @@ var resumeRE = regexp.MustCompile(`stopped; resume with -last-event-id=(\S+)\n`)
 func TestSubStartsAfterLastEventID(t *testing.T) {
 	r := newRelay(t)
 	s := startSub(t, "-url", r.srv.URL+"/", "lobby")
-	s.stderr.awaitCount(t, "roomcast:connected", 1)
+	s.stderr.AwaitCount(t, "roomcast:connected", 1)
 	r.publishN("lobby", 0)
-	s.stdout.awaitLines(t, 1)
+	s.stdout.AwaitLines(t, 1)
 	if code := s.stop(t); code != 0 {
 		t.Fatalf("exit code %d after cancel, want 0", code)
 	}
@@ -308,7 +248,7 @@ func TestSubStartsAfterLastEventID(t *testing.T) {
 	ids = append(ids, r.publish("/v1/rooms/lobby/events?event=big", "text/plain", big))
 
 	s = startSub(t, "-url", r.srv.URL, "-last-event-id", m[1], "lobby")
-	lines := s.stdout.awaitLines(t, 2)
+	lines := s.stdout.AwaitLines(t, 2)
 	var one, two struct {
 		ID    string
 		Event string
@@ -328,14 +268,14 @@ func TestSubStartsAfterLastEventID(t *testing.T) {
 func TestSubTextMulti(t *testing.T) {
 	r := newRelay(t)
 	s := startSub(t, "-url", r.srv.URL, "-format", "text", "-multi", "a, ns:b")
-	s.stderr.awaitCount(t, "roomcast:connected", 1)
+	s.stderr.AwaitCount(t, "roomcast:connected", 1)
 
 	r.publish("/v1/rooms/a/events", "application/json", `{"data":"hello there"}`)
 	r.publish("/v1/rooms/ns:b/events?event=note", "text/plain", "two\nlines")
 	r.publish("/v1/events", "application/json", `{"rooms":["a","ns:b","c"],"event":"both","data":{"x":1}}`)
 	r.publish("/v1/rooms/a/events", "application/json", `{"event":"last","data":null}`)
 
-	lines := s.stdout.awaitLines(t, 4)
+	lines := s.stdout.AwaitLines(t, 4)
 	want := []*regexp.Regexp{
 		regexp.MustCompile(`^message a -: hello there$`),
 		regexp.MustCompile(`^note ns:b -: "two\\nlines"$`),
@@ -404,9 +344,9 @@ func TestSubURLFromEnvironment(t *testing.T) {
 	r := newRelay(t)
 	t.Setenv("ROOMCAST_URL", r.srv.URL)
 	s := startSub(t, "lobby")
-	s.stderr.awaitCount(t, "roomcast:connected", 1)
+	s.stderr.AwaitCount(t, "roomcast:connected", 1)
 	id := r.publishN("lobby", 1)
-	assertSequence(t, s.stdout.awaitLines(t, 1), []string{id})
+	assertSequence(t, s.stdout.AwaitLines(t, 1), []string{id})
 }
 
 // A stream silent for longer than -idle-timeout (here shorter than the
@@ -414,9 +354,9 @@ func TestSubURLFromEnvironment(t *testing.T) {
 func TestSubReconnectsSilentStream(t *testing.T) {
 	r := newRelay(t)
 	s := startSub(t, "-url", r.srv.URL, "-idle-timeout", "200ms", "lobby")
-	s.stderr.awaitCount(t, "roomcast:connected", 1)
+	s.stderr.AwaitCount(t, "roomcast:connected", 1)
 	ids := []string{r.publishN("lobby", 1)}
-	s.stderr.awaitCount(t, "roomcast:connected", 2)
+	s.stderr.AwaitCount(t, "roomcast:connected", 2)
 	ids = append(ids, r.publishN("lobby", 2))
-	assertSequence(t, s.stdout.awaitLines(t, 2), ids)
+	assertSequence(t, s.stdout.AwaitLines(t, 2), ids)
 }
