@@ -28,6 +28,7 @@ type streamer struct {
 	runq  []*hstream
 	all   map[*hstream]struct{}
 	close bool
+	idle  int // workers waiting for work
 
 	peers *peerWatch
 	quit  chan struct{} // closed by stop
@@ -72,6 +73,7 @@ type hstream struct {
 	batch        []rooms.Delivery
 	pending      []byte
 	stalledSince time.Time
+	touchedAt    time.Time
 	timers       []*time.Timer
 	done         bool
 }
@@ -124,7 +126,11 @@ func (st *streamer) wake(h *hstream) {
 			if h.state.CompareAndSwap(stIdle, stQueued) {
 				st.mu.Lock()
 				st.runq = append(st.runq, h)
-				st.cond.Signal()
+				// A fan-out wakes many streams at once: busy workers
+				// pick them up without a wake-up each.
+				if st.idle > 0 {
+					st.cond.Signal()
+				}
 				st.mu.Unlock()
 				return
 			}
@@ -143,7 +149,9 @@ func (st *streamer) work() {
 	for {
 		st.mu.Lock()
 		for len(st.runq) == 0 && !(st.close && len(st.all) == 0) {
+			st.idle++
 			st.cond.Wait()
+			st.idle--
 		}
 		if len(st.runq) == 0 {
 			st.mu.Unlock()
@@ -254,7 +262,10 @@ func (st *streamer) service(h *hstream) {
 	if ping && len(buf) == 0 && len(h.pending) == 0 {
 		buf = sse.AppendComment(buf, "ping")
 	}
-	if ping || len(buf) > 0 {
+	if now := time.Now(); (ping || len(buf) > 0) && now.Sub(h.touchedAt) > time.Second {
+		// Registration, session and slots need renewing every few
+		// seconds at most; checking costs a context, so not per write.
+		h.touchedAt = now
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		s.touch(ctx, h.conn)
 		h.slots.renew(ctx)

@@ -173,7 +173,8 @@ ours() {
       max:.latency_ms.max, cpu_us:.server_cpu_us_per_delivery,
       rss_idle_mb:(([.servers[].rss_idle_kb] | add) / 1024), rss_peak_mb:(([.servers[].rss_peak_kb] | add) / 1024),
       kb_per_conn:.server_rss_per_conn_kb, other_cpu:.machine.other_cpu_sec,
-      per_poll:.deliveries.deliveries_per_poll, by_target:[(.latency_ms_by_target // [])[] | .p99]}' "$out" >>"$ROWS"
+      per_poll:.deliveries.deliveries_per_poll, unsent:.publish.unsent, lg_cpu:.load_generator.cpu_sec,
+      date:(.started[0:10]), by_target:[(.latency_ms_by_target // [])[] | .p99]}' "$out" >>"$ROWS"
 }
 
 # sio WORKLOAD LABEL PIN TRANSPORT N M RATE WORKERS: one Socket.IO bench.js run against nodes
@@ -199,10 +200,10 @@ sio() {
     --arg cmd "node bench.js --transport $transport --n $n --m $m --rate $rate --workers $workers" '{
       workload:$w, system:"Socket.IO", label:$l, cmd:$cmd, ok:.allDelivered, n:.n, rate:.rate, messages:.m,
       received:.received, expected:.expected, per_sec:.deliveriesPerSec,
-      p50:.latMs.p50, p99:.latMs.p99, max:.latMs.max, cpu_us:(.serverCpuSecPer1kDeliveries * 1000),
+      p50:.latMs.p50, p99:.latMs.p99, max:.latMs.max, cpu_us:((.serverCpuSecPer1kDeliveries * 1e6 | round) / 1000),
       rss_idle_mb:(.serverRssKb.idleConnected / 1024), rss_peak_mb:(.serverRssKb.peakDuringLoad / 1024),
       kb_per_conn:.serverRssPerConnKb, other_cpu:.foreignCpuSecLoadWindow,
-      per_poll:.deliveriesPerHttpRequest, by_target:[.perNodeLatMs[] | .p99]}' >>"$ROWS"
+      per_poll:.deliveriesPerHttpRequest, date:(.when[0:10]), by_target:[.perNodeLatMs[] | .p99]}' >>"$ROWS"
 }
 
 # last_ok_p99 SYSTEM: whether the last row of SYSTEM delivered everything with p99 < 50 ms.
@@ -276,13 +277,13 @@ fi
 if has sat && ! skip_if_over "sat"; then
   # Rates into one room of 1000 subscribers; each step publishes for about 4 s. A ladder stops at
   # its first step whose p99 reaches 50 ms or that loses anything.
-  for rate in 100 200 400 700 1000 1500 2000 3000 4000 6000; do
+  for rate in 50 100 125 150 175 200 250 300 400 700 1000 1500 2000 3000 4000 6000; do
     skip_if_over "sat roomcast from $rate/s" && break
     try_clean ours_one sat "SSE N=1000 ${rate}/s pinned" 1 "" 120 \
-      -n 1000 -messages $((rate * 4)) -rate "$rate" -publishers $((rate / 200 + 1)) -warmup 1s
+      -n 1000 -messages $((rate * 4)) -rate "$rate" -publishers $((rate / 50 + 1)) -warmup 1s
     last_ok_p99 roomcast || break
   done
-  for rate in 100 150 175 200 250 300 400; do
+  for rate in 50 75 100 125 150 175 200 250 300 400; do
     skip_if_over "sat Socket.IO from $rate/s" && break
     try_clean sio_one sat "websocket N=1000 ${rate}/s pinned" 1 websocket 1000 $((rate * 4)) "$rate" 1
     last_ok_p99 Socket.IO || break
@@ -331,77 +332,101 @@ if has mem50k && ! skip_if_over "mem50k"; then
 fi
 
 # --- report ------------------------------------------------------------------------------------
+# The table is made from this run's rows and, unless -n, the rows of earlier runs kept in
+# docs/benchmarks.md (inside an HTML comment) for the workloads this run did not measure: running
+# one workload again replaces only its rows.
+DOC=$ROOT/docs/benchmarks.md
+ALL=$WORK/all.jsonl
+: >"$ALL"
+if [ "$WRITE" = 1 ] && [ -f "$DOC" ]; then
+  awk '/^<!-- bench-vs-socketio:rows/ { on = 1; next } on && /^-->/ { on = 0 } on' "$DOC" |
+    jq -c --arg ws "${WORKLOADS//,/ }" 'select(.workload as $w | ($ws | split(" ") | index($w)) == null)' >>"$ALL" 2>/dev/null || true
+fi
+cat "$ROWS" >>"$ALL"
+
 fmt_rows() {  # WORKLOAD...: one markdown row per run of those workloads
   jq -rs --arg ws "$*" '
     def f(x): if x == null then "–" else (x * 100 | round / 100 | tostring) end;
     .[] | select(.workload as $w | ($ws | split(" ") | index($w)) != null) |
-    if .failed then "| \(.system) | \(.label) | run failed | | | | | | | | |"
-    else "| \(.system) | \(.label) | \(.received)/\(.expected)\(if (.lost // 0) + (.dup // 0) + (.ooo // 0) > 0 then " (lost \(.lost), dup \(.dup), ooo \(.ooo))" else "" end) | \(.per_sec) | \(f(.p50)) | \(f(.p99)) | \(f(.p999)) | \(f(.max)) | \(f(.cpu_us)) | \(f(.rss_idle_mb)) / \(f(.rss_peak_mb)) | \(f(.kb_per_conn)) | \(f(.other_cpu)) |" end' "$ROWS"
+    if .failed then "| \(.system) | \(.label) | run failed | | | | | | | | | |"
+    else "| \(.system) | \(.label) | \(.received)/\(.expected)\(if (.lost // 0) + (.dup // 0) + (.ooo // 0) > 0 then " (lost \(.lost), dup \(.dup), ooo \(.ooo))" else "" end)\(if (.unsent // 0) > 0 then " (\(.unsent) not sent: publishers fell behind)" else "" end) | \(.per_sec) | \(f(.p50)) | \(f(.p99)) | \(f(.p999)) | \(f(.max)) | \(f(.cpu_us)) | \(f(.rss_idle_mb)) / \(f(.rss_peak_mb)) | \(f(.kb_per_conn)) | \(f(.other_cpu)) | \(.date // "") |" end' "$ALL"
 }
+header() {
+  echo "| system | run | delivered | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU µs/delivery | server RSS idle / peak MB | KB per idle conn | other CPU s | date |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+}
+any_rows() { jq -s --arg ws "$*" 'any(.[]; .workload as $w | ($ws | split(" ") | index($w)) != null)' "$ALL" | grep -q true; }
+
 CPU_MODEL=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 TABLE=$WORK/table.md
 {
   echo "<!-- bench-vs-socketio:start (written by scripts/bench-vs-socketio.sh; edits here are overwritten) -->"
   echo "## roomcast vs Socket.IO (scripts/bench-vs-socketio.sh)"
   echo
-  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) CPUs ($CPU_MODEL), $(awk '/MemTotal/{printf "%.0f GB", $2/1048576}' /proc/meminfo) RAM,"
+  echo "Last run $(date -u +%Y-%m-%d) on $(nproc) CPUs ($CPU_MODEL), $(awk '/MemTotal/{printf "%.0f GB", $2/1048576}' /proc/meminfo) RAM,"
   echo "Linux $(uname -r), $(go version | awk '{print $3}'), Node $(node --version), redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')."
   echo "Socket.IO $(jq -r .version "$WORK/sio/node_modules/socket.io/package.json") and its Node load generator (\`bench.js\`) from"
   echo "\`../shared/peers/socketio\`; roomcast with its own load generator (\`roomcast bench\`). Both measure latency as"
   echo "receive time minus send time on this machine's clock, and server CPU and RSS from /proc over the same window"
-  echo "(first publish to last delivery). **pinned**: server on CPU 0 (\`taskset -c 0\`), load generator on CPU 1."
+  echo "(first publish to last delivery); KB per idle connection is (RSS with every subscriber connected, idle, minus"
+  echo "RSS before connecting) / connections. **pinned**: server on CPU 0 (\`taskset -c 0\`), load generator on CPU 1."
   echo
   echo "The relay under test: \`ROOMCAST_API_KEY\` set (publishes carry it, which exempts them from rate limits),"
   echo "\`ROOMCAST_MAX_CONNS_PER_IP\` and \`ROOMCAST_MAX_CONNS_PER_USER\` raised to 10,000,000, anonymous subscribing"
   echo "allowed (\`[namespaces.default] anonymous = true\`); everything else at its defaults (memory backbone unless"
-  echo "noted; metrics on; 64 B payloads). The machine is shared: **other CPU** is the CPU time used by other"
-  echo "processes during the window, a measure of noise."
+  echo "noted; metrics on; 64 B payloads). The machine is shared: **other CPU** is the CPU time other processes used"
+  echo "during the window, a measure of noise; each run was tried up to $TRIES times to get it under $CLEAN_CPU s, and the"
+  echo "cleanest attempt is shown."
   echo
-  echo "| system | run | delivered | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU µs/delivery | server RSS idle / peak MB | KB per idle conn | other CPU s |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-  fmt_rows sse poll mem mem50k
-  echo
-  if jq -e 'select(.workload == "sat")' "$ROWS" >/dev/null 2>&1; then
+  if any_rows sse poll mem mem50k; then
+    echo "N=1000 in one room, 200 messages at 50/s (SSE vs websocket, long-poll vs polling), and N=10,000 idle:"
+    echo
+    header
+    fmt_rows sse poll mem mem50k
+    echo
+  fi
+  if any_rows sat; then
     echo "Saturation: one room of 1000 subscribers, about 4 s of publishing per rate, rising until p99 reaches 50 ms"
     echo "or anything is lost (the last row of each ladder is the first that failed)."
     echo
-    echo "| system | run | delivered | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU µs/delivery | server RSS idle / peak MB | KB per idle conn | other CPU s |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    header
     fmt_rows sat
     echo
     for s in roomcast Socket.IO; do
       jq -rs --arg s "$s" '[.[] | select(.workload == "sat" and .system == $s and .failed != true and .ok == true and .p99 < 50)] |
         if length > 0 then "- \($s): highest rate with p99 < 50 ms: \(max_by(.rate) | "\(.rate) msg/s = \(.per_sec) deliveries/s (p99 \(.p99) ms)")"
-        else "- \($s): no rate tried kept p99 under 50 ms" end' "$ROWS"
+        else "- \($s): no rate tried kept p99 under 50 ms" end' "$ALL"
     done
     echo
   fi
-  if jq -e 'select(.workload == "redis")' "$ROWS" >/dev/null 2>&1; then
+  if any_rows redis; then
     echo "With Redis (a private redis-server; not pinned). p99 per instance: the publisher's first, then the other."
     echo
-    echo "| system | run | delivered | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU µs/delivery | server RSS idle / peak MB | KB per idle conn | other CPU s |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    header
     fmt_rows redis
     echo
-    jq -rs '.[] | select(.workload == "redis" and (.by_target | length) > 1) | "- \(.system) \(.label): p99 per instance \(.by_target | map(tostring + " ms") | join(", "))"' "$ROWS"
+    jq -rs '.[] | select(.workload == "redis" and (.by_target | length) > 1) | "- \(.system) \(.label): p99 per instance \(.by_target | map(tostring + " ms") | join(", "))"' "$ALL"
     echo
   fi
   if [ "${#SKIPPED[@]}" -gt 0 ]; then
-    echo "Not run this time:"
+    echo "Not run in the last run:"
     for s in "${SKIPPED[@]}"; do echo "- $s"; done
     echo
   fi
-  echo "Commands (\`scripts/bench-vs-socketio.sh -w $WORKLOADS\`; each run's own flags below):"
+  echo "Commands: \`scripts/bench-vs-socketio.sh\` (\`-w WORKLOADS\` for some of them), which runs, per row:"
   echo
   echo '```sh'
-  jq -rs '[.[] | select(.cmd != null) | .cmd] | unique | .[]' "$ROWS"
+  jq -rs '[.[] | select(.cmd != null) | .cmd] | unique | .[]' "$ALL"
   echo '```'
+  echo
+  echo "<!-- bench-vs-socketio:rows (the raw rows of the tables above, one JSON object per line)"
+  cat "$ALL"
+  echo "-->"
   echo "<!-- bench-vs-socketio:end -->"
 } >"$TABLE"
 cat "$TABLE"
 
 if [ "$WRITE" = 1 ]; then
-  DOC=$ROOT/docs/benchmarks.md
   [ -f "$DOC" ] || printf '# roomcast benchmarks\n' >"$DOC"
   if grep -q '<!-- bench-vs-socketio:start' "$DOC"; then
     awk -v table="$TABLE" '
