@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/auth"
@@ -288,7 +289,7 @@ func newAuthenticator(cfg config.Config, cursorKey, devKey []byte) (*auth.Authen
 		JWTPublicKeyPEM:  pem,
 		Issuer:           cfg.JWTIssuer,
 		Audience:         cfg.JWTAudience,
-		Leeway:           cfg.JWTLeeway,
+		Leeway:           leeway(cfg.JWTLeeway),
 		APIKey:           cfg.APIKey,
 		AllowQueryTokens: cfg.AllowQueryTokens,
 		TicketKey:        mac.Sum(nil),
@@ -318,4 +319,13 @@ func devTokenKey(ctx context.Context, cfg config.Config, bb backbone, open bool,
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	return key, nil
+}
+
+// leeway maps the configured clock skew to auth's convention, where zero
+// means the default and a negative value none.
+func leeway(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

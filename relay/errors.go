@@ -102,6 +102,11 @@ func classify(err error) (status int, code, msg string) {
 	if errors.As(err, &ae) {
 		return ae.status, ae.code, ae.message
 	}
+	if errors.Is(err, rooms.ErrBackboneDown) {
+		// The cause names internal addresses: it is for the logs, not
+		// for clients.
+		return http.StatusServiceUnavailable, "backbone_unavailable", "the backbone is unavailable; retry after the Retry-After delay"
+	}
 	for _, d := range domainErrors {
 		if errors.Is(err, d.err) {
 			return d.status, d.code, err.Error()

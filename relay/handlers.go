@@ -133,8 +133,13 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	}
 	if key != "" {
 		// Keys are the caller's own: another caller's key never
-		// answers for this one.
-		key = s.rateKey(r, id) + "|" + key
+		// answers for this one. Backends holding the API key share
+		// theirs whatever address they retry from.
+		scope := s.rateKey(r, id)
+		if id.Server {
+			scope = "server"
+		}
+		key = scope + "|" + key
 	}
 	client, err := s.senderClient(r.Context(), r.Header.Get("Roomcast-Connection"))
 	if err != nil {

@@ -72,6 +72,14 @@ type connectedData struct {
 }
 
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.ConnectRequest, userStream bool) {
+	if r.Method == http.MethodHead {
+		// A HEAD asks what a stream would be, not for one.
+		h := w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache, no-transform")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	q := r.URL.Query()
 	padding := 0
 	if v := q.Get("padding"); v != "" {

@@ -17,8 +17,9 @@ import (
 
 // The streamer writes hijacked HTTP/1.1 streams from a small pool of
 // goroutines. An idle stream then costs no goroutine and no buffer, only
-// its socket and its rooms.Connection: a few KB instead of the ~28 KB of a
-// handler goroutine parked in net/http. Streams wake the pool when they have
+// its socket and its rooms.Connection: about 8 KB instead of the ~40 KB of
+// a handler goroutine parked in net/http (measured: server RSS over 10,000
+// idle streams). Streams wake the pool when they have
 // something to send; a ticker sends heartbeats to those that stay quiet.
 type streamer struct {
 	s *Server
