@@ -200,6 +200,7 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 		Client:   client,
 		Volatile: req.Volatile,
 	}
+	msg.Retention = s.retention(msg.Channels)
 	if id.Server {
 		// Backends publish on users' behalf and address exactly.
 		if req.From != nil {
@@ -392,4 +393,26 @@ func (s *Server) refreshToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// retention is what the namespaces of channels keep: the most any of them
+// asks for, so that no room keeps less than its namespace promises.
+func (s *Server) retention(channels []string) rooms.Retention {
+	var r rooms.Retention
+	if s.opts.Namespaces == nil {
+		return r
+	}
+	for _, ch := range channels {
+		room, err := rooms.ParseRoom(ch)
+		if err != nil {
+			continue // user and namespace channels keep the backbone's
+		}
+		o, err := s.opts.Namespaces.Lookup(room.Namespace())
+		if err != nil {
+			continue
+		}
+		r.Size = max(r.Size, o.HistorySize)
+		r.Age = max(r.Age, o.HistoryAge)
+	}
+	return r
 }

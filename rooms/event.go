@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // MaxEventRooms is the most rooms one event may be published to at once.
@@ -38,6 +39,16 @@ type Message struct {
 	Exclude []string
 	// Volatile messages are not retained, carry no id and may be dropped.
 	Volatile bool
+	// Retention overrides the backbone's history limits for the message's
+	// channels (zero fields: the backbone's own).
+	Retention Retention
+}
+
+// Retention is how much history a channel keeps: at most Size events, none
+// older than Age.
+type Retention struct {
+	Size int
+	Age  time.Duration
 }
 
 // Event is a Message as the backbone accepted it: stamped with a position and

@@ -69,6 +69,7 @@ func Run(t *testing.T, newBackbone Factory) {
 		{"Before", defaultConfig, testBefore},
 		{"RetentionBySize", Config{HistorySize: 10, HistoryAge: 5 * time.Minute}, testRetentionBySize},
 		{"RetentionByAge", Config{HistorySize: 1000, HistoryAge: 300 * time.Millisecond}, testRetentionByAge},
+		{"RetentionPerMessage", defaultConfig, testRetentionPerMessage},
 		{"Idempotency", defaultConfig, testIdempotency},
 		{"IdempotencyConcurrent", defaultConfig, testIdempotencyConcurrent},
 		{"Volatile", defaultConfig, testVolatile},
@@ -616,6 +617,29 @@ func testBefore(t *testing.T, s *suite) {
 // testRetentionBySize publishes far more than the configured size; a
 // backbone may keep more than asked (Redis trims approximately), so the
 // checks are relative to the oldest event it still has.
+// testRetentionPerMessage: a message's own retention (a namespace's) rules
+// its channel instead of the backbone's.
+func testRetentionPerMessage(t *testing.T, s *suite) {
+	ch, other := s.channel("short"), s.channel("long")
+	var pub []uint64
+	for n := range 60 {
+		m := s.msg("s", n, ch)
+		m.Retention = rooms.Retention{Size: 5}
+		pub = append(pub, s.publish(t, m, "").Seq)
+		s.publish(t, s.msg("l", n, other), "")
+	}
+	h := s.since(t, ch, 0, 1000)
+	kept := seqs(h.Events)
+	// Approximate trimming may keep a few more, never fewer, and always
+	// the newest.
+	if len(kept) < 5 || len(kept) >= 60 || !slices.Equal(kept, pub[len(pub)-len(kept):]) || !h.Truncated {
+		t.Fatalf("a channel kept to 5 events holds %v (Truncated=%v)", kept, h.Truncated)
+	}
+	if got := s.since(t, other, 0, 1000); len(got.Events) != 60 || got.Truncated {
+		t.Fatalf("a channel under the backbone's retention holds %d of 60 events (Truncated=%v)", len(got.Events), got.Truncated)
+	}
+}
+
 func testRetentionBySize(t *testing.T, s *suite) {
 	ch, other := s.channel("sized"), s.channel("other")
 	const total = 250

@@ -59,6 +59,7 @@ type Backbone struct {
 }
 
 type channel struct {
+	retention rooms.Retention // the last publish's, zero fields: the backbone's
 	events    []*rooms.Event
 	head      uint64
 	trimmed   uint64 // highest Seq dropped by retention
@@ -172,6 +173,7 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 			b.channels[name] = c
 		}
 		if !m.Volatile {
+			c.retention = m.Retention
 			c.events = append(c.events, ev)
 			c.head = seq
 			b.trim(c, now)
@@ -189,8 +191,15 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 
 // trim applies retention to c; b.mu must be held.
 func (b *Backbone) trim(c *channel, now time.Time) {
-	drop := max(len(c.events)-b.opts.HistorySize, 0)
-	cutoff := now.Add(-b.opts.HistoryAge).UnixMilli()
+	size, age := b.opts.HistorySize, b.opts.HistoryAge
+	if c.retention.Size > 0 {
+		size = c.retention.Size
+	}
+	if c.retention.Age > 0 {
+		age = c.retention.Age
+	}
+	drop := max(len(c.events)-size, 0)
+	cutoff := now.Add(-age).UnixMilli()
 	for drop < len(c.events) && c.events[drop].TS < cutoff {
 		drop++
 	}

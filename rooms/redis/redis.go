@@ -225,7 +225,14 @@ func (b *Backbone) publishArgs(m rooms.Message, idemKey string) (keys []string, 
 	for _, ch := range m.Channels {
 		keys = append(keys, b.streamKey(ch), b.metaKey(ch))
 	}
-	args = []any{raw, flag(m.Volatile), b.opts.HistorySize, b.opts.HistoryAge.Milliseconds(), newEpoch(),
+	size, age := b.opts.HistorySize, b.opts.HistoryAge
+	if m.Retention.Size > 0 {
+		size = m.Retention.Size
+	}
+	if m.Retention.Age > 0 {
+		age = m.Retention.Age
+	}
+	args = []any{raw, flag(m.Volatile), size, age.Milliseconds(), newEpoch(),
 		flag(idemKey != ""), b.opts.HistoryAge.Milliseconds(), b.opts.MetaTTL.Milliseconds(), sum}
 	for _, ch := range m.Channels {
 		args = append(args, b.liveKey(ch))
@@ -335,7 +342,7 @@ func (b *Backbone) Since(ctx context.Context, ch string, after uint64, limit int
 	defer cancel()
 	v, err := sinceScript.Run(ctx, b.rdb, []string{b.streamKey(ch), b.metaKey(ch)},
 		strconv.FormatUint(after+1, 10)+"-0", limit+1).Slice()
-	if err != nil || len(v) != 3 {
+	if err != nil || len(v) != 4 {
 		return rooms.History{}, down("history", err)
 	}
 	trimmed, _ := v[0].(int64)
@@ -347,7 +354,11 @@ func (b *Backbone) Since(ctx context.Context, ch string, after uint64, limit int
 	h := rooms.History{Truncated: after < uint64(trimmed)}
 	// Entries past their age count as trimmed even before a publish
 	// removes them.
-	cutoff := now - b.opts.HistoryAge.Milliseconds()
+	age := b.opts.HistoryAge.Milliseconds()
+	if a, _ := v[3].(int64); a > 0 {
+		age = a // the channel's own, from its namespace
+	}
+	cutoff := now - age
 	for len(entries) > 0 && entries[0].TS < cutoff {
 		h.Truncated = true
 		entries = entries[1:]

@@ -57,7 +57,7 @@ for i = 1, nch do
     if last then
       redis.call('HSET', meta, 'trimmed', tonumber(string.match(last, '^(%d+)')))
     end
-    redis.call('HSET', meta, 'head', seq)
+    redis.call('HSET', meta, 'head', seq, 'age', age)
     redis.call('PEXPIRE', stream, age + 60000)
     redis.call('PEXPIRE', meta, tonumber(ARGV[8]))
   end
@@ -69,7 +69,8 @@ return {'ok', result}
 `)
 
 // sinceScript reads a channel's retention watermark, its entries after a
-// position and the server's clock in one consistent view.
+// position, the server's clock and the channel's own age limit (0: the
+// backbone's) in one consistent view.
 //
 // KEYS: stream, meta, seq. ARGV: exclusive start id, count.
 var sinceScript = goredis.NewScript(`
@@ -79,7 +80,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', tonumber(ARGV[2]))
 local t = redis.call('TIME')
-return {trimmed, entries, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
+return {trimmed, entries, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
+  tonumber(redis.call('HGET', KEYS[2], 'age') or '0')}
 `)
 
 // headScript returns a channel's head and count, and the epoch they belong
