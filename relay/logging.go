@@ -15,6 +15,25 @@ import (
 // should show, such as a stream's connection id.
 type requestNote struct {
 	connection atomic.Pointer[string]
+	// handedOver is set when a stream outlives its handler (hijacked):
+	// the line is then written by whoever ends the stream, through end.
+	handedOver atomic.Bool
+	end        func(written int64)
+}
+
+// handOver marks the request's stream as continuing after its handler and
+// returns the function that logs the request when the stream ends.
+func handOver(ctx context.Context) func(written int64) {
+	n, ok := ctx.Value(noteKey{}).(*requestNote)
+	if !ok {
+		return func(int64) {}
+	}
+	n.handedOver.Store(true)
+	return func(written int64) {
+		if n.end != nil {
+			n.end(written)
+		}
+	}
 }
 
 type noteKey struct{}
@@ -52,8 +71,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		note := &requestNote{}
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		r = r.WithContext(context.WithValue(r.Context(), noteKey{}, note))
-		defer func() {
-			status := ww.Status()
+		logLine := func(status int, written int64) {
 			if status == 0 {
 				status = http.StatusOK
 			}
@@ -62,7 +80,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 				slog.String("method", r.Method),
 				slog.String("uri", redactedURI(r.URL)),
 				slog.Int("status", status),
-				slog.Int("bytes", ww.BytesWritten()),
+				slog.Int64("bytes", written),
 				slog.Duration("duration", time.Since(start)),
 				slog.String("remote", r.RemoteAddr),
 			}
@@ -73,7 +91,13 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 			if status >= 500 {
 				level = slog.LevelWarn
 			}
-			s.log.LogAttrs(r.Context(), level, "request", attrs...)
+			s.log.LogAttrs(context.WithoutCancel(r.Context()), level, "request", attrs...)
+		}
+		note.end = func(written int64) { logLine(http.StatusOK, written) }
+		defer func() {
+			if !note.handedOver.Load() {
+				logLine(ww.Status(), int64(ww.BytesWritten()))
+			}
 		}()
 		next.ServeHTTP(ww, r)
 	})

@@ -212,3 +212,39 @@ func TestLogLevel(t *testing.T) {
 		t.Errorf("%d lines, want only the refusal:\n%s", n, log.String())
 	}
 }
+
+// A hijacked stream's request line is written when the stream ends, with
+// every byte it carried and its whole duration, not when it is handed to
+// the shared writer.
+func TestStreamLoggedAtEnd(t *testing.T) {
+	t.Parallel()
+	var log requestLog
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{Logger: log.logger(slog.LevelDebug)}})
+	c, br := openRaw(t, r, "/v1/rooms/logged/events")
+	r.PublishJSON(t, "logged", map[string]any{"data": strings.Repeat("x", 500)})
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(line, "data: ") && strings.Contains(line, "xxxx") {
+			break
+		}
+	}
+	streamLine := func() *relaytest.LogLine {
+		for _, l := range log.requests(t) {
+			if l.Connection != nil && strings.HasPrefix(l.URI, "/v1/rooms/logged/events") {
+				return &l
+			}
+		}
+		return nil
+	}
+	if l := streamLine(); l != nil {
+		t.Fatalf("the stream was logged while open: %+v", *l)
+	}
+	c.Close()
+	relaytest.Eventually(t, "the stream's line", func() bool { return streamLine() != nil })
+	if l := streamLine(); l.Status != 200 || l.Bytes == nil || *l.Bytes < 500 {
+		t.Errorf("stream logged with status %d and %v bytes, want 200 and the event's 500+", l.Status, l.Bytes)
+	}
+}

@@ -184,7 +184,13 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	if s.hijackable(r) {
 		if nc, ok := s.hijack(w, first); ok {
 			handedOver = true
-			s.streamer().add(&hstream{conn: conn, nc: nc, slots: slots, end: end})
+			logEnd := handOver(r.Context())
+			h := &hstream{conn: conn, nc: nc, slots: slots, written: int64(len(first))}
+			h.end = func() {
+				end()
+				logEnd(h.written)
+			}
+			s.streamer().add(h)
 			return
 		}
 	}

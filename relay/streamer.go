@@ -75,6 +75,7 @@ type hstream struct {
 	pending      []byte
 	stalledSince time.Time
 	touchedAt    time.Time
+	written      int64 // bytes sent, for the request's log line
 	timers       []*time.Timer
 	done         bool
 }
@@ -292,6 +293,7 @@ func (st *streamer) write(h *hstream, buf []byte) bool {
 	_ = h.nc.SetWriteDeadline(time.Now().Add(stallSlice))
 	n, err := h.nc.Write(data)
 	now := time.Now()
+	h.written += int64(n)
 	if err == nil {
 		h.pending = h.pending[:0]
 		h.stalledSince = time.Time{}
