@@ -147,6 +147,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		ClientKey:         cursorKey,
 		Compress:          cfg.Compress,
 		DisableHijack:     !cfg.Hijack,
+		WriteCoalesce:     cfg.WriteCoalesce,
 		MaxStreamLifetime: cfg.MaxStreamLifetime,
 		Metrics:           m,
 		MetricsToken:      cfg.MetricsToken,

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +81,36 @@ func TestHijackedHeartbeatAndEvents(t *testing.T) {
 		}
 		if strings.HasPrefix(line, "data: ") && strings.Contains(line, `"id":"`+id+`"`) {
 			return
+		}
+	}
+}
+
+// With write coalescing a busy stream's events share writes; every one
+// still arrives, once and in order, on every stream.
+func TestHijackedCoalescedWrites(t *testing.T) {
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{Heartbeat: time.Hour, WriteCoalesce: 20 * time.Millisecond}})
+	var readers []*bufio.Reader
+	for range 5 {
+		_, br := openRaw(t, r, "/v1/rooms/busy/events")
+		readers = append(readers, br)
+	}
+	var ids []string
+	for range 200 {
+		ids = append(ids, r.PublishJSON(t, "busy", map[string]any{"data": 1}))
+	}
+	for i, br := range readers {
+		var got []string
+		for len(got) < len(ids) {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream %d after %d events: %v", i, len(got), err)
+			}
+			if rest, ok := strings.CutPrefix(line, `data: {"id":"`); ok {
+				got = append(got, rest[:strings.IndexByte(rest, '"')])
+			}
+		}
+		if !slices.Equal(got, ids) {
+			t.Fatalf("stream %d got %v, want %v", i, got, ids)
 		}
 	}
 }

@@ -64,6 +64,12 @@ type Options struct {
 	// DisableHijack keeps HTTP/1.1 streams on net/http's standard path
 	// instead of handing them to the shared writer pool.
 	DisableHijack bool
+	// WriteCoalesce, when set, makes a hijacked stream that was written
+	// less than this long ago wait out the rest before its next write, so
+	// that under load several events share one write (system calls are
+	// most of the cost of a delivery). It adds at most this much latency,
+	// and none to a stream quieter than that.
+	WriteCoalesce time.Duration
 	// MaxConcurrentConnects bounds the streams being opened (joined and
 	// replayed) at once; beyond it new streams get 503 with a jittered
 	// Retry-After, so a reconnect storm after an instance dies is taken

@@ -30,6 +30,9 @@ type streamer struct {
 	all   map[*hstream]struct{}
 	close bool
 	idle  int // workers waiting for work
+	// deferred streams wait out the write coalescing window.
+	deferred   []*hstream
+	flushArmed bool
 
 	peers *peerWatch
 	quit  chan struct{} // closed by stop
@@ -127,6 +130,18 @@ func (st *streamer) wake(h *hstream) {
 		case stIdle:
 			if h.state.CompareAndSwap(stIdle, stQueued) {
 				st.mu.Lock()
+				if w := st.s.opts.WriteCoalesce; w > 0 && time.Now().UnixNano()-h.lastWrite.Load() < int64(w) {
+					// Written moments ago: wait for more, so that a busy
+					// stream's events share writes instead of each
+					// costing a system call of its own.
+					st.deferred = append(st.deferred, h)
+					if !st.flushArmed {
+						st.flushArmed = true
+						time.AfterFunc(w, st.flushDeferred)
+					}
+					st.mu.Unlock()
+					return
+				}
 				st.runq = append(st.runq, h)
 				// A fan-out wakes many streams at once: busy workers
 				// pick them up without a wake-up each.
@@ -143,6 +158,19 @@ func (st *streamer) wake(h *hstream) {
 		default:
 			return
 		}
+	}
+}
+
+// flushDeferred queues the streams that waited out the coalescing window.
+func (st *streamer) flushDeferred() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.runq = append(st.runq, st.deferred...)
+	clear(st.deferred)
+	st.deferred = st.deferred[:0]
+	st.flushArmed = false
+	if st.idle > 0 {
+		st.cond.Broadcast()
 	}
 }
 
