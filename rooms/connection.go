@@ -96,8 +96,11 @@ type Connection struct {
 	mu       sync.Mutex
 	epoch    string
 	identity Identity
-	rooms    map[string]bool        // the rooms asked for
-	present  []string               // rooms whose presence lists the connection
+	rooms    map[string]bool // the rooms asked for
+	present  []string        // rooms whose presence lists the connection
+	// floor holds, per channel, a resume position this instance had not
+	// reached yet: live events up to it were seen already.
+	floor    map[string]uint64
 	joined   map[string]*hubChannel // rooms and the channels they imply
 	queue    []Delivery
 	replay   []Delivery
@@ -283,6 +286,12 @@ func (c *Connection) deliver(ev *Event, i int) {
 		}
 		c.recent[c.recentAt] = ev.Seq
 		c.recentAt = (c.recentAt + 1) % recentMulti
+	}
+	if f, ok := c.floor[ev.Channels[i]]; ok && !ev.Volatile {
+		if ev.Seq <= f {
+			return // seen through another instance before this resume
+		}
+		delete(c.floor, ev.Channels[i])
 	}
 	if ev.Excludes(c.Client) {
 		return

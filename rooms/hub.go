@@ -500,7 +500,30 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, heads 
 				*resets = append(*resets, Delivery{Kind: KindReset, Channel: ch, Reason: ResetCursorInvalid})
 			}
 		}
-		if !ok || pos >= head {
+		if ok && pos > head {
+			// The cursor is ahead of what this instance has seen of the
+			// channel: either its live feed lags another instance's by a
+			// moment, or the backbone's history went backwards.
+			bbHead, err := h.bb.Head(ctx, ch)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
+			}
+			if pos > bbHead {
+				*resets = append(*resets, Delivery{Kind: KindReset, Channel: ch, Reason: ResetHistoryLost})
+				conn.cursor.Set(ch, head)
+				continue
+			}
+			// Lagging: what arrives live up to pos was seen already.
+			conn.mu.Lock()
+			if conn.floor == nil {
+				conn.floor = make(map[string]uint64)
+			}
+			conn.floor[ch] = pos
+			conn.mu.Unlock()
+			conn.cursor.Set(ch, pos)
+			continue
+		}
+		if !ok || pos == head {
 			conn.cursor.Set(ch, head)
 			continue
 		}

@@ -2,6 +2,7 @@ package rooms_test
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -72,5 +73,34 @@ func TestResumesShareHistoryReads(t *testing.T) {
 		if len(seqs) != len(missed) || seqs[0] != missed[0] || seqs[len(seqs)-1] != missed[len(missed)-1] {
 			t.Errorf("resume %d replayed %v, want %v", i, seqs, missed)
 		}
+	}
+}
+
+// A cursor ahead of the backbone's history (which lost its last writes
+// but kept its epoch) is answered with a reset, not a silent gap.
+func TestResumeAheadOfHistoryResets(t *testing.T) {
+	e := newEnv(t, rooms.HubOptions{}, memory.Options{})
+	e.send("ahead")
+	epoch, err := e.bb.Epoch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cur rooms.Cursor
+	cur.Epoch = epoch
+	cur.Set("ahead", 1000)
+	cur.Set(rooms.NamespaceChannel(rooms.DefaultNamespace), 1000)
+	conn, err := e.hub.Connect(context.Background(), rooms.ConnectRequest{Channels: []string{"ahead"}, Resume: e.codec.Encode(cur)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.hub.Disconnect(conn)
+	var resets []string
+	for _, d := range conn.Take(nil) {
+		if d.Kind == rooms.KindReset {
+			resets = append(resets, d.Reason+"@"+d.Channel)
+		}
+	}
+	if !slices.Contains(resets, rooms.ResetHistoryLost+"@ahead") {
+		t.Fatalf("resets %v, want history_lost for the room", resets)
 	}
 }

@@ -214,6 +214,14 @@ func (b *Backbone) live(ch, payload string) {
 		// per-channel count n only reveals gaps, and starts over when the
 		// channel's bookkeeping expired while this instance listened.
 		if seq <= s.lastSeq {
+			if ts > s.lastTS && s.lastTS > 0 {
+				// A position already used, by a newer event: Redis lost
+				// its last writes (a failover to a lagging replica, a
+				// restore) but kept its epoch. Start a new one, so that
+				// subscribers are reset instead of silently missing
+				// what was lost.
+				b.rotateEpoch(f[1])
+			}
 			return // already delivered by a catch-up
 		}
 		if n != s.lastN+1 {
@@ -230,9 +238,26 @@ func (b *Backbone) live(ch, payload string) {
 		return
 	}
 	if n > 0 {
-		s.lastSeq, s.lastN = seq, n
+		s.lastSeq, s.lastN, s.lastTS = seq, n, ts
 	}
 	b.deliver(s, ev, i)
+}
+
+// rotateEpochScript replaces the epoch when it still is ARGV[1].
+var rotateEpochScript = goredis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// rotateEpoch starts a new epoch in place of old, unless another instance
+// already did.
+func (b *Backbone) rotateEpoch(old string) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.OpTimeout)
+	defer cancel()
+	_ = rotateEpochScript.Run(ctx, b.rdb, []string{b.key("", "epoch")}, old, newEpoch()).Err()
 }
 
 // catchUp delivers the retained events of s's channel after its last
@@ -287,7 +312,7 @@ func (b *Backbone) tryCatchUp(s *subscription, before uint64) error {
 		if ev.Epoch != s.epoch || ev.Seq <= s.lastSeq || i < 0 || i >= len(ev.Channels) {
 			continue
 		}
-		s.lastSeq, s.lastN = ev.Seq, n
+		s.lastSeq, s.lastN, s.lastTS = ev.Seq, n, ev.TS
 		b.deliver(s, ev, i)
 	}
 	return nil

@@ -81,6 +81,7 @@ type subscription struct {
 	epoch   string
 	lastSeq uint64
 	lastN   uint64
+	lastTS  int64 // server time of the last delivered event
 }
 
 var _ rooms.Backbone = (*Backbone)(nil)
