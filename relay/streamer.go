@@ -71,6 +71,7 @@ type hstream struct {
 	state     atomic.Int32
 	lastWrite atomic.Int64 // unix nanos
 	pingDue   atomic.Bool
+	busy      atomic.Bool // its last two writes came within the coalescing window
 	warnDue   atomic.Bool
 
 	// Owned by the worker servicing the stream.
@@ -130,10 +131,12 @@ func (st *streamer) wake(h *hstream) {
 		case stIdle:
 			if h.state.CompareAndSwap(stIdle, stQueued) {
 				st.mu.Lock()
-				if w := st.s.opts.WriteCoalesce; w > 0 && time.Now().UnixNano()-h.lastWrite.Load() < int64(w) {
-					// Written moments ago: wait for more, so that a busy
-					// stream's events share writes instead of each
-					// costing a system call of its own.
+				if w := st.s.opts.WriteCoalesce; w > 0 && h.busy.Load() && time.Now().UnixNano()-h.lastWrite.Load() < int64(w) {
+					// A busy stream (its last two writes came within the
+					// window) written moments ago: let more events gather,
+					// so that they share a write instead of each costing a
+					// system call. A stream that is not busy is written at
+					// once: a quiet room gets no added latency.
 					st.deferred = append(st.deferred, h)
 					if !st.flushArmed {
 						st.flushArmed = true
@@ -325,7 +328,8 @@ func (st *streamer) write(h *hstream, buf []byte) bool {
 	if err == nil {
 		h.pending = h.pending[:0]
 		h.stalledSince = time.Time{}
-		h.lastWrite.Store(now.UnixNano())
+		prev := h.lastWrite.Swap(now.UnixNano())
+		h.busy.Store(now.UnixNano()-prev < int64(st.s.opts.WriteCoalesce))
 		return true
 	}
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
