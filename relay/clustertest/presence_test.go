@@ -53,7 +53,7 @@ func TestPresenceAfterInstanceDies(t *testing.T) {
 		return p, ans
 	}
 	if _, ans := list(); ans.status == http.StatusNotFound && ans.errorCode() == "presence_off" {
-		t.Skipf("!!! SKIPPING: presence is not available with the Redis backbone yet: %s", ans.body)
+		t.Fatalf("presence is off with the Redis backbone: %s", ans.body)
 	}
 
 	watcher := open(t, cc, roomPath("hall"), bearer(userToken(t, "dave", nil)))
