@@ -93,9 +93,25 @@ func TestSweepFreesIdleChannels(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := publish("watched")
-	clk.Add(10 * time.Minute)
-	publish("busy")
-	time.Sleep(20 * time.Millisecond) // let the sweeper run a few times; nothing to await
+	publish("canary") // an unsubscribed channel of the same age, to see the sweeper at work
+	clk.Add(2 * time.Minute)
+	busy = publish("busy")
+	// Reading applies retention: the canary is empty from now on.
+	if _, err := b.Since(ctx, "canary", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(2 * time.Minute) // the canary has now been empty for a whole age
+	// Once the sweeper has freed the canary it has looked at "watched" too.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if head, _ := b.Head(ctx, "canary"); head == busy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sweeper never freed the unsubscribed canary channel")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if head, _ := b.Head(ctx, "watched"); head != w {
 		t.Fatalf("a subscribed channel was freed: Head = %d; want %d", head, w)
 	}
