@@ -2,7 +2,6 @@ package relay
 
 import (
 	"compress/gzip"
-	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -49,23 +48,25 @@ func zeroQ(params string) bool {
 	return err == nil && q == 0
 }
 
-// writeJSONMaybeGzip is writeJSON that compresses large answers for clients
-// that accept gzip, when the server's setting allows it for polls.
-func (s *Server) writeJSONMaybeGzip(w http.ResponseWriter, r *http.Request, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil || len(b) < minCompress || s.opts.Compress == CompressOff || !acceptsGzip(r) {
-		writeJSON(w, status, v)
-		return
-	}
+// writeBodyMaybeGzip writes an encoded JSON answer, compressed when it is
+// large, the client accepts gzip and the server's setting allows it for
+// polls.
+func (s *Server) writeBodyMaybeGzip(w http.ResponseWriter, r *http.Request, status int, b []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
+	if len(b) < minCompress || s.opts.Compress == CompressOff || !acceptsGzip(r) {
+		h.Set("Content-Length", strconv.Itoa(len(b)))
+		w.WriteHeader(status)
+		_, _ = w.Write(b)
+		return
+	}
 	h.Set("Content-Encoding", "gzip")
 	h.Add("Vary", "Accept-Encoding")
 	w.WriteHeader(status)
 	gz := gzipPool.Get().(*gzip.Writer)
 	gz.Reset(w)
-	_, _ = gz.Write(append(b, '\n'))
+	_, _ = gz.Write(b)
 	_ = gz.Close()
 	gz.Reset(nil)
 	gzipPool.Put(gz)

@@ -19,6 +19,9 @@ type requestNote struct {
 	// the line is then written by whoever ends the stream, through end.
 	handedOver atomic.Bool
 	end        func(written int64)
+	// routine marks a request that is logged at debug level when it
+	// succeeds: a long-poll, of which a poller sends one per answer.
+	routine atomic.Bool
 }
 
 // handOver marks the request's stream as continuing after its handler and
@@ -37,6 +40,14 @@ func handOver(ctx context.Context) func(written int64) {
 }
 
 type noteKey struct{}
+
+// noteRoutine marks the request as one that is logged at debug level
+// unless it fails.
+func noteRoutine(ctx context.Context) {
+	if n, ok := ctx.Value(noteKey{}).(*requestNote); ok {
+		n.routine.Store(true)
+	}
+}
 
 // noteConnection records the connection id a request opened.
 func noteConnection(ctx context.Context, id string) {
@@ -75,6 +86,17 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 			if status == 0 {
 				status = http.StatusOK
 			}
+			level := slog.LevelInfo
+			switch {
+			case status >= 500:
+				level = slog.LevelWarn
+			case status < 400 && note.routine.Load():
+				level = slog.LevelDebug
+			}
+			ctx := context.WithoutCancel(r.Context())
+			if !s.log.Enabled(ctx, level) {
+				return
+			}
 			attrs := []slog.Attr{
 				slog.String("request_id", middleware.GetReqID(r.Context())),
 				slog.String("method", r.Method),
@@ -87,11 +109,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 			if id := note.connection.Load(); id != nil {
 				attrs = append(attrs, slog.String("connection", *id))
 			}
-			level := slog.LevelInfo
-			if status >= 500 {
-				level = slog.LevelWarn
-			}
-			s.log.LogAttrs(context.WithoutCancel(r.Context()), level, "request", attrs...)
+			s.log.LogAttrs(ctx, level, "request", attrs...)
 		}
 		note.end = func(written int64) { logLine(http.StatusOK, written) }
 		defer func() {

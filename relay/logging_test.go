@@ -70,6 +70,8 @@ func (l *requestLog) await(t *testing.T, method, uri string) relaytest.LogLine {
 
 // TestRequestLog: every request gets one JSON line with its request id,
 // method, URI, status, bytes and duration; a stream's names its connection.
+// A successful long-poll, of which a poller sends one per answer, is logged
+// at debug level; a refused one at info.
 func TestRequestLog(t *testing.T) {
 	var log requestLog
 	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{Logger: log.logger(slog.LevelDebug)}})
@@ -78,13 +80,15 @@ func TestRequestLog(t *testing.T) {
 		method, path string
 		body         string
 		status       int
+		level        string
 	}{
-		{http.MethodGet, "/healthz", "", http.StatusOK},
-		{http.MethodPost, "/v1/rooms/logged/events", "hello", http.StatusAccepted},
-		{http.MethodGet, "/v1/rooms/logged/history", "", http.StatusOK},
-		{http.MethodGet, "/v1/rooms/logged/poll?timeout=0&client=log-client", "", http.StatusOK},
-		{http.MethodGet, "/missing", "", http.StatusNotFound},
-		{http.MethodPatch, "/v1/rooms/logged/events", "", http.StatusMethodNotAllowed},
+		{http.MethodGet, "/healthz", "", http.StatusOK, "INFO"},
+		{http.MethodPost, "/v1/rooms/logged/events", "hello", http.StatusAccepted, "INFO"},
+		{http.MethodGet, "/v1/rooms/logged/history", "", http.StatusOK, "INFO"},
+		{http.MethodGet, "/v1/rooms/logged/poll?timeout=0&client=log-client", "", http.StatusOK, "DEBUG"},
+		{http.MethodGet, "/v1/rooms/logged/poll?timeout=-1", "", http.StatusBadRequest, "INFO"},
+		{http.MethodGet, "/missing", "", http.StatusNotFound, "INFO"},
+		{http.MethodPatch, "/v1/rooms/logged/events", "", http.StatusMethodNotAllowed, "INFO"},
 	}
 	for _, tc := range cases {
 		req := relaytest.Request{Method: tc.method, Path: tc.path}
@@ -96,7 +100,7 @@ func TestRequestLog(t *testing.T) {
 			t.Fatalf("%s %s: status %d, want %d", tc.method, tc.path, resp.Status, tc.status)
 		}
 		line := log.await(t, tc.method, tc.path)
-		if line.Level != "INFO" || line.Status != tc.status || line.RequestID == "" || line.Remote == "" ||
+		if line.Level != tc.level || line.Status != tc.status || line.RequestID == "" || line.Remote == "" ||
 			line.Bytes == nil || *line.Bytes != len(resp.Body) || line.Duration == nil || *line.Duration < 0 || line.Connection != nil {
 			t.Errorf("%s %s (status %d, %d bytes): log line %+v", tc.method, tc.path, resp.Status, len(resp.Body), line)
 		}
@@ -121,6 +125,35 @@ func TestRequestLog(t *testing.T) {
 			t.Errorf("request id %q logged twice", l.RequestID)
 		}
 		ids[l.RequestID] = true
+	}
+}
+
+// TestPollLogLevel: at info level a successful poll writes no line, a
+// refused one does.
+func TestPollLogLevel(t *testing.T) {
+	var log requestLog
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{Logger: log.logger(slog.LevelInfo)}})
+	for _, tc := range []struct {
+		path   string
+		status int
+	}{
+		{"/v1/rooms/quiet/poll?timeout=0", http.StatusOK},
+		{"/v1/rooms/quiet/poll?timeout=nope", http.StatusBadRequest},
+		{"/healthz", http.StatusOK},
+	} {
+		if resp := r.Do(t, relaytest.Request{Method: http.MethodGet, Path: tc.path}); resp.Status != tc.status {
+			t.Fatalf("GET %s: status %d, want %d", tc.path, resp.Status, tc.status)
+		}
+	}
+	// Lines are written in request order, each before its response ends:
+	// once the last is there, the first would be too.
+	log.await(t, http.MethodGet, "/healthz")
+	var uris []string
+	for _, line := range log.requests(t) {
+		uris = append(uris, line.URI)
+	}
+	if want := []string{"/v1/rooms/quiet/poll?timeout=nope", "/healthz"}; !reflect.DeepEqual(uris, want) {
+		t.Errorf("logged %q, want %q", uris, want)
 	}
 }
 

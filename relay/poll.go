@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/roomcast/roomcast/relay/auth"
@@ -50,6 +51,7 @@ func (s *Server) pollUser(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string, multi bool) {
+	noteRoutine(r.Context())
 	id, err := s.identify(r, auth.Subscribing)
 	if err != nil {
 		writeError(w, err)
@@ -101,15 +103,51 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string,
 		writeError(w, err)
 		return
 	}
-	ans := pollAnswer{
-		Events:     make([]json.RawMessage, len(res.Events)),
-		Cursor:     res.Cursor,
-		Reset:      res.Reset,
-		Client:     client,
-		Connection: s.clientToken(client),
+	bp := answerBufs.Get().(*[]byte)
+	b := appendPollAnswer((*bp)[:0], res, client, s.clientToken(client))
+	s.writeBodyMaybeGzip(w, r, http.StatusOK, b)
+	if cap(b) <= 1<<20 {
+		*bp = b[:0]
+		answerBufs.Put(bp)
 	}
+}
+
+var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// appendPollAnswer encodes a poll's answer (pollAnswer's JSON) by hand: the
+// events' envelopes are already JSON, encoded once per event for every
+// poller and stream, and go out as they are, neither re-encoded nor
+// re-validated.
+func appendPollAnswer(b []byte, res rooms.PollResult, client, connection string) []byte {
+	b = append(b, `{"events":[`...)
 	for i, d := range res.Events {
-		ans.Events[i] = d.Event.Envelope(d.Index)
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, d.Event.Envelope(d.Index)...)
 	}
-	s.writeJSONMaybeGzip(w, r, http.StatusOK, ans)
+	b = append(b, `],"cursor":`...)
+	b = appendJSONString(b, res.Cursor)
+	if res.Reset {
+		b = append(b, `,"reset":true`...)
+	}
+	b = append(b, `,"client":`...)
+	b = appendJSONString(b, client)
+	b = append(b, `,"connection":`...)
+	b = appendJSONString(b, connection)
+	return append(b, "}\n"...)
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// escapes it (HTML characters included).
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' || c >= 0x80 {
+			m, _ := json.Marshal(s)
+			return append(b, m...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }

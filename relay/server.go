@@ -9,6 +9,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"hash"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -101,6 +102,9 @@ type Server struct {
 	buckets     buckets
 	connsByUser counters
 	connsByIP   counters
+	// clientMACs are keyed HMACs for client tokens, reused: keying one
+	// costs two hash blocks and allocations, once per poll otherwise.
+	clientMACs sync.Pool
 
 	handler http.Handler
 }
@@ -142,6 +146,7 @@ func New(hub *rooms.Hub, opts Options) *Server {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{hub: hub, opts: opts, log: opts.Logger, admission: make(chan struct{}, opts.MaxConcurrentConnects)}
+	s.clientMACs.New = func() any { return hmac.New(sha256.New, opts.ClientKey) }
 	s.handler = s.routes()
 	return s
 }
@@ -204,10 +209,14 @@ func (s *Server) clientToken(client string) string {
 }
 
 func (s *Server) clientMAC(client string) string {
-	m := hmac.New(sha256.New, s.opts.ClientKey)
+	m := s.clientMACs.Get().(hash.Hash)
+	m.Reset()
 	m.Write([]byte("roomcast client\x00"))
 	m.Write([]byte(client))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
+	var sum [sha256.Size]byte
+	mac := base64.RawURLEncoding.EncodeToString(m.Sum(sum[:0])[:16])
+	s.clientMACs.Put(m)
+	return mac
 }
 
 // senderClient resolves a Roomcast-Connection header: a live connection id,

@@ -1,7 +1,9 @@
 package relay_test
 
 import (
+	"bufio"
 	"context"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -105,4 +107,56 @@ func TestDisconnectCleansUp(t *testing.T) {
 	s := r.Subscribe(t, "/v1/rooms/a/events", relaytest.StreamOptions{})
 	s.Connected(t)
 	expectIDs(t, s, []string{r.PublishJSON(t, "a", map[string]any{})})
+}
+
+// TestPausedConsumerResumes: a client that stops reading long enough for
+// the relay's side of the socket to fill, and then reads again, gets every
+// event, in order, on the same stream: the relay waits for room in the
+// socket instead of dropping or reordering what did not fit.
+func TestPausedConsumerResumes(t *testing.T) {
+	r := relaytest.Start(t, relaytest.Options{Hub: rooms.HubOptions{QueueSize: 1024}})
+	c, err := net.Dial("tcp", strings.TrimPrefix(r.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A small receive window, so that the relay's writes back up soon.
+	if err := c.(*net.TCPConn).SetReadBuffer(64 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("GET /v1/rooms/paused/events HTTP/1.1\r\nHost: relay\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("stream: %v %v", resp, err)
+	}
+	frames := bufio.NewReader(resp.Body)
+	for {
+		f, err := relaytest.ReadFrame(frames, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Event == "roomcast:connected" {
+			break
+		}
+	}
+	// 4 MiB while the client reads nothing: far more than the socket's
+	// buffers hold.
+	body := []byte(`{"data":"` + strings.Repeat("y", 16<<10) + `"}`)
+	var ids []string
+	for range 256 {
+		ids = append(ids, *r.Publish(t, "/v1/rooms/paused/events", "application/json", body, nil).ID)
+	}
+	for i, id := range ids {
+		var f relaytest.Frame
+		for f.Event == "" {
+			if f, err = relaytest.ReadFrame(frames, nil); err != nil {
+				t.Fatalf("event %d: %v", i, err)
+			}
+		}
+		if f.Event != "message" || !strings.Contains(f.Data, id) {
+			t.Fatalf("event %d: %q id %q (%.80s), want %s", i, f.Event, f.ID, f.Data, id)
+		}
+	}
 }

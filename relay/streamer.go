@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/roomcast/roomcast/relay/sse"
@@ -63,8 +64,11 @@ type hstream struct {
 	nc    net.Conn
 	slots *connSlots
 	end   func() // releases what the stream holds
-	// unwatch stops watching the socket for the client's hang-up.
-	unwatch func()
+	// raw writes the socket without blocking when it is plain TCP on
+	// Linux; nil otherwise (written through nc with deadlines).
+	raw syscall.RawConn
+	// watch tells of the client's hang-up and of room in a full socket.
+	watch *watched
 	// gone is set when the client hung up.
 	gone atomic.Bool
 
@@ -118,7 +122,10 @@ func (st *streamer) add(h *hstream) {
 	st.all[h] = struct{}{}
 	st.mu.Unlock()
 	st.schedule(h)
-	h.unwatch = st.peers.watch(h.nc, func() { h.gone.Store(true); st.wake(h) })
+	h.watch = st.peers.watch(h.nc, func() { h.gone.Store(true); st.wake(h) }, func() { st.wake(h) })
+	if h.watch != nil {
+		h.raw = rawConn(h.nc)
+	}
 	h.conn.SetWake(func() { st.wake(h) })
 	h.state.Store(stIdle)
 	st.wake(h) // whatever was queued before the wake was set
@@ -295,7 +302,8 @@ func (st *streamer) service(h *hstream) {
 	if ping && len(buf) == 0 && len(h.pending) == 0 {
 		buf = sse.AppendComment(buf, "ping")
 	}
-	if now := time.Now(); (ping || len(buf) > 0) && now.Sub(h.touchedAt) > time.Second {
+	now := time.Now()
+	if (ping || len(buf) > 0) && now.Sub(h.touchedAt) > time.Second {
 		// Registration, session and slots need renewing every few
 		// seconds at most; checking costs a context, so not per write.
 		h.touchedAt = now
@@ -307,50 +315,59 @@ func (st *streamer) service(h *hstream) {
 	if len(buf) == 0 && len(h.pending) == 0 {
 		return
 	}
-	if !st.write(h, buf) {
+	if !st.write(h, buf, now) {
 		st.finish(h, false)
 	}
 }
 
-// write sends pending bytes and then buf, each write bounded by a short
-// deadline so that a slow client never holds a worker; what does not fit
-// waits for a later service. It reports false when the stream is dead.
-func (st *streamer) write(h *hstream, buf []byte) bool {
+// write sends pending bytes and then buf without letting a slow client
+// hold the worker: what the socket does not take at once waits for it to
+// have room (or, without a raw socket, for a later service). It reports
+// false when the stream is dead.
+func (st *streamer) write(h *hstream, buf []byte, now time.Time) bool {
 	data := buf
 	if len(h.pending) > 0 {
 		h.pending = append(h.pending, buf...)
 		data = h.pending
 	}
-	_ = h.nc.SetWriteDeadline(time.Now().Add(stallSlice))
-	n, err := h.nc.Write(data)
-	now := time.Now()
+	var n int
+	var full bool
+	var err error
+	if h.raw != nil {
+		n, full, err = writeNow(h.raw, data)
+	} else {
+		_ = h.nc.SetWriteDeadline(now.Add(stallSlice))
+		n, err = h.nc.Write(data)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			full, err = true, nil
+		}
+	}
+	if err != nil {
+		return false
+	}
 	h.written += int64(n)
-	if err == nil {
+	if !full {
 		h.pending = h.pending[:0]
 		h.stalledSince = time.Time{}
 		prev := h.lastWrite.Swap(now.UnixNano())
 		h.busy.Store(now.UnixNano()-prev < int64(st.s.opts.WriteCoalesce))
 		return true
 	}
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		return false
-	}
 	if n > 0 {
 		h.lastWrite.Store(now.UnixNano())
 	}
-	rest := data[n:]
-	if len(h.pending) == 0 {
-		h.pending = append(h.pending[:0], rest...)
-	} else {
-		h.pending = append(h.pending[:0], rest...)
-	}
+	h.pending = append(h.pending[:0], data[n:]...)
 	if h.stalledSince.IsZero() {
 		h.stalledSince = now
-	}
-	if now.Sub(h.stalledSince) > st.s.opts.WriteTimeout {
+		// Checked again once the timeout has passed, even if the socket
+		// never has room again and nothing else wakes the stream.
+		time.AfterFunc(st.s.opts.WriteTimeout+stallSlice, func() { st.wake(h) })
+	} else if now.Sub(h.stalledSince) > st.s.opts.WriteTimeout {
 		return false // dead or hopelessly slow
 	}
-	time.AfterFunc(5*stallSlice, func() { st.wake(h) })
+	if !h.watch.waitWritable() {
+		time.AfterFunc(5*stallSlice, func() { st.wake(h) })
+	}
 	return true
 }
 
@@ -361,9 +378,7 @@ func (st *streamer) finish(h *hstream, closedByServer bool) {
 	for _, t := range h.timers {
 		t.Stop()
 	}
-	if h.unwatch != nil {
-		h.unwatch()
-	}
+	h.watch.unwatch()
 	if closedByServer {
 		// Best effort: what was still pending, then why the stream ends.
 		frame := st.s.closeFrame(h.conn, h.pending)
