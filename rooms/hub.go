@@ -32,6 +32,9 @@ type HubOptions struct {
 	ReplayLimit int
 	// PollLimit bounds the events of one poll answer per room (default 100).
 	PollLimit int
+	// PollSessionTTL is how long a long-poller's connection stays joined
+	// after an answer, waiting for its next poll (default 5s).
+	PollSessionTTL time.Duration
 	// Observer is told about deliveries, drops and resumes (default: nobody).
 	Observer Observer
 	// Namespaces decides who may subscribe to what (default: everyone to everything).
@@ -64,6 +67,9 @@ type Hub struct {
 	conns    map[string]*Connection
 	draining bool
 	drained  chan struct{} // closed by Drain, to answer held polls
+
+	// polls are long-pollers' connections parked between their polls.
+	polls pollSessions
 }
 
 // registrationTTL is how long a connection stays registered in a shared
@@ -95,6 +101,9 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 	}
 	if opts.ReplayLimit <= 0 {
 		opts.ReplayLimit = 1000
+	}
+	if opts.PollSessionTTL <= 0 {
+		opts.PollSessionTTL = 5 * time.Second
 	}
 	if opts.PollLimit <= 0 {
 		opts.PollLimit = 100
@@ -972,6 +981,9 @@ func (h *Hub) Drain(delay func() time.Duration) {
 		close(h.drained)
 	}
 	h.draining = true
+	h.mu.Unlock()
+	h.closePollSessions()
+	h.mu.Lock()
 	conns := make([]*Connection, 0, len(h.conns))
 	for _, c := range h.conns {
 		conns = append(conns, c)

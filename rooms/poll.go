@@ -27,7 +27,7 @@ type PollRequest struct {
 
 // PollResult is the answer to a poll.
 type PollResult struct {
-	// Events are KindEvent deliveries in Seq order (volatile ones last).
+	// Events are KindEvent deliveries in the order they were published.
 	Events []Delivery
 	// Cursor is where the next poll continues from.
 	Cursor string
@@ -71,6 +71,11 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	}
 	slices.Sort(channels)
 	channels = slices.Compact(channels)
+	if req.Cursor != "" && req.Timeout > 0 {
+		if ps := h.takePollSession(req, channels); ps != nil {
+			return h.pollFrom(ctx, ps, req.Timeout, PollResult{})
+		}
+	}
 	epoch, err := h.bb.Epoch(ctx)
 	if err != nil {
 		return PollResult{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
@@ -110,85 +115,102 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 		res.Cursor = h.codec.Encode(cur)
 		return res, nil
 	}
-
-	if err := h.collect(ctx, &cur, channels, req.Client, &res); err != nil {
-		return PollResult{}, err
-	}
 	h.mu.RLock()
 	draining := h.draining
 	h.mu.RUnlock()
-	if len(res.Events) > 0 || res.Reset || draining || req.Timeout <= 0 {
+	if draining || req.Timeout <= 0 {
+		if _, err := h.collect(ctx, &cur, channels, req.Client, &res); err != nil {
+			return PollResult{}, err
+		}
 		res.Cursor = h.codec.Encode(cur)
 		return res, nil
 	}
 
-	// Nothing yet: wait for the next event as a short-lived connection.
+	// A long-poller: its connection joins before history is read, so that
+	// nothing published in between is missed, and stays for its next poll.
 	conn := h.newConnection(req.Client, false)
-	defer h.Disconnect(conn)
 	for _, ch := range channels {
 		c, err := h.acquire(ctx, ch)
 		if err != nil {
+			h.Disconnect(conn)
 			return PollResult{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 		}
 		h.join(conn, c)
 	}
-	// Events accepted between the first look and the join are in history.
-	if err := h.collect(ctx, &cur, channels, req.Client, &res); err != nil {
-		return PollResult{}, err
+	ps := &pollSession{conn: conn, client: req.Client, user: req.Identity.User, channels: channels, cur: cur}
+	return h.pollFrom(ctx, ps, req.Timeout, res)
+}
+
+// pollFrom answers a long-poll from its session's connection: history up to
+// the point where the connection joined, then what the connection queued,
+// or else the first event to arrive within hold. The session is parked for
+// the client's next poll.
+func (h *Hub) pollFrom(ctx context.Context, ps *pollSession, hold time.Duration, res PollResult) (PollResult, error) {
+	if !ps.caughtUp {
+		// The queue holds what came since the join; history, read after
+		// the join, holds everything before. Until an answer has reached
+		// the join point (it may not, when history is longer than one
+		// answer), history goes first.
+		limited, err := h.collect(ctx, &ps.cur, ps.channels, ps.client, &res)
+		if err != nil {
+			h.Disconnect(ps.conn)
+			return PollResult{}, err
+		}
+		ps.caughtUp = !limited
+	}
+	if ps.caughtUp {
+		takeQueued(ps.conn, &ps.cur, &res)
 	}
 	if len(res.Events) == 0 && !res.Reset {
-		timer := time.NewTimer(req.Timeout)
+		timer := time.NewTimer(hold)
 		defer timer.Stop()
-		select {
-		case <-conn.Ready():
-			for _, d := range conn.Take(nil) {
-				switch {
-				case d.Kind == KindReset && d.epoch != "":
-					// The backbone lost its history while the poll
-					// was held: positions start over in the new epoch.
-					res.Reset, cur.Epoch = true, d.epoch
-					for i := range cur.Positions {
-						cur.Positions[i].Seq = 0
-					}
-				case d.Kind != KindEvent:
-				default:
-					res.Events = append(res.Events, d)
-					if d.Event.Volatile {
-						continue
-					}
-					for _, ch := range d.Event.Channels {
-						if p, ok := cur.Get(ch); ok && p < d.Event.Seq {
-							cur.Set(ch, d.Event.Seq)
-						}
-					}
-				}
+	wait:
+		for len(res.Events) == 0 && !res.Reset {
+			select {
+			case <-ps.conn.Ready():
+				takeQueued(ps.conn, &ps.cur, &res)
+			case <-ps.conn.Done():
+				break wait
+			case <-h.drained:
+				break wait
+			case <-timer.C:
+				break wait
+			case <-ctx.Done():
+				break wait
 			}
-		case <-conn.Done():
-		case <-h.drained:
-		case <-timer.C:
-		case <-ctx.Done():
 		}
 	}
-	res.Cursor = h.codec.Encode(cur)
+	res.Cursor = h.codec.Encode(ps.cur)
+	select {
+	case <-ps.conn.Done():
+		h.Disconnect(ps.conn) // too slow, or shutting down
+	case <-ctx.Done():
+		h.Disconnect(ps.conn) // the poller is gone
+	default:
+		ps.cursor = res.Cursor
+		h.parkPollSession(ps)
+	}
 	return res, nil
 }
 
 // collect adds to res the retained events after cur on channels, each once,
-// in Seq order, and advances cur past them.
-func (h *Hub) collect(ctx context.Context, cur *Cursor, channels []string, client string, res *PollResult) error {
+// in Seq order, and advances cur past them. limited reports that the
+// answer's bound left events out.
+func (h *Hub) collect(ctx context.Context, cur *Cursor, channels []string, client string, res *PollResult) (limited bool, err error) {
 	var all []Delivery
 	bound := ^uint64(0)
 	for _, ch := range channels {
 		pos, _ := cur.Get(ch)
 		hist, err := h.bb.Since(ctx, ch, pos, h.opts.PollLimit)
 		if err != nil {
-			return fmt.Errorf("%w: %w", ErrBackboneDown, err)
+			return false, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 		}
 		if hist.Truncated {
 			res.Reset = true
 		}
 		if hist.More {
 			bound = min(bound, hist.Events[len(hist.Events)-1].Seq)
+			limited = true
 		}
 		for _, ev := range hist.Events {
 			all = append(all, Delivery{Kind: KindEvent, Event: ev, Index: ev.ChannelIndex(ch)})
@@ -214,5 +236,5 @@ func (h *Hub) collect(ctx context.Context, cur *Cursor, channels []string, clien
 			res.Events = append(res.Events, d)
 		}
 	}
-	return nil
+	return limited, nil
 }

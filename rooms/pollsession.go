@@ -1,0 +1,152 @@
+package rooms
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// A long-poller's connection stays joined between its polls, for a few
+// seconds: its next poll, carrying the cursor the last answer gave, takes
+// what arrived meanwhile from the connection's queue instead of reading
+// history and joining and leaving every channel again (measured: the
+// relay's CPU per poll). Any other poll (another cursor, other rooms, an
+// instance that never saw the client) takes the stateless path from
+// history, so a session is only ever a shortcut.
+const (
+	pollSessionTTL  = 5 * time.Second
+	maxPollSessions = 1 << 16
+)
+
+type pollSession struct {
+	conn     *Connection
+	client   string
+	user     string
+	channels []string // sorted, implied channels included
+	cursor   string   // the answer's cursor text
+	cur      Cursor   // and what it holds
+	// caughtUp is set once an answer reached the point where conn joined:
+	// from then on the queue has everything after cur.
+	caughtUp bool
+	timer    *time.Timer
+}
+
+type pollSessions struct {
+	mu     sync.Mutex
+	closed bool
+	byID   map[string]*pollSession // by client id
+}
+
+// take hands out the session a poll can continue from, or nil.
+func (h *Hub) takePollSession(req PollRequest, channels []string) *pollSession {
+	ps := &h.polls
+	ps.mu.Lock()
+	s := ps.byID[req.Client]
+	if s == nil {
+		ps.mu.Unlock()
+		return nil
+	}
+	delete(ps.byID, req.Client)
+	s.timer.Stop()
+	ps.mu.Unlock()
+	fits := s.cursor == req.Cursor && s.user == req.Identity.User && slices.Equal(s.channels, channels)
+	select {
+	case <-s.conn.Done():
+		fits = false // closed meanwhile: too slow, or shut down
+	default:
+	}
+	if !fits {
+		// The client went on from elsewhere: this one is stale.
+		h.Disconnect(s.conn)
+		return nil
+	}
+	return s
+}
+
+// park keeps s for the client's next poll, for HubOptions.PollSessionTTL.
+func (h *Hub) parkPollSession(s *pollSession) {
+	ps := &h.polls
+	ps.mu.Lock()
+	if ps.closed || len(ps.byID) >= maxPollSessions {
+		ps.mu.Unlock()
+		h.Disconnect(s.conn)
+		return
+	}
+	if ps.byID == nil {
+		ps.byID = make(map[string]*pollSession)
+	}
+	old := ps.byID[s.client]
+	if old != nil {
+		old.timer.Stop()
+	}
+	ps.byID[s.client] = s
+	s.timer = time.AfterFunc(h.opts.PollSessionTTL, func() { h.expirePollSession(s) })
+	ps.mu.Unlock()
+	if old != nil {
+		h.Disconnect(old.conn)
+	}
+}
+
+func (h *Hub) expirePollSession(s *pollSession) {
+	ps := &h.polls
+	ps.mu.Lock()
+	if ps.byID[s.client] != s {
+		ps.mu.Unlock()
+		return // taken by a poll, or replaced
+	}
+	delete(ps.byID, s.client)
+	ps.mu.Unlock()
+	h.Disconnect(s.conn)
+}
+
+// closePollSessions ends every parked session and parks no more.
+func (h *Hub) closePollSessions() {
+	ps := &h.polls
+	ps.mu.Lock()
+	ps.closed = true
+	parked := ps.byID
+	ps.byID = nil
+	ps.mu.Unlock()
+	for _, s := range parked {
+		s.timer.Stop()
+		h.Disconnect(s.conn)
+	}
+}
+
+// PollSessions returns how many long-pollers' connections are parked
+// between polls.
+func (h *Hub) PollSessions() int {
+	h.polls.mu.Lock()
+	defer h.polls.mu.Unlock()
+	return len(h.polls.byID)
+}
+
+// takeQueued adds to res what conn queued after cur, advancing cur:
+// events already answered (from history, or through another channel) are
+// skipped by their position.
+func takeQueued(conn *Connection, cur *Cursor, res *PollResult) {
+	for _, d := range conn.Take(nil) {
+		switch {
+		case d.Kind == KindReset && d.epoch != "":
+			// The backbone lost its history: positions start over in
+			// the new epoch.
+			res.Reset, cur.Epoch = true, d.epoch
+			for i := range cur.Positions {
+				cur.Positions[i].Seq = 0
+			}
+		case d.Kind != KindEvent:
+		case d.Event.Volatile:
+			res.Events = append(res.Events, d)
+		default:
+			if p, ok := cur.Get(d.Event.Channels[d.Index]); ok && p >= d.Event.Seq {
+				continue
+			}
+			res.Events = append(res.Events, d)
+			for _, ch := range d.Event.Channels {
+				if p, ok := cur.Get(ch); ok && p < d.Event.Seq {
+					cur.Set(ch, d.Event.Seq)
+				}
+			}
+		}
+	}
+}
