@@ -2,16 +2,19 @@
 // measures relays running on this machine.
 //
 // Subscribers are cheap on purpose, so that tens of thousands fit beside
-// the relay: each SSE stream is one TCP connection read by one goroutine
-// into one buffer and decoded by a small state machine (HTTP head, chunked
-// coding, event-stream lines), with no HTTP client or SSE library per
-// connection. They connect from several source addresses (127.0.0.1,
-// 127.0.0.2, …) so that their number is not bounded by the ~28,000
-// ephemeral ports of one address. Publishers send text/plain bodies that
-// carry the publisher, a sequence number and the send time, which every
-// delivery is checked and timed against: deliveries, latency, losses,
-// duplicates and reordering per subscriber, and, given the relays' pids,
-// their CPU time per delivery and memory per connection from /proc.
+// the relay: each SSE stream is one TCP connection decoded by a small
+// state machine (HTTP head, chunked coding, event-stream lines), with no
+// HTTP client or SSE library per connection. Once connected, a stream is
+// read on Linux by one of a few epoll loops (one per GOMAXPROCS), each
+// reading many sockets into one buffer; elsewhere, or with -reader
+// goroutine, by a goroutine and a buffer of its own. Subscribers connect
+// from several source addresses (127.0.0.1, 127.0.0.2, …) so that their
+// number is not bounded by the ~28,000 ephemeral ports of one address.
+// Publishers send text/plain bodies that carry the publisher, a sequence
+// number and the send time, which every delivery is checked and timed
+// against: deliveries, latency, losses, duplicates and reordering per
+// subscriber, and, given the relays' pids, their CPU time per delivery and
+// memory per connection from /proc.
 package bench
 
 import (
@@ -42,6 +45,15 @@ Publishes carry -api-key, which the relay exempts from rate limits; start
 the relay with its connection limits raised above -n (for instance
 ROOMCAST_MAX_CONNS_PER_IP) and anonymous subscribing allowed, or give
 subscribers a token with -subscriber-token.
+
+Once connected, SSE streams are read as -reader says: "epoll" (Linux, the
+default there) reads them from one loop per GOMAXPROCS, each waiting on an
+epoll set of many sockets and reading each ready one once into a shared
+buffer; "goroutine" reads each stream with a goroutine and a buffer of its
+own. The epoll reader needs less memory and no second read (EAGAIN) per
+frame; both spend most of their CPU in the read that returns a frame. The
+load generator's CPU and reader are in every report: compare the two on
+the same relay.
 
 Flags:
 `
@@ -116,6 +128,7 @@ func parseFlags(args []string, stderr io.Writer) (cfg Config, format, jsonFile s
 	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Minute, "hard deadline of the whole run")
 	fs.DurationVar(&cfg.PollHold, "poll-hold", 25*time.Second, "hold each long-poll asks for")
 	fs.StringVar(&cfg.Label, "label", "", "name of the run in its report")
+	fs.StringVar(&cfg.Reader, "reader", defaultReader, "how connected SSE streams are read: epoll (Linux only) or goroutine")
 	fs.StringVar(&format, "format", "table", "table or json, on stdout")
 	fs.StringVar(&jsonFile, "json", "", "also write the JSON report to this file")
 	fs.Usage = func() {
@@ -130,6 +143,9 @@ func parseFlags(args []string, stderr io.Writer) (cfg Config, format, jsonFile s
 	}
 	if fs.NArg() > 0 {
 		return cfg, "", "", fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := checkReader(cfg.Reader); err != nil {
+		return cfg, "", "", err
 	}
 	if format != "table" && format != "json" {
 		return cfg, "", "", fmt.Errorf("-format %q: must be table or json", format)

@@ -105,8 +105,18 @@ func checkIntegrity(t *testing.T, rep *Report, subscribers, messages int) {
 	}
 }
 
+// readers are the stream readers of this system, each of which every
+// stream test runs with.
+func readers() []string {
+	if epollAvailable {
+		return []string{ReaderEpoll, ReaderGoroutine}
+	}
+	return []string{ReaderGoroutine}
+}
+
 // TestRun runs the generator against relays in this process: one relay,
-// and two sharing a backbone. Each case uses its own room.
+// and two sharing a backbone, with each stream reader. Each case uses its
+// own room.
 func TestRun(t *testing.T) {
 	single := []string{startRelay(t)}
 	cluster := startCluster(t, 2)
@@ -119,31 +129,12 @@ func TestRun(t *testing.T) {
 		{name: "sources and tiny payloads", targets: single, cfg: Config{Subscribers: 12, Messages: 30, Rate: 1000, Sources: 3, Size: 1}},
 		{name: "two instances", targets: cluster, cfg: Config{Subscribers: 10, Polls: 2, Messages: 40, Rate: 500, Publishers: 2, PublishSpread: true}},
 	}
-	for i, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := tc.cfg
-			cfg.Targets = tc.targets
-			cfg.Room = "run-" + strconv.Itoa(i)
-			cfg.APIKey = relaytest.APIKey
-			cfg.ServerPIDs = []int{os.Getpid()} // the relays run in this process
-			cfg.Timeout = time.Minute
-			var log bytes.Buffer
-			rep, err := Run(context.Background(), cfg, &log)
-			if err != nil {
-				t.Fatalf("%v\n%s", err, log.String())
-			}
-			checkIntegrity(t, rep, cfg.Subscribers+cfg.Polls, cfg.Messages)
-			if cfg.Polls > 0 && (rep.Deliveries.PollRequests == 0 || len(rep.ByKind) != 2 || rep.ByKind["poll"].Count != int64(cfg.Polls*cfg.Messages)) {
-				t.Fatalf("poll figures: %d requests, by kind %+v", rep.Deliveries.PollRequests, rep.ByKind)
-			}
-			if len(tc.targets) > 1 && len(rep.ByTarget) != len(tc.targets) {
-				t.Fatalf("latency of %d targets reported, want %d", len(rep.ByTarget), len(tc.targets))
-			}
-			// CPU is counted in ticks of 10 ms: a small run may take none.
-			if s := rep.Servers; len(s) != 1 || s[0].RSSIdleKB <= 0 || s[0].RSSPeakKB < s[0].RSSIdleKB || rep.ServerCPUMicrosPerDelivery < 0 {
-				t.Fatalf("server figures: %+v, %g µs per delivery", s, rep.ServerCPUMicrosPerDelivery)
-			}
-		})
+	for _, reader := range readers() {
+		for i, tc := range tests {
+			t.Run(reader+"/"+tc.name, func(t *testing.T) {
+				testRun(t, tc.cfg, tc.targets, "run-"+reader+"-"+strconv.Itoa(i), reader)
+			})
+		}
 	}
 
 	// Volatile events may be dropped, but none may arrive twice or out of
@@ -226,6 +217,36 @@ func TestRun(t *testing.T) {
 	})
 }
 
+// testRun runs cfg against targets in room with reader and checks that
+// every message reached every subscriber once and in order.
+func testRun(t *testing.T, cfg Config, targets []string, room, reader string) {
+	cfg.Targets = targets
+	cfg.Room = room
+	cfg.Reader = reader
+	cfg.APIKey = relaytest.APIKey
+	cfg.ServerPIDs = []int{os.Getpid()} // the relays run in this process
+	cfg.Timeout = time.Minute
+	var log bytes.Buffer
+	rep, err := Run(context.Background(), cfg, &log)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	checkIntegrity(t, rep, cfg.Subscribers+cfg.Polls, cfg.Messages)
+	if cfg.Polls > 0 && (rep.Deliveries.PollRequests == 0 || len(rep.ByKind) != 2 || rep.ByKind["poll"].Count != int64(cfg.Polls*cfg.Messages)) {
+		t.Fatalf("poll figures: %d requests, by kind %+v", rep.Deliveries.PollRequests, rep.ByKind)
+	}
+	if len(targets) > 1 && len(rep.ByTarget) != len(targets) {
+		t.Fatalf("latency of %d targets reported, want %d", len(rep.ByTarget), len(targets))
+	}
+	// CPU is counted in ticks of 10 ms: a small run may take none.
+	if s := rep.Servers; len(s) != 1 || s[0].RSSIdleKB <= 0 || s[0].RSSPeakKB < s[0].RSSIdleKB || rep.ServerCPUMicrosPerDelivery < 0 {
+		t.Fatalf("server figures: %+v, %g µs per delivery", s, rep.ServerCPUMicrosPerDelivery)
+	}
+	if rep.Config.Reader != reader {
+		t.Fatalf("report names reader %q, want %q", rep.Config.Reader, reader)
+	}
+}
+
 func TestRunRefused(t *testing.T) {
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":{"code":"too_many_connections"}}`, http.StatusTooManyRequests)
@@ -279,6 +300,7 @@ func TestMainUsage(t *testing.T) {
 		{[]string{"-event", "roomcast:x"}, 2, "-event"},
 		{[]string{"-server-pid", "abc"}, 2, "not a pid"},
 		{[]string{"extra"}, 2, "unexpected argument"},
+		{[]string{"-reader", "poll"}, 2, "must be epoll or goroutine"},
 		{[]string{"-h"}, 0, "Usage: roomcast bench"},
 		{[]string{"-targets", "http://127.0.0.1:1", "-messages", "0", "-duration", "0s"}, 1, "set -messages or -duration"},
 		{[]string{"-targets", "http://127.0.0.1:1", "-polls", "1", "-volatile"}, 1, "volatile"},

@@ -65,6 +65,7 @@ type ReportConfig struct {
 	Sources       int      `json:"sources"`
 	WarmupSec     float64  `json:"warmup_sec"`
 	ServerPIDs    []int    `json:"server_pids,omitempty"`
+	Reader        string   `json:"reader"`
 }
 
 // ConnectReport is the connect phase: until roomcast:connected for
@@ -161,7 +162,7 @@ func (rep *Report) setConfig(cfg *Config, targets []target) {
 	c.Room, c.Event = cfg.Room, cfg.Event
 	c.Subscribers, c.Polls, c.Publishers = cfg.Subscribers, cfg.Polls, cfg.Publishers
 	c.Rate, c.Messages, c.Size, c.Volatile = cfg.Rate, cfg.Messages, cfg.Size, cfg.Volatile
-	c.Sources, c.WarmupSec, c.ServerPIDs = cfg.Sources, cfg.Warmup.Seconds(), cfg.ServerPIDs
+	c.Sources, c.WarmupSec, c.ServerPIDs, c.Reader = cfg.Sources, cfg.Warmup.Seconds(), cfg.ServerPIDs, cfg.Reader
 	for _, pid := range cfg.ServerPIDs {
 		rep.Servers = append(rep.Servers, ServerReport{PID: pid})
 	}
@@ -379,7 +380,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		row("server cost", "%.3f µs CPU per delivery (%.4f s per 1k); %.1f KB RSS per idle connection",
 			rep.ServerCPUMicrosPerDelivery, rep.ServerCPUSecPer1kDeliveries, rep.ServerRSSPerConnKB)
 	}
-	row("load generator", "CPU %.2f s in the window, RSS %.1f MB", rep.LoadGenerator.CPUSec, mb(rep.LoadGenerator.RSSKB))
+	row("load generator", "CPU %.2f s in the window, RSS %.1f MB (%s reader)", rep.LoadGenerator.CPUSec, mb(rep.LoadGenerator.RSSKB), c.Reader)
 	row("machine", "%d CPUs, %s; busy %.2f CPU-s in the window (%.2f not ours)", rep.Machine.CPUs, rep.Machine.GoVersion, rep.Machine.BusyCPUSec, rep.Machine.OtherCPUSec)
 	verdict := "OK"
 	if !rep.OK {

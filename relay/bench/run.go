@@ -9,6 +9,7 @@ import (
 	"math/bits"
 	"net"
 	"net/url"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -62,6 +63,28 @@ type Config struct {
 	PollHold time.Duration
 	// Label names the run in its report.
 	Label string
+	// Reader is how connected SSE streams are read: ReaderEpoll (a few
+	// loops, each waiting on an epoll set of many sockets; Linux only) or
+	// ReaderGoroutine (one goroutine per stream). Empty picks the epoll
+	// reader where it exists.
+	Reader string
+}
+
+// Readers of SSE streams, for Config.Reader.
+const (
+	ReaderEpoll     = "epoll"
+	ReaderGoroutine = "goroutine"
+)
+
+// checkReader refuses a reader this system does not have.
+func checkReader(name string) error {
+	switch {
+	case name == ReaderGoroutine || name == ReaderEpoll && epollAvailable:
+		return nil
+	case name == ReaderEpoll:
+		return errors.New("-reader epoll needs Linux; use -reader goroutine")
+	}
+	return fmt.Errorf("-reader %q: must be %s or %s", name, ReaderEpoll, ReaderGoroutine)
 }
 
 // Defaults of a Config's zero fields.
@@ -100,6 +123,9 @@ func (c *Config) setDefaults() {
 	if c.PollHold <= 0 {
 		c.PollHold = 25 * time.Second
 	}
+	if c.Reader == "" {
+		c.Reader = defaultReader
+	}
 	if c.Sources <= 0 {
 		c.Sources = 1 + (c.Subscribers+c.Polls)/16384
 	}
@@ -128,6 +154,9 @@ func (c *Config) validate() error {
 		return errors.New("volatile events are never retained, so pollers cannot receive them: drop -polls or -volatile")
 	case c.Size > 1<<20:
 		return errors.New("-size is at most 1 MiB")
+	}
+	if err := checkReader(c.Reader); err != nil {
+		return err
 	}
 	if c.Messages == 0 {
 		c.Messages = int(math.Ceil(c.Rate * c.Duration.Seconds()))
@@ -207,7 +236,10 @@ type run struct {
 
 	distinct counterShards // distinct deliveries so far, for settling
 
-	subs     []*subscriber
+	subs []*subscriber
+	// readers read the connected SSE streams with the epoll reader; nil
+	// with the goroutine reader.
+	readers  *streamReaders
 	stopping atomic.Bool
 	connsMu  sync.Mutex
 	conns    map[net.Conn]struct{}
@@ -248,7 +280,13 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 		r.targets = append(r.targets, t)
 	}
 	total := cfg.Subscribers + cfg.Polls
-	limit, err := raiseFileLimit(uint64(total + 2*cfg.Publishers + 256))
+	loops := 0
+	if cfg.Reader == ReaderEpoll && cfg.Subscribers > 0 {
+		loops = min(max(runtime.GOMAXPROCS(0), 1), cfg.Subscribers)
+	}
+	// Each reader loop holds an epoll and an eventfd descriptor; a stream
+	// being handed over to one holds a second descriptor for a moment.
+	limit, err := raiseFileLimit(uint64(total + 2*cfg.Publishers + 256 + 3*loops))
 	if err != nil {
 		return nil, err
 	}
@@ -268,6 +306,12 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	rep := &Report{Label: cfg.Label, Started: time.Now().UTC(), FileLimit: limit}
 	rep.setConfig(&cfg, r.targets)
 	defer r.stop()
+	if loops > 0 {
+		if r.readers, err = newStreamReaders(loops); err != nil {
+			return nil, err
+		}
+		r.readers.start(&r.wg)
+	}
 	servers := newServerWatch(cfg.ServerPIDs)
 	servers.sample(&rep.Errors) // before connecting
 	for i := range servers.pids {
@@ -436,9 +480,16 @@ func (r *run) track(c net.Conn) bool {
 	return true
 }
 
-// stop ends every subscriber and waits for their goroutines. Streams are
-// reset rather than closed, so that repeated runs leave no TIME_WAIT
-// sockets holding the source ports.
+// untrack forgets a connection that stop no longer has to close.
+func (r *run) untrack(c net.Conn) {
+	r.connsMu.Lock()
+	defer r.connsMu.Unlock()
+	delete(r.conns, c)
+}
+
+// stop ends every subscriber and waits for their goroutines and the
+// reader loops. Streams are reset rather than closed, so that repeated
+// runs leave no TIME_WAIT sockets holding the source ports.
 func (r *run) stop() {
 	r.connsMu.Lock()
 	first := !r.stopping.Swap(true)
@@ -451,6 +502,9 @@ func (r *run) stop() {
 				_ = tc.SetLinger(0)
 			}
 			_ = c.Close()
+		}
+		if r.readers != nil {
+			r.readers.stop()
 		}
 		for _, s := range r.subs {
 			s.cancel()

@@ -114,14 +114,22 @@ func (s *subscriber) streamRequest(t target) []byte {
 	return []byte(b.String())
 }
 
-// readBufferSize is the read buffer of each stream: large enough for a
-// saturated stream's batches with few reads, small enough that tens of
-// thousands of streams fit in memory.
+// readBufferSize is the read buffer of each stream the goroutine reader
+// reads: large enough for a saturated stream's batches with few reads,
+// small enough that tens of thousands of streams fit in memory.
 func readBufferSize(conns int) int {
 	return min(max(64<<20/max(conns, 1), 4<<10), 32<<10)
 }
 
-// stream reads an SSE subscription until the run stops it.
+// connectBufferSize is the read buffer of a stream that an epoll reader
+// takes over once it is connected: it only reads the response head and
+// the roomcast:connected event.
+const connectBufferSize = 4 << 10
+
+// stream reads an SSE subscription until the run stops it. It connects
+// and reads up to roomcast:connected itself; then, with an epoll reader,
+// it hands the socket and the decoder over to a reader loop and returns,
+// else it reads on until the stream ends.
 func (s *subscriber) stream(deadline time.Time) {
 	t := s.r.targets[s.target]
 	start := time.Now()
@@ -156,7 +164,12 @@ func (s *subscriber) stream(deadline time.Time) {
 			s.closing = string(f.event) + " " + string(f.data)
 		}
 	})
-	buf := make([]byte, readBufferSize(s.r.cfg.Subscribers))
+	readers := s.r.readers
+	size := readBufferSize(s.r.cfg.Subscribers)
+	if readers != nil {
+		size = min(size, connectBufferSize)
+	}
+	buf := make([]byte, size)
 	for {
 		n, err := conn.Read(buf)
 		if n > 0 {
@@ -167,13 +180,26 @@ func (s *subscriber) stream(deadline time.Time) {
 			}
 		}
 		if err != nil {
-			if err == io.EOF || dec.ended() {
-				err = errors.New("the relay ended the stream")
+			s.end(connected, readEnd(dec, err))
+			return
+		}
+		if connected && readers != nil {
+			// The decoder holds whatever this read returned past the
+			// connected event.
+			if err := readers.add(s, conn, dec); err != nil {
+				s.end(connected, err)
 			}
-			s.end(connected, err)
 			return
 		}
 	}
+}
+
+// readEnd is why a stream whose read failed with err ended.
+func readEnd(dec *streamDecoder, err error) error {
+	if err == io.EOF || dec.ended() {
+		return errors.New("the relay ended the stream")
+	}
+	return err
 }
 
 // end records why a stream stopped, unless the run stopped it.
