@@ -72,7 +72,7 @@ func varies(h http.Header) bool {
 	return false
 }
 
-// TestPollGzip: a poll answer of 1 KiB or more is gzipped for clients that
+// TestPollGzip: a poll answer of 4 KiB or more is gzipped for clients that
 // accept gzip, and decodes to exactly the answer others get; smaller
 // answers, clients that refuse gzip and Compress=off get plain JSON.
 func TestPollGzip(t *testing.T) {
@@ -85,7 +85,7 @@ func TestPollGzip(t *testing.T) {
 		for _, room := range []string{"big", "small"} {
 			cursors[r][room] = poll(t, r, "/v1/rooms/"+room+"/poll?timeout=0").Cursor
 		}
-		r.PublishJSON(t, "big", map[string]any{"data": strings.Repeat("compressible ", 200)})
+		r.PublishJSON(t, "big", map[string]any{"data": strings.Repeat("compressible ", 400)})
 		r.PublishJSON(t, "small", map[string]any{"data": "tiny"})
 	}
 
@@ -106,7 +106,7 @@ func TestPollGzip(t *testing.T) {
 		{"refused with spaces", on, "big", "gzip ; q=0", false},
 		{"refused with decimals", on, "big", "gzip;q=0.000", false},
 		{"refused in capitals", on, "big", "deflate, GZIP;Q=0.", false},
-		{"below 1 KiB", on, "small", "gzip", false},
+		{"below 4 KiB", on, "small", "gzip", false},
 		{"compression off", off, "big", "gzip", false},
 	}
 	for _, tc := range cases {
@@ -118,7 +118,7 @@ func TestPollGzip(t *testing.T) {
 			if err != nil || plainResp.StatusCode != http.StatusOK || plainResp.Header.Get("Content-Encoding") != "" {
 				t.Fatalf("plain poll: %s %v %v", plainResp.Status, plainResp.Header, err)
 			}
-			if big := tc.room == "big"; big != (len(plain) >= 1024) {
+			if big := tc.room == "big"; big != (len(plain) >= 4096) {
 				t.Fatalf("room %s answers %d bytes", tc.room, len(plain))
 			}
 
