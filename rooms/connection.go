@@ -247,9 +247,7 @@ func (c *Connection) advance(d *Delivery) {
 		}
 		c.cursor.Epoch = ev.Epoch
 		for _, ch := range ev.Channels {
-			if p, ok := c.cursor.Get(ch); ok && p < ev.Seq {
-				c.cursor.Set(ch, ev.Seq)
-			}
+			c.cursor.raise(ch, ev.Seq)
 		}
 	case KindReset:
 		if d.epoch != "" {

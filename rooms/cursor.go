@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash"
-	"hash/fnv"
 	"slices"
 	"sync"
 )
@@ -34,9 +33,14 @@ type Position struct {
 
 // ChannelKey returns the key of a channel in a Cursor.
 func ChannelKey(channel string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(channel))
-	return h.Sum64() & (1<<48 - 1)
+	// FNV-1a, written out: hash/fnv allocates, and this runs for every
+	// delivery.
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(channel); i++ {
+		h ^= uint64(channel[i])
+		h *= 1099511628211
+	}
+	return h & (1<<48 - 1)
 }
 
 // Get returns the position recorded for channel.
@@ -58,6 +62,15 @@ func (c *Cursor) Set(channel string, seq uint64) {
 		return
 	}
 	c.Positions = slices.Insert(c.Positions, i, Position{Key: k, Seq: seq})
+}
+
+// raise moves channel's position up to seq if channel is in the cursor and
+// behind it.
+func (c *Cursor) raise(channel string, seq uint64) {
+	k := ChannelKey(channel)
+	if i, ok := slices.BinarySearchFunc(c.Positions, k, func(p Position, k uint64) int { return cmpU64(p.Key, k) }); ok && c.Positions[i].Seq < seq {
+		c.Positions[i].Seq = seq
+	}
 }
 
 // Delete forgets channel.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -340,5 +341,17 @@ func BenchmarkCursorEncode(b *testing.B) {
 			}
 			b.ReportMetric(float64(len(buf)), "chars")
 		})
+	}
+}
+
+// ChannelKey is FNV-1a (64 bits, cut to 48): cursors signed before it was
+// written out by hand must still name the same channels.
+func TestChannelKeyIsFNV1a(t *testing.T) {
+	for _, ch := range []string{"", "a", "lobby", "#ns:default", "#user:alice", "ns:room/with-ü"} {
+		h := fnv.New64a()
+		h.Write([]byte(ch))
+		if got, want := ChannelKey(ch), h.Sum64()&(1<<48-1); got != want {
+			t.Errorf("ChannelKey(%q) = %x, want %x", ch, got, want)
+		}
 	}
 }

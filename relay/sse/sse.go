@@ -8,7 +8,11 @@
 // handed, so no input can break a frame.
 package sse
 
-import "strconv"
+import (
+	"bytes"
+	"strconv"
+	"strings"
+)
 
 // AppendEvent appends one event. id is omitted when empty, as is name.
 func AppendEvent(dst []byte, id, name string, data []byte) []byte {
@@ -63,11 +67,9 @@ func AppendRetry(dst []byte, ms int64) []byte {
 // appendField copies v, replacing CR and LF, which would end the field, and
 // NUL, which the id field may not carry, with a space.
 func appendField[T string | []byte](dst []byte, v T) []byte {
-	clean := true
-	for i := 0; i < len(v) && clean; i++ {
-		clean = v[i] != '\n' && v[i] != '\r' && v[i] != 0
-	}
-	if clean {
+	// Three vectorised scans cost a fraction of one byte-by-byte loop; the
+	// data of every delivered event goes through here.
+	if indexByte(v, '\n') < 0 && indexByte(v, '\r') < 0 && indexByte(v, 0) < 0 {
 		return append(dst, v...)
 	}
 	for i := 0; i < len(v); i++ {
@@ -86,4 +88,14 @@ func AppendID(dst []byte, id string) []byte {
 	dst = append(dst, "id: "...)
 	dst = appendField(dst, id)
 	return append(dst, '\n', '\n')
+}
+
+func indexByte[T string | []byte](v T, c byte) int {
+	switch v := any(v).(type) {
+	case string:
+		return strings.IndexByte(v, c)
+	case []byte:
+		return bytes.IndexByte(v, c)
+	}
+	return -1
 }
