@@ -54,6 +54,10 @@ const (
 // it as a slow consumer.
 const maxPending = 1 << 20
 
+// yieldEvery is how many streams a worker services between letting other
+// goroutines run.
+const yieldEvery = 4
+
 // stallSlice is how long one write may block a worker; a client slower
 // than that is retried later rather than holding the worker.
 const stallSlice = 20 * time.Millisecond
@@ -186,7 +190,13 @@ func (st *streamer) flushDeferred() {
 
 func (st *streamer) work() {
 	defer st.wg.Done()
-	for {
+	for served := 0; ; served++ {
+		if served%yieldEvery == yieldEvery-1 {
+			// A fan-out keeps every worker busy for many milliseconds;
+			// the requests that publish (and so make the next events)
+			// would wait behind them for the scheduler's 10 ms slices.
+			runtime.Gosched()
+		}
 		st.mu.Lock()
 		for len(st.runq) == 0 && !(st.close && len(st.all) == 0) {
 			st.idle++
