@@ -61,8 +61,8 @@ func zeroQ(params string) bool {
 // polls.
 func (s *Server) writeBodyMaybeGzip(w http.ResponseWriter, r *http.Request, status int, b []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
+	h["Content-Type"] = jsonContentType
+	h["Cache-Control"] = noStore
 	if len(b) < minCompress || s.opts.Compress == CompressOff || !acceptsGzip(r) {
 		h.Set("Content-Length", strconv.Itoa(len(b)))
 		w.WriteHeader(status)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,9 @@ type requestNote struct {
 	// routine marks a request that is logged at debug level when it
 	// succeeds: a long-poll, of which a poller sends one per answer.
 	routine atomic.Bool
+	// seq numbers the request for its id, which is only formatted when
+	// its line is written.
+	seq uint64
 }
 
 // handOver marks the request's stream as continuing after its handler and
@@ -73,13 +77,37 @@ func redactedURI(u *url.URL) string {
 	return u.Path + "?" + q.Encode()
 }
 
+// requestID is the client's X-Request-Id when it sent a usable one, else
+// this server's prefix and the request's number.
+func (s *Server) requestID(r *http.Request, seq uint64) string {
+	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 128 && printable(id) {
+		return id
+	}
+	b := make([]byte, 0, len(s.idPrefix)+8)
+	b = append(b, s.idPrefix...)
+	b = append(b, '-')
+	if seq < 100000 {
+		b = append(b, "00000"[:5-len(strconv.FormatUint(seq, 10))]...)
+	}
+	return string(strconv.AppendUint(b, seq, 10))
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
 // logRequests writes one line per request when it ends: request id,
 // method, redacted URI, status, bytes, duration and, for streams, the
 // connection id.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		note := &requestNote{}
+		note := &requestNote{seq: s.requests.Add(1)}
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		r = r.WithContext(context.WithValue(r.Context(), noteKey{}, note))
 		logLine := func(status int, written int64) {
@@ -98,7 +126,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 				return
 			}
 			attrs := []slog.Attr{
-				slog.String("request_id", middleware.GetReqID(r.Context())),
+				slog.String("request_id", s.requestID(r, note.seq)),
 				slog.String("method", r.Method),
 				slog.String("uri", redactedURI(r.URL)),
 				slog.Int("status", status),

@@ -128,6 +128,25 @@ func TestRequestLog(t *testing.T) {
 	}
 }
 
+// TestRequestIDFromClient: a request id the client sends (as a proxy in
+// front would) names the request's log line; one that could mislead a log
+// reader is replaced by the relay's own.
+func TestRequestIDFromClient(t *testing.T) {
+	var log requestLog
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{Logger: log.logger(slog.LevelInfo)}})
+	for _, tc := range []struct{ path, sent, want string }{
+		{"/healthz?n=1", "edge-7f3a-0001", "edge-7f3a-0001"},
+		{"/healthz?n=2", "two words", ""},
+		{"/healthz?n=3", strings.Repeat("x", 129), ""},
+	} {
+		r.Do(t, relaytest.Request{Method: http.MethodGet, Path: tc.path, Header: http.Header{"X-Request-Id": {tc.sent}}})
+		line := log.await(t, http.MethodGet, tc.path)
+		if tc.want != "" && line.RequestID != tc.want || tc.want == "" && (line.RequestID == tc.sent || line.RequestID == "") {
+			t.Errorf("sent X-Request-Id %.20q: logged %q", tc.sent, line.RequestID)
+		}
+	}
+}
+
 // TestPollLogLevel: at info level a successful poll writes no line, a
 // refused one does.
 func TestPollLogLevel(t *testing.T) {

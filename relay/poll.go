@@ -104,7 +104,8 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string,
 		return
 	}
 	bp := answerBufs.Get().(*[]byte)
-	b := appendPollAnswer((*bp)[:0], res, client, s.clientToken(client))
+	var token [128]byte
+	b := appendPollAnswer((*bp)[:0], res, client, s.appendClientToken(token[:0], client))
 	s.writeBodyMaybeGzip(w, r, http.StatusOK, b)
 	if cap(b) <= 1<<20 {
 		*bp = b[:0]
@@ -118,7 +119,7 @@ var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return 
 // events' envelopes are already JSON, encoded once per event for every
 // poller and stream, and go out as they are, neither re-encoded nor
 // re-validated.
-func appendPollAnswer(b []byte, res rooms.PollResult, client, connection string) []byte {
+func appendPollAnswer(b []byte, res rooms.PollResult, client string, connection []byte) []byte {
 	b = append(b, `{"events":[`...)
 	for i, d := range res.Events {
 		if i > 0 {
@@ -140,10 +141,10 @@ func appendPollAnswer(b []byte, res rooms.PollResult, client, connection string)
 
 // appendJSONString appends s as a JSON string, escaped as encoding/json
 // escapes it (HTML characters included).
-func appendJSONString(b []byte, s string) []byte {
+func appendJSONString[T string | []byte](b []byte, s T) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' || c >= 0x80 {
-			m, _ := json.Marshal(s)
+			m, _ := json.Marshal(string(s))
 			return append(b, m...)
 		}
 	}

@@ -105,6 +105,9 @@ type Server struct {
 	// clientMACs are keyed HMACs for client tokens, reused: keying one
 	// costs two hash blocks and allocations, once per poll otherwise.
 	clientMACs sync.Pool
+	// requests numbers requests for their log lines' ids, after idPrefix.
+	requests atomic.Uint64
+	idPrefix string
 
 	handler http.Handler
 }
@@ -147,6 +150,7 @@ func New(hub *rooms.Hub, opts Options) *Server {
 	}
 	s := &Server{hub: hub, opts: opts, log: opts.Logger, admission: make(chan struct{}, opts.MaxConcurrentConnects)}
 	s.clientMACs.New = func() any { return hmac.New(sha256.New, opts.ClientKey) }
+	s.idPrefix = rooms.NewClientID()[:8]
 	s.handler = s.routes()
 	return s
 }
@@ -205,18 +209,27 @@ func (s *Server) retryDelay() time.Duration {
 // clientToken proves that its holder was given client id: poll answers
 // carry one so that pollers can publish with exclude_self.
 func (s *Server) clientToken(client string) string {
-	return client + "." + s.clientMAC(client)
+	return string(s.appendClientToken(nil, client))
 }
 
-func (s *Server) clientMAC(client string) string {
+// appendClientToken appends client's token: the id, a dot and its MAC.
+func (s *Server) appendClientToken(dst []byte, client string) []byte {
+	dst = append(dst, client...)
+	dst = append(dst, '.')
+	return s.appendClientMAC(dst, client)
+}
+
+func (s *Server) clientMAC(client string) string { return string(s.appendClientMAC(nil, client)) }
+
+func (s *Server) appendClientMAC(dst []byte, client string) []byte {
 	m := s.clientMACs.Get().(hash.Hash)
 	m.Reset()
 	m.Write([]byte("roomcast client\x00"))
 	m.Write([]byte(client))
 	var sum [sha256.Size]byte
-	mac := base64.RawURLEncoding.EncodeToString(m.Sum(sum[:0])[:16])
+	dst = base64.RawURLEncoding.AppendEncode(dst, m.Sum(sum[:0])[:16])
 	s.clientMACs.Put(m)
-	return mac
+	return dst
 }
 
 // senderClient resolves a Roomcast-Connection header: a live connection id,
