@@ -86,10 +86,14 @@ func (s *Server) requestID(r *http.Request, seq uint64) string {
 	b := make([]byte, 0, len(s.idPrefix)+8)
 	b = append(b, s.idPrefix...)
 	b = append(b, '-')
-	if seq < 100000 {
-		b = append(b, "00000"[:5-len(strconv.FormatUint(seq, 10))]...)
+	n := len(b)
+	b = strconv.AppendUint(b, seq, 10)
+	if digits := len(b) - n; digits < 6 {
+		// Zero-padded to six digits, so that ids sort as numbers.
+		b = append(b[:n], "000000"[digits:]...)
+		b = strconv.AppendUint(b, seq, 10)
 	}
-	return string(strconv.AppendUint(b, seq, 10))
+	return string(b)
 }
 
 func printable(s string) bool {
