@@ -101,7 +101,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var hub *rooms.Hub
 	var backboneForHub rooms.Backbone = bb
 	if cfg.Metrics {
-		m = metrics.New(func() int { return hub.Rooms() })
+		m = metrics.New(func() int { return hub.Rooms() }, func() int { return hub.PollSessions() })
 		backboneForHub = m.Backbone(bb)
 	}
 	open := !cfg.KeysConfigured()

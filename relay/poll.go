@@ -75,7 +75,8 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string,
 		timeout = time.Duration(n * float64(time.Second))
 	}
 	client := q.Get("client")
-	if !validClientID(client) {
+	named := validClientID(client)
+	if !named {
 		client = rooms.NewClientID()
 	}
 	if s.draining.Load() {
@@ -98,6 +99,9 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string,
 		Timeout:  timeout,
 		Identity: id,
 		Multi:    multi,
+		// A client that names itself can be known again at its next
+		// poll; one that does not gets a new id every time.
+		KeepSession: named,
 	})
 	if err != nil {
 		writeError(w, err)

@@ -1193,7 +1193,8 @@ func TestPollHeldWakesOnPublish(t *testing.T) {
 	tail := e.poll(rooms.PollRequest{Channels: []string{"a", "b"}}).Cursor
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := e.startPoll(ctx, rooms.PollRequest{Channels: []string{"a", "b"}, Cursor: tail, Timeout: time.Minute}, "a")
+	out := e.startPoll(ctx, rooms.PollRequest{Channels: []string{"a", "b"}, Cursor: tail, Timeout: time.Minute,
+		Client: "held-client", KeepSession: true}, "a")
 	seq := e.send("a", "b")
 	res := answer(t, out, cancel, "an event was published")
 	if got := pollSeqs(res); !slices.Equal(got, []uint64{seq}) {

@@ -23,6 +23,10 @@ type PollRequest struct {
 	Identity Identity
 	// Multi marks a poll of /v1/poll, which carries the user's channel.
 	Multi bool
+	// KeepSession keeps a long-poll's connection joined after the answer
+	// for the client's next poll (see pollsession.go): set it when the
+	// client named itself, so that its next poll can be recognised.
+	KeepSession bool
 }
 
 // PollResult is the answer to a poll.
@@ -71,7 +75,7 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	}
 	slices.Sort(channels)
 	channels = slices.Compact(channels)
-	if req.Cursor != "" && req.Timeout > 0 {
+	if req.Cursor != "" && req.Timeout > 0 && req.KeepSession {
 		if ps := h.takePollSession(req, channels); ps != nil {
 			return h.pollFrom(ctx, ps, req.Timeout, PollResult{})
 		}
@@ -137,7 +141,8 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 		}
 		h.join(conn, c)
 	}
-	ps := &pollSession{conn: conn, client: req.Client, user: req.Identity.User, channels: channels, cur: cur}
+	ps := &pollSession{conn: conn, client: req.Client, user: req.Identity.User, channels: channels, cur: cur,
+		keep: req.KeepSession}
 	return h.pollFrom(ctx, ps, req.Timeout, res)
 }
 
@@ -187,6 +192,10 @@ func (h *Hub) pollFrom(ctx context.Context, ps *pollSession, hold time.Duration,
 	case <-ctx.Done():
 		h.Disconnect(ps.conn) // the poller is gone
 	default:
+		if !ps.keep {
+			h.Disconnect(ps.conn)
+			break
+		}
 		ps.cursor = res.Cursor
 		h.parkPollSession(ps)
 	}

@@ -28,6 +28,7 @@ type pollSession struct {
 	// caughtUp is set once an answer reached the point where conn joined:
 	// from then on the queue has everything after cur.
 	caughtUp bool
+	keep     bool // parked after the answer
 	timer    *time.Timer
 }
 
@@ -46,6 +47,7 @@ func (h *Hub) takePollSession(req PollRequest, channels []string) *pollSession {
 		ps.mu.Unlock()
 		return nil
 	}
+	s.keep = true
 	delete(ps.byID, req.Client)
 	s.timer.Stop()
 	ps.mu.Unlock()

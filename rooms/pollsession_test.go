@@ -19,7 +19,7 @@ func (e *env) pollUntil(client, cursor string, n int, channels ...string) (seqs 
 		if time.Now().After(deadline) {
 			e.t.Fatalf("polled %v; want %d events", seqs, n)
 		}
-		res := e.poll(rooms.PollRequest{Channels: channels, Cursor: cursor, Client: client, Timeout: wait})
+		res := e.poll(rooms.PollRequest{Channels: channels, Cursor: cursor, Client: client, Timeout: wait, KeepSession: true})
 		seqs = append(seqs, pollSeqs(res)...)
 		cursor = res.Cursor
 	}
@@ -108,7 +108,7 @@ func TestPollSessionDrain(t *testing.T) {
 	if e.hub.PollSessions() != 0 || e.hub.Channels() != 0 {
 		t.Fatalf("after Drain: %d sessions, %d channels", e.hub.PollSessions(), e.hub.Channels())
 	}
-	res := e.poll(rooms.PollRequest{Channels: []string{"a"}, Client: "drained-client", Cursor: cursor, Timeout: wait})
+	res := e.poll(rooms.PollRequest{Channels: []string{"a"}, Client: "drained-client", Cursor: cursor, Timeout: wait, KeepSession: true})
 	if len(res.Events) != 0 || e.hub.PollSessions() != 0 {
 		t.Fatalf("poll while draining: %d events, %d sessions", len(res.Events), e.hub.PollSessions())
 	}
@@ -150,7 +150,7 @@ func TestPollSessionConcurrentPublish(t *testing.T) {
 			deadline := time.Now().Add(wait)
 			for len(results[i]) < events && time.Now().Before(deadline) {
 				res, err := e.hub.Poll(context.Background(), rooms.PollRequest{Channels: []string{"a", "b"},
-					Cursor: cursor, Client: "loop-client-" + string(rune('a'+i)), Timeout: time.Second})
+					Cursor: cursor, Client: "loop-client-" + string(rune('a'+i)), Timeout: time.Second, KeepSession: true})
 				if err != nil {
 					t.Errorf("Poll: %v", err)
 					return
@@ -177,5 +177,20 @@ func TestPollSessionConcurrentPublish(t *testing.T) {
 					len(got[r]), len(want[r]), j, got[r][j:min(len(got[r]), j+8)], want[r][j:min(len(want[r]), j+8)])
 			}
 		}
+	}
+}
+
+// TestPollWithoutSession: a poll that does not ask to keep its session
+// (its client did not name itself) leaves nothing joined behind.
+func TestPollWithoutSession(t *testing.T) {
+	e := newEnv(t, rooms.HubOptions{}, memory.Options{})
+	cursor := e.poll(rooms.PollRequest{Channels: []string{"a"}}).Cursor
+	seq := e.send("a")
+	res := e.poll(rooms.PollRequest{Channels: []string{"a"}, Cursor: cursor, Client: "anonymous-1", Timeout: wait})
+	if got := pollSeqs(res); !slices.Equal(got, []uint64{seq}) {
+		t.Fatalf("poll = %v; want [%d]", got, seq)
+	}
+	if e.hub.PollSessions() != 0 || e.hub.Channels() != 0 {
+		t.Fatalf("%d sessions, %d channels left", e.hub.PollSessions(), e.hub.Channels())
 	}
 }

@@ -32,8 +32,9 @@ type Metrics struct {
 }
 
 // New registers every metric. rooms reports how many rooms this instance
-// holds subscriptions for.
-func New(rooms func() int) *Metrics {
+// holds subscriptions for, pollSessions how many long-pollers' connections
+// it keeps joined between their polls.
+func New(rooms, pollSessions func() int) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		reg: reg,
@@ -74,6 +75,9 @@ func New(rooms func() int) *Metrics {
 		m.PublishTime, m.backboneTime, m.RateLimited, m.BackboneUp,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roomcast_rooms", Help: "Rooms this instance holds subscriptions for."},
 			func() float64 { return float64(rooms()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roomcast_poll_sessions",
+			Help: "Long-pollers whose connection this instance keeps joined between their polls."},
+			func() float64 { return float64(pollSessions()) }),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, t := range []string{"sse", "poll"} {
 		m.Connections.WithLabelValues(t)

@@ -64,7 +64,7 @@ func start(t *testing.T, opts relay.Options, hub rooms.HubOptions) *instrumented
 	bb := memory.New(memory.Options{})
 	flaky := &flakyBackbone{Backbone: bb}
 	var h *rooms.Hub
-	m := metrics.New(func() int { return h.Rooms() })
+	m := metrics.New(func() int { return h.Rooms() }, func() int { return h.PollSessions() })
 	hub.Observer = m
 	h = rooms.NewHub(m.Backbone(flaky), codec, hub)
 	if err := h.Start(context.Background()); err != nil {
@@ -237,6 +237,7 @@ func TestMetricsAtRest(t *testing.T) {
 		series("roomcast_connections", "transport", "sse"):            0,
 		series("roomcast_connections", "transport", "poll"):           0,
 		series("roomcast_rooms"):                                      0,
+		series("roomcast_poll_sessions"):                              0,
 		series("roomcast_events_published_total", "kind", "retained"): 0,
 		series("roomcast_events_published_total", "kind", "volatile"): 0,
 		series("roomcast_events_delivered_total"):                     0,
@@ -261,6 +262,18 @@ func TestMetricsAtRest(t *testing.T) {
 	if _, ok := fams.value("go_goroutines"); !ok {
 		t.Error("no Go runtime metrics")
 	}
+}
+
+// TestMetricsPollSessions: a long-poller that names itself keeps its place
+// for its next poll, and the gauge shows it until it expires.
+func TestMetricsPollSessions(t *testing.T) {
+	r := start(t, relay.Options{}, rooms.HubOptions{PollSessionTTL: time.Second})
+	var named struct{ Cursor string }
+	r.Get(t, "/v1/rooms/quiet/poll?timeout=0&client=named-poller").JSON(t, &named)
+	r.PublishJSON(t, "quiet", map[string]any{"data": "for the named poller"})
+	r.Get(t, "/v1/rooms/quiet/poll?timeout=30&client=named-poller&cursor="+named.Cursor).JSON(t, &named)
+	r.expect(t, map[metric]float64{series("roomcast_poll_sessions"): 1, series("roomcast_rooms"): 1})
+	r.expect(t, map[metric]float64{series("roomcast_poll_sessions"): 0, series("roomcast_rooms"): 0})
 }
 
 // TestMetricsMove drives streams, polls, publishes and resumes over HTTP
@@ -312,7 +325,11 @@ func TestMetricsMove(t *testing.T) {
 	if code := <-polled; code != http.StatusOK {
 		t.Fatalf("held poll: status %d", code)
 	}
-	r.expect(t, map[metric]float64{series("roomcast_connections", "transport", "poll"): 0})
+	// That poller gave no client id: nothing waits for its next poll.
+	r.expect(t, map[metric]float64{
+		series("roomcast_connections", "transport", "poll"): 0,
+		series("roomcast_poll_sessions"):                    0,
+	})
 
 	// Resumes: from a good cursor, and from one that is not.
 	last := s.LastEventID()
