@@ -61,15 +61,10 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	if err := h.checkBan(ctx, req.Identity); err != nil {
 		return PollResult{}, err
 	}
-	// A poller is present while its lease, twice its hold, lasts.
-	lease := time.Now().Add(2 * req.Timeout)
-	for _, ch := range channels {
-		if on, announce := h.presenceRules(ch); on && req.Timeout > 0 {
-			_ = h.presence.Enter(ctx, ch, Member{Conn: "poll:" + req.Client, Client: req.Client,
-				User: req.Identity.User, Name: req.Identity.Name, Expires: lease}, announce)
-		}
-	}
-	channels = append(channels, implicitChannels(channels)...)
+	rooms := channels
+	channels = make([]string, 0, 2*len(rooms)+1)
+	channels = append(channels, rooms...)
+	channels = append(channels, implicitChannels(rooms)...)
 	if req.Multi && req.Identity.User != "" {
 		channels = append(channels, UserChannel(req.Identity.User))
 	}
@@ -77,9 +72,17 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	channels = slices.Compact(channels)
 	if req.Cursor != "" && req.Timeout > 0 && req.KeepSession {
 		if ps := h.takePollSession(req, channels); ps != nil {
+			// The lease is renewed once a quarter of it has passed, not
+			// at every poll (with Redis, a round trip each).
+			if now := time.Now(); now.Sub(ps.presentAt) >= req.Timeout/2 {
+				h.enterPresence(ctx, req, rooms)
+				ps.presentAt = now
+			}
 			return h.pollFrom(ctx, ps, req.Timeout, PollResult{})
 		}
 	}
+	present := time.Now()
+	h.enterPresence(ctx, req, rooms)
 	epoch, err := h.bb.Epoch(ctx)
 	if err != nil {
 		return PollResult{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
@@ -142,8 +145,23 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 		h.join(conn, c)
 	}
 	ps := &pollSession{conn: conn, client: req.Client, user: req.Identity.User, channels: channels, cur: cur,
-		keep: req.KeepSession}
+		keep: req.KeepSession, presentAt: present}
 	return h.pollFrom(ctx, ps, req.Timeout, res)
+}
+
+// enterPresence makes a long-poller present in rooms while its lease,
+// twice its hold, lasts.
+func (h *Hub) enterPresence(ctx context.Context, req PollRequest, rooms []string) {
+	if req.Timeout <= 0 {
+		return
+	}
+	lease := time.Now().Add(2 * req.Timeout)
+	for _, ch := range rooms {
+		if on, announce := h.presenceRules(ch); on {
+			_ = h.presence.Enter(ctx, ch, Member{Conn: "poll:" + req.Client, Client: req.Client,
+				User: req.Identity.User, Name: req.Identity.Name, Expires: lease}, announce)
+		}
+	}
 }
 
 // pollFrom answers a long-poll from its session's connection: history up to

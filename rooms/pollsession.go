@@ -29,7 +29,9 @@ type pollSession struct {
 	// from then on the queue has everything after cur.
 	caughtUp bool
 	keep     bool // parked after the answer
-	timer    *time.Timer
+	// presentAt is when the poller's presence lease was last renewed.
+	presentAt time.Time
+	timer     *time.Timer
 }
 
 type pollSessions struct {
