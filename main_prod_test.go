@@ -472,6 +472,35 @@ func awaitMetric(t *testing.T, base, token, series string, want float64) {
 	}
 }
 
+// TestDebugListener: with ROOMCAST_DEBUG_ADDR the binary serves Go's
+// profiles on that address, and only there.
+func TestDebugListener(t *testing.T) {
+	t.Parallel()
+	p, addr := startRelay(t, []string{"ROOMCAST_DEBUG_ADDR=127.0.0.1:0", "ROOMCAST_ADDR=127.0.0.1:0"})
+	m := p.stderr.AwaitMatch(t, regexp.MustCompile(`"msg":"debug listener","addr":"([^"]+)"`))
+	for _, tc := range []struct {
+		url    string
+		status int
+	}{
+		{"http://" + m[1] + "/debug/pprof/", http.StatusOK},
+		{"http://" + m[1] + "/debug/pprof/goroutine?debug=1", http.StatusOK},
+		{"http://" + addr + "/debug/pprof/", http.StatusNotFound},
+	} {
+		resp, err := http.Get(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("GET %s: %s, want %d", tc.url, resp.Status, tc.status)
+		}
+		if tc.status == http.StatusOK && !strings.Contains(string(body), "goroutine") {
+			t.Errorf("GET %s: no profile in %.200s", tc.url, body)
+		}
+	}
+}
+
 // TestMetricsEndpoint: the binary serves its metrics behind the token, and
 // counts rooms and connections as clients come and go.
 func TestMetricsEndpoint(t *testing.T) {

@@ -42,6 +42,7 @@ type Config struct {
 	IdleTimeout       time.Duration
 	Metrics           bool
 	MetricsToken      string
+	DebugAddr         string
 	Compress          string
 	MaxStreamLifetime time.Duration
 	Config            string
@@ -146,6 +147,7 @@ func bindings(c *Config) []binding {
 		{Option{"write-coalesce", "ROOMCAST_WRITE_COALESCE", "10ms", "a hijacked stream written less than this long ago waits out the rest before its next write, so busy streams batch events into fewer writes; streams quieter than that are not delayed (0: write at once)"}, durationVar(&c.WriteCoalesce, 0)},
 		{Option{"metrics", "ROOMCAST_METRICS", "true", "serve Prometheus metrics at /metrics"}, boolVar(&c.Metrics)},
 		{Option{"metrics-token", "ROOMCAST_METRICS_TOKEN", "", "bearer token /metrics requires; empty serves it openly"}, stringVar(&c.MetricsToken)},
+		{Option{"debug-addr", "ROOMCAST_DEBUG_ADDR", "", "serve Go's runtime profiles (/debug/pprof/) on this separate address; keep it private (empty: off)"}, stringVar(&c.DebugAddr)},
 	}
 	return b
 }
