@@ -26,6 +26,20 @@ func (e *env) pollUntil(client, cursor string, n int, channels ...string) (seqs 
 	return seqs, cursor
 }
 
+// session polls room a from its tail and again for an event sent in
+// between, which leaves client's session parked; it returns the event and
+// the cursor after it.
+func (e *env) session(client string) (seq uint64, cursor string) {
+	e.t.Helper()
+	cursor = e.poll(rooms.PollRequest{Channels: []string{"a"}, Client: client}).Cursor
+	seq = e.send("a")
+	got, cursor := e.pollUntil(client, cursor, 1, "a")
+	if !slices.Equal(got, []uint64{seq}) {
+		e.t.Fatalf("first long-poll = %v; want [%d]", got, seq)
+	}
+	return seq, cursor
+}
+
 // TestPollSessionContinues: a long-poller's next poll continues from the
 // connection its last poll left joined, and gets what was published in
 // between (volatile events too, which history does not keep), once and in
@@ -33,17 +47,12 @@ func (e *env) pollUntil(client, cursor string, n int, channels ...string) (seqs 
 func TestPollSessionContinues(t *testing.T) {
 	e := newEnv(t, rooms.HubOptions{}, memory.Options{})
 	const client = "session-client"
-	cursor := e.poll(rooms.PollRequest{Channels: []string{"a"}, Client: client}).Cursor
-	first := e.send("a")
-	got, cursor := e.pollUntil(client, cursor, 1, "a")
-	if !slices.Equal(got, []uint64{first}) {
-		t.Fatalf("first poll = %v; want [%d]", got, first)
-	}
+	_, cursor := e.session(client)
 	if e.hub.PollSessions() != 1 || rooms.ChannelConns(e.hub, "a") != 1 {
 		t.Fatalf("%d sessions, %d connections on a; want 1 and 1", e.hub.PollSessions(), rooms.ChannelConns(e.hub, "a"))
 	}
 	want := []uint64{e.send("a"), e.publish(rooms.Message{Channels: []string{"a"}, Volatile: true}).Seq, e.send("a")}
-	got, _ = e.pollUntil(client, cursor, len(want), "a")
+	got, _ := e.pollUntil(client, cursor, len(want), "a")
 	if len(got) != len(want) || got[0] != want[0] || got[2] != want[2] {
 		t.Fatalf("second poll = %v; want %v (the volatile event included)", got, want)
 	}
@@ -82,9 +91,7 @@ func TestPollSessionOtherCursor(t *testing.T) {
 func TestPollSessionOverflow(t *testing.T) {
 	e := newEnv(t, rooms.HubOptions{QueueSize: 4}, memory.Options{})
 	const client = "slow-client"
-	cursor := e.poll(rooms.PollRequest{Channels: []string{"a"}, Client: client}).Cursor
-	e.send("a")
-	_, cursor = e.pollUntil(client, cursor, 1, "a")
+	_, cursor := e.session(client)
 	var want []uint64
 	for range 10 {
 		want = append(want, e.send("a"))
@@ -98,9 +105,7 @@ func TestPollSessionOverflow(t *testing.T) {
 // TestPollSessionDrain: draining ends parked sessions and parks no more.
 func TestPollSessionDrain(t *testing.T) {
 	e := newEnv(t, rooms.HubOptions{}, memory.Options{})
-	cursor := e.poll(rooms.PollRequest{Channels: []string{"a"}, Client: "drained-client"}).Cursor
-	e.send("a")
-	_, cursor = e.pollUntil("drained-client", cursor, 1, "a")
+	_, cursor := e.session("drained-client")
 	if e.hub.PollSessions() != 1 {
 		t.Fatal("no session parked")
 	}
