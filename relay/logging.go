@@ -13,19 +13,27 @@ import (
 )
 
 // requestNote carries what a handler learns that the request log line
-// should show, such as a stream's connection id.
+// should show, such as a stream's connection id, and what the line shows
+// of the request itself: copied out, so that a stream that outlives its
+// handler does not keep the request (headers, contexts, net/http's
+// buffers) alive with it.
 type requestNote struct {
 	connection atomic.Pointer[string]
 	// handedOver is set when a stream outlives its handler (hijacked):
-	// the line is then written by whoever ends the stream, through end.
+	// the line is then written by whoever ends the stream, through the
+	// function handOver returns.
 	handedOver atomic.Bool
-	end        func(written int64)
 	// routine marks a request that is logged at debug level when it
 	// succeeds: a long-poll, of which a poller sends one per answer.
 	routine atomic.Bool
-	// seq numbers the request for its id, which is only formatted when
-	// its line is written.
-	seq uint64
+
+	srv    *Server
+	seq    uint64 // numbers the request for its id, formatted only when logged
+	start  time.Time
+	method string
+	url    *url.URL
+	remote string
+	sentID string // the client's X-Request-Id
 }
 
 // handOver marks the request's stream as continuing after its handler and
@@ -36,11 +44,7 @@ func handOver(ctx context.Context) func(written int64) {
 		return func(int64) {}
 	}
 	n.handedOver.Store(true)
-	return func(written int64) {
-		if n.end != nil {
-			n.end(written)
-		}
-	}
+	return func(written int64) { n.srv.logRequest(n, http.StatusOK, written) }
 }
 
 type noteKey struct{}
@@ -79,19 +83,19 @@ func redactedURI(u *url.URL) string {
 
 // requestID is the client's X-Request-Id when it sent a usable one, else
 // this server's prefix and the request's number.
-func (s *Server) requestID(r *http.Request, seq uint64) string {
-	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 128 && printable(id) {
+func (s *Server) requestID(n *requestNote) string {
+	if id := n.sentID; id != "" && len(id) <= 128 && printable(id) {
 		return id
 	}
 	b := make([]byte, 0, len(s.idPrefix)+8)
 	b = append(b, s.idPrefix...)
 	b = append(b, '-')
-	n := len(b)
-	b = strconv.AppendUint(b, seq, 10)
-	if digits := len(b) - n; digits < 6 {
+	k := len(b)
+	b = strconv.AppendUint(b, n.seq, 10)
+	if digits := len(b) - k; digits < 6 {
 		// Zero-padded to six digits, so that ids sort as numbers.
-		b = append(b[:n], "000000"[digits:]...)
-		b = strconv.AppendUint(b, seq, 10)
+		b = append(b[:k], "000000"[digits:]...)
+		b = strconv.AppendUint(b, n.seq, 10)
 	}
 	return string(b)
 }
@@ -110,45 +114,46 @@ func printable(s string) bool {
 // connection id.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		note := &requestNote{seq: s.requests.Add(1)}
+		note := &requestNote{srv: s, seq: s.requests.Add(1), start: time.Now(), method: r.Method, url: r.URL,
+			remote: r.RemoteAddr, sentID: r.Header.Get("X-Request-Id")}
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		r = r.WithContext(context.WithValue(r.Context(), noteKey{}, note))
-		logLine := func(status int, written int64) {
-			if status == 0 {
-				status = http.StatusOK
-			}
-			level := slog.LevelInfo
-			switch {
-			case status >= 500:
-				level = slog.LevelWarn
-			case status < 400 && note.routine.Load():
-				level = slog.LevelDebug
-			}
-			ctx := context.WithoutCancel(r.Context())
-			if !s.log.Enabled(ctx, level) {
-				return
-			}
-			attrs := []slog.Attr{
-				slog.String("request_id", s.requestID(r, note.seq)),
-				slog.String("method", r.Method),
-				slog.String("uri", redactedURI(r.URL)),
-				slog.Int("status", status),
-				slog.Int64("bytes", written),
-				slog.Duration("duration", time.Since(start)),
-				slog.String("remote", r.RemoteAddr),
-			}
-			if id := note.connection.Load(); id != nil {
-				attrs = append(attrs, slog.String("connection", *id))
-			}
-			s.log.LogAttrs(ctx, level, "request", attrs...)
-		}
-		note.end = func(written int64) { logLine(http.StatusOK, written) }
 		defer func() {
 			if !note.handedOver.Load() {
-				logLine(ww.Status(), int64(ww.BytesWritten()))
+				s.logRequest(note, ww.Status(), int64(ww.BytesWritten()))
 			}
 		}()
 		next.ServeHTTP(ww, r)
 	})
+}
+
+// logRequest writes the line of the request n describes.
+func (s *Server) logRequest(n *requestNote, status int, written int64) {
+	if status == 0 {
+		status = http.StatusOK
+	}
+	level := slog.LevelInfo
+	switch {
+	case status >= 500:
+		level = slog.LevelWarn
+	case status < 400 && n.routine.Load():
+		level = slog.LevelDebug
+	}
+	ctx := context.Background()
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", s.requestID(n)),
+		slog.String("method", n.method),
+		slog.String("uri", redactedURI(n.url)),
+		slog.Int("status", status),
+		slog.Int64("bytes", written),
+		slog.Duration("duration", time.Since(n.start)),
+		slog.String("remote", n.remote),
+	}
+	if id := n.connection.Load(); id != nil {
+		attrs = append(attrs, slog.String("connection", *id))
+	}
+	s.log.LogAttrs(ctx, level, "request", attrs...)
 }

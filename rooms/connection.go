@@ -104,7 +104,9 @@ type Connection struct {
 	joined   map[string]*hubChannel // rooms and the channels they imply
 	queue    []Delivery
 	replay   []Delivery
-	recent   [recentMulti]uint64
+	// recent is allocated at the first multi-room event: most connections
+	// never see one, and it is half of an idle connection's memory.
+	recent   *[recentMulti]uint64
 	recentAt int
 	closed   bool
 	reason   CloseReason
@@ -279,6 +281,9 @@ func (c *Connection) deliver(ev *Event, i int) {
 		return
 	}
 	if len(ev.Channels) > 1 && !ev.Volatile {
+		if c.recent == nil {
+			c.recent = new([recentMulti]uint64)
+		}
 		if slices.Contains(c.recent[:], ev.Seq) {
 			return
 		}
@@ -321,7 +326,7 @@ func (c *Connection) resetEpoch(epoch string) {
 		return
 	}
 	c.epoch = epoch
-	c.recent = [recentMulti]uint64{}
+	c.recent = nil
 	c.queue = append(c.queue, Delivery{Kind: KindReset, Reason: ResetHistoryLost, epoch: epoch})
 	c.signal()
 }
