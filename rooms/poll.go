@@ -40,9 +40,10 @@ type PollResult struct {
 	Reset bool
 }
 
-// Poll answers a long-poll statelessly from history: at once when events
-// follow the cursor, otherwise once one arrives or Timeout passes. Any
-// instance can answer any poll.
+// Poll answers a long-poll from its cursor: at once when events follow it,
+// otherwise once one arrives or Timeout passes. Any instance can answer any
+// poll from history; the instance that answered a poller's last poll
+// answers its next one from the connection it kept (pollsession.go).
 func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	channels := slices.Clone(req.Channels)
 	slices.Sort(channels)
