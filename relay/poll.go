@@ -89,8 +89,8 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string,
 	}
 	defer slots.release()
 	if m := s.opts.Metrics; m != nil {
-		m.Connections.WithLabelValues("poll").Inc()
-		defer m.Connections.WithLabelValues("poll").Dec()
+		m.PollConnections.Inc()
+		defer m.PollConnections.Dec()
 	}
 	res, err := s.hub.Poll(r.Context(), rooms.PollRequest{
 		Channels: channels,

@@ -154,8 +154,8 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	held = append(held, func() { s.hub.Disconnect(conn) })
 	noteConnection(r.Context(), conn.ID)
 	if m := s.opts.Metrics; m != nil {
-		m.Connections.WithLabelValues("sse").Inc()
-		held = append(held, m.Connections.WithLabelValues("sse").Dec)
+		m.SSEConnections.Inc()
+		held = append(held, m.SSEConnections.Dec)
 	}
 
 	if d := s.opts.MaxStreamLifetime; d > 0 {

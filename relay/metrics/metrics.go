@@ -20,6 +20,9 @@ type Metrics struct {
 	reg *prometheus.Registry
 
 	Connections   *prometheus.GaugeVec
+	// SSEConnections and PollConnections are Connections' two series,
+	// looked up once rather than per request.
+	SSEConnections, PollConnections prometheus.Gauge
 	Published     *prometheus.CounterVec
 	delivered     prometheus.Counter
 	dropped       prometheus.Counter
@@ -79,9 +82,8 @@ func New(rooms, pollSessions func() int) *Metrics {
 			Help: "Long-pollers whose connection this instance keeps joined between their polls."},
 			func() float64 { return float64(pollSessions()) }),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, t := range []string{"sse", "poll"} {
-		m.Connections.WithLabelValues(t)
-	}
+	m.SSEConnections = m.Connections.WithLabelValues("sse")
+	m.PollConnections = m.Connections.WithLabelValues("poll")
 	for _, o := range []string{"replayed", "reset"} {
 		m.resumes.WithLabelValues(o)
 	}
