@@ -19,19 +19,19 @@ import (
 type Metrics struct {
 	reg *prometheus.Registry
 
-	Connections   *prometheus.GaugeVec
+	Connections *prometheus.GaugeVec
 	// SSEConnections and PollConnections are Connections' two series,
 	// looked up once rather than per request.
 	SSEConnections, PollConnections prometheus.Gauge
-	Published     *prometheus.CounterVec
-	delivered     prometheus.Counter
-	dropped       prometheus.Counter
-	slowConsumers prometheus.Counter
-	resumes       *prometheus.CounterVec
-	PublishTime   prometheus.Histogram
-	backboneTime  *prometheus.HistogramVec
-	RateLimited   *prometheus.CounterVec
-	BackboneUp    prometheus.Gauge
+	Published                       *prometheus.CounterVec
+	delivered                       prometheus.Counter
+	dropped                         prometheus.Counter
+	slowConsumers                   prometheus.Counter
+	resumes                         *prometheus.CounterVec
+	PublishTime                     prometheus.Histogram
+	backboneTime                    *prometheus.HistogramVec
+	RateLimited                     *prometheus.CounterVec
+	BackboneUp                      prometheus.Gauge
 }
 
 // New registers every metric. rooms reports how many rooms this instance
