@@ -100,10 +100,10 @@ type Connection struct {
 	present  []string        // rooms whose presence lists the connection
 	// floor holds, per channel, a resume position this instance had not
 	// reached yet: live events up to it were seen already.
-	floor    map[string]uint64
-	joined   map[string]*hubChannel // rooms and the channels they imply
-	queue    []Delivery
-	replay   []Delivery
+	floor  map[string]uint64
+	joined map[string]*hubChannel // rooms and the channels they imply
+	queue  []Delivery
+	replay []Delivery
 	// recent is allocated at the first multi-room event: most connections
 	// never see one, and it is half of an idle connection's memory.
 	recent   *[recentMulti]uint64
