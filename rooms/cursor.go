@@ -164,7 +164,10 @@ func (cc *CursorCodec) AppendBinary(dst []byte, c Cursor) []byte {
 		dst = append(dst, 0)
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(c.Positions)))
-	var stack [64]Position
+	// Most cursors hold a room or two (and its namespace): a small array
+	// keeps them off the heap without a kilobyte of stack, which at the
+	// bottom of a poll's deep call chain made every poll grow its stack.
+	var stack [8]Position
 	bySeq := append(stack[:0], c.Positions...)
 	slices.SortFunc(bySeq, cmpSeqKey)
 	var prev uint64
