@@ -222,9 +222,15 @@ type connSlots struct {
 // acquireConnection counts a new stream or held poll against the caller's
 // user and address limits, across instances when the backbone can count.
 func (s *Server) acquireConnection(r *http.Request, id rooms.Identity) (*connSlots, error) {
-	c := &connSlots{s: s, id: rooms.NewClientID(), renewedAt: time.Now()}
+	c := &connSlots{s: s, renewedAt: time.Now()}
 	if id.Server {
 		return c, nil
+	}
+	c.shared, _ = rooms.BackboneAs[rooms.SlotCounter](s.hub.Backbone())
+	if c.shared != nil {
+		// Shared slots are held by name, in the backbone; local ones are
+		// counts and need none (a random id costs a system call).
+		c.id = rooms.NewClientID()
 	}
 	c.keys = append(c.keys, "ip:"+s.clientIP(r))
 	c.limits = append(c.limits, s.opts.Limits.MaxConnsPerIP)
@@ -232,7 +238,6 @@ func (s *Server) acquireConnection(r *http.Request, id rooms.Identity) (*connSlo
 		c.keys = append(c.keys, "user:"+id.User)
 		c.limits = append(c.limits, s.opts.Limits.MaxConnsPerUser)
 	}
-	c.shared, _ = rooms.BackboneAs[rooms.SlotCounter](s.hub.Backbone())
 	for i, key := range c.keys {
 		ok, err := c.take(r.Context(), key, c.limits[i])
 		if err != nil || !ok {

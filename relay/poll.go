@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/relay/auth"
+	"github.com/roomcast/roomcast/relay/query"
 	"github.com/roomcast/roomcast/rooms"
 )
 
@@ -33,7 +34,7 @@ func (s *Server) pollRoom(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) pollMulti(w http.ResponseWriter, r *http.Request) {
-	channels, err := queryRooms(r.URL.Query()["room"])
+	channels, err := queryRooms(query.Values(r.URL.RawQuery, "room"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -64,9 +65,9 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string,
 		}
 		channels = []string{rooms.UserChannel(id.User)}
 	}
-	q := r.URL.Query()
+	raw := r.URL.RawQuery
 	timeout := s.opts.PollDefault
-	if v := q.Get("timeout"); v != "" {
+	if v := query.Get(raw, "timeout"); v != "" {
 		n, err := strconv.ParseFloat(v, 64)
 		if err != nil || !(n >= 0 && n <= s.opts.PollMax.Seconds()) { // also refuses NaN and Inf
 			writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "timeout must be 0 to %g seconds", s.opts.PollMax.Seconds()))
@@ -74,7 +75,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string,
 		}
 		timeout = time.Duration(n * float64(time.Second))
 	}
-	client := q.Get("client")
+	client := query.Get(raw, "client")
 	named := validClientID(client)
 	if !named {
 		client = rooms.NewClientID()
@@ -94,7 +95,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string,
 	}
 	res, err := s.hub.Poll(r.Context(), rooms.PollRequest{
 		Channels: channels,
-		Cursor:   q.Get("cursor"),
+		Cursor:   query.Get(raw, "cursor"),
 		Client:   client,
 		Timeout:  timeout,
 		Identity: id,

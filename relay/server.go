@@ -149,7 +149,7 @@ func New(hub *rooms.Hub, opts Options) *Server {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{hub: hub, opts: opts, log: opts.Logger, admission: make(chan struct{}, opts.MaxConcurrentConnects)}
-	s.clientMACs.New = func() any { return hmac.New(sha256.New, opts.ClientKey) }
+	s.clientMACs.New = func() any { return &clientMAC{h: hmac.New(sha256.New, opts.ClientKey)} }
 	s.idPrefix = rooms.NewClientID()[:8]
 	s.handler = s.routes()
 	return s
@@ -221,13 +221,21 @@ func (s *Server) appendClientToken(dst []byte, client string) []byte {
 
 func (s *Server) clientMAC(client string) string { return string(s.appendClientMAC(nil, client)) }
 
+// clientMAC is a keyed HMAC with buffers of its own: bytes handed to a
+// hash.Hash escape to the heap.
+type clientMAC struct {
+	h   hash.Hash
+	in  []byte
+	sum []byte
+}
+
 func (s *Server) appendClientMAC(dst []byte, client string) []byte {
-	m := s.clientMACs.Get().(hash.Hash)
-	m.Reset()
-	m.Write([]byte("roomcast client\x00"))
-	m.Write([]byte(client))
-	var sum [sha256.Size]byte
-	dst = base64.RawURLEncoding.AppendEncode(dst, m.Sum(sum[:0])[:16])
+	m := s.clientMACs.Get().(*clientMAC)
+	m.h.Reset()
+	m.in = append(append(m.in[:0], "roomcast client\x00"...), client...)
+	m.h.Write(m.in)
+	m.sum = m.h.Sum(m.sum[:0])
+	dst = base64.RawURLEncoding.AppendEncode(dst, m.sum[:16])
 	s.clientMACs.Put(m)
 	return dst
 }

@@ -126,7 +126,7 @@ func NewCursorCodec(key []byte) (*CursorCodec, error) {
 		return nil, fmt.Errorf("cursor key must be at least 16 bytes, got %d", len(key))
 	}
 	k := slices.Clone(key)
-	return &CursorCodec{pool: sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}}, nil
+	return &CursorCodec{pool: sync.Pool{New: func() any { return &macState{h: hmac.New(sha256.New, k)} }}}, nil
 }
 
 // Encode returns the signed text form of c: URL-safe base64, no padding.
@@ -179,14 +179,24 @@ func (cc *CursorCodec) AppendBinary(dst []byte, c Cursor) []byte {
 	return cc.sign(dst, start)
 }
 
+// macState is a keyed HMAC with buffers of its own: bytes handed to a
+// hash.Hash escape, so a caller's stack buffers would be moved to the heap
+// at every call.
+type macState struct {
+	h   hash.Hash
+	in  []byte
+	sum []byte
+}
+
 func (cc *CursorCodec) sign(dst []byte, start int) []byte {
-	h := cc.pool.Get().(hash.Hash)
-	h.Reset()
-	h.Write(dst[start:])
-	var sum [sha256.Size]byte
-	mac := h.Sum(sum[:0])
-	cc.pool.Put(h)
-	return append(dst, mac[:cursorMACSize]...)
+	m := cc.pool.Get().(*macState)
+	m.h.Reset()
+	m.in = append(m.in[:0], dst[start:]...)
+	m.h.Write(m.in)
+	m.sum = m.h.Sum(m.sum[:0])
+	dst = append(dst, m.sum[:cursorMACSize]...)
+	cc.pool.Put(m)
+	return dst
 }
 
 // Decode verifies and parses a cursor made by Encode. Any malformed or

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomcast/roomcast/relay/query"
 	"github.com/roomcast/roomcast/rooms"
 )
 
@@ -43,8 +44,7 @@ func (a *Authenticator) FromRequest(r *http.Request, mode Credentials, claim fun
 	if mode != Subscribing {
 		return a.fromBearer(r)
 	}
-	query := r.URL.Query()
-	ticket, err := single(query, "ticket", "more than one ticket")
+	ticket, err := single(r.URL.RawQuery, "ticket", "more than one ticket")
 	if err != nil {
 		return rooms.Identity{}, err
 	}
@@ -58,7 +58,7 @@ func (a *Authenticator) FromRequest(r *http.Request, mode Credentials, claim fun
 		return a.VerifyToken(c.Value)
 	}
 	if a.queryTokens {
-		token, err := single(query, "access_token", "more than one access_token")
+		token, err := single(r.URL.RawQuery, "access_token", "more than one access_token")
 		if err != nil {
 			return rooms.Identity{}, err
 		}
@@ -107,8 +107,8 @@ func (a *Authenticator) fromBearer(r *http.Request) (rooms.Identity, error) {
 
 // single returns the only value of query parameter key, "" when absent or
 // empty, and an error when it is repeated.
-func single(query map[string][]string, key, repeated string) (string, error) {
-	switch v := query[key]; len(v) {
+func single(rawQuery, key, repeated string) (string, error) {
+	switch v := query.Values(rawQuery, key); len(v) {
 	case 0:
 		return "", nil
 	case 1:
