@@ -11,12 +11,10 @@ import (
 // what arrived meanwhile from the connection's queue instead of reading
 // history and joining and leaving every channel again (measured: the
 // relay's CPU per poll). Any other poll (another cursor, other rooms, an
-// instance that never saw the client) takes the stateless path from
-// history, so a session is only ever a shortcut.
-const (
-	pollSessionTTL  = 5 * time.Second
-	maxPollSessions = 1 << 16
-)
+// instance that never saw the client) takes the path from history, so a
+// session is only ever a shortcut. HubOptions.PollSessionTTL says how long
+// a session waits for its next poll.
+const maxPollSessions = 1 << 16
 
 type pollSession struct {
 	conn     *Connection
@@ -32,6 +30,7 @@ type pollSession struct {
 	// presentAt is when the poller's presence lease was last renewed.
 	presentAt time.Time
 	timer     *time.Timer
+	parked    uint64 // parkings so far, guarded by pollSessions.mu
 }
 
 type pollSessions struct {
@@ -84,19 +83,23 @@ func (h *Hub) parkPollSession(s *pollSession) {
 		old.timer.Stop()
 	}
 	ps.byID[s.client] = s
-	s.timer = time.AfterFunc(h.opts.PollSessionTTL, func() { h.expirePollSession(s) })
+	// A timer of an earlier parking may fire late, after the session was
+	// taken and parked again: the generation tells it apart.
+	s.parked++
+	gen := s.parked
+	s.timer = time.AfterFunc(h.opts.PollSessionTTL, func() { h.expirePollSession(s, gen) })
 	ps.mu.Unlock()
 	if old != nil {
 		h.Disconnect(old.conn)
 	}
 }
 
-func (h *Hub) expirePollSession(s *pollSession) {
+func (h *Hub) expirePollSession(s *pollSession, gen uint64) {
 	ps := &h.polls
 	ps.mu.Lock()
-	if ps.byID[s.client] != s {
+	if ps.byID[s.client] != s || s.parked != gen {
 		ps.mu.Unlock()
-		return // taken by a poll, or replaced
+		return // taken by a poll, replaced, or parked again since
 	}
 	delete(ps.byID, s.client)
 	ps.mu.Unlock()
