@@ -183,7 +183,7 @@ func (h *Hub) pollFrom(ctx context.Context, ps *pollSession, hold time.Duration,
 		ps.caughtUp = !limited
 	}
 	if ps.caughtUp {
-		takeQueued(ps.conn, &ps.cur, &res)
+		ps.takeQueued(&res)
 	}
 	if len(res.Events) == 0 && !res.Reset {
 		timer := time.NewTimer(hold)
@@ -192,7 +192,7 @@ func (h *Hub) pollFrom(ctx context.Context, ps *pollSession, hold time.Duration,
 		for len(res.Events) == 0 && !res.Reset {
 			select {
 			case <-ps.conn.Ready():
-				takeQueued(ps.conn, &ps.cur, &res)
+				ps.takeQueued(&res)
 			case <-ps.conn.Done():
 				break wait
 			case <-h.drained:

@@ -31,6 +31,7 @@ type pollSession struct {
 	presentAt time.Time
 	timer     *time.Timer
 	parked    uint64 // parkings so far, guarded by pollSessions.mu
+	batch     []Delivery
 }
 
 type pollSessions struct {
@@ -128,11 +129,15 @@ func (h *Hub) PollSessions() int {
 	return len(h.polls.byID)
 }
 
-// takeQueued adds to res what conn queued after cur, advancing cur:
+// takeQueued adds to res what the session's connection queued after its
+// cursor, advancing the cursor:
 // events already answered (from history, or through another channel) are
 // skipped by their position.
-func takeQueued(conn *Connection, cur *Cursor, res *PollResult) {
-	for _, d := range conn.Take(nil) {
+func (ps *pollSession) takeQueued(res *PollResult) {
+	conn, cur := ps.conn, &ps.cur
+	ps.batch = conn.Take(ps.batch[:0])
+	defer clear(ps.batch)
+	for _, d := range ps.batch {
 		switch {
 		case d.Kind == KindReset && d.epoch != "":
 			// The backbone lost its history: positions start over in
