@@ -35,6 +35,9 @@ type HubOptions struct {
 	// PollSessionTTL is how long a long-poller's connection stays joined
 	// after an answer, waiting for its next poll (default 5s).
 	PollSessionTTL time.Duration
+	// MaxPollSessions bounds the long-pollers' connections kept between
+	// polls (default 65,536); past it, answered polls keep none.
+	MaxPollSessions int
 	// Observer is told about deliveries, drops and resumes (default: nobody).
 	Observer Observer
 	// Namespaces decides who may subscribe to what (default: everyone to everything).
@@ -101,6 +104,9 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 	}
 	if opts.ReplayLimit <= 0 {
 		opts.ReplayLimit = 1000
+	}
+	if opts.MaxPollSessions <= 0 {
+		opts.MaxPollSessions = 1 << 16
 	}
 	if opts.PollSessionTTL <= 0 {
 		opts.PollSessionTTL = 5 * time.Second

@@ -13,8 +13,8 @@ import (
 // relay's CPU per poll). Any other poll (another cursor, other rooms, an
 // instance that never saw the client) takes the path from history, so a
 // session is only ever a shortcut. HubOptions.PollSessionTTL says how long
-// a session waits for its next poll.
-const maxPollSessions = 1 << 16
+// a session waits for its next poll, HubOptions.MaxPollSessions how many
+// may wait.
 
 type pollSession struct {
 	conn     *Connection
@@ -71,7 +71,7 @@ func (h *Hub) takePollSession(req PollRequest, channels []string) *pollSession {
 func (h *Hub) parkPollSession(s *pollSession) {
 	ps := &h.polls
 	ps.mu.Lock()
-	if ps.closed || len(ps.byID) >= maxPollSessions {
+	if ps.closed || len(ps.byID) >= h.opts.MaxPollSessions && ps.byID[s.client] == nil {
 		ps.mu.Unlock()
 		h.Disconnect(s.conn)
 		return

@@ -199,3 +199,24 @@ func TestPollWithoutSession(t *testing.T) {
 		t.Fatalf("%d sessions, %d channels left", e.hub.PollSessions(), e.hub.Channels())
 	}
 }
+
+// TestPollSessionCap: past MaxPollSessions, answered polls keep no
+// connection, and are answered as well as ever.
+func TestPollSessionCap(t *testing.T) {
+	e := newEnv(t, rooms.HubOptions{MaxPollSessions: 2}, memory.Options{})
+	for i, client := range []string{"capped-client-1", "capped-client-2", "capped-client-3"} {
+		e.session(client)
+		if want := min(i+1, 2); e.hub.PollSessions() != want {
+			t.Fatalf("after %d pollers: %d sessions, want %d", i+1, e.hub.PollSessions(), want)
+		}
+	}
+	// The third poller's polls go on from history.
+	cursor := e.poll(rooms.PollRequest{Channels: []string{"a"}, Client: "capped-client-3"}).Cursor
+	seq := e.send("a")
+	if got, _ := e.pollUntil("capped-client-3", cursor, 1, "a"); !slices.Equal(got, []uint64{seq}) {
+		t.Fatalf("uncapped poller got %v; want [%d]", got, seq)
+	}
+	if rooms.ChannelConns(e.hub, "a") != 2 {
+		t.Fatalf("%d connections on a; want the two sessions'", rooms.ChannelConns(e.hub, "a"))
+	}
+}
