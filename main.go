@@ -64,6 +64,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+	if cfg.BatchMonitor {
+		if tid, err := batchRuntimeMonitor(); err != nil {
+			log.Debug("runtime monitor keeps its scheduling", "err", err)
+		} else {
+			log.Debug("runtime monitor thread runs as SCHED_BATCH", "tid", tid)
+		}
+	}
 	if err := serve(ctx, cfg, log); err != nil {
 		log.Error("roomcast stopped", "err", err)
 		return 1
