@@ -52,6 +52,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		case "healthcheck":
 			return healthcheck.Main(ctx, args[1:], stdout, stderr)
 		case "bench":
+			// The load generator's readers wake from idle at every
+			// publish, as the relay's writers do.
+			_, _ = batchRuntimeMonitor()
 			return bench.Main(ctx, args[1:], stdout, stderr)
 		}
 	}
