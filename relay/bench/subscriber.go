@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -226,23 +228,19 @@ type pollAnswer struct {
 }
 
 // poll long-polls until the run stops it: first without a cursor for a
-// starting point (then it is ready), then from each answer's cursor.
+// starting point (then it is ready), then from each answer's cursor. Like
+// the streams it speaks HTTP/1.1 itself over one kept-alive connection
+// (redialled if the relay closes it): a full HTTP client per poller cost
+// the load generator four times the relay's CPU per poll and made it the
+// bottleneck of the measurement.
 func (s *subscriber) poll(deadline time.Time) {
-	t := s.r.targets[s.target]
-	tr := &http.Transport{
-		DialContext:         (&net.Dialer{LocalAddr: s.r.source(s.index, t)}).DialContext,
-		MaxIdleConnsPerHost: 1,
-		IdleConnTimeout:     time.Minute,
-	}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr}
-	base := t.base + "/v1/rooms/" + url.PathEscape(s.r.cfg.Room) + "/poll?client=bench-poll-" + itoa(s.index) + "&timeout="
+	p := &poller{s: s, t: s.r.targets[s.target]}
+	defer p.close()
+	path := "/v1/rooms/" + url.PathEscape(s.r.cfg.Room) + "/poll?client=bench-poll-" + itoa(s.index) + "&timeout="
 	hold := fmt.Sprintf("%.3f", s.r.cfg.PollHold.Seconds())
 
 	start := time.Now()
-	first, cancel := context.WithDeadline(s.ctx, deadline)
-	ans, err := s.get(first, client, base+"0")
-	cancel()
+	ans, err := p.get(deadline, path+"0")
 	if err != nil {
 		s.onReady(err)
 		return
@@ -251,7 +249,7 @@ func (s *subscriber) poll(deadline time.Time) {
 	cursor := ans.Cursor
 	s.onReady(nil)
 	for s.ctx.Err() == nil {
-		ans, err := s.get(s.ctx, client, base+hold+"&cursor="+url.QueryEscape(cursor))
+		ans, err := p.get(time.Time{}, path+hold+"&cursor="+url.QueryEscape(cursor))
 		if err != nil {
 			if s.ctx.Err() == nil && !s.r.stopping.Load() {
 				s.ended, s.err = true, err
@@ -272,31 +270,146 @@ func (s *subscriber) poll(deadline time.Time) {
 	}
 }
 
-// get performs one poll.
-func (s *subscriber) get(ctx context.Context, client *http.Client, u string) (*pollAnswer, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
+// poller is one long-poller's connection.
+type poller struct {
+	s    *subscriber
+	t    target
+	conn net.Conn
+	br   *bufio.Reader
+	req  []byte
+	body []byte
+	ans  pollAnswer
+}
+
+func (p *poller) close() {
+	if p.conn != nil {
+		_ = p.conn.Close()
+		p.conn = nil
+	}
+}
+
+// get sends one poll and reads its answer; deadline bounds it when set.
+// A connection the relay closed after its previous answer is redialled
+// once.
+func (p *poller) get(deadline time.Time, pathQuery string) (*pollAnswer, error) {
+	for attempt := 0; ; attempt++ {
+		reused := p.conn != nil
+		if !reused {
+			d := net.Dialer{Deadline: deadline, LocalAddr: p.s.r.source(p.s.index, p.t)}
+			conn, err := d.DialContext(p.s.ctx, "tcp", p.t.hostport)
+			if err != nil {
+				return nil, fmt.Errorf("connect: %w", err)
+			}
+			if !p.s.r.track(conn) {
+				return nil, errors.New("the run stopped")
+			}
+			p.conn = conn
+			if p.br == nil {
+				p.br = bufio.NewReaderSize(conn, 4<<10)
+			} else {
+				p.br.Reset(conn)
+			}
+		}
+		_ = p.conn.SetDeadline(deadline)
+		ans, sent, err := p.roundTrip(pathQuery)
+		if err == nil {
+			return ans, nil
+		}
+		p.close()
+		// A kept-alive connection may have been closed by the relay
+		// before this request reached it: try once on a new one.
+		if reused && !sent && attempt == 0 && p.s.ctx.Err() == nil {
+			continue
+		}
 		return nil, err
 	}
-	req.Header.Set("User-Agent", "roomcast-bench")
-	if tok := s.r.cfg.SubscriberToken; tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
+}
+
+// roundTrip writes the request and reads the answer. sent reports that
+// any of the answer arrived, after which the poll is not repeated.
+func (p *poller) roundTrip(pathQuery string) (ans *pollAnswer, sent bool, err error) {
+	p.req = append(p.req[:0], "GET "...)
+	p.req = append(p.req, pathQuery...)
+	p.req = append(p.req, " HTTP/1.1\r\nHost: "...)
+	p.req = append(p.req, p.t.hostport...)
+	p.req = append(p.req, "\r\nUser-Agent: roomcast-bench\r\n"...)
+	if tok := p.s.r.cfg.SubscriberToken; tok != "" {
+		p.req = append(p.req, "Authorization: Bearer "...)
+		p.req = append(p.req, tok...)
+		p.req = append(p.req, "\r\n"...)
 	}
-	resp, err := client.Do(req)
+	p.req = append(p.req, "\r\n"...)
+	if _, err := p.conn.Write(p.req); err != nil {
+		return nil, false, fmt.Errorf("send poll: %w", err)
+	}
+	status, length, closing, err := readHead(p.br)
 	if err != nil {
-		return nil, err
+		return nil, status != 0, fmt.Errorf("poll answer: %w", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if length < 0 || length > 64<<20 {
+		return nil, true, fmt.Errorf("poll answer: status %d without a usable Content-Length", status)
+	}
+	if cap(p.body) < length {
+		p.body = make([]byte, length)
+	}
+	p.body = p.body[:length]
+	if _, err := io.ReadFull(p.br, p.body); err != nil {
+		return nil, true, fmt.Errorf("poll answer: %w", err)
+	}
+	if closing {
+		p.close()
+	}
+	if status != http.StatusOK {
+		return nil, true, fmt.Errorf("poll refused: %d: %s", status, strings.TrimSpace(string(p.body[:min(len(p.body), 300)])))
+	}
+	p.ans = pollAnswer{Events: p.ans.Events[:0]}
+	if err := json.Unmarshal(p.body, &p.ans); err != nil {
+		return nil, true, fmt.Errorf("poll answer: %w", err)
+	}
+	return &p.ans, true, nil
+}
+
+// readHead reads a response head: its status, Content-Length (-1 when
+// absent) and whether the server closes the connection after the body.
+func readHead(br *bufio.Reader) (status, length int, closing bool, err error) {
+	line, err := br.ReadSlice('\n')
 	if err != nil {
-		return nil, err
+		return 0, -1, false, err
 	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("poll refused: %s: %s", resp.Status, strings.TrimSpace(string(body[:min(len(body), 300)])))
+	// "HTTP/1.1 200 OK\r\n"
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
+		return 0, -1, false, fmt.Errorf("malformed status line %q", line)
 	}
-	var ans pollAnswer
-	if err := json.Unmarshal(body, &ans); err != nil {
-		return nil, fmt.Errorf("poll answer: %w", err)
+	status, err = strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return 0, -1, false, fmt.Errorf("malformed status line %q", line)
 	}
-	return &ans, nil
+	length = -1
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return status, -1, false, err
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			return status, length, closing, nil
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return status, -1, false, fmt.Errorf("malformed header %q", line)
+		}
+		value = bytes.TrimSpace(value)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			n, err := strconv.Atoi(string(value))
+			if err != nil || n < 0 {
+				return status, -1, false, fmt.Errorf("malformed Content-Length %q", value)
+			}
+			length = n
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			return status, -1, false, fmt.Errorf("transfer encoding %q is not read by the load generator", value)
+		case bytes.EqualFold(name, []byte("Connection")):
+			closing = bytes.EqualFold(value, []byte("close"))
+		}
+	}
 }
