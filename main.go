@@ -191,6 +191,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	if cfg.H2C {
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		httpSrv.Protocols = &p
+		httpSrv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: cfg.H2MaxStreams}
+	}
 	if cfg.DebugAddr != "" {
 		stop, err := serveDebug(ctx, cfg.DebugAddr, log)
 		if err != nil {

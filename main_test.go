@@ -137,6 +137,12 @@ type stream struct {
 
 func openStream(t *testing.T, url string, header http.Header) *stream {
 	t.Helper()
+	return openStreamWith(t, http.DefaultClient, url, header)
+}
+
+// openStreamWith opens a stream with client (an HTTP/2 one, say).
+func openStreamWith(t *testing.T, client *http.Client, url string, header http.Header) *stream {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
 	t.Cleanup(cancel)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -146,7 +152,7 @@ func openStream(t *testing.T, url string, header http.Header) *stream {
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

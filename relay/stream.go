@@ -38,7 +38,16 @@ func (f *responseFrames) WriteFrames(p []byte) error {
 	if _, err := f.w.Write(p); err != nil {
 		return err
 	}
-	return f.rc.Flush()
+	if err := f.rc.Flush(); err != nil {
+		return err
+	}
+	// An HTTP/2 stream's deadline is a timer that resets the stream when
+	// it fires, written to or not: an idle stream would die one timeout
+	// after its last write.
+	if err := f.rc.SetWriteDeadline(time.Time{}); err != nil && err != http.ErrNotSupported {
+		return err
+	}
+	return nil
 }
 
 func (s *Server) streamRoom(w http.ResponseWriter, r *http.Request) {

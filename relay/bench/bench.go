@@ -128,6 +128,7 @@ func parseFlags(args []string, stderr io.Writer) (cfg Config, format, jsonFile s
 	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Minute, "hard deadline of the whole run")
 	fs.DurationVar(&cfg.PollHold, "poll-hold", 25*time.Second, "hold each long-poll asks for")
 	fs.StringVar(&cfg.Label, "label", "", "name of the run in its report")
+	fs.BoolVar(&cfg.H2C, "h2c", false, "SSE subscribers speak HTTP/2 without TLS, many streams per connection, as a proxy would (the relay needs ROOMCAST_H2C=true); each read by a goroutine")
 	fs.StringVar(&cfg.Reader, "reader", defaultReader, "how connected SSE streams are read: epoll (Linux only) or goroutine")
 	fs.StringVar(&format, "format", "table", "table or json, on stdout")
 	fs.StringVar(&jsonFile, "json", "", "also write the JSON report to this file")

@@ -41,11 +41,15 @@ func policy() *rooms.Namespaces {
 // startRelay runs one relay with the API key and the policy above.
 func startRelay(t *testing.T) string {
 	t.Helper()
-	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{
-		Auth:       relaytest.NewAuth(t, auth.Config{}),
-		Namespaces: policy(),
-	}})
-	return r.URL
+	return startRelayWith(t, relaytest.Options{})
+}
+
+// startRelayWith starts a relay with opts, the test policy and auth added.
+func startRelayWith(t *testing.T, opts relaytest.Options) string {
+	t.Helper()
+	opts.Relay.Auth = relaytest.NewAuth(t, auth.Config{})
+	opts.Relay.Namespaces = policy()
+	return relaytest.Start(t, opts).URL
 }
 
 // startCluster runs n relays sharing one in-memory backbone, as instances
@@ -128,9 +132,15 @@ func TestRun(t *testing.T) {
 		{name: "streams and polls", targets: single, cfg: Config{Subscribers: 20, Polls: 3, Messages: 50, Rate: 500, Publishers: 2}},
 		{name: "sources and tiny payloads", targets: single, cfg: Config{Subscribers: 12, Messages: 30, Rate: 1000, Sources: 3, Size: 1}},
 		{name: "two instances", targets: cluster, cfg: Config{Subscribers: 10, Polls: 2, Messages: 40, Rate: 500, Publishers: 2, PublishSpread: true}},
+		// 8 streams per connection at most: the 20 streams need three.
+		{name: "h2c", targets: []string{startRelayWith(t, relaytest.Options{H2C: true, H2CMaxStreams: 8})},
+			cfg: Config{Subscribers: 20, Polls: 2, Messages: 30, Rate: 500, H2C: true}},
 	}
 	for _, reader := range readers() {
 		for i, tc := range tests {
+			if tc.cfg.H2C && reader != ReaderGoroutine {
+				continue // HTTP/2 streams are read through net/http
+			}
 			t.Run(reader+"/"+tc.name, func(t *testing.T) {
 				testRun(t, tc.cfg, tc.targets, "run-"+reader+"-"+strconv.Itoa(i), reader)
 			})

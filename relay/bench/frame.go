@@ -77,6 +77,12 @@ func newStreamDecoder(onFrame func(*frame)) *streamDecoder {
 	return &streamDecoder{onFrame: onFrame}
 }
 
+// newBodyDecoder decodes a stream's body alone, its head and transfer
+// coding already taken off (HTTP/2, through net/http).
+func newBodyDecoder(onFrame func(*frame)) *streamDecoder {
+	return &streamDecoder{onFrame: onFrame, state: stateIdentity}
+}
+
 // ended reports whether the whole chunked body has been read.
 func (d *streamDecoder) ended() bool { return d.state == stateDone }
 

@@ -66,6 +66,7 @@ type ReportConfig struct {
 	WarmupSec     float64  `json:"warmup_sec"`
 	ServerPIDs    []int    `json:"server_pids,omitempty"`
 	Reader        string   `json:"reader"`
+	H2C           bool     `json:"h2c,omitempty"`
 }
 
 // ConnectReport is the connect phase: until roomcast:connected for
@@ -163,6 +164,7 @@ func (rep *Report) setConfig(cfg *Config, targets []target) {
 	c.Subscribers, c.Polls, c.Publishers = cfg.Subscribers, cfg.Polls, cfg.Publishers
 	c.Rate, c.Messages, c.Size, c.Volatile = cfg.Rate, cfg.Messages, cfg.Size, cfg.Volatile
 	c.Sources, c.WarmupSec, c.ServerPIDs, c.Reader = cfg.Sources, cfg.Warmup.Seconds(), cfg.ServerPIDs, cfg.Reader
+	c.H2C = cfg.H2C
 	for _, pid := range cfg.ServerPIDs {
 		rep.Servers = append(rep.Servers, ServerReport{PID: pid})
 	}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/bits"
 	"net"
+	"net/http"
 	"net/url"
 	"runtime"
 	"strconv"
@@ -68,6 +69,11 @@ type Config struct {
 	// ReaderGoroutine (one goroutine per stream). Empty picks the epoll
 	// reader where it exists.
 	Reader string
+	// H2C has the SSE subscribers speak HTTP/2 without TLS, as a proxy in
+	// front of the relay would: many streams share each connection (up to
+	// the relay's limit per connection), so the relay holds more streams
+	// than it may open descriptors. Each stream is read by a goroutine.
+	H2C bool
 }
 
 // Readers of SSE streams, for Config.Reader.
@@ -125,6 +131,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Reader == "" {
 		c.Reader = defaultReader
+	}
+	if c.H2C {
+		c.Reader = ReaderGoroutine // HTTP/2 streams are read through net/http
 	}
 	if c.Sources <= 0 {
 		c.Sources = 1 + (c.Subscribers+c.Polls)/16384
@@ -239,7 +248,9 @@ type run struct {
 	subs []*subscriber
 	// readers read the connected SSE streams with the epoll reader; nil
 	// with the goroutine reader.
-	readers  *streamReaders
+	readers *streamReaders
+	// h2 are the HTTP/2 clients of the targets, with H2C.
+	h2       []*http.Client
 	stopping atomic.Bool
 	connsMu  sync.Mutex
 	conns    map[net.Conn]struct{}
@@ -278,15 +289,24 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 			return nil, err
 		}
 		r.targets = append(r.targets, t)
+		if cfg.H2C {
+			r.h2 = append(r.h2, r.h2Client())
+		}
 	}
 	total := cfg.Subscribers + cfg.Polls
 	loops := 0
-	if cfg.Reader == ReaderEpoll && cfg.Subscribers > 0 {
+	if cfg.Reader == ReaderEpoll && cfg.Subscribers > 0 && !cfg.H2C {
 		loops = min(max(runtime.GOMAXPROCS(0), 1), cfg.Subscribers)
 	}
 	// Each reader loop holds an epoll and an eventfd descriptor; a stream
 	// being handed over to one holds a second descriptor for a moment.
-	limit, err := raiseFileLimit(uint64(total + 2*cfg.Publishers + 256 + 3*loops))
+	descriptors := total
+	if cfg.H2C {
+		// Streams share connections: at least 100 on each (the relay
+		// allows 1000 by default).
+		descriptors = cfg.Polls + cfg.Subscribers/100 + 1
+	}
+	limit, err := raiseFileLimit(uint64(descriptors + 2*cfg.Publishers + 256 + 3*loops))
 	if err != nil {
 		return nil, err
 	}
@@ -456,9 +476,12 @@ func (r *run) connect(ctx context.Context) {
 		go func() {
 			defer r.wg.Done()
 			defer s.onReady(errors.New("the subscriber stopped before it was ready"))
-			if kind == kindSSE {
+			switch {
+			case kind == kindSSE && r.cfg.H2C:
+				s.streamH2(deadline)
+			case kind == kindSSE:
 				s.stream(deadline)
-			} else {
+			default:
 				s.poll(deadline)
 			}
 		}()
@@ -511,6 +534,34 @@ func (r *run) stop() {
 		}
 	}
 	r.wg.Wait()
+}
+
+// h2Client is an HTTP/2 client without TLS whose connections stop
+// closes. The transport opens another connection whenever those it has
+// carry as many streams as the relay allows on one.
+func (r *run) h2Client() *http.Client {
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	var dials atomic.Int64
+	tr := &http.Transport{
+		Protocols: &protocols,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			t, err := parseTarget("http://" + addr)
+			if err != nil {
+				return nil, err
+			}
+			d := net.Dialer{LocalAddr: r.source(int(dials.Add(1)), t)}
+			conn, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			if !r.track(conn) {
+				return nil, errors.New("the run stopped")
+			}
+			return conn, nil
+		},
+	}
+	return &http.Client{Transport: tr}
 }
 
 // source returns the local address subscriber i connects from.

@@ -151,20 +151,11 @@ func (s *subscriber) stream(deadline time.Time) {
 		return
 	}
 	connected := false
-	dec := newStreamDecoder(func(f *frame) {
-		switch {
-		case string(f.event) == s.r.cfg.Event:
-			s.deliver(f.data)
-		case string(f.event) == "roomcast:connected":
-			if !connected {
-				connected = true
-				s.connectTime = time.Since(start)
-				_ = conn.SetDeadline(time.Time{})
-				s.onReady(nil)
-			}
-		case string(f.event) == "roomcast:closing" || string(f.event) == "roomcast:error":
-			s.closing = string(f.event) + " " + string(f.data)
-		}
+	dec := s.decoder(newStreamDecoder, func() {
+		connected = true
+		s.connectTime = time.Since(start)
+		_ = conn.SetDeadline(time.Time{})
+		s.onReady(nil)
 	})
 	readers := s.r.readers
 	size := readBufferSize(s.r.cfg.Subscribers)
@@ -191,6 +182,85 @@ func (s *subscriber) stream(deadline time.Time) {
 			if err := readers.add(s, conn, dec); err != nil {
 				s.end(connected, err)
 			}
+			return
+		}
+	}
+}
+
+// decoder decodes a stream's events (with a decoder newDecoder makes),
+// calling connected once at its first
+// roomcast:connected.
+func (s *subscriber) decoder(newDecoder func(func(*frame)) *streamDecoder, connected func()) *streamDecoder {
+	seen := false
+	return newDecoder(func(f *frame) {
+		switch {
+		case string(f.event) == s.r.cfg.Event:
+			s.deliver(f.data)
+		case string(f.event) == "roomcast:connected":
+			if !seen {
+				seen = true
+				connected()
+			}
+		case string(f.event) == "roomcast:closing" || string(f.event) == "roomcast:error":
+			s.closing = string(f.event) + " " + string(f.data)
+		}
+	})
+}
+
+// streamH2 reads an SSE subscription over HTTP/2 (Config.H2C) until the
+// run stops it.
+func (s *subscriber) streamH2(deadline time.Time) {
+	t := s.r.targets[s.target]
+	start := time.Now()
+	req, err := http.NewRequestWithContext(s.ctx, http.MethodGet, t.base+"/v1/rooms/"+url.PathEscape(s.r.cfg.Room)+"/events", nil)
+	if err != nil {
+		s.onReady(err)
+		return
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("User-Agent", "roomcast-bench")
+	if tok := s.r.cfg.SubscriberToken; tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	// The connect phase ends by the deadline: a stream not connected by
+	// then is cancelled, which ends its request.
+	connected := false
+	late := time.AfterFunc(time.Until(deadline), s.cancel)
+	defer late.Stop()
+	resp, err := s.r.h2[s.target].Do(req)
+	if err != nil {
+		s.onReady(fmt.Errorf("connect: %w", err))
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
+		s.onReady(fmt.Errorf("stream refused: %s: %s", resp.Status, strings.TrimSpace(string(body))))
+		return
+	}
+	if resp.ProtoMajor != 2 {
+		s.onReady(fmt.Errorf("the relay answered over %s, not HTTP/2: is ROOMCAST_H2C set?", resp.Proto))
+		return
+	}
+	dec := s.decoder(newBodyDecoder, func() {
+		if late.Stop() {
+			connected = true
+			s.connectTime = time.Since(start)
+			s.onReady(nil)
+		}
+	})
+	buf := make([]byte, readBufferSize(s.r.cfg.Subscribers))
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			s.now = time.Now().UnixNano()
+			if ferr := dec.Feed(buf[:n]); ferr != nil {
+				s.end(connected, ferr)
+				return
+			}
+		}
+		if err != nil {
+			s.end(connected, readEnd(dec, err))
 			return
 		}
 	}
@@ -377,12 +447,14 @@ func readHead(br *bufio.Reader) (status, length int, closing bool, err error) {
 		return 0, -1, false, err
 	}
 	// "HTTP/1.1 200 OK\r\n"
-	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
 		return 0, -1, false, fmt.Errorf("malformed status line %q", line)
 	}
-	status, err = strconv.Atoi(string(line[9:12]))
-	if err != nil {
-		return 0, -1, false, fmt.Errorf("malformed status line %q", line)
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return 0, -1, false, fmt.Errorf("malformed status line %q", line)
+		}
+		status = status*10 + int(c-'0')
 	}
 	length = -1
 	for {

@@ -65,6 +65,8 @@ type Config struct {
 	PresenceTTL       time.Duration
 	DevTokens         string
 	Hijack            bool
+	H2C               bool
+	H2MaxStreams      int
 	WriteCoalesce     time.Duration
 }
 
@@ -145,6 +147,8 @@ func bindings(c *Config) []binding {
 		{Option{"presence-ttl", "ROOMCAST_PRESENCE_TTL", "45s", "with Redis: how long an instance that stopped renewing (died) keeps its members listed"}, durationVar(&c.PresenceTTL, 3*time.Second)},
 		{Option{"dev-tokens", "ROOMCAST_DEV_TOKENS", "auto", "POST /v1/dev/token gives anyone a development token: auto (only in open mode), true or false"}, choiceVar(&c.DevTokens, "auto", "true", "false")},
 		{Option{"hijack", "ROOMCAST_HIJACK", "true", "take HTTP/1.1 streams over from net/http and write them from a shared pool (~8 KB per idle stream instead of ~40 KB)"}, boolVar(&c.Hijack)},
+		{Option{"h2c", "ROOMCAST_H2C", "false", "also accept HTTP/2 without TLS (prior knowledge), for a proxy that multiplexes clients' streams over a few connections to the relay"}, boolVar(&c.H2C)},
+		{Option{"h2c-max-streams", "ROOMCAST_H2C_MAX_STREAMS", "1000", "concurrent streams per HTTP/2 connection"}, intVar(&c.H2MaxStreams, 1, 1_000_000)},
 		{Option{"write-coalesce", "ROOMCAST_WRITE_COALESCE", "10ms", "a hijacked stream written less than this long ago waits out the rest before its next write, so busy streams batch events into fewer writes; streams quieter than that are not delayed (0: write at once)"}, durationVar(&c.WriteCoalesce, 0)},
 		{Option{"metrics", "ROOMCAST_METRICS", "true", "serve Prometheus metrics at /metrics"}, boolVar(&c.Metrics)},
 		{Option{"metrics-token", "ROOMCAST_METRICS_TOKEN", "", "bearer token /metrics requires; empty serves it openly"}, stringVar(&c.MetricsToken)},

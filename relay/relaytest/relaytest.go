@@ -39,6 +39,10 @@ type Options struct {
 	NotReady bool
 	// Wrap, when set, wraps the server's handler (to observe requests).
 	Wrap func(http.Handler) http.Handler
+	// H2C also serves HTTP/2 without TLS, H2CMaxStreams streams per
+	// connection at most (0: net/http's default).
+	H2C           bool
+	H2CMaxStreams int
 }
 
 // Relay is a running relay and its parts.
@@ -101,7 +105,15 @@ func Start(t testing.TB, opts Options) *Relay {
 	if opts.Wrap != nil {
 		h = opts.Wrap(h)
 	}
-	ts := httptest.NewServer(h)
+	ts := httptest.NewUnstartedServer(h)
+	if opts.H2C {
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		ts.Config.Protocols = &p
+		ts.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: opts.H2CMaxStreams}
+	}
+	ts.Start()
 	t.Cleanup(func() {
 		ts.CloseClientConnections()
 		ts.Close()
