@@ -5,6 +5,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -189,5 +190,41 @@ func TestLoadHelp(t *testing.T) {
 		if !strings.Contains(out.String(), "-"+o.Flag) || !strings.Contains(out.String(), "$"+o.Env) {
 			t.Errorf("help does not show -%s with $%s", o.Flag, o.Env)
 		}
+	}
+}
+
+// TestOperationsDocListsEveryOption: docs/operations.md has a row for
+// every option, in the order of Options(), with its variable and default.
+func TestOperationsDocListsEveryOption(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	var order []string
+	for _, line := range strings.Split(string(doc), "\n") {
+		cols := strings.Split(line, "|")
+		// The configuration table's rows: | `-flag` | `ROOMCAST_…` …
+		if !strings.HasPrefix(line, "| `-") || len(cols) < 3 || !strings.HasPrefix(strings.TrimSpace(cols[2]), "`ROOMCAST_") {
+			continue
+		}
+		flag := strings.Trim(cols[1], " `")
+		rows[flag] = line
+		order = append(order, flag)
+	}
+	var want []string
+	for _, o := range Options() {
+		want = append(want, "-"+o.Flag)
+		row, ok := rows["-"+o.Flag]
+		if !ok {
+			t.Errorf("docs/operations.md has no row for -%s", o.Flag)
+			continue
+		}
+		if !strings.Contains(row, "`"+o.Env+"`") || !strings.Contains(row, "`"+o.Default+"`") && o.Default != "" {
+			t.Errorf("row of -%s does not name %s and its default %q:\n%s", o.Flag, o.Env, o.Default, row)
+		}
+	}
+	if strings.Join(order, " ") != strings.Join(want, " ") {
+		t.Errorf("rows in docs/operations.md:\n%s\nOptions() order:\n%s", strings.Join(order, " "), strings.Join(want, " "))
 	}
 }
