@@ -10,7 +10,8 @@
 #         mem     idle memory per connection at N=10,000 (roomcast SSE, Socket.IO websocket)
 #         sat     saturation: the highest rate into a 1000-subscriber room with p99 < 50 ms (pinned)
 #         redis   Redis backbone/adapter, 2 instances, subscribers split (and roomcast on 1 instance)
-#         mem50k  roomcast idle memory at N=50,000 (needs RLIMIT_NOFILE >= 60,000)
+#         mem50k  roomcast idle memory at N=50,000: HTTP/1.1 (needs RLIMIT_NOFILE >= 60,000) and
+#                 HTTP/2 without TLS (-h2c: 50 connections, any limit)
 #   -n  do not write docs/benchmarks.md (print the table only)
 #   -k  keep the work directory (results, logs)
 # Environment: REPEAT (runs of sse and poll, default 2), BUDGET (seconds; workloads that would start
@@ -112,7 +113,7 @@ start_roomcast() {
   local pin=$1 port=$2 redis=${3:-}
   local cmd=("$WORK/roomcast")
   [ -n "$pin" ] && cmd=(taskset -c "$pin" "${cmd[@]}")
-  env -u REDIS_URL -u PORT "ROOMCAST_ADDR=127.0.0.1:$port" "ROOMCAST_API_KEY=$API_KEY" "ROOMCAST_CONFIG=$WORK/namespaces.toml" \
+  env -u REDIS_URL -u PORT ${RC_ENV:-} "ROOMCAST_ADDR=127.0.0.1:$port" "ROOMCAST_API_KEY=$API_KEY" "ROOMCAST_CONFIG=$WORK/namespaces.toml" \
     ROOMCAST_MAX_CONNS_PER_IP=10000000 ROOMCAST_MAX_CONNS_PER_USER=10000000 ROOMCAST_LOG_LEVEL=warn \
     ROOMCAST_REDIS_URL="$redis" "${cmd[@]}" >"$WORK/roomcast.$port.log" 2>&1 &
   RC_PID=$!
@@ -337,6 +338,9 @@ if has mem50k && ! skip_if_over "mem50k"; then
   else
     try_clean ours_one mem50k "SSE N=50,000 idle" "" "" 300 -n 50000 -messages 10 -rate 5 -warmup 5s -connect-timeout 150s
   fi
+  # Over HTTP/2 without TLS, as behind a proxy: 50 connections of 1000 streams, whatever the limit.
+  RC_ENV=ROOMCAST_H2C=true try_clean ours_one mem50k "SSE over h2c N=50,000 idle (50 connections)" "" "" 300 \
+    -h2c -n 50000 -messages 10 -rate 5 -warmup 5s -connect-timeout 150s
 fi
 
 # --- report ------------------------------------------------------------------------------------
