@@ -5,7 +5,6 @@ package relay
 import (
 	"errors"
 	"net"
-	"syscall"
 )
 
 // peerWatch is not available here: a vanished client is found by the
@@ -25,9 +24,9 @@ func (x *watched) unwatch() {}
 
 func (w *peerWatch) stop() {}
 
-// rawConn is nil here: streams take the net.Conn path.
-func rawConn(net.Conn) syscall.RawConn { return nil }
+// socketFD is not used here: streams take the net.Conn path.
+func socketFD(net.Conn) (int, bool) { return -1, false }
 
-func writeNow(syscall.RawConn, []byte) (int, bool, error) {
+func writeNow(int, []byte) (int, bool, error) {
 	return 0, false, errors.ErrUnsupported
 }

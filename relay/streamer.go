@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/roomcast/roomcast/relay/sse"
@@ -68,9 +67,11 @@ type hstream struct {
 	nc    net.Conn
 	slots *connSlots
 	end   func() // releases what the stream holds
-	// raw writes the socket without blocking when it is plain TCP on
-	// Linux; nil otherwise (written through nc with deadlines).
-	raw syscall.RawConn
+	// fd is written without blocking when raw is set: the socket is plain
+	// TCP on Linux, watched by the peer watch. Otherwise nc is written
+	// with deadlines.
+	fd  int
+	raw bool
 	// watch tells of the client's hang-up and of room in a full socket.
 	watch *watched
 	// gone is set when the client hung up.
@@ -83,6 +84,7 @@ type hstream struct {
 	warnDue   atomic.Bool
 
 	// Owned by the worker servicing the stream.
+	identityGen  uint64 // the identity's generation its timers follow
 	batch        []rooms.Delivery
 	pending      []byte
 	stalledSince time.Time
@@ -125,10 +127,11 @@ func (st *streamer) add(h *hstream) {
 	st.mu.Lock()
 	st.all[h] = struct{}{}
 	st.mu.Unlock()
+	h.identityGen = h.conn.IdentityGeneration() // read before the timers are set
 	st.schedule(h)
 	h.watch = st.peers.watch(h.nc, func() { h.gone.Store(true); st.wake(h) }, func() { st.wake(h) })
 	if h.watch != nil {
-		h.raw = rawConn(h.nc)
+		h.fd, h.raw = socketFD(h.nc)
 	}
 	h.conn.SetWake(func() { st.wake(h) })
 	h.state.Store(stIdle)
@@ -283,16 +286,13 @@ func (st *streamer) service(h *hstream) {
 		st.finish(h, false)
 		return
 	}
-	select {
-	case <-h.conn.Done():
+	if h.conn.Closed() {
 		st.finish(h, true)
 		return
-	default:
 	}
-	select {
-	case <-h.conn.IdentityChanged():
+	if g := h.conn.IdentityGeneration(); g != h.identityGen {
+		h.identityGen = g
 		st.schedule(h)
-	default:
 	}
 	bp := frameBufs.Get().(*[]byte)
 	buf := (*bp)[:0]
@@ -343,8 +343,8 @@ func (st *streamer) write(h *hstream, buf []byte, now time.Time) bool {
 	var n int
 	var full bool
 	var err error
-	if h.raw != nil {
-		n, full, err = writeNow(h.raw, data)
+	if h.raw {
+		n, full, err = writeNow(h.fd, data)
 	} else {
 		_ = h.nc.SetWriteDeadline(now.Add(stallSlice))
 		n, err = h.nc.Write(data)

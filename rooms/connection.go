@@ -115,6 +115,10 @@ type Connection struct {
 	done     chan struct{}
 	// identityChanged is signalled when a token refresh replaced the identity.
 	identityChanged chan struct{}
+	// closedFlag and identityGen mirror closed and identity changes for
+	// writers that poll them per write, cheaper than a channel receive.
+	closedFlag  atomic.Bool
+	identityGen atomic.Uint64
 	// onReady, when set, is called wherever Ready is signalled.
 	onReady      atomic.Pointer[func()]
 	touchedAt    time.Time // session last saved
@@ -130,6 +134,13 @@ func (c *Connection) Ready() <-chan struct{} { return c.notify }
 
 // IdentityChanged is signalled when a token refresh replaced the identity.
 func (c *Connection) IdentityChanged() <-chan struct{} { return c.identityChanged }
+
+// IdentityGeneration counts the identity's replacements: a writer that saw
+// another number last time reschedules its token timers.
+func (c *Connection) IdentityGeneration() uint64 { return c.identityGen.Load() }
+
+// Closed reports whether Done is closed.
+func (c *Connection) Closed() bool { return c.closedFlag.Load() }
 
 // Done is closed when the server ends the connection; Reason says why.
 func (c *Connection) Done() <-chan struct{} { return c.done }
@@ -371,6 +382,7 @@ func (c *Connection) closeLocked(reason CloseReason) {
 	c.reason = reason
 	clear(c.queue)
 	c.queue = nil
+	c.closedFlag.Store(true)
 	close(c.done)
 	if f := c.onReady.Load(); f != nil {
 		(*f)()

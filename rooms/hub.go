@@ -873,6 +873,7 @@ func (h *Hub) Refresh(ctx context.Context, next Identity, id string) error {
 			h.leave(conn, ch, "forbidden")
 		}
 	}
+	conn.identityGen.Add(1)
 	select {
 	case conn.identityChanged <- struct{}{}:
 	default:
