@@ -223,12 +223,13 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	if err := out.WriteFrames(first); err != nil {
 		return
 	}
-	s.pump(r, conn, out, make([]byte, 0, 4096), slots)
+	s.pump(r, conn, out, slots)
 }
 
 // pump writes the connection's deliveries until the client goes away or the
 // server ends the connection. Everything waiting is written with one write.
-func (s *Server) pump(r *http.Request, conn *rooms.Connection, out frameWriter, buf []byte, slots *connSlots) {
+// An idle stream holds no frame buffer: each write takes one from the pool.
+func (s *Server) pump(r *http.Request, conn *rooms.Connection, out frameWriter, slots *connSlots) {
 	heartbeat := time.NewTicker(s.opts.Heartbeat)
 	defer heartbeat.Stop()
 	expiry := newTokenClock(conn.Identity().Expires)
@@ -239,24 +240,32 @@ func (s *Server) pump(r *http.Request, conn *rooms.Connection, out frameWriter, 
 		case <-r.Context().Done():
 			return
 		case <-conn.Done():
-			s.writeClose(conn, out, buf[:0])
+			bp := frameBufs.Get().(*[]byte)
+			s.writeClose(conn, out, (*bp)[:0])
+			frameBufs.Put(bp)
 			return
 		case <-heartbeat.C:
-			buf = sse.AppendComment(buf[:0], "ping")
-			if err := out.WriteFrames(buf); err != nil {
+			if err := out.WriteFrames(pingFrame); err != nil {
 				return
 			}
 			s.touch(r.Context(), conn)
 			slots.renew(r.Context())
 		case <-conn.Ready():
 			batch = conn.Take(batch[:0])
-			buf = s.appendDeliveries(buf[:0], conn, batch)
+			bp := frameBufs.Get().(*[]byte)
+			buf := s.appendDeliveries((*bp)[:0], conn, batch)
 			clear(batch)
+			var err error
+			if len(buf) > 0 {
+				err = out.WriteFrames(buf)
+			}
+			*bp = buf[:0]
+			frameBufs.Put(bp)
+			if err != nil {
+				return
+			}
 			if len(buf) == 0 {
 				continue
-			}
-			if err := out.WriteFrames(buf); err != nil {
-				return
 			}
 			heartbeat.Reset(s.opts.Heartbeat)
 			// A busy stream never sees an idle heartbeat, yet its
@@ -266,7 +275,7 @@ func (s *Server) pump(r *http.Request, conn *rooms.Connection, out frameWriter, 
 		case <-expiry.warn:
 			exp := conn.Identity().Expires
 			data, _ := json.Marshal(map[string]any{"expires_at": exp.UnixMilli(), "connection": conn.ID})
-			if err := out.WriteFrames(sse.AppendEvent(buf[:0], "", "roomcast:token-expiring", data)); err != nil {
+			if err := out.WriteFrames(sse.AppendEvent(nil, "", "roomcast:token-expiring", data)); err != nil {
 				return
 			}
 		case <-expiry.end:
@@ -279,6 +288,9 @@ func (s *Server) pump(r *http.Request, conn *rooms.Connection, out frameWriter, 
 		}
 	}
 }
+
+// pingFrame is the heartbeat comment; writers copy it, never change it.
+var pingFrame = sse.AppendComment(nil, "ping")
 
 // touch keeps the connection's registration and session alive; it writes
 // to the backbone only when they are due.
