@@ -334,7 +334,7 @@ fi
 
 if has mem50k && ! skip_if_over "mem50k"; then
   if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt 60000 ]; then
-    SKIPPED+=("mem50k: RLIMIT_NOFILE is $(ulimit -Hn) here and cannot be raised (no CAP_SYS_RESOURCE); 50,000 streams need ~50,000 descriptors in the relay and as many in the load generator")
+    SKIPPED+=("mem50k: RLIMIT_NOFILE is $(ulimit -Hn) here and cannot be raised (no CAP_SYS_RESOURCE); 50,000 HTTP/1.1 streams need ~50,000 descriptors in the relay and as many in the load generator (the h2c row carries them over 50 connections)")
   else
     try_clean ours_one mem50k "SSE N=50,000 idle" "" "" 300 -n 50000 -messages 10 -rate 5 -warmup 5s -connect-timeout 150s
   fi
