@@ -164,16 +164,7 @@ func (s *subscriber) stream(deadline time.Time) {
 	}
 	buf := make([]byte, size)
 	for {
-		n, err := conn.Read(buf)
-		if n > 0 {
-			s.now = time.Now().UnixNano()
-			if ferr := dec.Feed(buf[:n]); ferr != nil {
-				s.end(connected, ferr)
-				return
-			}
-		}
-		if err != nil {
-			s.end(connected, readEnd(dec, err))
+		if !s.readOnce(conn, buf, dec, &connected) {
 			return
 		}
 		if connected && readers != nil {
@@ -250,20 +241,27 @@ func (s *subscriber) streamH2(deadline time.Time) {
 		}
 	})
 	buf := make([]byte, readBufferSize(s.r.cfg.Subscribers))
-	for {
-		n, err := resp.Body.Read(buf)
-		if n > 0 {
-			s.now = time.Now().UnixNano()
-			if ferr := dec.Feed(buf[:n]); ferr != nil {
-				s.end(connected, ferr)
-				return
-			}
-		}
-		if err != nil {
-			s.end(connected, readEnd(dec, err))
-			return
+	for s.readOnce(resp.Body, buf, dec, &connected) {
+	}
+}
+
+// readOnce reads r once and decodes what came, timed as it returned. It
+// reports false, having recorded why, when the stream ended; connected is
+// read after decoding, which may have set it.
+func (s *subscriber) readOnce(r io.Reader, buf []byte, dec *streamDecoder, connected *bool) bool {
+	n, err := r.Read(buf)
+	if n > 0 {
+		s.now = time.Now().UnixNano()
+		if ferr := dec.Feed(buf[:n]); ferr != nil {
+			s.end(*connected, ferr)
+			return false
 		}
 	}
+	if err != nil {
+		s.end(*connected, readEnd(dec, err))
+		return false
+	}
+	return true
 }
 
 // readEnd is why a stream whose read failed with err ended.
