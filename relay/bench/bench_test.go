@@ -107,6 +107,12 @@ func checkIntegrity(t *testing.T, rep *Report, subscribers, messages int) {
 	if l := rep.Latency; l.P50 <= 0 || l.P50 > l.P99 || l.P99 > l.P999 || l.P999 > l.Max {
 		t.Fatalf("latency percentiles out of order: %+v", l)
 	}
+	// One fan-out end per event, the slowest of its deliveries: the
+	// slowest of them all is the slowest delivery, and the median event
+	// ends no sooner than the median delivery arrives.
+	if f := rep.LastDelivery; f.Count != int64(messages) || f.Max != rep.Latency.Max || f.P50 < rep.Latency.P50 {
+		t.Fatalf("fan-out end %+v, deliveries %+v", f, rep.Latency)
+	}
 }
 
 // readers are the stream readers of this system, each of which every

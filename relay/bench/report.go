@@ -27,6 +27,9 @@ type Report struct {
 	Latency  LatencyReport            `json:"latency_ms"`
 	ByKind   map[string]LatencyReport `json:"latency_ms_by_kind,omitempty"`
 	ByTarget []LatencyReport          `json:"latency_ms_by_target,omitempty"`
+	// LastDelivery is, over the events, the latency of each event's
+	// slowest delivery: how long its fan-out took to reach everyone.
+	LastDelivery LatencyReport `json:"last_delivery_ms"`
 
 	Servers []ServerReport `json:"servers,omitempty"`
 	// Server CPU over the publish window per delivery, all servers
@@ -283,6 +286,13 @@ func (rep *Report) fill(r *run, win *window, t0, sendEnd time.Time, complete boo
 		}
 	}
 	rep.Latency = latencyReport(all)
+	last := new(histogram)
+	for g := range r.lastDelivery {
+		if v := r.lastDelivery[g].Load(); v > 0 {
+			last.add(v)
+		}
+	}
+	rep.LastDelivery = latencyReport(last)
 	if len(r.targets) > 1 {
 		for t := range r.targets {
 			h := new(histogram)
@@ -374,6 +384,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	for i, l := range rep.ByTarget {
 		lat("  "+c.Targets[i], l)
 	}
+	lat("fan-out end ms", rep.LastDelivery)
 	for _, s := range rep.Servers {
 		row(fmt.Sprintf("server %d", s.PID), "CPU %.2f s; RSS before %.1f MB, idle %.1f MB, peak %.1f MB; idle CPU %.3f s/s",
 			s.CPUSec, mb(s.RSSBeforeKB), mb(s.RSSIdleKB), mb(s.RSSPeakKB), s.IdleCPUPerSec)

@@ -233,6 +233,9 @@ type run struct {
 	// of publisher p is global message seq*Publishers+p.
 	perPublisher []int
 	accepted     []atomic.Uint64 // bitmap of accepted global messages
+	// lastDelivery is, per global message, the latency (µs) of its slowest
+	// delivery so far: when the fan-out of that event ended.
+	lastDelivery []atomic.Int64
 	acceptedN    atomic.Int64
 	failedN      atomic.Int64
 	unsentN      atomic.Int64 // messages a publisher gave up on, too far behind
@@ -315,6 +318,7 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 		r.perPublisher[p] = (cfg.Messages - p + cfg.Publishers - 1) / cfg.Publishers
 	}
 	r.accepted = make([]atomic.Uint64, (cfg.Messages+63)/64)
+	r.lastDelivery = make([]atomic.Int64, cfg.Messages)
 	for k := range r.latency {
 		r.latency[k] = make([]*recorder, len(r.targets))
 		for t := range r.targets {
@@ -577,6 +581,17 @@ func (r *run) source(i int, t target) *net.TCPAddr {
 func (r *run) markAccepted(g int) {
 	r.accepted[g>>6].Or(1 << (g & 63))
 	r.acceptedN.Add(1)
+}
+
+// noteDelivery raises message g's slowest delivery to lat (µs).
+func (r *run) noteDelivery(g int, lat int64) {
+	last := &r.lastDelivery[g]
+	for {
+		cur := last.Load()
+		if lat <= cur || last.CompareAndSwap(cur, lat) {
+			return
+		}
+	}
 }
 
 // acceptedBits returns the accepted bitmap.

@@ -98,7 +98,9 @@ func (s *subscriber) deliver(env []byte) {
 	} else {
 		s.lastSeq[pub] = seq
 	}
-	s.r.latency[s.kind][s.target].record(s.index, (s.now-sent)/1e3)
+	lat := (s.now - sent) / 1e3
+	s.r.latency[s.kind][s.target].record(s.index, lat)
+	s.r.noteDelivery(g, lat)
 }
 
 // streamRequest is the request line and headers of a subscriber's stream.
