@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -137,12 +138,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	proxies, _ := cfg.Proxies()
 	hub = rooms.NewHub(backboneForHub, codec, rooms.HubOptions{
-		QueueSize:   cfg.QueueSize,
-		MaxRooms:    cfg.MaxRooms,
-		SessionTTL:  cfg.SessionTTL,
-		ReplayLimit: cfg.HistorySize,
-		Observer:    observer(m),
-		Namespaces:  &namespaces,
+		QueueSize:  cfg.QueueSize,
+		MaxRooms:   cfg.MaxRooms,
+		SessionTTL: cfg.SessionTTL,
+		// Zero means none here, the hub's default there.
+		PollSessionTTL:  cfg.PollSessionTTL,
+		MaxPollSessions: cmp.Or(cfg.MaxPollSessions, -1),
+		ReplayLimit:     cfg.HistorySize,
+		Observer:        observer(m),
+		Namespaces:      &namespaces,
 		// Renew shared presence well within its lease.
 		PresenceRenew: min(cfg.Heartbeat, cfg.PresenceTTL/3),
 	})

@@ -6,9 +6,11 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -540,4 +542,77 @@ func TestMetricsEndpoint(t *testing.T) {
 	if v := scrape(t, base, "scrape-token", "roomcast_backbone_up"); v != 1 {
 		t.Errorf("roomcast_backbone_up = %g", v)
 	}
+}
+
+// TestPollSessionOptions: a named long-poller's place is kept between
+// polls by default, for -poll-session-ttl, and not at all with
+// -max-poll-sessions 0.
+func TestPollSessionOptions(t *testing.T) {
+	t.Parallel()
+	sessions := func(t *testing.T, base string) string {
+		t.Helper()
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "roomcast_poll_sessions "); ok {
+				return v
+			}
+		}
+		t.Fatalf("no roomcast_poll_sessions in /metrics:\n%s", b)
+		return ""
+	}
+	// pollTwice polls for a starting point, then holds a poll from it
+	// for 100 ms: only a held poll leaves its place behind.
+	pollTwice := func(t *testing.T, base, client string) {
+		t.Helper()
+		var cursor string
+		for _, q := range []string{"timeout=0", "timeout=0.1&cursor="} {
+			resp, err := http.Get(base + "/v1/rooms/polled/poll?client=" + client + "&" + q + url.QueryEscape(cursor))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ans struct{ Cursor string }
+			err = json.NewDecoder(resp.Body).Decode(&ans)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK || ans.Cursor == "" {
+				t.Fatalf("poll %s: %s (%v)", q, resp.Status, err)
+			}
+			cursor = ans.Cursor
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"default", nil, "1"},
+		{"none", []string{"-max-poll-sessions", "0"}, "0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, addr := startRelay(t, nil, tc.args...)
+			base := "http://" + addr
+			pollTwice(t, base, "poller-one")
+			if got := sessions(t, base); got != tc.want {
+				t.Fatalf("roomcast_poll_sessions = %s after a held poll, want %s", got, tc.want)
+			}
+		})
+	}
+	t.Run("ttl", func(t *testing.T) {
+		t.Parallel()
+		_, addr := startRelay(t, nil, "-poll-session-ttl", "1s")
+		base := "http://" + addr
+		pollTwice(t, base, "poller-two")
+		if got := sessions(t, base); got != "1" {
+			t.Fatalf("roomcast_poll_sessions = %s right after a held poll, want 1", got)
+		}
+		relaytest.Eventually(t, "the place expires", func() bool { return sessions(t, base) == "0" })
+	})
 }

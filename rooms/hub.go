@@ -36,7 +36,8 @@ type HubOptions struct {
 	// after an answer, waiting for its next poll (default 5s).
 	PollSessionTTL time.Duration
 	// MaxPollSessions bounds the long-pollers' connections kept between
-	// polls (default 65,536); past it, answered polls keep none.
+	// polls (default 65,536); past it, answered polls keep none. Negative
+	// keeps none at all.
 	MaxPollSessions int
 	// Observer is told about deliveries, drops and resumes (default: nobody).
 	Observer Observer
@@ -105,7 +106,7 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 	if opts.ReplayLimit <= 0 {
 		opts.ReplayLimit = 1000
 	}
-	if opts.MaxPollSessions <= 0 {
+	if opts.MaxPollSessions == 0 {
 		opts.MaxPollSessions = 1 << 16
 	}
 	if opts.PollSessionTTL <= 0 {

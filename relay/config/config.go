@@ -35,6 +35,8 @@ type Config struct {
 	QueueSize         int
 	MaxRooms          int
 	SessionTTL        time.Duration
+	PollSessionTTL    time.Duration
+	MaxPollSessions   int
 	DrainTimeout      time.Duration
 	CursorKey         string
 	TCPUserTimeout    time.Duration
@@ -121,6 +123,8 @@ func bindings(c *Config) []binding {
 		{Option{"queue-size", "ROOMCAST_QUEUE_SIZE", "1024", "events queued per connection before it is dropped as a slow consumer"}, intVar(&c.QueueSize, 2, 1_000_000)},
 		{Option{"max-rooms", "ROOMCAST_MAX_ROOMS", "64", "rooms per multi-room stream or poll"}, intVar(&c.MaxRooms, 1, 1024)},
 		{Option{"session-ttl", "ROOMCAST_SESSION_TTL", "5m", "how long a multi-room stream's room set outlives its connection"}, durationVar(&c.SessionTTL, time.Second)},
+		{Option{"poll-session-ttl", "ROOMCAST_POLL_SESSION_TTL", "5s", "how long a long-poller's rooms stay joined after an answer, so that its next poll is answered from memory"}, durationVar(&c.PollSessionTTL, 100*time.Millisecond)},
+		{Option{"max-poll-sessions", "ROOMCAST_MAX_POLL_SESSIONS", "65536", "long-pollers kept joined between polls at once (0: none; each poll then reads history)"}, intVar(&c.MaxPollSessions, 0, 10_000_000)},
 		{Option{"drain-timeout", "ROOMCAST_DRAIN_TIMEOUT", "10s", "longest graceful shutdown after SIGTERM"}, durationVar(&c.DrainTimeout, 0)},
 		{Option{"cursor-key", "ROOMCAST_CURSOR_KEY", "", "secret (16+ bytes) signing cursors; random per process when empty"}, stringVar(&c.CursorKey)},
 		{Option{"tcp-user-timeout", "ROOMCAST_TCP_USER_TIMEOUT", "30s", "drop connections whose data stays unacknowledged this long (0 disables)"}, durationVar(&c.TCPUserTimeout, 0)},
