@@ -55,7 +55,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		case "bench":
 			// The load generator's readers wake from idle at every
 			// publish, as the relay's writers do.
-			_, _ = batchRuntimeMonitor()
+			stop, _, err := batchMonitorWhile(ctx)
+			if err != nil {
+				fmt.Fprintln(stderr, "roomcast bench: the runtime monitor keeps its scheduling:", err)
+			}
+			defer stop()
 			return bench.Main(ctx, args[1:], stdout, stderr)
 		}
 	}
@@ -69,11 +73,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := newLogger(cfg, stderr)
 	if cfg.BatchMonitor {
-		if tid, err := batchRuntimeMonitor(); err != nil {
-			log.Debug("runtime monitor keeps its scheduling", "err", err)
+		stop, tid, err := batchMonitorWhile(ctx)
+		if err != nil {
+			log.Info("the runtime monitor keeps its scheduling", "err", err)
 		} else {
 			log.Debug("runtime monitor thread runs as SCHED_BATCH", "tid", tid)
 		}
+		defer stop()
 	}
 	if err := serve(ctx, cfg, log); err != nil {
 		log.Error("roomcast stopped", "err", err)
@@ -138,11 +144,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	proxies, _ := cfg.Proxies()
 	hub = rooms.NewHub(backboneForHub, codec, rooms.HubOptions{
-		QueueSize:  cfg.QueueSize,
-		MaxRooms:   cfg.MaxRooms,
-		SessionTTL: cfg.SessionTTL,
+		QueueSize:      cfg.QueueSize,
+		MaxRooms:       cfg.MaxRooms,
+		SessionTTL:     cfg.SessionTTL,
+		PollSessionTTL: cfg.PollSessionTTL,
 		// Zero means none here, the hub's default there.
-		PollSessionTTL:  cfg.PollSessionTTL,
 		MaxPollSessions: cmp.Or(cfg.MaxPollSessions, -1),
 		ReplayLimit:     cfg.HistorySize,
 		Observer:        observer(m),

@@ -31,7 +31,16 @@ func h2cClient(t *testing.T, dials *atomic.Int64) *http.Client {
 // passed).
 func TestH2CStreams(t *testing.T) {
 	t.Parallel()
-	_, addr := startRelay(t, nil, "-h2c", "-heartbeat", "1s", "-write-timeout", "200ms")
+	for _, compress := range []string{"polls", "all"} {
+		t.Run("compress="+compress, func(t *testing.T) {
+			t.Parallel()
+			testH2CStreams(t, compress)
+		})
+	}
+}
+
+func testH2CStreams(t *testing.T, compress string) {
+	_, addr := startRelay(t, nil, "-h2c", "-heartbeat", "1s", "-write-timeout", "200ms", "-compress", compress)
 	var dials atomic.Int64
 	client := h2cClient(t, &dials)
 	events := "http://" + addr + "/v1/rooms/h2/events"

@@ -4,6 +4,7 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,36 +14,93 @@ import (
 )
 
 func TestBatchRuntimeMonitor(t *testing.T) {
-	tid, err := batchRuntimeMonitor()
+	want, err := runtimeMonitorThread()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tid == os.Getpid() {
-		t.Fatalf("moved the main thread (%d)", tid)
+	// A niced monitor stays niced: raising a thread's nice needs no
+	// privilege.
+	before, err := unix.SchedGetAttr(want, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before.Nice = 3
+	if err := unix.SchedSetAttr(want, before, 0); err != nil {
+		t.Fatal(err)
+	}
+	m, err := batchRuntimeMonitor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tid := m.thread(); tid != want || tid == os.Getpid() {
+		t.Fatalf("moved thread %d, want the monitor %d (process %d)", tid, want, os.Getpid())
+	}
+	attr, err := unix.SchedGetAttr(want, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if attr.Policy != unix.SCHED_BATCH || attr.Nice != 3 {
+		t.Fatalf("monitor thread %d: policy %d nice %d, want SCHED_BATCH (%d) nice 3", want, attr.Policy, attr.Nice, unix.SCHED_BATCH)
+	}
+	checkOnlyMonitorBatched(t, m)
+}
+
+// TestSweepUndoesInheritedBatch: a thread started under SCHED_BATCH, as one
+// the monitor starts would be, is put back to SCHED_OTHER by the sweep; the
+// monitor keeps SCHED_BATCH.
+func TestSweepUndoesInheritedBatch(t *testing.T) {
+	batched := make(chan int)
+	release := make(chan struct{})
+	go func() {
+		// Locked and never unlocked: the thread ends with the goroutine
+		// instead of going back to the runtime with a changed policy.
+		runtime.LockOSThread()
+		tid := unix.Gettid()
+		if err := setPolicy(tid, unix.SCHED_BATCH); err != nil {
+			t.Error(err)
+		}
+		batched <- tid
+		<-release
+	}()
+	tid := <-batched
+	defer close(release)
+	// The sweep checks each thread once, when it first sees it: as the
+	// monitor's new threads, this one is new to a new policy keeper.
+	m, err := batchRuntimeMonitor()
+	if err != nil {
+		t.Fatal(err)
 	}
 	attr, err := unix.SchedGetAttr(tid, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if attr.Policy != unix.SCHED_BATCH {
-		t.Fatalf("policy of thread %d = %d, want SCHED_BATCH (%d)", tid, attr.Policy, unix.SCHED_BATCH)
+	if attr.Policy != unix.SCHED_NORMAL {
+		t.Fatalf("thread %d still has policy %d after the sweep", tid, attr.Policy)
 	}
-	// Every other thread keeps the default policy.
+	checkOnlyMonitorBatched(t, m)
+}
+
+// checkOnlyMonitorBatched fails unless the monitor is the one thread under
+// SCHED_BATCH, among those m's last sweep saw (one the monitor started
+// since is the next sweep's).
+func checkOnlyMonitorBatched(t *testing.T, m *monitorPolicy) {
+	t.Helper()
+	monitor := m.thread()
 	entries, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		other, _ := strconv.Atoi(e.Name())
-		if other == tid {
+		tid, _ := strconv.Atoi(e.Name())
+		if !m.seen[tid] {
 			continue
 		}
-		a, err := unix.SchedGetAttr(other, 0)
+		a, err := unix.SchedGetAttr(tid, 0)
 		if err != nil {
 			continue // the thread ended
 		}
-		if a.Policy != unix.SCHED_NORMAL {
-			t.Errorf("thread %d has policy %d, want SCHED_NORMAL", other, a.Policy)
+		if isMonitor := tid == monitor; isMonitor != (a.Policy == unix.SCHED_BATCH) {
+			t.Errorf("thread %d (monitor: %v) has policy %d", tid, isMonitor, a.Policy)
 		}
 	}
 }

@@ -2,9 +2,19 @@
 
 package main
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"time"
+)
 
-// batchRuntimeMonitor is Linux only; see monitor_linux.go.
-func batchRuntimeMonitor() (int, error) {
-	return 0, errors.New("runtime monitor scheduling is only changed on Linux")
+// monitorPolicy is Linux only; see monitor_linux.go.
+type monitorPolicy struct{}
+
+func batchRuntimeMonitor() (*monitorPolicy, error) {
+	return nil, errors.New("runtime monitor scheduling is only changed on Linux")
 }
+
+func (*monitorPolicy) thread() int { return 0 }
+
+func (*monitorPolicy) keep(context.Context, time.Duration) {}

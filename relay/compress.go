@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 )
 
 // Compression settings: what the relay gzips when the client accepts it.
@@ -88,16 +87,12 @@ type gzipFrames struct {
 }
 
 func (g *gzipFrames) WriteFrames(p []byte) error {
-	if err := g.out.rc.SetWriteDeadline(time.Now().Add(g.out.timeout)); err != nil && err != http.ErrNotSupported {
-		return err
-	}
-	if _, err := g.gz.Write(p); err != nil {
-		return err
-	}
-	if err := g.gz.Flush(); err != nil {
-		return err
-	}
-	return g.out.rc.Flush()
+	return g.out.underDeadline(func() error {
+		if _, err := g.gz.Write(p); err != nil {
+			return err
+		}
+		return g.gz.Flush()
+	})
 }
 
 func (g *gzipFrames) Close() { _ = g.gz.Close() }

@@ -33,7 +33,6 @@ type peerWatch struct {
 type watched struct {
 	w        *peerWatch
 	id       uint64
-	raw      syscall.RawConn
 	fd       int // valid while registered: unwatch runs before the close
 	gone     func()
 	writable func()
@@ -84,7 +83,7 @@ func (w *peerWatch) watch(nc net.Conn, gone, writable func()) *watched {
 		return nil
 	}
 	w.next++
-	x := &watched{w: w, id: w.next, raw: raw, gone: gone, writable: writable}
+	x := &watched{w: w, id: w.next, gone: gone, writable: writable}
 	_ = raw.Control(func(fd uintptr) {
 		x.fd = int(fd)
 		x.added = x.ctl(unix.EPOLL_CTL_ADD, hangups) == nil

@@ -32,10 +32,19 @@ type responseFrames struct {
 }
 
 func (f *responseFrames) WriteFrames(p []byte) error {
+	return f.underDeadline(func() error {
+		_, err := f.w.Write(p)
+		return err
+	})
+}
+
+// underDeadline runs write, then flushes, with the write deadline set for
+// their duration only.
+func (f *responseFrames) underDeadline(write func() error) error {
 	if err := f.rc.SetWriteDeadline(time.Now().Add(f.timeout)); err != nil && err != http.ErrNotSupported {
 		return err
 	}
-	if _, err := f.w.Write(p); err != nil {
+	if err := write(); err != nil {
 		return err
 	}
 	if err := f.rc.Flush(); err != nil {

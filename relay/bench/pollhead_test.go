@@ -70,9 +70,30 @@ func TestReadHead(t *testing.T) {
 			wantStatus: 200, wantLength: 4,
 		},
 		{
+			// HTTP/1.0 closes unless it says otherwise.
 			name:       "HTTP/1.0",
 			head:       "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+			wantStatus: 200, wantLength: 1, wantClosing: true,
+		},
+		{
+			name:       "HTTP/1.0 keep-alive",
+			head:       "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\n",
 			wantStatus: 200, wantLength: 1,
+		},
+		{
+			name:       "close in a list of options",
+			head:       "HTTP/1.1 200 OK\r\nConnection: Upgrade, close\r\nContent-Length: 1\r\n\r\n",
+			wantStatus: 200, wantLength: 1, wantClosing: true,
+		},
+		{
+			name:    "four-digit status",
+			head:    "HTTP/1.1 2000 OK\r\n\r\n",
+			wantErr: "malformed status line",
+		},
+		{
+			name:       "status line without a reason",
+			head:       "HTTP/1.1 204\r\n\r\n",
+			wantStatus: 204, wantLength: -1,
 		},
 		{
 			name:       "204 No Content",

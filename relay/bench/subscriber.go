@@ -353,6 +353,7 @@ type poller struct {
 
 func (p *poller) close() {
 	if p.conn != nil {
+		p.s.r.untrack(p.conn)
 		_ = p.conn.Close()
 		p.conn = nil
 	}
@@ -381,23 +382,23 @@ func (p *poller) get(deadline time.Time, pathQuery string) (*pollAnswer, error) 
 			}
 		}
 		_ = p.conn.SetDeadline(deadline)
-		ans, sent, err := p.roundTrip(pathQuery)
+		ans, answered, err := p.roundTrip(pathQuery)
 		if err == nil {
 			return ans, nil
 		}
 		p.close()
 		// A kept-alive connection may have been closed by the relay
 		// before this request reached it: try once on a new one.
-		if reused && !sent && attempt == 0 && p.s.ctx.Err() == nil {
+		if reused && !answered && attempt == 0 && p.s.ctx.Err() == nil {
 			continue
 		}
 		return nil, err
 	}
 }
 
-// roundTrip writes the request and reads the answer. sent reports that
-// any of the answer arrived, after which the poll is not repeated.
-func (p *poller) roundTrip(pathQuery string) (ans *pollAnswer, sent bool, err error) {
+// roundTrip writes the request and reads the answer. answered reports that
+// the answer's status line arrived, after which the poll is not repeated.
+func (p *poller) roundTrip(pathQuery string) (ans *pollAnswer, answered bool, err error) {
 	p.req = append(p.req[:0], "GET "...)
 	p.req = append(p.req, pathQuery...)
 	p.req = append(p.req, " HTTP/1.1\r\nHost: "...)
@@ -416,15 +417,26 @@ func (p *poller) roundTrip(pathQuery string) (ans *pollAnswer, sent bool, err er
 	if err != nil {
 		return nil, status != 0, fmt.Errorf("poll answer: %w", err)
 	}
-	if length < 0 || length > 64<<20 {
-		return nil, true, fmt.Errorf("poll answer: status %d without a usable Content-Length", status)
-	}
-	if cap(p.body) < length {
-		p.body = make([]byte, length)
-	}
-	p.body = p.body[:length]
-	if _, err := io.ReadFull(p.br, p.body); err != nil {
-		return nil, true, fmt.Errorf("poll answer: %w", err)
+	switch {
+	case length > 64<<20:
+		return nil, true, fmt.Errorf("poll answer: status %d with a body of %d bytes", status, length)
+	case length < 0 && !closing:
+		return nil, true, fmt.Errorf("poll answer: status %d without a Content-Length", status)
+	case length < 0:
+		// A body that ends with the connection (net/http's own plain
+		// 400 and 431, say).
+		p.body, err = io.ReadAll(io.LimitReader(p.br, 64<<10))
+		if err != nil {
+			return nil, true, fmt.Errorf("poll answer: %w", err)
+		}
+	default:
+		if cap(p.body) < length {
+			p.body = make([]byte, length)
+		}
+		p.body = p.body[:length]
+		if _, err := io.ReadFull(p.br, p.body); err != nil {
+			return nil, true, fmt.Errorf("poll answer: %w", err)
+		}
 	}
 	if closing {
 		p.close()
@@ -447,9 +459,12 @@ func readHead(br *bufio.Reader) (status, length int, closing bool, err error) {
 		return 0, -1, false, err
 	}
 	// "HTTP/1.1 200 OK\r\n"
-	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
+	if len(line) < 13 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' ||
+		line[12] != ' ' && line[12] != '\r' && line[12] != '\n' {
 		return 0, -1, false, fmt.Errorf("malformed status line %q", line)
 	}
+	// HTTP/1.0 closes unless it says otherwise.
+	closing = line[7] == '0'
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
 			return 0, -1, false, fmt.Errorf("malformed status line %q", line)
@@ -481,7 +496,14 @@ func readHead(br *bufio.Reader) (status, length int, closing bool, err error) {
 		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
 			return status, -1, false, fmt.Errorf("transfer encoding %q is not read by the load generator", value)
 		case bytes.EqualFold(name, []byte("Connection")):
-			closing = bytes.EqualFold(value, []byte("close"))
+			for opt := range bytes.SplitSeq(value, []byte(",")) {
+				switch opt = bytes.TrimSpace(opt); {
+				case bytes.EqualFold(opt, []byte("close")):
+					closing = true
+				case bytes.EqualFold(opt, []byte("keep-alive")):
+					closing = false
+				}
+			}
 		}
 	}
 }
