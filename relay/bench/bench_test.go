@@ -304,6 +304,18 @@ func TestParseTarget(t *testing.T) {
 	}
 }
 
+// TestH2CAgainstHTTP1Relay: -h2c against a relay that speaks HTTP/1.1
+// only fails the run and says why.
+func TestH2CAgainstHTTP1Relay(t *testing.T) {
+	cfg := Config{Targets: []string{startRelay(t)}, Subscribers: 2, Messages: 1, Rate: 1, H2C: true,
+		APIKey: relaytest.APIKey, ConnectTimeout: 5 * time.Second}
+	var log bytes.Buffer
+	_, err := Run(context.Background(), cfg, &log)
+	if err == nil || !strings.Contains(err.Error(), "ROOMCAST_H2C=true") {
+		t.Fatalf("err = %v, want the run refused naming ROOMCAST_H2C\n%s", err, log.String())
+	}
+}
+
 func TestMainUsage(t *testing.T) {
 	tests := []struct {
 		args []string

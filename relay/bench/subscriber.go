@@ -222,7 +222,7 @@ func (s *subscriber) streamH2(deadline time.Time) {
 	defer late.Stop()
 	resp, err := s.r.h2[s.target].Do(req)
 	if err != nil {
-		s.onReady(fmt.Errorf("connect: %w", err))
+		s.onReady(fmt.Errorf("connect over HTTP/2 without TLS (does the relay have ROOMCAST_H2C=true?): %w", err))
 		return
 	}
 	defer resp.Body.Close()
