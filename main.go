@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			// The load generator's readers wake from idle at every
 			// publish, as the relay's writers do.
 			stop, _, err := batchMonitorWhile(ctx)
-			if err != nil {
+			if err != nil && !errors.Is(err, errors.ErrUnsupported) {
 				fmt.Fprintln(stderr, "roomcast bench: the runtime monitor keeps its scheduling:", err)
 			}
 			defer stop()
@@ -74,9 +74,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log := newLogger(cfg, stderr)
 	if cfg.BatchMonitor {
 		stop, tid, err := batchMonitorWhile(ctx)
-		if err != nil {
+		switch {
+		case errors.Is(err, errors.ErrUnsupported):
+			// Not Linux: nothing to say at every start.
+		case err != nil:
 			log.Info("the runtime monitor keeps its scheduling", "err", err)
-		} else {
+		default:
 			log.Debug("runtime monitor thread runs as SCHED_BATCH", "tid", tid)
 		}
 		defer stop()

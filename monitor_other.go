@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -12,7 +13,7 @@ import (
 type monitorPolicy struct{}
 
 func batchRuntimeMonitor() (*monitorPolicy, error) {
-	return nil, errors.New("runtime monitor scheduling is only changed on Linux")
+	return nil, fmt.Errorf("runtime monitor scheduling is only changed on Linux: %w", errors.ErrUnsupported)
 }
 
 func (*monitorPolicy) thread() int { return 0 }
