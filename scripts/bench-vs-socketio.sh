@@ -4,7 +4,9 @@
 # "bench-vs-socketio" markers; the rest of the file is kept).
 #
 # usage: scripts/bench-vs-socketio.sh [-w WORKLOADS] [-n] [-k]
-#   -w  comma-separated workloads, in this order by default: sse,poll,mem,sat,redis,mem50k
+#   -w  comma-separated workloads, in this order by default: floor,sse,poll,mem,sat,redis,mem50k
+#         floor   the loopback write floor (../shared/peers/write-cost): one 330 B write per frame,
+#                 and 16 frames per write, 1000 connections, sender pinned; the ratios are to it
 #         sse     N=1000 one room, 200 messages at 50/s: roomcast SSE vs Socket.IO websocket (pinned)
 #         poll    the same: roomcast long-poll vs Socket.IO polling (pinned)
 #         mem     idle memory per connection at N=10,000 (roomcast SSE, Socket.IO websocket)
@@ -18,14 +20,15 @@
 # after it are skipped and listed, default 1200), QUIET_MAX (seconds to wait for a quiet machine
 # before each run, default 60), TRIES and CLEAN_CPU (each run is tried up to TRIES times, default 3,
 # until other processes used less than CLEAN_CPU CPU-seconds, default 0.5, during its window; the
-# cleanest is kept), PEER (path of the Socket.IO peer).
+# cleanest is kept), PEER (path of the Socket.IO peer), WCOST (path of the write-cost peer).
 #
 # Every process it starts is stopped by PID; every wait and loop is bounded.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEER=${PEER:-$ROOT/../shared/peers/socketio}
-WORKLOADS=sse,poll,mem,sat,redis,mem50k
+WCOST=${WCOST:-$ROOT/../shared/peers/write-cost}
+WORKLOADS=floor,sse,poll,mem,sat,redis,mem50k
 WRITE=1
 KEEP=0
 while getopts "w:nk" opt; do
@@ -256,8 +259,40 @@ sio_one() {  # WORKLOAD LABEL PIN TRANSPORT N M RATE WORKERS: a fresh Socket.IO 
   stop "$SIO_PID"
 }
 
+# floor_run K: the write-cost peer's sender (CPU 0) writing K 330 B frames per write to 1000
+# connections read by its receiver (CPU 1); appends a row.
+floor_run() {
+  local k=$1 p s
+  quiet
+  log "write floor: $k frame(s) per write"
+  p=$(free_port)
+  taskset -c 0 "$WORK/wcost/wcost" -role server -addr "127.0.0.1:$p" -n 1000 -m 2000 -k "$k" -mode copy -size 330 \
+    >"$WORK/wcost.$k.out" 2>&1 &
+  s=$!; PIDS+=("$s")
+  for _ in $(seq 1 50); do grep -q listening "$WORK/wcost.$k.out" 2>/dev/null && break; sleep 0.1; done
+  timeout 60 taskset -c 1 "$WORK/wcost/wcost" -role client -addr "127.0.0.1:$p" -n 1000 -m 2000 -size 330 >/dev/null 2>&1 || true
+  wait "$s" 2>/dev/null || true
+  grep '"role"' "$WORK/wcost.$k.out" | jq -c --argjson k "$k" '{workload:"floor", system:"floor", k:$k,
+    us:(.usPerDelivery * 1000 | round / 1000), date:(now | strftime("%Y-%m-%d")),
+    cmd:"wcost -role server -n 1000 -m 2000 -k \($k) -mode copy -size 330 (receiver: -role client)"}' >>"$ROWS" || true
+}
+
+if has floor && ! skip_if_over "floor"; then
+  if [ -d "$WCOST" ]; then
+    cp -r "$WCOST" "$WORK/wcost"
+    (cd "$WORK/wcost" && go build -o wcost .)
+    floor_run 1
+    floor_run 16
+  else
+    SKIPPED+=("floor: no write-cost peer at $WCOST (set WCOST)")
+  fi
+fi
+
 if has sse && ! skip_if_over "sse"; then
   for _ in $(seq 1 "$REPEAT"); do
+    # The floor again just before each run: the machine's speed moves within minutes, and the
+    # ratio is taken to the floor measured next to it.
+    if has floor && [ -x "$WORK/wcost/wcost" ]; then floor_run 1; fi
     try_clean ours_one sse "SSE N=1000 200@50/s pinned" 1 "" 120 -n 1000 -messages 200 -rate 50 -warmup 3s
     try_clean sio_one sse "websocket N=1000 200@50/s pinned" 1 websocket 1000 200 50 1
   done
@@ -390,6 +425,24 @@ TABLE=$WORK/table.md
   echo "during the window, a measure of noise; each run was tried up to $TRIES times to get it under $CLEAN_CPU s, and the"
   echo "cleanest attempt is shown."
   echo
+  if any_rows floor; then
+    jq -rs '
+      def f(x): (x * 100 | round / 100 | tostring);
+      ([.[] | select(.workload == "floor" and .k == 1) | .us]) as $ones |
+      ([.[] | select(.workload == "floor" and .k == 16)] | last) as $sixteen |
+      # Each roomcast SSE run against the one-frame floor measured last before it.
+      (reduce .[] as $r ({floor: null, ratios: []};
+        if $r.workload == "floor" and $r.k == 1 then .floor = $r.us
+        elif $r.workload == "sse" and $r.system == "roomcast" and $r.failed != true and .floor != null
+        then .ratios += [$r.cpu_us / .floor] else . end) | .ratios) as $ratios |
+      ([.[] | select(.workload == "sat" and .system == "roomcast" and .ok == true and .p99 < 50)] | max_by(.rate)) as $sat |
+      "Loopback write floor in this run (`../shared/peers/write-cost`, 1000 connections, 330 B frames, sender on CPU 0," ,
+      "receiver on CPU 1): **\($ones | map(tostring) | join(", ")) µs** per write at one frame per write, measured before each" ,
+      "SSE run" + (if $sixteen then ", and **\($sixteen.us) µs** per frame at 16 frames per write" else "" end) + "." +
+        (if ($ratios | length) > 0 then " roomcast SSE at one event per write: \($ratios | map(f(.)) | join(", "))× the floor measured just before each run" else "" end) +
+        (if $sixteen and $sat then "; at its highest saturation rate with p99 < 50 ms (\($sat.rate) msg/s), \(f($sat.cpu_us / $sixteen.us))× the 16-frame floor." else "." end),
+      ""' "$ALL"
+  fi
   if any_rows sse poll mem mem50k; then
     echo "N=1000 in one room, 200 messages at 50/s (SSE vs websocket, long-poll vs polling), and N=10,000 idle:"
     echo
