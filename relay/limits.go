@@ -217,6 +217,10 @@ type connSlots struct {
 	keys      []string
 	limits    []int
 	renewedAt time.Time
+	// An address and a user at most: keys and limits need no allocation
+	// of their own.
+	keyBuf   [2]string
+	limitBuf [2]int
 }
 
 // acquireConnection counts a new stream or held poll against the caller's
@@ -232,6 +236,7 @@ func (s *Server) acquireConnection(r *http.Request, id rooms.Identity) (*connSlo
 		// counts and need none (a random id costs a system call).
 		c.id = rooms.NewClientID()
 	}
+	c.keys, c.limits = c.keyBuf[:0], c.limitBuf[:0]
 	c.keys = append(c.keys, "ip:"+s.clientIP(r))
 	c.limits = append(c.limits, s.opts.Limits.MaxConnsPerIP)
 	if id.User != "" {
