@@ -372,9 +372,14 @@ func jsString(s string) string {
 	return string(b)
 }
 
-// messages returns the texts of the chat messages shown, in order.
+// messages returns the texts of the chat messages shown, in order, once
+// none is pending.
 func (p *page) messages() []string {
 	p.t.Helper()
+	// A sent message shows as pending ("sending…") until the publish's
+	// answer comes back, which may be after the message itself came back
+	// on the stream: only a settled list says what was delivered.
+	p.waitFor("no message is pending", `() => !document.querySelector('#messages li.pending')`)
 	var out []string
 	p.eval(`[...document.querySelectorAll('#messages li.message:not(.private) .text')].map(e => e.textContent)`, &out)
 	return out
