@@ -383,22 +383,10 @@ func TestRequestLogs(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // TestLogLevel: ROOMCAST_LOG_LEVEL=warn leaves only warnings and errors.
 func TestLogLevel(t *testing.T) {
 	t.Parallel()
-	addr := freeAddr(t)
+	addr := relaytest.FreeAddr(t)
 	p := start(t, []string{"ROOMCAST_LOG_LEVEL=warn", "ROOMCAST_ADDR=" + addr})
 	deadline := time.Now().Add(waitFor)
 	for {

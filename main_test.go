@@ -434,12 +434,7 @@ func TestBadConfiguration(t *testing.T) {
 // PORT, the platforms' name, makes the relay listen on that port.
 func TestPortAlias(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	l.Close()
+	port := strconv.Itoa(relaytest.FreePort(t))
 
 	// PORT means every interface, which open mode allows only when told.
 	p, addr := startRelay(t, []string{"PORT=" + port, "ROOMCAST_OPEN=true"})

@@ -2,7 +2,6 @@ package browsertest
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -171,7 +170,7 @@ func TestSharedTabsHoldOneStream(t *testing.T) {
 func TestRedisRestartMissesNothing(t *testing.T) {
 	startBrowser(t)
 	redis := redistest.NewServer(t)
-	addr := freeAddr(t)
+	addr := relaytest.FreeAddr(t)
 	relay1 := startBinary(t, addr, redis.URL())
 	front := newGate(t, "http://"+addr)
 
@@ -217,17 +216,6 @@ func TestRedisRestartMissesNothing(t *testing.T) {
 // evalVoid is an action that evaluates expr for its effect.
 func evalVoid(expr string) chromedp.Action[chromedp.Void] {
 	return chromedp.Evaluate[chromedp.Void](expr)
-}
-
-// freeAddr returns a loopback address with a port nobody listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 var binary struct {
