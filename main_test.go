@@ -14,7 +14,6 @@ import (
 	"net/textproto"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -38,10 +37,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "roomcast")
-	build := exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", binary, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+	binary, err = relaytest.BuildRoomcast(dir, testVersion)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -78,6 +76,7 @@ func start(t *testing.T, env []string, args ...string) *proc {
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}
+		relaytest.CheckRaces(t, "roomcast "+strings.Join(args, " "), p.stderr.String())
 		if t.Failed() {
 			t.Logf("roomcast %s stderr:\n%s", strings.Join(args, " "), p.stderr.String())
 		}

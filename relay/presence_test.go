@@ -90,12 +90,9 @@ func probe(t *testing.T, r *relaytest.Relay, watcher *relaytest.Stream, room, us
 	t.Helper()
 	s := r.Subscribe(t, "/v1/rooms/"+room+"/events", relaytest.StreamOptions{Header: relaytest.BearerMap(relaytest.Token(t, user, time.Hour, nil))})
 	s.Connected(t)
-	var other []relaytest.Event
-	for _, ev := range watcher.Until(t, func(ev relaytest.Event) bool {
+	other := watcher.Until(t, func(ev relaytest.Event) bool {
 		return ev.Event == "roomcast:join" && bytes.Contains([]byte(ev.Data), []byte(`"user":"`+user+`"`))
-	}) {
-		other = append(other, ev)
-	}
+	})
 	other = other[:len(other)-1]
 	s.Close()
 	evs := watcher.Until(t, func(ev relaytest.Event) bool { return ev.Event == "roomcast:leave" })

@@ -206,13 +206,9 @@ func (s *Server) retryDelay() time.Duration {
 	return s.opts.RetryMin + rand.N(span+1)
 }
 
-// clientToken proves that its holder was given client id: poll answers
-// carry one so that pollers can publish with exclude_self.
-func (s *Server) clientToken(client string) string {
-	return string(s.appendClientToken(nil, client))
-}
-
-// appendClientToken appends client's token: the id, a dot and its MAC.
+// appendClientToken appends a proof that its holder was given client id
+// (poll answers carry one so that pollers can publish with exclude_self):
+// the id, a dot and its MAC.
 func (s *Server) appendClientToken(dst []byte, client string) []byte {
 	dst = append(dst, client...)
 	dst = append(dst, '.')

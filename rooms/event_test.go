@@ -218,7 +218,8 @@ func TestEnvelopeEncodedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	allocs := testing.AllocsPerRun(100, func() { _ = ev.Envelope(0) })
-	if allocs != 0 || &ev.Envelope(0)[0] != &ev.Envelope(0)[0] {
+	first, second := ev.Envelope(0), ev.Envelope(0)
+	if allocs != 0 || &first[0] != &second[0] {
 		t.Fatalf("Envelope allocates (%v) or returns a copy", allocs)
 	}
 }

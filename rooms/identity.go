@@ -12,7 +12,6 @@ var (
 	ErrUnauthenticated  = errors.New("authentication required")
 	ErrForbidden        = errors.New("forbidden")
 	ErrUnknownNamespace = errors.New("unknown namespace")
-	ErrRateLimited      = errors.New("rate limited")
 	ErrBanned           = errors.New("banned")
 	ErrInvalidUser      = errors.New("invalid user id")
 )

@@ -385,13 +385,6 @@ func (p *page) messages() []string {
 	return out
 }
 
-// online returns the names in the online list.
-func (p *page) online() []string {
-	p.t.Helper()
-	var out []string
-	p.eval(`[...document.querySelectorAll('#online li')].map(li => li.textContent)`, &out)
-	return out
-}
 
 // waitOnline waits until the online list is exactly names, in any order.
 func (p *page) waitOnline(names ...string) {

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -233,11 +232,7 @@ func buildBinary(t *testing.T) string {
 			binary.err = err
 			return
 		}
-		binary.path = filepath.Join(dir, "roomcast")
-		out, err := exec.Command("go", "build", "-o", binary.path, "github.com/roomcast/roomcast").CombinedOutput()
-		if err != nil {
-			binary.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		binary.path, binary.err = relaytest.BuildRoomcast(dir, "")
 	})
 	if binary.err != nil {
 		t.Fatal(binary.err)
@@ -278,6 +273,7 @@ func startBinary(t *testing.T, addr, redisURL string) *process {
 	}()
 	t.Cleanup(func() {
 		p.stop(t)
+		relaytest.CheckRaces(t, "roomcast on "+addr, p.output.String())
 		if t.Failed() {
 			t.Logf("roomcast on %s:\n%s", addr, p.output.String())
 		}

@@ -1,7 +1,6 @@
 package clustertest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -37,22 +35,15 @@ func TestMain(m *testing.M) {
 }
 
 func buildAndRun(m *testing.M) int {
-	gomod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || len(bytes.TrimSpace(gomod)) == 0 {
-		fmt.Fprintf(os.Stderr, "go env GOMOD: %v %s\n", err, gomod)
-		return 1
-	}
 	dir, err := os.MkdirTemp("", "roomcast-clustertest-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "roomcast")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Dir = filepath.Dir(string(bytes.TrimSpace(gomod)))
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+	binary, err = relaytest.BuildRoomcast(dir, "")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return m.Run()
@@ -113,6 +104,7 @@ func (c *cluster) start(t *testing.T, name string, extra ...string) *node {
 	}()
 	t.Cleanup(func() {
 		n.kill()
+		relaytest.CheckRaces(t, "instance "+n.name, n.log.String())
 		if t.Failed() {
 			t.Logf("instance %s log (tail):\n%s", n.name, tail(n.log.String(), 4000))
 		}

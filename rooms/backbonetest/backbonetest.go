@@ -214,16 +214,6 @@ func (r *recorder) snapshot() []delivery {
 	return slices.Clone(r.got)
 }
 
-// on returns the deliveries made for channel ch.
-func (r *recorder) on(ch string) []delivery {
-	var out []delivery
-	for _, d := range r.snapshot() {
-		if d.ev.Channels[d.i] == ch {
-			out = append(out, d)
-		}
-	}
-	return out
-}
 
 // waitFor waits until done holds for what r received, and returns that.
 func (r *recorder) waitFor(t *testing.T, what string, done func([]delivery) bool) []delivery {
