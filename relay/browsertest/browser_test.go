@@ -385,7 +385,6 @@ func (p *page) messages() []string {
 	return out
 }
 
-
 // waitOnline waits until the online list is exactly names, in any order.
 func (p *page) waitOnline(names ...string) {
 	p.t.Helper()

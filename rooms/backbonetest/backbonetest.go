@@ -214,7 +214,6 @@ func (r *recorder) snapshot() []delivery {
 	return slices.Clone(r.got)
 }
 
-
 // waitFor waits until done holds for what r received, and returns that.
 func (r *recorder) waitFor(t *testing.T, what string, done func([]delivery) bool) []delivery {
 	t.Helper()
