@@ -42,19 +42,21 @@ type Limits struct {
 }
 
 func (l *Limits) defaults() {
-	if l.PublishRate <= 0 {
+	// "!(x > 0)" and not "x <= 0": NaN, which compares false with
+	// everything, would otherwise stay and disable the limit.
+	if !(l.PublishRate > 0) {
 		l.PublishRate = 20
 	}
 	if l.PublishBurst <= 0 {
 		l.PublishBurst = 40
 	}
-	if l.PublishCallerRate <= 0 {
+	if !(l.PublishCallerRate > 0) {
 		l.PublishCallerRate = 50
 	}
 	if l.PublishCallerBurst <= 0 {
 		l.PublishCallerBurst = 100
 	}
-	if l.RequestRate <= 0 {
+	if !(l.RequestRate > 0) {
 		l.RequestRate = 10
 	}
 	if l.RequestBurst <= 0 {
@@ -147,7 +149,10 @@ func (b *buckets) sweep(now time.Time) {
 	}
 	if now.Sub(b.checked) > time.Minute {
 		for k, v := range b.m {
-			if now.Sub(v.used) > idleBucket {
+			// A full bucket is what a new one would be: forgetting it
+			// changes nothing, and keeps the map to the callers active
+			// in the last minute or so.
+			if now.Sub(v.used) > idleBucket || v.lim.TokensAt(now) >= float64(v.lim.Burst()) {
 				delete(b.m, k)
 			}
 		}

@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"math"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -89,9 +88,20 @@ func (b *Backbone) TakeAll(ctx context.Context, limits []rooms.RateLimit) (bool,
 	return v[0] == 1, time.Duration(v[1]) * time.Microsecond, nil
 }
 
+// maxEmission bounds the time between two requests, in microseconds (11.6
+// days): a slower rate would overflow the conversion to int64, and the
+// theoretical arrival times must stay exact in Lua's doubles.
+const maxEmission = 1e12
+
 // emissionMicros is the time between two requests at rate per second, in
-// whole microseconds (at least one).
-func emissionMicros(rate float64) int64 { return int64(math.Max(1, 1e6/rate)) }
+// whole microseconds, from 1 to maxEmission. A rate that is not a number
+// above 0 gets no allowance, rather than no limit.
+func emissionMicros(rate float64) int64 {
+	if !(rate > 0) {
+		return maxEmission
+	}
+	return int64(min(max(1, 1e6/rate), maxEmission))
+}
 
 var _ rooms.SlotCounter = (*Backbone)(nil)
 

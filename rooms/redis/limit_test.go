@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -48,6 +49,17 @@ func TestTakeAll(t *testing.T) {
 	}
 	if ok, _ := take(b, ns("z")); !ok {
 		t.Fatal("the refused take spent z's allowance")
+	}
+	// Rates too slow for an interval in int64 microseconds, and rates
+	// that are not numbers, still limit: one request, then none.
+	for _, rate := range []float64{1e-300, 0, -1} {
+		slow := rooms.RateLimit{Key: "slow|" + strconv.FormatFloat(rate, 'g', -1, 64), Rate: rate, Burst: 1}
+		if ok, _ := take(a, slow); !ok {
+			t.Fatalf("rate %g: the first request refused", rate)
+		}
+		if ok, _ := take(b, slow); ok {
+			t.Errorf("rate %g: a second request allowed", rate)
+		}
 	}
 	if ok, wait, err := a.TakeAll(ctx, nil); !ok || wait != 0 || err != nil {
 		t.Errorf("nothing to take: %v %s %v", ok, wait, err)
