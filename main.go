@@ -137,6 +137,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	warnCappedRates(cfg, namespaces, log)
 	devKey, err := devTokenKey(ctx, cfg, bb, open, log)
 	if err != nil {
 		return err
@@ -185,6 +186,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			MaxConnsPerUser: cfg.MaxConnsPerUser,
 			MaxConnsPerIP:   cfg.MaxConnsPerIP,
 			TrustedProxies:  proxies,
+
+			PublishCallerRate:  cfg.PublishCallerRate,
+			PublishCallerBurst: cfg.PublishCallerBurst,
 		},
 	})
 	if err := hub.Start(ctx); err != nil {
@@ -329,6 +333,21 @@ func loadNamespaces(cfg config.Config, open bool) (rooms.Namespaces, error) {
 		base.Publish = rooms.PublishAnyone
 	}
 	return config.LoadNamespaces(cfg.Config, base)
+}
+
+// warnCappedRates says when a namespace allows a caller more publishes than
+// the per-caller total does: the total wins, which may surprise.
+func warnCappedRates(cfg config.Config, ns rooms.Namespaces, log *slog.Logger) {
+	check := func(name string, o rooms.NamespaceOptions) {
+		if o.PublishRate > cfg.PublishCallerRate {
+			log.Warn("a namespace's publish_rate is above the per-caller total, which caps it",
+				"namespace", name, "publish_rate", o.PublishRate, "ROOMCAST_PUBLISH_CALLER_RATE", cfg.PublishCallerRate)
+		}
+	}
+	check(rooms.DefaultNamespace, ns.Default)
+	for name, o := range ns.Named {
+		check(name, o)
+	}
 }
 
 // newAuthenticator verifies user tokens with the configured keys and signs

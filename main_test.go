@@ -14,6 +14,7 @@ import (
 	"net/textproto"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -398,6 +399,10 @@ func TestVersion(t *testing.T) {
 // the flag or variable to fix.
 func TestBadConfiguration(t *testing.T) {
 	t.Parallel()
+	nanRate := filepath.Join(t.TempDir(), "nan.toml")
+	if err := os.WriteFile(nanRate, []byte("[namespaces.chat]\npublish_rate = nan\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		env  []string
@@ -414,6 +419,11 @@ func TestBadConfiguration(t *testing.T) {
 		{"help", nil, []string{"-h"}, 0, "roomcast sub [flags] ROOM"},
 		{"open mode off loopback", nil, []string{"-addr", "0.0.0.0:0"}, 1, "ROOMCAST_OPEN=true"},
 		{"short JWT secret", []string{"ROOMCAST_JWT_SECRET=short"}, nil, 2, "-jwt-secret"},
+		// NaN once passed "above 0" and turned rate limiting off.
+		{"NaN publish rate", []string{"ROOMCAST_PUBLISH_RATE=NaN"}, nil, 2, "ROOMCAST_PUBLISH_RATE"},
+		{"infinite publish rate flag", nil, []string{"-publish-rate", "Inf"}, 2, "-publish-rate"},
+		{"NaN caller rate", []string{"ROOMCAST_PUBLISH_CALLER_RATE=nan"}, nil, 2, "ROOMCAST_PUBLISH_CALLER_RATE"},
+		{"NaN publish_rate in the namespace file", []string{"ROOMCAST_CONFIG=" + nanRate}, nil, 1, "publish_rate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

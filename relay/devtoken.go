@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
@@ -31,6 +33,11 @@ const (
 	// devUserPrefix starts every development user id, so that a renewal
 	// never reissues a real user's identity.
 	devUserPrefix = "dev-"
+	// devMarkClaim holds the mark of a token this relay minted: an HMAC of
+	// its subject under the development key. A token signed with the same
+	// secret by a backend (say, for a user "dev-…" limited to some rooms)
+	// has none, so it is never renewed into an unrestricted one.
+	devMarkClaim = "roomcast_dev"
 	// maxDevName bounds a display name, in characters.
 	maxDevName = 64
 )
@@ -79,29 +86,33 @@ func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	user := ""
+	var claims jwt.MapClaims
 	if s.opts.Auth != nil && r.Header.Get("Authorization") != "" {
-		id, err := s.opts.Auth.FromRequest(r, auth.StateChanging, nil)
-		if err != nil {
+		// The token must pass as any token would (issuer, audience,
+		// expiry), then prove that this relay minted it.
+		if _, err := s.opts.Auth.FromRequest(r, auth.StateChanging, nil); err != nil {
 			writeError(w, err)
 			return
 		}
-		if strings.HasPrefix(id.User, devUserPrefix) {
-			user = id.User
-		}
+		claims = s.ownDevToken(bearerToken(r))
 	}
-	if user == "" {
+	if claims == nil {
 		b := make([]byte, 12)
 		_, _ = rand.Read(b)
-		user = devUserPrefix + base64.RawURLEncoding.EncodeToString(b)
+		user := devUserPrefix + base64.RawURLEncoding.EncodeToString(b)
+		claims = jwt.MapClaims{"sub": user, "name": name, devMarkClaim: s.devMark(user)}
 	}
+	// A renewal keeps every claim of the token it renews (its name, any
+	// restriction); only its lifetime is new.
 	now := time.Now()
-	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub":  user,
-		"name": name,
-		"iat":  now.Unix(),
-		"exp":  now.Add(devTokenTTL).Unix(),
-	}).SignedString(s.opts.DevTokenKey)
+	claims["iat"] = now.Unix()
+	claims["exp"] = now.Add(devTokenTTL).Unix()
+	delete(claims, "nbf")
+	user, _ := claims["sub"].(string)
+	if n, ok := claims["name"].(string); ok {
+		name = n
+	}
+	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(s.opts.DevTokenKey)
 	if err == nil && s.opts.Auth != nil {
 		// A token this relay would refuse (an issuer or audience is
 		// required) helps nobody: say so instead of handing it out.
@@ -128,4 +139,41 @@ func devName(name string) (string, error) {
 		}
 	}
 	return name, nil
+}
+
+// ownDevToken returns the claims of token when this relay minted it as a
+// development token: signed with the development key (HS256, whatever
+// else the authenticator accepts) and carrying the mark of its dev- subject
+// that only that key makes. Anything else is nil. The token's times were
+// checked by the authenticator already.
+func (s *Server) ownDevToken(token string) jwt.MapClaims {
+	claims := jwt.MapClaims{}
+	p := jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithoutClaimsValidation())
+	if _, err := p.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return s.opts.DevTokenKey, nil }); err != nil {
+		return nil
+	}
+	sub, _ := claims["sub"].(string)
+	mark, _ := claims[devMarkClaim].(string)
+	if !strings.HasPrefix(sub, devUserPrefix) || !hmac.Equal([]byte(mark), []byte(s.devMark(sub))) {
+		return nil
+	}
+	return claims
+}
+
+// devMark is the mark of a development token of user.
+func (s *Server) devMark(user string) string {
+	mac := hmac.New(sha256.New, s.opts.DevTokenKey)
+	mac.Write([]byte("roomcast development token\x00"))
+	mac.Write([]byte(user))
+	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// bearerToken is the token of r's Authorization: Bearer header, which the
+// authenticator accepted.
+func bearerToken(r *http.Request) string {
+	scheme, token, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
 }

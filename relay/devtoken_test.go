@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/relay/relaytest"
@@ -63,11 +65,12 @@ func TestDevToken(t *testing.T) {
 	if other.User == got.User || other.User == "alice" {
 		t.Errorf("a second token got user %q (first %q): want a fresh random user", other.User, got.User)
 	}
-	// ...unless the caller renews its own development token.
+	// ...unless the caller renews its own development token, which keeps
+	// its claims, the name included.
 	var renewed devTokenAnswer
 	postDevToken(t, r, `{"name":"Alice again"}`, relaytest.Bearer(got.Token)).JSON(t, &renewed)
-	if renewed.User != got.User || renewed.Name != "Alice again" {
-		t.Errorf("renewal %+v, want user %q named Alice again", renewed, got.User)
+	if renewed.User != got.User || renewed.Name != got.Name {
+		t.Errorf("renewal %+v, want user %q named %q", renewed, got.User, got.Name)
 	}
 	// A real user's token does not make a development token of that user.
 	var notRenewed devTokenAnswer
@@ -140,4 +143,98 @@ func TestDevTokenRateLimit(t *testing.T) {
 	if json.Unmarshal(limited.Body, &e); e.Error.Code != "rate_limited" || limited.Header.Get("Retry-After") == "" {
 		t.Errorf("429 %s without rate_limited and Retry-After", limited.Body)
 	}
+}
+
+// TestDevTokenRenewalHostile: with development tokens on beside a real
+// secret, only tokens the relay minted itself are renewed, and a renewal
+// keeps every claim. A backend's token for a "dev-" user limited to some
+// rooms was once renewed into a 12-hour token without the limit.
+func TestDevTokenRenewalHostile(t *testing.T) {
+	t.Parallel()
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{
+		Auth: relaytest.NewAuth(t, auth.Config{}), DevTokenKey: []byte(relaytest.JWTSecret), Namespaces: testNamespaces(),
+	}})
+	var minted devTokenAnswer
+	if resp := postDevToken(t, r, `{"name":"Mallory"}`, nil); resp.Status != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.Status, resp.Body)
+	} else {
+		resp.JSON(t, &minted)
+	}
+	mintedClaims := tokenClaims(t, minted.Token)
+	limited := map[string]any{"subscribe": []string{"team-1"}, "publish": []string{"team-1"}}
+	exp := time.Now().Add(time.Hour).Unix()
+	sign := func(c jwt.MapClaims) string {
+		return relaytest.Sign(t, jwt.SigningMethodHS256, []byte(relaytest.JWTSecret), c)
+	}
+
+	// Tokens that must not be renewed as their subject: the answer is a
+	// fresh development user (anyone may have one), never the subject.
+	notRenewed := []struct{ name, token, sub string }{
+		{"a backend's restricted dev- token", relaytest.Token(t, "dev-victim", time.Hour, relaytest.Claims{"rooms": limited}), "dev-victim"},
+		{"a forged mark", relaytest.Token(t, "dev-victim", time.Hour, relaytest.Claims{"rooms": limited, "roomcast_dev": "forged"}), "dev-victim"},
+		{"another token's mark", sign(jwt.MapClaims{"sub": "dev-victim", "exp": exp, "roomcast_dev": mintedClaims["roomcast_dev"]}), "dev-victim"},
+		{"a real user's token", relaytest.Token(t, "alice", time.Hour, nil), "alice"},
+	}
+	for _, c := range notRenewed {
+		t.Run(c.name, func(t *testing.T) {
+			resp := postDevToken(t, r, `{"name":"x"}`, relaytest.Bearer(c.token))
+			var got devTokenAnswer
+			resp.JSON(t, &got)
+			if resp.Status != http.StatusOK || got.User == c.sub || !strings.HasPrefix(got.User, "dev-") {
+				t.Fatalf("status %d, user %q: want a fresh development user, not %q", resp.Status, got.User, c.sub)
+			}
+			if _, ok := tokenClaims(t, got.Token)["rooms"]; ok {
+				t.Error("the fresh token carries a rooms claim")
+			}
+		})
+	}
+	// Tokens that are not valid at all are refused, as anywhere.
+	refused := []struct{ name, token string }{
+		{"alg none", relaytest.Sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwt.MapClaims{"sub": minted.User, "exp": exp, "roomcast_dev": mintedClaims["roomcast_dev"]})},
+		{"another key", relaytest.Sign(t, jwt.SigningMethodHS256, []byte("another secret of 32 bytes, or more"), jwt.MapClaims{"sub": minted.User, "exp": exp, "roomcast_dev": mintedClaims["roomcast_dev"]})},
+		{"expired", sign(jwt.MapClaims{"sub": minted.User, "exp": time.Now().Add(-time.Hour).Unix(), "roomcast_dev": mintedClaims["roomcast_dev"]})},
+		{"truncated", minted.Token[:len(minted.Token)-4]},
+	}
+	for _, c := range refused {
+		t.Run(c.name, func(t *testing.T) {
+			wantError(t, postDevToken(t, r, `{"name":"x"}`, relaytest.Bearer(c.token)), http.StatusUnauthorized, "invalid_token")
+		})
+	}
+
+	t.Run("the relay's own token keeps every claim", func(t *testing.T) {
+		// A minted token with a restriction added (by whoever holds the
+		// secret): renewing it must not drop the restriction.
+		c := jwt.MapClaims{}
+		for k, v := range mintedClaims {
+			c[k] = v
+		}
+		c["rooms"] = limited
+		resp := postDevToken(t, r, `{"name":"Someone else"}`, relaytest.Bearer(sign(c)))
+		var got devTokenAnswer
+		resp.JSON(t, &got)
+		if resp.Status != http.StatusOK || got.User != minted.User || got.Name != "Mallory" {
+			t.Fatalf("status %d, answer %+v: want %q named Mallory", resp.Status, got, minted.User)
+		}
+		renewed := tokenClaims(t, got.Token)
+		if rooms, _ := json.Marshal(renewed["rooms"]); string(rooms) != `{"publish":["team-1"],"subscribe":["team-1"]}` {
+			t.Errorf("renewed rooms claim %s, want the token's", rooms)
+		}
+		if ttl := time.Until(time.Unix(int64(renewed["exp"].(float64)), 0)); ttl < 11*time.Hour {
+			t.Errorf("renewed token expires in %s, want 12h", ttl)
+		}
+		// The restriction holds over HTTP.
+		h := relaytest.Bearer(got.Token)
+		publishAs(t, r, "team-1", h, `{}`)
+		wantError(t, postJSON(t, r, "/v1/rooms/team-2/events", h, `{}`), http.StatusForbidden, "forbidden")
+	})
+}
+
+// tokenClaims decodes a JWT's claims without verifying it.
+func tokenClaims(t *testing.T, token string) jwt.MapClaims {
+	t.Helper()
+	c := jwt.MapClaims{}
+	if _, _, err := jwt.NewParser().ParseUnverified(token, c); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

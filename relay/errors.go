@@ -49,6 +49,7 @@ var domainErrors = []struct {
 	{rooms.ErrInvalidCursor, http.StatusBadRequest, "invalid_cursor"},
 	{rooms.ErrInvalidIdempotency, http.StatusBadRequest, codeInvalidParameter},
 	{rooms.ErrTooManyRooms, http.StatusBadRequest, "too_many_rooms"},
+	{rooms.ErrPayloadTooLarge, http.StatusRequestEntityTooLarge, codePayloadTooLarge},
 	{rooms.ErrUnknownConnection, http.StatusNotFound, "unknown_connection"},
 	{rooms.ErrSingleRoom, http.StatusConflict, "single_room_stream"},
 	{rooms.ErrDraining, http.StatusServiceUnavailable, "draining"},

@@ -51,7 +51,7 @@ func (s *Server) publishRoom(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.publish(w, r, publishTarget{channels: []string{room.String()}, namespace: room.Namespace()})
+	s.publish(w, r, publishTarget{channels: []string{room.String()}})
 }
 
 func (s *Server) publishMulti(w http.ResponseWriter, r *http.Request) {
@@ -64,7 +64,7 @@ func (s *Server) publishUser(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.publish(w, r, publishTarget{channels: []string{rooms.UserChannel(user)}, user: user})
+	s.publish(w, r, publishTarget{channels: []string{rooms.UserChannel(user)}})
 }
 
 func (s *Server) publishNamespace(w http.ResponseWriter, r *http.Request) {
@@ -73,16 +73,14 @@ func (s *Server) publishNamespace(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusBadRequest, "invalid_room", "namespace %q must match [a-z0-9_-]{1,32}", ns))
 		return
 	}
-	s.publish(w, r, publishTarget{channels: []string{rooms.NamespaceChannel(ns)}, namespace: ns, broadcast: true})
+	s.publish(w, r, publishTarget{channels: []string{rooms.NamespaceChannel(ns)}})
 }
 
-// publishTarget is where a publish request goes.
+// publishTarget is where a publish request goes: rooms, a user's channel
+// (a private message) or a namespace's channel (a broadcast).
 type publishTarget struct {
-	channels  []string // nil when the body names the rooms
-	multi     bool     // POST /v1/events: rooms from the body
-	namespace string   // the namespace of a room, or of a broadcast
-	user      string   // the recipient of a private message
-	broadcast bool     // to a whole namespace
+	channels []string // nil when the body names the rooms
+	multi    bool     // POST /v1/events: rooms from the body
 }
 
 func (s *Server) publish(w http.ResponseWriter, r *http.Request, t publishTarget) {
@@ -117,8 +115,9 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, t publishTarget
 	writeJSON(w, http.StatusAccepted, ans)
 }
 
-// readPublish authenticates, authorises, rate-limits and parses a publish
-// request into the message to publish and its scoped idempotency key.
+// readPublish authenticates and parses a publish request, has the publish
+// policy decide on it and spends the rate allowances it names; it returns
+// the message to publish and its scoped idempotency key.
 func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishTarget) (rooms.Message, string, error) {
 	id, err := s.identify(r, auth.StateChanging)
 	if err != nil {
@@ -145,13 +144,9 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	if err != nil {
 		return rooms.Message{}, "", err
 	}
-	limit := s.opts.MaxPayload
-	if s.opts.Namespaces != nil && t.namespace != "" {
-		if o, err := s.opts.Namespaces.Lookup(t.namespace); err == nil && o.MaxPayload > 0 {
-			limit = o.MaxPayload
-		}
-	}
-	body, err := readBody(w, r, limit)
+	// The body is read up to its targets' limit (when they are in the
+	// body, the largest any target has); the policy decides on its size.
+	body, err := readBody(w, r, s.publishPolicy.PayloadLimit(t.channels))
 	if err != nil {
 		return rooms.Message{}, "", err
 	}
@@ -175,17 +170,11 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 			}
 		}
 	}
-	if err := s.authorizePublish(id, t); err != nil {
+	decision, err := s.publishPolicy.Check(r.Context(), id, t.channels, int64(len(body)))
+	if err != nil {
 		return rooms.Message{}, "", err
 	}
-	if err := s.hub.CheckBan(r.Context(), id); err != nil {
-		return rooms.Message{}, "", err
-	}
-	ns := t.namespace
-	if t.multi {
-		ns = ""
-	}
-	if err := s.limitPublish(r, id, ns); err != nil {
+	if err := s.chargePublish(r, id, decision.Charges); err != nil {
 		return rooms.Message{}, "", err
 	}
 	if req.ExcludeSelf && client == "" {
@@ -217,31 +206,6 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 		msg.Exclude = append(msg.Exclude, client)
 	}
 	return msg, key, nil
-}
-
-// authorizePublish applies the namespace rules and the token's limits.
-func (s *Server) authorizePublish(id rooms.Identity, t *publishTarget) error {
-	switch {
-	case t.user != "":
-		if id.User == "" && !id.Server {
-			return fmt.Errorf("%w: anonymous callers cannot send private messages", rooms.ErrUnauthenticated)
-		}
-		return nil
-	case s.opts.Namespaces == nil:
-		return nil
-	case t.broadcast:
-		return s.opts.Namespaces.CanBroadcast(id, t.namespace)
-	}
-	for _, ch := range t.channels {
-		room, err := rooms.ParseRoom(ch)
-		if err != nil {
-			return err
-		}
-		if err := s.opts.Namespaces.CanPublish(id, room); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func validIdempotencyKey(k string) bool {

@@ -23,6 +23,11 @@ type Limits struct {
 	// override them.
 	PublishRate  float64
 	PublishBurst int
+	// PublishCallerRate and PublishCallerBurst limit all the publishes of
+	// one user (or anonymous address) together, whatever namespaces they
+	// go to (default 50/s, burst 100).
+	PublishCallerRate  float64
+	PublishCallerBurst int
 	// RequestRate and RequestBurst limit joins, tickets and token
 	// refreshes the same way (default 10/s, burst 20).
 	RequestRate  float64
@@ -37,13 +42,21 @@ type Limits struct {
 }
 
 func (l *Limits) defaults() {
-	if l.PublishRate <= 0 {
+	// "!(x > 0)" and not "x <= 0": NaN, which compares false with
+	// everything, would otherwise stay and disable the limit.
+	if !(l.PublishRate > 0) {
 		l.PublishRate = 20
 	}
 	if l.PublishBurst <= 0 {
 		l.PublishBurst = 40
 	}
-	if l.RequestRate <= 0 {
+	if !(l.PublishCallerRate > 0) {
+		l.PublishCallerRate = 50
+	}
+	if l.PublishCallerBurst <= 0 {
+		l.PublishCallerBurst = 100
+	}
+	if !(l.RequestRate > 0) {
 		l.RequestRate = 10
 	}
 	if l.RequestBurst <= 0 {
@@ -77,24 +90,8 @@ const idleBucket = 10 * time.Minute
 func (b *buckets) take(key string, r float64, burst int, now time.Time) (bool, time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.m == nil {
-		b.m = make(map[string]*bucket)
-	}
-	if now.Sub(b.checked) > time.Minute {
-		for k, v := range b.m {
-			if now.Sub(v.used) > idleBucket {
-				delete(b.m, k)
-			}
-		}
-		b.checked = now
-	}
-	e := b.m[key]
-	if e == nil || e.lim.Limit() != rate.Limit(r) || e.lim.Burst() != burst {
-		e = &bucket{lim: rate.NewLimiter(rate.Limit(r), burst)}
-		b.m[key] = e
-	}
-	e.used = now
-	res := e.lim.ReserveN(now, 1)
+	b.sweep(now)
+	res := b.bucket(key, r, burst, now).ReserveN(now, 1)
 	if !res.OK() {
 		return false, time.Second
 	}
@@ -103,6 +100,64 @@ func (b *buckets) take(key string, r float64, burst int, now time.Time) (bool, t
 		return false, d
 	}
 	return true, 0
+}
+
+// takeAll spends one token of each limit's bucket (under the limit's key
+// with suffix appended), or none when one has none left; it then says
+// how long to wait for all of them.
+func (b *buckets) takeAll(limits []rooms.RateLimit, suffix string, now time.Time) (bool, time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sweep(now)
+	taken := make([]*rate.Reservation, 0, len(limits))
+	var wait time.Duration
+	for _, l := range limits {
+		res := b.bucket(l.Key+suffix, l.Rate, l.Burst, now).ReserveN(now, 1)
+		if !res.OK() {
+			wait = max(wait, time.Second)
+			continue
+		}
+		taken = append(taken, res)
+		wait = max(wait, res.DelayFrom(now))
+	}
+	if wait == 0 {
+		return true, 0
+	}
+	for _, res := range taken {
+		res.CancelAt(now)
+	}
+	return false, wait
+}
+
+// bucket returns key's limiter, made anew when its settings changed; b.mu
+// is held.
+func (b *buckets) bucket(key string, r float64, burst int, now time.Time) *rate.Limiter {
+	e := b.m[key]
+	if e == nil || e.lim.Limit() != rate.Limit(r) || e.lim.Burst() != burst {
+		e = &bucket{lim: rate.NewLimiter(rate.Limit(r), burst)}
+		b.m[key] = e
+	}
+	e.used = now
+	return e.lim
+}
+
+// sweep forgets buckets unused for idleBucket, at most once a minute; b.mu
+// is held.
+func (b *buckets) sweep(now time.Time) {
+	if b.m == nil {
+		b.m = make(map[string]*bucket)
+	}
+	if now.Sub(b.checked) > time.Minute {
+		for k, v := range b.m {
+			// A full bucket is what a new one would be: forgetting it
+			// changes nothing, and keeps the map to the callers active
+			// in the last minute or so.
+			if now.Sub(v.used) > idleBucket || v.lim.TokensAt(now) >= float64(v.lim.Burst()) {
+				delete(b.m, k)
+			}
+		}
+		b.checked = now
+	}
 }
 
 // counters count open connections per key.
@@ -149,24 +204,39 @@ func (s *Server) limitRequest(r *http.Request, id rooms.Identity, kind string) e
 	return s.takeToken(r, id, kind, l.RequestRate, l.RequestBurst)
 }
 
-// limitPublish applies the publish rate limit of namespace ns (the global one
-// when the namespace does not set its own).
-func (s *Server) limitPublish(r *http.Request, id rooms.Identity, ns string) error {
-	if id.Server {
+// chargePublish spends one request of each allowance a publish decision
+// names, all or none, from the caller's buckets: shared by every instance
+// when the backbone keeps rate limits.
+func (s *Server) chargePublish(r *http.Request, id rooms.Identity, charges []rooms.RateLimit) error {
+	if len(charges) == 0 {
 		return nil
 	}
-	rt, burst := s.opts.Limits.PublishRate, s.opts.Limits.PublishBurst
-	if s.opts.Namespaces != nil {
-		if o, err := s.opts.Namespaces.Lookup(ns); err == nil {
-			if o.PublishRate > 0 {
-				rt = o.PublishRate
-			}
-			if o.PublishBurst > 0 {
-				burst = o.PublishBurst
-			}
+	// The caller in a hash tag: every key of one call lands in one Redis
+	// Cluster slot, as one script needs.
+	suffix := "|{" + s.rateKey(r, id) + "}"
+	var ok bool
+	var wait time.Duration
+	if shared, isShared := rooms.BackboneAs[rooms.Limiter](s.hub.Backbone()); isShared {
+		keyed := make([]rooms.RateLimit, len(charges))
+		for i, c := range charges {
+			keyed[i] = c
+			keyed[i].Key += suffix
 		}
+		var err error
+		if ok, wait, err = shared.TakeAll(r.Context(), keyed); err != nil {
+			// As takeToken: the local buckets still protect this instance.
+			ok, wait = s.buckets.takeAll(charges, suffix, time.Now())
+		}
+	} else {
+		ok, wait = s.buckets.takeAll(charges, suffix, time.Now())
 	}
-	return s.takeToken(r, id, "publish:"+ns, rt, burst)
+	if ok {
+		return nil
+	}
+	if m := s.opts.Metrics; m != nil {
+		m.RateLimited.WithLabelValues("publish").Inc()
+	}
+	return &rateLimitError{retryAfter: wait}
 }
 
 func (s *Server) takeToken(r *http.Request, id rooms.Identity, kind string, rt float64, burst int) error {

@@ -96,12 +96,14 @@ type Server struct {
 	draining atomic.Bool
 	streams  sync.WaitGroup
 
-	admission   chan struct{}
-	writerOnce  sync.Once
-	writer      *streamer
-	buckets     buckets
-	connsByUser counters
-	connsByIP   counters
+	admission  chan struct{}
+	writerOnce sync.Once
+	writer     *streamer
+	buckets    buckets
+	// publishPolicy decides every publish, whatever its path.
+	publishPolicy *rooms.PublishPolicy
+	connsByUser   counters
+	connsByIP     counters
 	// clientMACs are keyed HMACs for client tokens, reused: keying one
 	// costs two hash blocks and allocations, once per poll otherwise.
 	clientMACs sync.Pool
@@ -149,6 +151,17 @@ func New(hub *rooms.Hub, opts Options) *Server {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{hub: hub, opts: opts, log: opts.Logger, admission: make(chan struct{}, opts.MaxConcurrentConnects)}
+	s.publishPolicy = &rooms.PublishPolicy{
+		Namespaces: opts.Namespaces,
+		Limits: rooms.PublishLimits{
+			MaxPayload:  opts.MaxPayload,
+			Rate:        opts.Limits.PublishRate,
+			Burst:       opts.Limits.PublishBurst,
+			CallerRate:  opts.Limits.PublishCallerRate,
+			CallerBurst: opts.Limits.PublishCallerBurst,
+		},
+		Bans: hub,
+	}
 	s.clientMACs.New = func() any { return &clientMAC{h: hmac.New(sha256.New, opts.ClientKey)} }
 	s.idPrefix = rooms.NewClientID()[:8]
 	s.handler = s.routes()

@@ -119,6 +119,11 @@ type Limiter interface {
 	// Take spends one request of key's allowance of rate per second with
 	// burst; when there is none it returns false and when to retry.
 	Take(ctx context.Context, key string, rate float64, burst int) (ok bool, retryAfter time.Duration, err error)
+	// TakeAll spends one request of every limit's allowance, atomically:
+	// when any has none left, it spends none and returns false and the
+	// longest wait. Keys of one call may be required to share a Redis
+	// Cluster hash tag.
+	TakeAll(ctx context.Context, limits []RateLimit) (ok bool, retryAfter time.Duration, err error)
 }
 
 // SlotCounter is implemented by backbones that count connections for every

@@ -17,4 +17,7 @@ var (
 	ErrBackboneDown       = errors.New("backbone unavailable")
 	ErrDraining           = errors.New("draining")
 	ErrInvalidIdempotency = errors.New("invalid idempotency key")
+	// ErrPayloadTooLarge refuses a publish whose body is over the limit
+	// of one of its targets.
+	ErrPayloadTooLarge = errors.New("payload too large")
 )

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -70,6 +71,10 @@ type Config struct {
 	H2C               bool
 	H2MaxStreams      int
 	WriteCoalesce     time.Duration
+
+	// The per-caller publish total, beside the per-namespace rate.
+	PublishCallerRate  float64
+	PublishCallerBurst int
 }
 
 // KeysConfigured reports whether any credential is configured; without one
@@ -111,7 +116,7 @@ func bindings(c *Config) []binding {
 		{Option{"redis-url", "ROOMCAST_REDIS_URL", "", "redis:// or rediss:// URL of the Redis backbone (alias REDIS_URL); empty runs the embedded in-memory backbone"}, stringVar(&c.RedisURL)},
 		{Option{"log-level", "ROOMCAST_LOG_LEVEL", "info", "debug, info, warn or error"}, levelVar(&c.LogLevel)},
 		{Option{"log-format", "ROOMCAST_LOG_FORMAT", "auto", "json, text, or auto (text on a terminal)"}, choiceVar(&c.LogFormat, "auto", "json", "text")},
-		{Option{"max-payload", "ROOMCAST_MAX_PAYLOAD", "65536", "largest publish body in bytes"}, int64Var(&c.MaxPayload, 1, 16<<20)},
+		{Option{"max-payload", "ROOMCAST_MAX_PAYLOAD", "65536", "largest publish body in bytes"}, int64Var(&c.MaxPayload, 1, maxPayloadLimit)},
 		{Option{"heartbeat", "ROOMCAST_HEARTBEAT", "15s", "interval of keep-alive comments on streams"}, durationVar(&c.Heartbeat, time.Second)},
 		{Option{"retry-min", "ROOMCAST_RETRY_MIN", "1s", "lower bound of the randomised reconnect delay sent to clients"}, durationVar(&c.RetryMin, 100*time.Millisecond)},
 		{Option{"retry-max", "ROOMCAST_RETRY_MAX", "5s", "upper bound of the randomised reconnect delay sent to clients"}, durationVar(&c.RetryMax, 100*time.Millisecond)},
@@ -144,6 +149,8 @@ func bindings(c *Config) []binding {
 		{Option{"allowed-origins", "ROOMCAST_ALLOWED_ORIGINS", "", "comma-separated origins allowed to call from browsers besides the relay's own; * for any, without credentials"}, stringVar(&c.AllowedOrigins)},
 		{Option{"publish-rate", "ROOMCAST_PUBLISH_RATE", "20", "publishes per second per user (per address when anonymous)"}, float64Var(&c.PublishRate)},
 		{Option{"publish-burst", "ROOMCAST_PUBLISH_BURST", "40", "publish burst per user"}, intVar(&c.PublishBurst, 1, 1_000_000)},
+		{Option{"publish-caller-rate", "ROOMCAST_PUBLISH_CALLER_RATE", "50", "publishes per second per user (per address when anonymous), all namespaces and private messages together"}, float64Var(&c.PublishCallerRate)},
+		{Option{"publish-caller-burst", "ROOMCAST_PUBLISH_CALLER_BURST", "100", "burst of all of a user's publishes together"}, intVar(&c.PublishCallerBurst, 1, 1_000_000)},
 		{Option{"max-conns-per-user", "ROOMCAST_MAX_CONNS_PER_USER", "50", "concurrent streams and polls per user"}, intVar(&c.MaxConnsPerUser, 1, 10_000_000)},
 		{Option{"max-conns-per-ip", "ROOMCAST_MAX_CONNS_PER_IP", "500", "concurrent streams and polls per client address"}, intVar(&c.MaxConnsPerIP, 1, 10_000_000)},
 		{Option{"trusted-proxies", "ROOMCAST_TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose Fly-Client-IP / X-Forwarded-For is believed"}, stringVar(&c.TrustedProxies)},
@@ -161,6 +168,9 @@ func bindings(c *Config) []binding {
 	}
 	return b
 }
+
+// maxPayloadLimit bounds every publish body limit, global or a namespace's.
+const maxPayloadLimit = 16 << 20
 
 // Options lists every setting with its flag, variable and default.
 func Options() []Option {
@@ -405,8 +415,10 @@ type float64Value struct{ p *float64 }
 func float64Var(p *float64) flag.Value { return float64Value{p} }
 func (v float64Value) Set(s string) error {
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f <= 0 {
-		return errors.New("must be a number above 0")
+	// NaN compares false with everything: "f <= 0" alone would let it
+	// (and infinity) through and turn the limit off.
+	if err != nil || !(f > 0) || math.IsInf(f, 0) {
+		return errors.New("must be a finite number above 0")
 	}
 	*v.p = f
 	return nil

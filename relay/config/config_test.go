@@ -228,3 +228,37 @@ func TestOperationsDocListsEveryOption(t *testing.T) {
 		t.Errorf("rows in docs/operations.md:\n%s\nOptions() order:\n%s", strings.Join(order, " "), strings.Join(want, " "))
 	}
 }
+
+// TestNumbersMustBeFinite: every numeric setting, as a variable and as a
+// flag, refuses NaN, infinities and negative values with an error naming
+// the setting; NaN once passed the "above 0" check and turned the publish
+// rate limit off.
+func TestNumbersMustBeFinite(t *testing.T) {
+	var c Config
+	numeric := 0
+	for _, b := range bindings(&c) {
+		var bad []string
+		switch b.value.(type) {
+		case float64Value, intValue, int64Value:
+			bad = []string{"NaN", "nan", "Inf", "+Inf", "-Inf", "infinity", "1e400", "-1", "-0.5"}
+		case durationValue:
+			bad = []string{"NaN", "Inf", "-1s", "-1ns"}
+		default:
+			continue
+		}
+		numeric++
+		for _, v := range bad {
+			t.Run(b.Env+"="+v, func(t *testing.T) {
+				if _, err := Load(nil, env(b.Env, v), io.Discard); err == nil || !strings.Contains(err.Error(), b.Env) {
+					t.Errorf("%s=%s: error %v, want a refusal naming %s", b.Env, v, err, b.Env)
+				}
+				if _, err := Load([]string{"-" + b.Flag + "=" + v}, env(), io.Discard); err == nil || !strings.Contains(err.Error(), "-"+b.Flag) {
+					t.Errorf("-%s=%s: error %v, want a refusal naming -%s", b.Flag, v, err, b.Flag)
+				}
+			})
+		}
+	}
+	if numeric < 25 {
+		t.Errorf("only %d numeric settings found", numeric)
+	}
+}

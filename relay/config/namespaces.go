@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"math"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -38,12 +40,22 @@ var namespaceName = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
 // default namespace; [namespaces.default] changes the default namespace and
 // what unlisted namespaces inherit.
 func LoadNamespaces(path string, base rooms.NamespaceOptions) (rooms.Namespaces, error) {
-	ns := rooms.Namespaces{Default: base, Named: map[string]rooms.NamespaceOptions{}}
 	if path == "" {
-		return ns, nil
+		return rooms.Namespaces{Default: base, Named: map[string]rooms.NamespaceOptions{}}, nil
 	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return rooms.Namespaces{}, fmt.Errorf("namespace config: %w", err)
+	}
+	return ParseNamespaces(data, path, base)
+}
+
+// ParseNamespaces is LoadNamespaces for the contents of the file named
+// path (used in errors only).
+func ParseNamespaces(data []byte, path string, base rooms.NamespaceOptions) (rooms.Namespaces, error) {
+	ns := rooms.Namespaces{Default: base, Named: map[string]rooms.NamespaceOptions{}}
 	var f namespaceFile
-	md, err := toml.DecodeFile(path, &f)
+	md, err := toml.Decode(string(data), &f)
 	if err != nil {
 		return ns, fmt.Errorf("namespace config %s: %w", path, err)
 	}
@@ -94,9 +106,12 @@ func (b namespaceBody) apply(o rooms.NamespaceOptions) (rooms.NamespaceOptions, 
 	if b.JoinLeaveEvents != nil {
 		o.JoinLeaveEvents = *b.JoinLeaveEvents
 	}
+	// The bounds are those of the global settings (-history-size,
+	// -max-payload, -publish-burst): a namespace cannot go past what the
+	// relay allows anywhere.
 	if b.HistorySize != nil {
-		if *b.HistorySize < 1 {
-			return o, fmt.Errorf("history_size must be at least 1")
+		if *b.HistorySize < 1 || *b.HistorySize > 1_000_000 {
+			return o, fmt.Errorf("history_size = %d: must be a whole number from 1 to 1000000", *b.HistorySize)
 		}
 		o.HistorySize = *b.HistorySize
 	}
@@ -108,20 +123,22 @@ func (b namespaceBody) apply(o rooms.NamespaceOptions) (rooms.NamespaceOptions, 
 		o.HistoryAge = d
 	}
 	if b.MaxPayload != nil {
-		if *b.MaxPayload < 1 {
-			return o, fmt.Errorf("max_payload must be at least 1")
+		if *b.MaxPayload < 1 || *b.MaxPayload > maxPayloadLimit {
+			return o, fmt.Errorf("max_payload = %d: must be a whole number from 1 to %d", *b.MaxPayload, maxPayloadLimit)
 		}
 		o.MaxPayload = *b.MaxPayload
 	}
 	if b.PublishRate != nil {
-		if *b.PublishRate <= 0 {
-			return o, fmt.Errorf("publish_rate must be above 0")
+		// NaN compares false with everything: "<= 0" alone lets it
+		// (and infinity) through, and a NaN rate means no limit.
+		if r := *b.PublishRate; !(r > 0) || math.IsInf(r, 0) {
+			return o, fmt.Errorf("publish_rate = %v: must be a finite number above 0", r)
 		}
 		o.PublishRate = *b.PublishRate
 	}
 	if b.PublishBurst != nil {
-		if *b.PublishBurst < 1 {
-			return o, fmt.Errorf("publish_burst must be at least 1")
+		if *b.PublishBurst < 1 || *b.PublishBurst > 1_000_000 {
+			return o, fmt.Errorf("publish_burst = %d: must be a whole number from 1 to 1000000", *b.PublishBurst)
 		}
 		o.PublishBurst = *b.PublishBurst
 	}

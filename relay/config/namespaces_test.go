@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -165,4 +167,74 @@ func TestNamespacesLookup(t *testing.T) {
 			t.Errorf("strict=%v: unlisted namespace error %v", strict, err)
 		}
 	}
+}
+
+// TestNamespaceNumbersMustBeFinite: every numeric key of the namespace
+// file, in a named table and in [namespaces.default], refuses NaN,
+// infinities, negative and out-of-range values with an error naming the
+// key and its table. publish_rate = nan was once accepted and ignored.
+func TestNamespaceNumbersMustBeFinite(t *testing.T) {
+	bad := map[string][]string{
+		"publish_rate":  {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "-1.0", "0.0", "-0.0", "1e400"},
+		"publish_burst": {"-1", "0", "1_000_001", "nan", "inf"},
+		"max_payload":   {"-1", "0", "16_777_217", "nan", "-inf"},
+		"history_size":  {"-1", "0", "1_000_001", "nan", "inf"},
+		"history_age":   {`"-1s"`, `"0s"`, `"NaN"`, `"Inf"`, "nan"},
+	}
+	base := rooms.NamespaceOptions{Publish: rooms.PublishAuthenticated}
+	for key, values := range bad {
+		for _, v := range values {
+			for _, table := range []string{"chat", rooms.DefaultNamespace} {
+				t.Run(table+"/"+key+"="+v, func(t *testing.T) {
+					file := fmt.Sprintf("[namespaces.%s]\n%s = %s\n", table, key, v)
+					ns, err := ParseNamespaces([]byte(file), "roomcast.toml", base)
+					if err == nil {
+						t.Fatalf("accepted:\n%sgot %+v", file, ns)
+					}
+					for _, w := range []string{key, "roomcast.toml"} {
+						if !strings.Contains(err.Error(), w) {
+							t.Errorf("error %q does not name %q", err, w)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// FuzzParseNamespaces: any file is refused or gives rules whose numbers
+// are usable limits: finite, positive where set, within the global bounds.
+func FuzzParseNamespaces(f *testing.F) {
+	f.Add([]byte("strict_namespaces = true\n[namespaces.chat]\npublish_rate = 2.5\npublish_burst = 5\nmax_payload = 1024\n"))
+	f.Add([]byte("[namespaces.default]\npublish_rate = nan\n"))
+	f.Add([]byte("[namespaces.news]\nhistory_size = 100\nhistory_age = \"1h\"\npublish = \"server\"\n"))
+	f.Add([]byte("[namespaces.x]\npublish_rate = inf\nmax_payload = -1\n"))
+	base := rooms.NamespaceOptions{Publish: rooms.PublishAuthenticated}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ns, err := ParseNamespaces(data, "fuzz.toml", base)
+		if err != nil {
+			return
+		}
+		check := func(name string, o rooms.NamespaceOptions) {
+			r := o.PublishRate
+			if math.IsNaN(r) || math.IsInf(r, 0) || r < 0 ||
+				o.PublishBurst < 0 || o.PublishBurst > 1_000_000 ||
+				o.MaxPayload < 0 || o.MaxPayload > 16<<20 ||
+				o.HistorySize < 0 || o.HistorySize > 1_000_000 || o.HistoryAge < 0 {
+				t.Errorf("namespace %q accepted with unusable numbers: %+v", name, o)
+			}
+			switch o.Publish {
+			case rooms.PublishAnyone, rooms.PublishAuthenticated, rooms.PublishServer:
+			default:
+				t.Errorf("namespace %q accepted with publish rule %q", name, o.Publish)
+			}
+		}
+		check(rooms.DefaultNamespace, ns.Default)
+		for name, o := range ns.Named {
+			if !namespaceName.MatchString(name) {
+				t.Errorf("namespace name %q accepted", name)
+			}
+			check(name, o)
+		}
+	})
 }

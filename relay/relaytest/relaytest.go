@@ -88,6 +88,9 @@ func Start(t testing.TB, opts Options) *Relay {
 	if lim.PublishRate == 0 && lim.PublishBurst == 0 {
 		lim.PublishRate, lim.PublishBurst = 1e6, 1e6
 	}
+	if lim.PublishCallerRate == 0 && lim.PublishCallerBurst == 0 {
+		lim.PublishCallerRate, lim.PublishCallerBurst = 1e6, 1e6
+	}
 	if lim.RequestRate == 0 && lim.RequestBurst == 0 {
 		lim.RequestRate, lim.RequestBurst = 1e6, 1e6
 	}
