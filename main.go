@@ -383,7 +383,10 @@ func newAuthenticator(cfg config.Config, cursorKey, devKey []byte) (*auth.Authen
 // when POST /v1/dev/token is off (-dev-tokens auto: on in open mode only).
 // It is the JWT secret when one is configured; otherwise a key that the
 // Authenticator accepts as its JWT secret, shared through Redis by every
-// instance, or random for this process with the in-memory backbone.
+// instance. With the in-memory backbone in open mode it is kept in a file
+// (-dev-token-key-file), so that a restarted relay accepts the tokens its
+// users already hold; failing that, and with keys configured, it is random
+// for this process.
 func devTokenKey(ctx context.Context, cfg config.Config, bb backbone, open bool, log *slog.Logger) ([]byte, error) {
 	if cfg.DevTokens == "false" || cfg.DevTokens == "auto" && !open {
 		return nil, nil
@@ -398,6 +401,22 @@ func devTokenKey(ctx context.Context, cfg config.Config, bb backbone, open bool,
 		SharedSecret(context.Context, string) ([]byte, error)
 	}); ok {
 		return s.SharedSecret(ctx, "dev-token-key")
+	}
+	if open {
+		path := cfg.DevTokenKeyFile
+		var err error
+		if path == "" {
+			path, err = defaultDevKeyFile()
+		}
+		var key []byte
+		if err == nil {
+			key, err = loadOrCreateKey(path)
+		}
+		if err == nil {
+			log.Info("development tokens are signed with the key kept in a file", "file", path)
+			return key, nil
+		}
+		log.Warn("the development-token key is not kept across restarts: tokens of this process stop working when it stops", "err", err)
 	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)

@@ -60,7 +60,9 @@ type proc struct {
 func start(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(binary, args...), stdout: relaytest.NewOutput(), stderr: relaytest.NewOutput(), done: make(chan struct{})}
-	p.cmd.Env = relaytest.CleanEnv(env...)
+	// Open mode keeps its development-token key in the cache directory:
+	// the test's own, not the user's.
+	p.cmd.Env = relaytest.CleanEnv(append([]string{"XDG_CACHE_HOME=" + t.TempDir()}, env...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -67,6 +67,7 @@ type Config struct {
 	PresenceGrace     time.Duration
 	PresenceTTL       time.Duration
 	DevTokens         string
+	DevTokenKeyFile   string
 	Hijack            bool
 	H2C               bool
 	H2MaxStreams      int
@@ -157,6 +158,7 @@ func bindings(c *Config) []binding {
 		{Option{"presence-grace", "ROOMCAST_PRESENCE_GRACE", "5s", "how long a user's last connection may be gone before roomcast:leave (a reconnect within it emits neither leave nor join)"}, durationVar(&c.PresenceGrace, 100*time.Millisecond)},
 		{Option{"presence-ttl", "ROOMCAST_PRESENCE_TTL", "45s", "with Redis: how long an instance that stopped renewing (died) keeps its members listed"}, durationVar(&c.PresenceTTL, 3*time.Second)},
 		{Option{"dev-tokens", "ROOMCAST_DEV_TOKENS", "auto", "POST /v1/dev/token gives anyone a development token: auto (only in open mode), true or false"}, choiceVar(&c.DevTokens, "auto", "true", "false")},
+		{Option{"dev-token-key-file", "ROOMCAST_DEV_TOKEN_KEY_FILE", "", "open mode with the in-memory backbone: file keeping the development-token key across restarts, created when missing (empty: roomcast/dev-token-key in the user's cache directory)"}, stringVar(&c.DevTokenKeyFile)},
 		{Option{"hijack", "ROOMCAST_HIJACK", "true", "take HTTP/1.1 streams over from net/http and write them from a shared pool (~8 KB per idle stream instead of ~40 KB)"}, boolVar(&c.Hijack)},
 		{Option{"h2c", "ROOMCAST_H2C", "false", "also accept HTTP/2 without TLS (prior knowledge), for a proxy that multiplexes clients' streams over a few connections to the relay"}, boolVar(&c.H2C)},
 		{Option{"h2c-max-streams", "ROOMCAST_H2C_MAX_STREAMS", "1000", "concurrent streams per HTTP/2 connection"}, intVar(&c.H2MaxStreams, 1, 1_000_000)},
