@@ -23,6 +23,10 @@ const defaults = {
   sseRetry: 60000, // how long to poll before trying a stream again (doubles up to 16x)
   pollTimeout: 25, // seconds a long-poll is held
   padding: 2048, // bytes of padding asked for on a stream's first attempt
+  timeout: 30000, // ms a join(), leave(), emit() or presence() may stay pending before it rejects with code 'timeout'
+  requestTimeout: 15000, // ms an HTTP request may take (a long-poll: this more than its hold)
+  unreachableFailures: 5, // failed attempts in a row, lasting unreachableAfter, before an 'unreachable' error
+  unreachableAfter: 300000, // ms
 };
 
 /** An error of the relay (code is its error code) or of the client. */
@@ -114,6 +118,8 @@ class Link {
     this.everConnected = false;
     this.wakers = new Set();
     this.readers = []; // waiting for a connection
+    this.reported = new Set(); // error codes told to the app since the last connection
+    this.renewed = false; // getToken gave the token in use since the last connection
   }
 
   get desired() {
@@ -124,6 +130,16 @@ class Link {
 
   life(name, arg) {
     this.out({ t: 'life', name, arg, state: this.state, transport: this.transport, conn: this.conn, client: this.client });
+  }
+
+  // report tells the app about a lasting problem with an error event, once
+  // until a connection works again: the client keeps retrying meanwhile.
+  report(code, message, cause) {
+    if (this.reported.has(code)) return;
+    this.reported.add(code);
+    const err = new RoomcastError(code, message, cause?.status);
+    if (cause) err.cause = cause;
+    this.life('error', err);
   }
 
   start() {
@@ -147,15 +163,17 @@ class Link {
 
   // sleep waits ms, or less when woken (the browser came back online, or
   // the client closed).
-  sleep(ms) {
+  sleep(ms, signal) {
     return new Promise((res) => {
       const done = () => {
         clearTimeout(t);
         this.wakers.delete(done);
+        signal?.removeEventListener('abort', done);
         res();
       };
       const t = setTimeout(done, ms);
       this.wakers.add(done);
+      signal?.addEventListener('abort', done);
     });
   }
 
@@ -166,6 +184,8 @@ class Link {
   async run() {
     let failures = 0; // attempts in a row that never connected
     let attempt = 0; // reconnect attempts since the last disconnect
+    let down = 0; // attempts in a row that did not reach the relay
+    let downSince = 0;
     while (!this.closed) {
       let r;
       try {
@@ -178,6 +198,15 @@ class Link {
         failures = 0;
         attempt = 0;
       } else failures++;
+      if (r.opened || r.refused || r.cors) down = 0;
+      else if (!down++) downSince = Date.now();
+      if (down >= this.o.unreachableFailures && Date.now() - downSince >= this.o.unreachableAfter) {
+        this.report('unreachable', `the relay has not answered for ${Math.round((Date.now() - downSince) / 1000)} s; still trying`);
+      }
+      if (r.cors) {
+        this.report('cors', `the relay at ${this.base} does not allow this page's origin (${globalThis.location?.origin}): add it to ROOMCAST_ALLOWED_ORIGINS; still trying`);
+      }
+      if (r.refused) await this.refused(r.refused);
       if (r.fatal) {
         this.state = 'closed';
         this.life('error', r.fatal);
@@ -214,6 +243,8 @@ class Link {
     const again = this.everConnected;
     this.conn = conn;
     this.state = 'connected';
+    this.reported.clear();
+    this.renewed = false;
     this.confirmed = new Set(rooms);
     if (transport !== this.transport) {
       this.transport = transport;
@@ -237,21 +268,40 @@ class Link {
   }
 
   // whenConnected resolves once a connection other than `not` is up.
-  async whenConnected(not) {
-    while (!this.closed && (!this.conn || this.conn === not)) await new Promise((res) => this.readers.push(res));
+  async whenConnected(not, signal) {
+    while (!this.closed && !signal?.aborted && (!this.conn || this.conn === not)) {
+      await new Promise((res) => {
+        this.readers.push(res);
+        signal?.addEventListener('abort', res, { once: true });
+      });
+    }
     if (this.closed) throw new RoomcastError('closed', 'the client was closed');
   }
 
-  async req(method, path, { body, headers = {}, signal } = {}) {
+  // req makes one request to the relay, answering {ok, status, body, wait}
+  // or, for a request that got no answer, {network, code}: 'timeout' after
+  // timeout ms, 'cors' when the relay answers but not to this origin.
+  async req(method, path, { body, headers = {}, signal, timeout = this.o.requestTimeout } = {}) {
     const h = { ...headers };
     if (this.token) h.Authorization = 'Bearer ' + this.token;
     if (body !== undefined) h['Content-Type'] = 'application/json';
+    const ctl = new AbortController();
+    const abort = () => ctl.abort();
+    const timer = setTimeout(abort, timeout);
+    signal?.addEventListener('abort', abort);
     let res, text;
     try {
-      res = await this.fetch(this.base + path, { method, headers: h, body, signal, cache: 'no-store' });
+      if (signal?.aborted) throw new RoomcastError('aborted');
+      res = await this.fetch(this.base + path, { method, headers: h, body, signal: ctl.signal, cache: 'no-store' });
       text = await res.text();
     } catch (e) {
-      return signal?.aborted ? { aborted: true } : { network: true, status: 0, code: 'network_error', message: String(e) };
+      if (signal?.aborted) return { aborted: true };
+      if (ctl.signal.aborted) return { network: true, status: 0, code: 'timeout', message: `no answer within ${timeout} ms` };
+      if (await this.refusedOrigin()) return { network: true, cors: true, status: 0, code: 'cors', message: String(e) };
+      return { network: true, status: 0, code: 'network_error', message: String(e) };
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', abort);
     }
     let data = null;
     try {
@@ -263,6 +313,37 @@ class Link {
       r.message = data?.error?.message || res.statusText;
     }
     return r;
+  }
+
+  // refusedOrigin tells, after a request to another origin failed, whether
+  // CORS refused it: the relay still answers a request that asks for no
+  // CORS (its answer is opaque), where a relay that is down does not.
+  async refusedOrigin() {
+    const here = globalThis.location?.origin;
+    if (!here || here === 'null' || !this.base || new URL(this.base, here).origin === here) return false;
+    try {
+      await this.fetch(this.base + '/readyz', { mode: 'no-cors', cache: 'no-store', signal: AbortSignal.timeout?.(this.o.requestTimeout) });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  // refused handles a refused credential: a new one from getToken for the
+  // next attempt; the app hears of it once there is no getToken, or when
+  // getToken fails or its token is refused too.
+  async refused(r) {
+    const cause = new RoomcastError(r.code, r.message, r.status);
+    if (!this.o.getToken) {
+      return this.report('unauthenticated', 'the relay refused the token (' + r.code + ') and there is no getToken; still trying', cause);
+    }
+    if (this.renewed) this.report('unauthenticated', 'the relay refused the token getToken gave (' + r.code + '); still trying', cause);
+    try {
+      await this.refreshToken();
+      this.renewed = true;
+    } catch (e) {
+      this.report('unauthenticated', 'getToken failed: ' + (e?.message || e), e);
+    }
   }
 
   refreshToken() {
@@ -302,8 +383,8 @@ class Link {
     if (this.token) {
       const r = await this.req('POST', '/v1/tickets');
       if (r.ok) ticket = r.body.ticket;
-      else if (r.status === 401 && this.o.getToken) return { refresh: true, unreachable: true };
-      else if (r.network || r.status >= 500 || r.status === 429) return { unreachable: true, delay: r.wait };
+      else if (r.status === 401) return { refused: r, unreachable: true };
+      else if (r.network || r.status >= 500 || r.status === 429) return { unreachable: true, delay: r.wait, cors: r.cors };
       // A 404 is a relay without authentication; any other refusal is
       // final, rather than a silent fall back to an anonymous stream.
       else if (r.status !== 404) return { fatal: new RoomcastError(r.code, r.message, r.status) };
@@ -421,7 +502,7 @@ class Link {
         this.pollAbort.abort();
       };
       const started = Date.now();
-      const r = await this.req('GET', path, { signal: this.pollAbort.signal });
+      const r = await this.req('GET', path, { signal: this.pollAbort.signal, timeout: params.timeout * 1000 + this.o.requestTimeout });
       this.kick = null;
       if (r.aborted) continue;
       if (r.ok) {
@@ -450,8 +531,8 @@ class Link {
         this.life('reset', { reason: 'cursor_invalid' });
         continue;
       }
-      if (r.status === 401 && this.o.getToken) return { refresh: true };
-      if (r.code === 'banned' || r.status === 401) return { fatal: new RoomcastError(r.code, r.message, r.status) };
+      if (r.status === 401) return { refused: r };
+      if (r.code === 'banned') return { fatal: new RoomcastError(r.code, r.message, r.status) };
       if (r.status === 400 || r.status === 403 || r.status === 404) {
         // A room that was refused: the rooms not yet confirmed are dropped.
         const fresh = rooms.filter((x) => !this.confirmed.has(x));
@@ -459,7 +540,7 @@ class Link {
         for (const room of fresh) this.drop(room, new RoomcastError(r.code, r.message, r.status));
         continue;
       }
-      return { opened: false, delay: r.wait, reason: r.code };
+      return { opened: false, delay: r.wait, reason: r.code, cors: r.cors };
     }
   }
 
@@ -494,8 +575,20 @@ class Link {
     return this.wait(room, false);
   }
 
+  // wait resolves once the connection reflects the join or leave of room,
+  // or rejects after the timeout; the room stays wanted (or not) meanwhile
+  // and after, until the next join or leave of it.
   wait(room, join) {
-    const p = new Promise((res, rej) => this.waiters.push({ room, join, res, rej }));
+    const p = new Promise((res, rej) => {
+      const w = { room, join };
+      const t = setTimeout(() => {
+        this.waiters = this.waiters.filter((x) => x !== w);
+        rej(new RoomcastError('timeout', `${join ? 'joining' : 'leaving'} ${room} was not confirmed within ${this.o.timeout} ms; the client keeps trying`));
+      }, this.o.timeout);
+      w.res = (v) => (clearTimeout(t), res(v));
+      w.rej = (e) => (clearTimeout(t), rej(e));
+      this.waiters.push(w);
+    });
     this.changed();
     this.settle();
     return p;
@@ -524,6 +617,7 @@ class Link {
 
   // reconcile joins and leaves rooms on the live stream, one request at a time.
   async reconcile() {
+    if (this.closed) return;
     if (this.reconciling) return void (this.again = true);
     this.reconciling = true;
     try {
@@ -560,9 +654,19 @@ class Link {
 
   // Emits: in order, one at a time, each with its own Idempotency-Key.
 
+  // emit queues an emit; it rejects with code 'timeout' when not taken by
+  // the relay within the timeout. An emit whose request was under way
+  // then may still have been published (once: its key is kept).
   emit(item) {
     return new Promise((res, rej) => {
-      this.queue.push({ ...item, res, rej });
+      const it = { ...item, abort: new AbortController() };
+      const t = setTimeout(() => {
+        it.abort.abort();
+        rej(new RoomcastError('timeout', `the relay did not take the ${item.body.event} event within ${this.o.timeout} ms`));
+      }, this.o.timeout);
+      it.res = (v) => (clearTimeout(t), res(v));
+      it.rej = (e) => (clearTimeout(t), rej(e));
+      this.queue.push(it);
       this.pump();
     });
   }
@@ -573,7 +677,7 @@ class Link {
     while (this.queue.length && !this.closed) {
       const it = this.queue[0];
       try {
-        it.res(await this.send(it));
+        if (!it.abort.signal.aborted) it.res(await this.send(it));
       } catch (e) {
         it.rej(e);
       }
@@ -584,28 +688,32 @@ class Link {
 
   async send(it) {
     let refreshed = false;
+    const signal = it.abort.signal;
     for (let n = 0; ; n++) {
       if (this.closed) throw new RoomcastError('closed', 'the client was closed');
+      if (signal.aborted) throw new RoomcastError('timeout', 'timed out');
       // Like Socket.IO's, a volatile event is dropped when it cannot go now.
       if (it.volatile && this.state !== 'connected') return null;
       const headers = { 'Idempotency-Key': it.key };
       let sender = this.conn;
-      if (it.exclude === 'tab') sender = await this.tabToken(it.tab, it.room);
+      if (it.exclude === 'tab') sender = await this.tabToken(it.tab, it.room, signal);
       else if (it.exclude && !sender) {
-        await this.whenConnected();
+        await this.whenConnected(null, signal);
         sender = this.conn;
+        continue;
       }
       if (sender) headers['Roomcast-Connection'] = sender;
-      const r = await this.req('POST', it.path, { body: JSON.stringify({ ...it.body, exclude_self: !!it.exclude }), headers });
+      const r = await this.req('POST', it.path, { body: JSON.stringify({ ...it.body, exclude_self: !!it.exclude }), headers, signal });
       if (r.ok) return r.body.id;
+      if (r.aborted) continue;
       if (r.code === 'unknown_connection' && it.exclude !== 'tab') {
         if (it.volatile) return null;
-        await this.whenConnected(sender);
+        await this.whenConnected(sender, signal);
         continue;
       }
       if (r.network || r.status === 429 || r.status === 502 || r.status === 503 || r.status === 504) {
         if (it.volatile) return null;
-        await this.sleep(r.wait ?? backoff(n, this.o.backoffMin, this.o.backoffMax));
+        await this.sleep(r.wait ?? backoff(n, this.o.backoffMin, this.o.backoffMax), signal);
         continue;
       }
       if (r.status === 401 && this.o.getToken && !refreshed) {
@@ -620,16 +728,18 @@ class Link {
   // tabToken proves a tab's own client id, so that exclude_self skips only
   // that tab when tabs share one stream: a poll that does not wait returns
   // a signed token for any client id.
-  async tabToken(tab, room) {
+  async tabToken(tab, room, signal) {
     if (this.tabTokens.has(tab)) return this.tabTokens.get(tab);
     for (let n = 0; ; n++) {
-      const r = await this.req('GET', '/v1/poll' + query({ room, client: this.client + '-' + tab, timeout: 0 }));
+      if (signal.aborted) throw new RoomcastError('timeout', 'timed out');
+      const r = await this.req('GET', '/v1/poll' + query({ room, client: this.client + '-' + tab, timeout: 0 }), { signal });
+      if (r.aborted) continue;
       if (r.ok) {
         this.tabTokens.set(tab, r.body.connection);
         return r.body.connection;
       }
       if (!(r.network || r.status >= 500 || r.status === 429)) throw new RoomcastError(r.code, r.message, r.status);
-      await this.sleep(r.wait ?? backoff(n, this.o.backoffMin, this.o.backoffMax));
+      await this.sleep(r.wait ?? backoff(n, this.o.backoffMin, this.o.backoffMax), signal);
     }
   }
 }
@@ -743,7 +853,13 @@ class Roomcast {
     if (this.link) return this.link[op](...args);
     return new Promise((res, rej) => {
       const id = this.tab + ++this.seq;
-      this.pending.set(id, { op, args, res, rej });
+      // The leading tab times the operation out; this is for a leader
+      // that never answers.
+      const t = setTimeout(() => {
+        this.pending.delete(id);
+        rej(new RoomcastError('timeout', `no answer from the leading tab within ${this.o.timeout + this.o.requestTimeout} ms`));
+      }, this.o.timeout + this.o.requestTimeout);
+      this.pending.set(id, { op, args, res: (v) => (clearTimeout(t), res(v)), rej: (e) => (clearTimeout(t), rej(e)) });
       this.post({ t: 'rpc', id, tab: this.tab, op, args });
     });
   }

@@ -316,6 +316,135 @@ test('streams that keep failing fall back to polling', async () => {
   rc.close();
 });
 
+
+// connectTo connects a client to a fake relay without waiting for a
+// stream, recording its lifecycle events in rc.seen.
+function connectTo(relay, options = {}) {
+  FakeEventSource.reset();
+  const rc = roomcast.connect('http://relay.test', { ...fast, fetch: relay.fetch, EventSource: FakeEventSource, ...options });
+  rc.seen = [];
+  for (const name of ['connect', 'disconnect', 'reconnect_attempt', 'error']) rc.on(name, (arg) => rc.seen.push([name, arg]));
+  rc.errors = () => rc.seen.filter(([n]) => n === 'error').map(([, e]) => e.code);
+  return rc;
+}
+
+test('a refused token without getToken is one unauthenticated error; the client retries with capped backoff and recovers', async () => {
+  let refuse = true;
+  const relay = new FakeRelay({
+    'POST /v1/tickets': () => (refuse ? error(401, 'invalid_token') : json(201, { ticket: 'ok', expires_in: 60 })),
+  });
+  const rc = connectTo(relay, { token: TOKEN });
+  await until('six refusals', () => relay.sent('POST', '/v1/tickets').length >= 6);
+  assert.deepEqual(rc.errors(), ['unauthenticated']);
+  const err = rc.seen.find(([n]) => n === 'error')[1];
+  assert.ok(err instanceof RoomcastError);
+  assert.equal(err.cause.code, 'invalid_token');
+  assert.equal(rc.closed, undefined, 'the client gave up');
+  refuse = false;
+  await until('a stream', () => FakeEventSource.all.length === 1);
+  FakeEventSource.last().send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  await until('connected', () => rc.connected);
+  assert.deepEqual(rc.errors(), ['unauthenticated']);
+  rc.close();
+});
+
+test('a getToken whose tokens keep being refused is called before every attempt; the app hears of it once', async () => {
+  let calls = 0;
+  const relay = new FakeRelay({ 'POST /v1/tickets': () => error(401, 'token_expired') });
+  const rc = connectTo(relay, {
+    token: TOKEN,
+    getToken: async () => {
+      if (++calls === 3) throw new Error('sign-in service down');
+      return 'refused-' + calls;
+    },
+  });
+  await until('five getToken calls', () => calls >= 5);
+  assert.deepEqual(rc.errors(), ['unauthenticated']);
+  const auth = relay.sent('POST', '/v1/tickets').map((r) => r.headers.Authorization);
+  assert.deepEqual(auth.slice(0, 3), ['Bearer ' + TOKEN, 'Bearer refused-1', 'Bearer refused-2']);
+  // Capped: with delays doubling from 4 ms without a cap, 14 attempts
+  // would take 30 s; capped at 20 ms they take well under 3 s.
+  await until('more attempts', () => relay.sent('POST', '/v1/tickets').length >= 14, 3000);
+  rc.close();
+});
+
+test('a relay unreachable for a while is one unreachable error per outage', async () => {
+  let down = true;
+  const relay = new FakeRelay({
+    'POST /v1/tickets': () => (down ? Promise.reject(new TypeError('fetch failed')) : json(201, { ticket: 't', expires_in: 60 })),
+  });
+  const rc = connectTo(relay, { token: TOKEN, unreachableFailures: 3, unreachableAfter: 60 });
+  await until('the error', () => rc.errors().length === 1);
+  assert.ok(relay.sent('POST', '/v1/tickets').length >= 3, 'reported before 3 failures');
+  await tick(100);
+  assert.deepEqual(rc.errors(), ['unreachable']);
+  down = false;
+  await until('a stream', () => FakeEventSource.all.length === 1);
+  FakeEventSource.last().send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  await until('connected', () => rc.connected);
+  // A second outage is reported again.
+  down = true;
+  FakeEventSource.last().fail();
+  await until('the second error', () => rc.errors().length === 2, 3000);
+  assert.deepEqual(rc.errors(), ['unreachable', 'unreachable']);
+  rc.close();
+});
+
+test('a relay that refuses this origin (CORS) is one cors error, told apart from a relay that is down', async () => {
+  const saved = Object.getOwnPropertyDescriptor(globalThis, 'location');
+  Object.defineProperty(globalThis, 'location', { value: { origin: 'http://app.test' }, configurable: true });
+  try {
+    for (const [relayUp, want] of [[true, ['cors']], [false, []]]) {
+      let requests = 0;
+      // The browser's fetch: a CORS refusal and a relay that is down both
+      // reject with a TypeError; only a no-cors request tells them apart.
+      const fetch = async (url, init = {}) => {
+        requests++;
+        if (init.mode === 'no-cors' && relayUp) return new Response(null);
+        throw new TypeError('Failed to fetch');
+      };
+      const rc = connectTo({ fetch }, { token: TOKEN, unreachableAfter: 1e9 });
+      await until('several attempts', () => requests >= 8);
+      assert.deepEqual(rc.errors(), want, relayUp ? 'relay up' : 'relay down');
+      rc.close();
+    }
+  } finally {
+    if (saved) Object.defineProperty(globalThis, 'location', saved);
+    else delete globalThis.location;
+  }
+});
+
+test('join, emit and presence settle with their own timeout while the relay is away', async () => {
+  let down = true;
+  const relay = new FakeRelay({
+    'POST /v1/tickets': () => (down ? new Promise(() => {}) : json(201, { ticket: 't', expires_in: 60 })), // never answers
+    'POST /v1/rooms/*': () => json(202, { id: 'id-1' }),
+    'GET /v1/rooms/*': () => new Promise(() => {}),
+  });
+  const rc = connectTo(relay, { token: TOKEN, timeout: 80, requestTimeout: 40 });
+  const started = Date.now();
+  const results = await Promise.allSettled([
+    rc.join('lobby'),
+    rc.broadcast.to('lobby').emit('chat', 'needs a connection'),
+    rc.presence('lobby'),
+  ]);
+  assert.deepEqual(
+    results.map((r) => r.status === 'rejected' && r.reason.code),
+    ['timeout', 'timeout', 'timeout'],
+  );
+  assert.ok(Date.now() - started < 1000);
+  // The emit that timed out is never sent later; the room is still wanted.
+  down = false;
+  await until('a stream', () => FakeEventSource.all.length >= 1, 3000);
+  const es = FakeEventSource.last();
+  assert.deepEqual(es.query.getAll('room'), ['lobby']);
+  es.send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: ['lobby'] });
+  await until('connected', () => rc.connected);
+  assert.equal(await rc.to('lobby').emit('chat', 'later'), 'id-1');
+  assert.deepEqual(relay.sent('POST', '/v1/rooms/').map((r) => r.body.data), ['later']);
+  rc.close();
+});
+
 // Fakes for testing roomcast.js without a browser: a relay answering fetch
 // from a route table, and an EventSource the test drives.
 
@@ -400,8 +529,13 @@ class FakeRelay {
       const route = this.routes[key] || Object.entries(this.routes).find(([k]) => k.endsWith('*') && key.startsWith(k.slice(0, -1)))?.[1];
       if (!route) return error(404, 'not_found');
       if (init.signal?.aborted) throw new DOMException('aborted', 'AbortError');
-      const answer = route(req, init.signal);
-      return answer instanceof Promise ? answer : answer;
+      // As fetch does, an abort rejects whatever the relay does.
+      return new Promise((res, rej) => {
+        init.signal?.addEventListener('abort', () => rej(new DOMException('aborted', 'AbortError')));
+        Promise.resolve()
+          .then(() => route(req, init.signal))
+          .then(res, rej);
+      });
     };
   }
 
