@@ -31,6 +31,8 @@ var webAssets = map[string]asset{
 	"/roomcast.js": loadAsset("roomcast.js", "text/javascript; charset=utf-8"),
 	"/app.js":      loadAsset("app.js", "text/javascript; charset=utf-8"),
 	"/style.css":   loadAsset("style.css", "text/css; charset=utf-8"),
+	// Linked from index.html: browsers ask for /favicon.ico otherwise.
+	"/favicon.svg": loadAsset("favicon.svg", "image/svg+xml"),
 }
 
 func loadAsset(name, contentType string) asset {

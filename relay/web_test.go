@@ -21,6 +21,7 @@ func TestWebFiles(t *testing.T) {
 		{"/roomcast.js", "roomcast.js", "text/javascript; charset=utf-8"},
 		{"/app.js", "app.js", "text/javascript; charset=utf-8"},
 		{"/style.css", "style.css", "text/css; charset=utf-8"},
+		{"/favicon.svg", "favicon.svg", "image/svg+xml"},
 	}
 	for _, c := range cases {
 		t.Run(c.file, func(t *testing.T) {

@@ -87,10 +87,18 @@ function start() {
   rc = roomcast.connect('', {
     token: me.token,
     shareAcrossTabs: params.has('share'),
-    // The same user again, with a fresh expiry.
+    // The same user again, with a fresh expiry; when the relay no longer
+    // accepts the token at all (it was restarted with another key), a new
+    // sign-in under the same name: the demo recovers by itself.
     getToken: async () => {
-      me = await devToken(me.name, me.token);
+      try {
+        me = await devToken(me.name, me.token);
+      } catch (err) {
+        if (err.status !== 401) throw err;
+        me = await devToken(me.name);
+      }
       localStorage.setItem(IDENTITY, JSON.stringify(me));
+      $('me-name').textContent = me.name;
       return me.token;
     },
   });
@@ -106,15 +114,26 @@ function start() {
     loadHistory(room);
     loadPresence();
   });
+  // Lasting problems come once each; the client keeps trying meanwhile.
   rc.on('error', (err) => {
+    const retrying = {
+      unauthenticated: 'not signed in, retrying…',
+      cors: 'this page is not allowed by the relay (CORS), retrying…',
+      unreachable: 'the relay is unreachable, retrying…',
+    }[err.code];
     if (err.code === 'banned') status('closed', 'you were banned from this relay');
-    else if (!rc.connected) status('closed', 'error: ' + (err.code || err.message));
+    else if (!rc.connected) status(retrying ? 'reconnecting' : 'closed', retrying || 'error: ' + (err.code || err.message));
     note('Error: ' + (err.message || err.code));
   });
   rc.on('chat', (data, env) => {
     if (env.room !== room) return;
     clearTyper(env.from?.user);
     addMessage(env);
+  });
+  // What `curl -d hello …/events` publishes, and any backend's plain
+  // events: shown as messages too.
+  rc.on('message', (data, env) => {
+    if (env.room === room) addMessage(env);
   });
   rc.on('typing', (data, env) => {
     if (env.room !== room || !env.from || env.from.user === me.user) return;
@@ -162,6 +181,7 @@ async function switchRoom(name) {
   const old = room;
   room = name;
   stopTyping();
+  endPrivate();
   shown.clear();
   members.clear();
   for (const t of typers.values()) clearTimeout(t.timer);
@@ -193,9 +213,21 @@ async function loadHistory(name) {
   const list = $('messages');
   const first = list.firstChild;
   for (const env of events) {
-    if (env.event === 'chat' && !shown.has(env.id)) list.insertBefore(messageItem(env), first);
+    if (SHOWN_EVENTS.has(env.event) && !shown.has(env.id)) list.insertBefore(messageItem(env), first);
   }
   list.scrollTop = list.scrollHeight;
+}
+
+// The room events shown as messages.
+const SHOWN_EVENTS = new Set(['chat', 'message']);
+
+// textOf is what a message shows: the chat's text, a plain event's data.
+function textOf(env) {
+  const d = env.data;
+  if (env.encoding === 'base64') return `(${Math.floor(((d?.length ?? 0) * 3) / 4)} bytes of binary data)`;
+  if (typeof d === 'string') return d;
+  if (typeof d?.text === 'string') return d.text;
+  return JSON.stringify(d);
 }
 
 function messageItem(env) {
@@ -205,7 +237,7 @@ function messageItem(env) {
   li.dataset.id = env.id;
   const meta = el('p', 'meta');
   meta.append(el('strong', 'sender', env.from?.name || 'anonymous'), ' ', el('time', 'time', time(env.ts)));
-  li.append(meta, el('p', 'text', String(env.data?.text ?? '')));
+  li.append(meta, el('p', 'text', textOf(env)));
   return li;
 }
 
@@ -216,8 +248,7 @@ function addMessage(env) {
   // Shown where the relay ordered it, which may be after messages that
   // arrived while it was pending.
   pending?.remove();
-  list.append(messageItem(env));
-  list.scrollTop = list.scrollHeight;
+  show(messageItem(env));
 }
 
 function addPrivate(who, text, ts, direction, id) {
@@ -226,12 +257,21 @@ function addPrivate(who, text, ts, direction, id) {
   const meta = el('p', 'meta');
   meta.append(el('span', 'label', direction === 'from' ? 'Private from ' : 'Private to '), el('strong', 'sender', who), ' ', el('time', 'time', time(ts)));
   li.append(meta, el('p', 'text', text));
-  $('messages').append(li);
-  $('messages').scrollTop = $('messages').scrollHeight;
+  show(li);
 }
 
 function note(text) {
-  $('messages').append(el('li', 'note', text));
+  show(el('li', 'note', text));
+}
+
+// show adds an item at the end of the messages, scrolled into view when the
+// list was at its end (someone reading older messages is left there) or
+// when it is the user's own.
+function show(li) {
+  const list = $('messages');
+  const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 48;
+  list.append(li);
+  if (atEnd || li.classList.contains('mine')) list.scrollTop = list.scrollHeight;
 }
 
 $('composer').addEventListener('submit', async (e) => {
@@ -255,7 +295,7 @@ $('composer').addEventListener('submit', async (e) => {
   const meta = el('p', 'meta');
   meta.append(el('strong', 'sender', me.name), ' ', el('time', 'time', 'sending…'));
   li.append(meta, el('p', 'text', text));
-  $('messages').append(li);
+  show(li);
   try {
     const id = await rc.to(room).emit('chat', { text });
     if (shown.has(id)) li.remove();
@@ -352,6 +392,8 @@ function renderOnline() {
   // You are in the room you look at, even before the relay counts you (a
   // poller counts once its first long-poll is held).
   if (room && !members.has(me.user)) members.set(me.user, { name: me.name, connections: 1 });
+  // A private message goes to someone listed here: not to someone who left.
+  if (pm && !members.has(pm.user) && presenceLog === null) endPrivate(`${pm.name} left #${room}: messages go to the room again`);
   const sorted = [...members].sort((a, b) => a[1].name.localeCompare(b[1].name));
   $('online-count').textContent = `(${sorted.length})`;
   $('online').replaceChildren(
@@ -380,11 +422,16 @@ function privateTo(user, name) {
   $('message').focus();
 }
 
-$('pm-cancel').addEventListener('click', () => {
+// endPrivate addresses the room again, saying why when given a reason.
+function endPrivate(why) {
+  if (!pm) return;
   pm = null;
   $('pm-target').hidden = true;
   $('message').placeholder = 'Type a message…';
-});
+  if (why) note(why);
+}
+
+$('pm-cancel').addEventListener('click', () => endPrivate());
 
 // For the console and the browser tests: the client in use.
 globalThis.roomcastDemo = { get rc() { return rc; } };

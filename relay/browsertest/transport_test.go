@@ -247,12 +247,13 @@ type process struct {
 	done   chan struct{}
 }
 
-// startBinary runs roomcast on addr with the Redis backbone at redisURL, in
-// open mode (development tokens on), and waits until it is ready.
-func startBinary(t *testing.T, addr, redisURL string) *process {
+// startBinary runs roomcast on addr with the Redis backbone at redisURL
+// (the in-memory one when it is ""), in open mode (development tokens on),
+// with env added to its environment, and waits until it is ready.
+func startBinary(t *testing.T, addr, redisURL string, env ...string) *process {
 	t.Helper()
 	cmd := exec.Command(buildBinary(t))
-	cmd.Env = []string{
+	cmd.Env = append([]string{
 		"PATH=" + os.Getenv("PATH"),
 		"ROOMCAST_ADDR=" + addr,
 		"REDIS_URL=" + redisURL,
@@ -261,7 +262,7 @@ func startBinary(t *testing.T, addr, redisURL string) *process {
 		"ROOMCAST_DRAIN_TIMEOUT=5s",
 		"ROOMCAST_LOG_FORMAT=text",
 		"ROOMCAST_LOG_LEVEL=warn",
-	}
+	}, env...)
 	p := &process{cmd: cmd, output: relaytest.NewOutput(), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.output, p.output
 	if err := cmd.Start(); err != nil {
