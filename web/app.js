@@ -38,7 +38,7 @@ const time = (ts) => new Date(ts).toLocaleTimeString([], { hour: '2-digit', minu
 async function devToken(name, token) {
   const headers = { 'Content-Type': 'application/json' };
   if (token) headers.Authorization = 'Bearer ' + token;
-  const res = await fetch('/v1/dev/token', { method: 'POST', headers, body: JSON.stringify({ name }) });
+  const res = await fetch('/v1/dev/token', { method: 'POST', headers, body: JSON.stringify({ name }), signal: AbortSignal.timeout(15000) });
   const body = await res.json().catch(() => null);
   if (!res.ok) {
     const err = new Error(body?.error?.message || res.statusText);
@@ -103,13 +103,15 @@ function start() {
     },
   });
   status('connecting', 'connecting…');
+  let problem = null; // what the last error event said, until connected again
   rc.on('connect', ({ transport }) => {
+    problem = null;
     status('connected', 'connected via ' + transportName(transport), transport);
     loadPresence();
   });
   rc.on('transport', (t) => status('connected', 'connected via ' + transportName(t), t));
   rc.on('disconnect', (reason) => status('reconnecting', `disconnected (${reason}), reconnecting…`));
-  rc.on('reconnect_attempt', (n) => status('reconnecting', `reconnecting (attempt ${n})…`));
+  rc.on('reconnect_attempt', (n) => status('reconnecting', `${problem || 'reconnecting'} (attempt ${n})…`));
   rc.on('reset', () => {
     loadHistory(room);
     loadPresence();
@@ -117,12 +119,13 @@ function start() {
   // Lasting problems come once each; the client keeps trying meanwhile.
   rc.on('error', (err) => {
     const retrying = {
-      unauthenticated: 'not signed in, retrying…',
-      cors: 'this page is not allowed by the relay (CORS), retrying…',
-      unreachable: 'the relay is unreachable, retrying…',
+      unauthenticated: 'not signed in, retrying',
+      cors: 'this page is not allowed by the relay (CORS), retrying',
+      unreachable: 'the relay is unreachable, retrying',
     }[err.code];
+    if (retrying) problem = retrying;
     if (err.code === 'banned') status('closed', 'you were banned from this relay');
-    else if (!rc.connected) status(retrying ? 'reconnecting' : 'closed', retrying || 'error: ' + (err.code || err.message));
+    else if (!rc.connected) status(retrying ? 'reconnecting' : 'closed', retrying ? retrying + '…' : 'error: ' + (err.code || err.message));
     note('Error: ' + (err.message || err.code));
   });
   rc.on('chat', (data, env) => {
@@ -207,9 +210,10 @@ async function switchRoom(name) {
 async function loadHistory(name) {
   const res = await fetch(`/v1/rooms/${encodeURIComponent(name)}/history?limit=50`, {
     headers: { Authorization: 'Bearer ' + me.token },
+    signal: AbortSignal.timeout(15000),
   }).catch(() => null);
   if (!res?.ok || room !== name) return;
-  const { events } = await res.json();
+  const events = (await res.json().catch(() => null))?.events ?? [];
   const list = $('messages');
   const first = list.firstChild;
   for (const env of events) {
