@@ -61,6 +61,8 @@ var domainErrors = []struct {
 	{rooms.ErrInvalidUser, http.StatusBadRequest, "invalid_user"},
 	{rooms.ErrPresenceOff, http.StatusNotFound, "presence_off"},
 	{rooms.ErrNotFound, http.StatusNotFound, codeNotFound},
+	{rooms.ErrPublishTokenExpired, http.StatusConflict, "idempotency_key_expired"},
+	{rooms.ErrOutcomeUnknown, http.StatusServiceUnavailable, "outcome_unknown"},
 	{rooms.ErrBackboneDown, http.StatusServiceUnavailable, "backbone_unavailable"},
 }
 
@@ -102,6 +104,11 @@ func classify(err error) (status int, code, msg string) {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return ae.status, ae.code, ae.message
+	}
+	if errors.Is(err, rooms.ErrOutcomeUnknown) {
+		// Before ErrBackboneDown, which it also matches.
+		return http.StatusServiceUnavailable, "outcome_unknown",
+			"the backbone did not confirm the write: it may have taken effect; a publish resent with this answer's Idempotency-Key is stored once"
 	}
 	if errors.Is(err, rooms.ErrBackboneDown) {
 		// The cause names internal addresses: it is for the logs, not

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -94,6 +95,16 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, t publishTarget
 	}
 	res, err := s.hub.Backbone().Publish(r.Context(), msg, key)
 	if err != nil {
+		var unknown *rooms.OutcomeUnknownError
+		if errors.As(err, &unknown) {
+			// The caller resends with this key: its own when it sent one
+			// (the same script recorded both), else the publish's token.
+			resend := r.Header.Get("Idempotency-Key")
+			if resend == "" {
+				resend = unknown.Token.String()
+			}
+			w.Header().Set("Idempotency-Key", resend)
+		}
 		writeError(w, err)
 		return
 	}
@@ -129,6 +140,16 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	key := r.Header.Get("Idempotency-Key")
 	if !validIdempotencyKey(key) {
 		return rooms.Message{}, "", errorf(http.StatusBadRequest, codeInvalidParameter, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+	}
+	// A key the relay handed out with an unknown outcome is the publish's
+	// token, not a key of the caller's: the backbone keeps it minutes, in
+	// the publish's own record, so it counts against no caller's keys.
+	var token rooms.PublishToken
+	if rooms.IsPublishToken(key) {
+		if token, err = rooms.ParsePublishToken(key); err != nil {
+			return rooms.Message{}, "", err
+		}
+		key = ""
 	}
 	if key != "" {
 		// Keys are the caller's own: another caller's key never
@@ -188,6 +209,7 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 		From:     id.Sender(),
 		Client:   client,
 		Volatile: req.Volatile,
+		Token:    token,
 	}
 	msg.Retention = s.retention(msg.Channels)
 	if id.Server {

@@ -70,7 +70,7 @@ func (s *Server) cors(next http.Handler) http.Handler {
 		} else {
 			h.Set("Access-Control-Allow-Origin", "*")
 		}
-		h.Set("Access-Control-Expose-Headers", "Retry-After, Idempotent-Replayed")
+		h.Set("Access-Control-Expose-Headers", "Retry-After, Idempotent-Replayed, Idempotency-Key")
 		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE")
 			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key, Roomcast-Connection, Last-Event-ID")

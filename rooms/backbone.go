@@ -37,6 +37,20 @@ type Backbone interface {
 	// Publish accepts m. When idemKey is not empty and a message with the
 	// same key was accepted within the retention window, Publish publishes
 	// nothing and returns the first result with Duplicate set.
+	//
+	// Every publish is named by a PublishToken: m.Token, or else one the
+	// backbone mints where an answer can be lost on the way, recorded in the same atomic step as the event and kept for
+	// PublishTokenWindow (plus PublishTokenSkew), not for the history's age.
+	// A publish whose token was accepted before publishes nothing: when m
+	// carries the token (a resend) it returns the first result's ID and Seq
+	// with Duplicate set; when the backbone minted it (its own retry of a
+	// request whose answer was lost) it returns the first result as is.
+	// A token minted outside the window is refused with
+	// ErrPublishTokenExpired. When Publish cannot tell whether m was stored
+	// (the request was sent and no answer came) it returns an
+	// *OutcomeUnknownError naming the token to resend with; it returns
+	// other errors only when nothing was stored. A multi-channel publish
+	// has one token, whatever the channels.
 	Publish(ctx context.Context, m Message, idemKey string) (Published, error)
 	// Subscribe registers r for live events of channel and returns the
 	// channel's head at that moment (see Head).
@@ -72,7 +86,8 @@ type Published struct {
 	// publish answers exactly what the first one did.
 	Channels []string
 	Event    string
-	// Duplicate is set when an earlier publish with the same idempotency key answered this.
+	// Duplicate is set when an earlier publish with the same idempotency key,
+	// or a resend's token, answered this.
 	Duplicate bool
 }
 

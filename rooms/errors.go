@@ -20,4 +20,30 @@ var (
 	// ErrPayloadTooLarge refuses a publish whose body is over the limit
 	// of one of its targets.
 	ErrPayloadTooLarge = errors.New("payload too large")
+	// ErrOutcomeUnknown is returned, as an *OutcomeUnknownError, when a
+	// publish may or may not have been stored: the request reached the
+	// backbone and its answer did not come back. It also matches
+	// ErrBackboneDown.
+	ErrOutcomeUnknown = errors.New("publish outcome unknown")
+	// ErrPublishTokenExpired refuses a resend whose token is too old for
+	// the backbone to tell whether it was stored (see PublishTokenWindow).
+	ErrPublishTokenExpired = errors.New("publish token expired")
 )
+
+// OutcomeUnknownError is a publish that may have been stored. Publishing
+// the same message again with Token is answered with the stored event when
+// the first one was stored, and stores it otherwise: never twice.
+type OutcomeUnknownError struct {
+	Token PublishToken
+	Err   error // the cause, matching ErrBackboneDown
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return ErrOutcomeUnknown.Error() + ": " + e.Err.Error()
+}
+
+// Is makes the error match ErrOutcomeUnknown.
+func (e *OutcomeUnknownError) Is(target error) bool { return target == ErrOutcomeUnknown }
+
+// Unwrap returns the cause.
+func (e *OutcomeUnknownError) Unwrap() error { return e.Err }

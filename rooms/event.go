@@ -42,6 +42,10 @@ type Message struct {
 	// Retention overrides the backbone's history limits for the message's
 	// channels (zero fields: the backbone's own).
 	Retention Retention
+	// Token is set when the message is resent with the token of an earlier
+	// publish whose outcome was unknown (see Backbone.Publish); the zero
+	// token asks the backbone to mint one.
+	Token PublishToken
 }
 
 // Retention is how much history a channel keeps: at most Size events, none

@@ -21,6 +21,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -72,6 +73,9 @@ func Run(t *testing.T, newBackbone Factory) {
 		{"RetentionPerMessage", defaultConfig, testRetentionPerMessage},
 		{"Idempotency", defaultConfig, testIdempotency},
 		{"IdempotencyConcurrent", defaultConfig, testIdempotencyConcurrent},
+		{"PublishToken", defaultConfig, testPublishToken},
+		{"PublishTokenConcurrent", defaultConfig, testPublishTokenConcurrent},
+		{"PublishTokenExpired", defaultConfig, testPublishTokenExpired},
 		{"Volatile", defaultConfig, testVolatile},
 		{"Sessions", defaultConfig, testSessions},
 	}
@@ -813,6 +817,116 @@ func testIdempotencyConcurrent(t *testing.T, s *suite) {
 	}
 	if got := s.since(t, ch, 0, 100); len(got.Events) != 1 {
 		t.Fatalf("history holds %d events; want 1", len(got.Events))
+	}
+}
+
+// A resend with a publish's token (what an unknown outcome hands out) is
+// answered with the stored event and stores nothing, for a multi-channel
+// publish too: one token names the whole publish.
+func testPublishToken(t *testing.T, s *suite) {
+	a, b := s.channel("a"), s.channel("b")
+	r := newRecorder()
+	s.subscribe(t, a, r)
+	s.subscribe(t, b, r)
+	token := rooms.NewPublishToken(time.Now())
+	m := s.msg("first", 1, a, b)
+	m.Token = token
+	first := s.publish(t, m, "")
+	if first.Duplicate || first.Seq == 0 {
+		t.Fatalf("first publish with a token answered %+v", first)
+	}
+	again := s.publish(t, m, "")
+	if !again.Duplicate || again.ID != first.ID || again.Seq != first.Seq || again.Event != first.Event || !slices.Equal(again.Channels, first.Channels) {
+		t.Fatalf("resend answered %+v; want %+v with Duplicate", again, first)
+	}
+	for _, ch := range []string{a, b} {
+		if got := s.since(t, ch, 0, 10); !slices.Equal(seqs(got.Events), []uint64{first.Seq}) {
+			t.Fatalf("history of %s = %v after a resend; want only %d", ch, seqs(got.Events), first.Seq)
+		}
+	}
+	marker := s.publish(t, s.msg("marker", 2, a, b), "")
+	for _, ch := range []string{a, b} {
+		var on []delivery
+		for _, d := range r.waitSeq(t, ch, marker.Seq) {
+			if d.ev.Channels[d.i] == ch {
+				on = append(on, d)
+			}
+		}
+		if got := on; len(got) != 2 {
+			t.Fatalf("%s received %d events; want the first once and the marker", ch, len(got))
+		}
+	}
+	// The token answers alongside a caller's key, and another token
+	// publishes anew.
+	keyed := m
+	keyed.Token = rooms.NewPublishToken(time.Now())
+	k1 := s.publish(t, keyed, s.channel("key"))
+	k2 := s.publish(t, keyed, "")
+	k3 := s.publish(t, rooms.Message{Channels: m.Channels, Event: m.Event, Data: m.Data}, s.channel("key"))
+	if k1.Duplicate || k1.Seq <= marker.Seq || !k2.Duplicate || k2.Seq != k1.Seq || !k3.Duplicate || k3.Seq != k1.Seq {
+		t.Fatalf("token and key answered %+v, %+v, %+v", k1, k2, k3)
+	}
+	// Volatile publishes are named by their token too.
+	v := rooms.Message{Channels: []string{b}, Event: "v", Volatile: true, Token: rooms.NewPublishToken(time.Now())}
+	v1 := s.publish(t, v, "")
+	v2 := s.publish(t, v, "")
+	if v1.Duplicate || !v2.Duplicate || v2.ID != "" || v2.Seq != 0 {
+		t.Fatalf("volatile resend answered %+v after %+v", v2, v1)
+	}
+}
+
+func testPublishTokenConcurrent(t *testing.T, s *suite) {
+	ch := s.channel("a")
+	m := s.msg("e", 1, ch)
+	m.Token = rooms.NewPublishToken(time.Now())
+	const n = 8
+	results := make(chan rooms.Published, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, err := s.bb.Publish(context.Background(), m, "")
+			if err != nil {
+				t.Errorf("Publish: %v", err)
+				return
+			}
+			results <- p
+		}()
+	}
+	wg.Wait()
+	close(results)
+	originals := 0
+	for p := range results {
+		if !p.Duplicate {
+			originals++
+		}
+	}
+	if originals != 1 {
+		t.Fatalf("%d of %d concurrent sends of one token were not duplicates; want 1", originals, n)
+	}
+	if got := s.since(t, ch, 0, 100); len(got.Events) != 1 {
+		t.Fatalf("history holds %d events; want 1", len(got.Events))
+	}
+}
+
+// A token older than the window may have lost its record: the resend is
+// refused rather than risk storing the event twice. So is one from too far
+// ahead, and a malformed one never reaches the backbone.
+func testPublishTokenExpired(t *testing.T, s *suite) {
+	ch := s.channel("a")
+	for _, minted := range []time.Time{
+		time.Now().Add(-rooms.PublishTokenWindow - time.Minute),
+		time.Now().Add(rooms.PublishTokenWindow + time.Minute),
+	} {
+		m := s.msg("late", 1, ch)
+		m.Token = rooms.NewPublishToken(minted)
+		if p, err := s.bb.Publish(context.Background(), m, ""); !errors.Is(err, rooms.ErrPublishTokenExpired) {
+			t.Fatalf("a token minted at %s answered %+v, %v; want ErrPublishTokenExpired", minted, p, err)
+		}
+	}
+	if got := s.since(t, ch, 0, 10); len(got.Events) != 0 {
+		t.Fatalf("refused resends stored %v", seqs(got.Events))
 	}
 }
 

@@ -48,6 +48,10 @@ type Backbone struct {
 	idem      map[string]idemEntry
 	sessions  map[string]session
 	bans      map[string]time.Time
+	// tokens holds the publish tokens of resends, apart from the callers'
+	// idempotency keys: each lives PublishTokenWindow, bounded by the
+	// publish rate, and counts against no caller's key allowance.
+	tokens map[[16]byte]tokenEntry
 
 	// pmu guards presence; it is never held while publishing.
 	pmu            sync.Mutex
@@ -69,6 +73,12 @@ type channel struct {
 
 type idemEntry struct {
 	result  rooms.Published
+	expires time.Time
+}
+
+type tokenEntry struct {
+	id      string
+	seq     uint64
 	expires time.Time
 }
 
@@ -103,6 +113,7 @@ func New(opts Options) *Backbone {
 		epoch:    hex.EncodeToString(e[:]),
 		channels: make(map[string]*channel),
 		idem:     make(map[string]idemEntry),
+		tokens:   make(map[[16]byte]tokenEntry),
 		sessions: make(map[string]session),
 		presence: make(map[string]*presenceRoom),
 		bans:     make(map[string]time.Time),
@@ -145,6 +156,19 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.opts.Now()
+	// Nothing here can lose an answer, so a publish needs a token only
+	// when it is a resend: one that came back from another backbone's
+	// unknown outcome, or a client following the same contract.
+	token := m.Token
+	m.Token = rooms.PublishToken{}
+	if !token.IsZero() {
+		if err := token.Check(now); err != nil {
+			return rooms.Published{}, err
+		}
+		if e, ok := b.tokens[token.Random]; ok && now.Before(e.expires) {
+			return rooms.Published{ID: e.id, Seq: e.seq, Channels: slices.Clone(m.Channels), Event: m.Event, Duplicate: true}, nil
+		}
+	}
 	if idemKey != "" {
 		if e, ok := b.idem[idemKey]; ok && now.Before(e.expires) {
 			r := e.result
@@ -185,6 +209,10 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 	res := rooms.Published{ID: ev.ID(), Seq: seq, Channels: slices.Clone(m.Channels), Event: m.Event}
 	if idemKey != "" {
 		b.idem[idemKey] = idemEntry{result: res, expires: now.Add(b.opts.HistoryAge)}
+	}
+	if !token.IsZero() {
+		b.tokens[token.Random] = tokenEntry{id: res.ID, seq: seq,
+			expires: now.Add(rooms.PublishTokenWindow + rooms.PublishTokenSkew)}
 	}
 	return res, nil
 }
@@ -361,6 +389,11 @@ func (b *Backbone) sweep() {
 	for k, e := range b.idem {
 		if !now.Before(e.expires) {
 			delete(b.idem, k)
+		}
+	}
+	for k, e := range b.tokens {
+		if !now.Before(e.expires) {
+			delete(b.tokens, k)
 		}
 	}
 	for id, s := range b.sessions {

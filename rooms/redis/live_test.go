@@ -19,7 +19,7 @@ import (
 // inflict (go-redis drops a message its channel has no room for).
 func publishUnseen(t testing.TB, b *Backbone, m rooms.Message) rooms.Published {
 	t.Helper()
-	keys, args, err := b.publishArgs(m, "")
+	keys, args, err := b.publishArgs(m, "", rooms.NewPublishToken(time.Now()), true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -199,20 +199,64 @@ type summary struct {
 	Event    string   `json:"e"`
 }
 
-// Publish implements rooms.Backbone.
+// Publish implements rooms.Backbone. A publish without a token gets one
+// minted here, so that go-redis's own retry of a script whose reply was
+// lost (it resends after io.EOF) finds the first run's record.
 func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string) (rooms.Published, error) {
-	keys, args, err := b.publishArgs(m, idemKey)
+	if !m.Token.IsZero() {
+		if err := m.Token.Check(time.Now()); err != nil {
+			return rooms.Published{}, err
+		}
+	}
+	token, fresh := m.Token, m.Token.IsZero()
+	if fresh {
+		token = rooms.NewPublishToken(time.Now())
+	}
+	keys, args, err := b.publishArgs(m, idemKey, token, fresh)
 	if err != nil {
 		return rooms.Published{}, err
 	}
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	return b.runPublish(ctx, keys, args)
+	if err := ctx.Err(); err != nil {
+		return rooms.Published{}, down("publish", err)
+	}
+	p, err := b.runPublish(ctx, keys, args)
+	if err != nil && sentUnanswered(err) {
+		return rooms.Published{}, &rooms.OutcomeUnknownError{Token: token, Err: err}
+	}
+	return p, err
 }
 
-// publishArgs lays out the keys and arguments of publishScript for m; the
-// live channels come last.
-func (b *Backbone) publishArgs(m rooms.Message, idemKey string) (keys []string, args []any, err error) {
+// sentUnanswered reports whether a failed call may have run in Redis: only
+// an error reply says it did not (OOM refuses the script's first write; the
+// others refuse the script before it starts). A timeout or a connection lost
+// may come after the script ran, and so may a failure to connect: go-redis
+// retries, and an earlier attempt may have run it.
+func sentUnanswered(err error) bool {
+	var reply goredis.Error
+	return !errors.As(err, &reply)
+}
+
+// tokenBucketWidth is the minting time each token bucket covers: a few
+// hashes live at once, each freed whole when its tokens are too old.
+const tokenBucketWidth = 10 * time.Second
+
+// tokenBucketTTL is how long a bucket outlives its last write: every token
+// in it stays recognisable for the window, whatever the instances' clocks.
+const tokenBucketTTL = rooms.PublishTokenWindow + rooms.PublishTokenSkew + tokenBucketWidth
+
+// tokenBucketKey names the hash holding the tokens minted in t's 10 s. It
+// derives from the token alone, so any instance finds a resend's record;
+// the Cluster backbone can put one such bucket in each partition a publish
+// touches, under the partition's hash tag.
+func (b *Backbone) tokenBucketKey(t rooms.PublishToken) string {
+	return b.key("t:", strconv.FormatInt(t.Minted.Unix()/int64(tokenBucketWidth/time.Second), 10))
+}
+
+// publishArgs lays out the keys and arguments of publishScript for m named
+// by token (fresh: minted for this call); the live channels come last.
+func (b *Backbone) publishArgs(m rooms.Message, idemKey string, token rooms.PublishToken, fresh bool) (keys []string, args []any, err error) {
 	if len(m.Channels) == 0 {
 		return nil, nil, errors.New("publish: no channels")
 	}
@@ -233,8 +277,10 @@ func (b *Backbone) publishArgs(m rooms.Message, idemKey string) (keys []string, 
 	if m.Retention.Age > 0 {
 		age = m.Retention.Age
 	}
+	keys = append(keys, b.tokenBucketKey(token))
 	args = []any{raw, flag(m.Volatile), size, age.Milliseconds(), newEpoch(),
-		flag(idemKey != ""), b.opts.HistoryAge.Milliseconds(), b.opts.MetaTTL.Milliseconds(), sum}
+		flag(idemKey != ""), b.opts.HistoryAge.Milliseconds(), b.opts.MetaTTL.Milliseconds(), sum,
+		token.Random[:], flag(fresh), tokenBucketTTL.Milliseconds()}
 	for _, ch := range m.Channels {
 		args = append(args, b.liveKey(ch))
 	}

@@ -5,9 +5,19 @@ import goredis "github.com/redis/go-redis/v9"
 // publishScript appends a message to the history of each of its channels and
 // publishes it live, in one atomic step, so live order equals history order.
 //
-// KEYS: epoch, seq, idempotency key, then per channel: stream, meta.
+// KEYS: epoch, seq, idempotency key, then per channel: stream, meta; last
+// the publish token's bucket.
 // ARGV: body, volatile, maxlen, age ms, epoch candidate, use idempotency,
-// idempotency ttl ms, meta ttl ms, summary, then per channel: live channel.
+// idempotency ttl ms, meta ttl ms, summary, the publish token's random part,
+// whether the backbone minted the token for this call, the token bucket's
+// ttl ms, then per channel: live channel.
+//
+// The token makes the script idempotent: a retry of the same call (the
+// reply was lost, go-redis sent it again) answers as the first run did, and
+// a resend with the token answers 'dup' with the stored seq. Tokens are
+// fields of a hash per 10 s of minting time (the bucket, named by the
+// caller from the token alone), each holding the event's seq: ~80 bytes per
+// publish, freed with the bucket a few minutes later, not per key.
 //
 // Stream entries have id "<seq>-0" (seq is global across channels) and the
 // fields b (body), ts, i (channel index), n (per-channel count), e (epoch).
@@ -19,6 +29,14 @@ local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[5]
   redis.call('SET', KEYS[1], epoch)
+end
+local bucket = KEYS[#KEYS]
+local tokenField, tokenFresh, tokenTTL = ARGV[10], ARGV[11] == '1', tonumber(ARGV[12])
+local stored = redis.call('HGET', bucket, tokenField)
+if stored then
+  local answer = epoch .. '|' .. stored .. '|0|' .. ARGV[9]
+  if tokenFresh then return {'ok', answer} end
+  return {'dup', answer}
 end
 if ARGV[6] == '1' then
   local prev = redis.call('GET', KEYS[3])
@@ -32,7 +50,7 @@ if not volatile then seq = redis.call('INCR', KEYS[2]) end
 local maxlen = tonumber(ARGV[3])
 local age = tonumber(ARGV[4])
 local cutoff = ts - age
-local nch = (#KEYS - 3) / 2
+local nch = (#KEYS - 4) / 2
 for i = 1, nch do
   local stream = KEYS[2 + 2 * i]
   local meta = KEYS[3 + 2 * i]
@@ -61,10 +79,12 @@ for i = 1, nch do
     redis.call('PEXPIRE', stream, age + 60000)
     redis.call('PEXPIRE', meta, tonumber(ARGV[8]))
   end
-  redis.call('PUBLISH', ARGV[9 + i], '1|' .. epoch .. '|' .. seq .. '|' .. ts .. '|' .. (i - 1) .. '|' .. n .. '|' .. ARGV[1])
+  redis.call('PUBLISH', ARGV[12 + i], '1|' .. epoch .. '|' .. seq .. '|' .. ts .. '|' .. (i - 1) .. '|' .. n .. '|' .. ARGV[1])
 end
 local result = epoch .. '|' .. seq .. '|' .. ts .. '|' .. ARGV[9]
 if ARGV[6] == '1' then redis.call('SET', KEYS[3], result, 'PX', tonumber(ARGV[7])) end
+redis.call('HSET', bucket, tokenField, seq)
+redis.call('PEXPIRE', bucket, tokenTTL)
 return {'ok', result}
 `)
 
