@@ -612,13 +612,20 @@ func (b *Backbone) SharedSecret(ctx context.Context, name string) ([]byte, error
 	return v, nil
 }
 
-// ClaimOnce implements rooms.Claimer.
+// ClaimOnce implements rooms.Claimer. The key is set to a value of this
+// call's own and the old value read back in the same command (SET NX GET):
+// when go-redis resends it after a lost reply, the key holding that value
+// means the claim is this call's, not an earlier one's.
 func (b *Backbone) ClaimOnce(ctx context.Context, key string, ttl time.Duration) (bool, error) {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	ok, err := b.rdb.SetNX(ctx, b.key("once:", key), 1, ttl).Result()
-	if err != nil {
+	mine := newEpoch() + newEpoch()
+	prev, err := b.rdb.SetArgs(ctx, b.key("once:", key), mine, goredis.SetArgs{Mode: "NX", Get: true, TTL: ttl}).Result()
+	switch {
+	case errors.Is(err, goredis.Nil):
+		return true, nil
+	case err != nil:
 		return false, down("claim", err)
 	}
-	return ok, nil
+	return prev == mine, nil
 }
