@@ -1,0 +1,185 @@
+package relay_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roomcast/roomcast/relay"
+	"github.com/roomcast/roomcast/relay/auth"
+	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/redis"
+	"github.com/roomcast/roomcast/rooms/redis/redistest"
+)
+
+// startRedisRelay runs a relay over a Redis backbone at url, whose calls
+// time out after opTimeout; everything stops when the test ends.
+func startRedisRelay(t *testing.T, url string, opTimeout time.Duration) *relaytest.Relay {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), relaytest.Wait)
+	defer cancel()
+	bb, err := redis.New(ctx, url, redis.Options{OpTimeout: opTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := []byte("outcome test cursor key, 32 byte")
+	codec, err := rooms.NewCursorCodec(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := rooms.NewHub(bb, codec, rooms.HubOptions{})
+	if err := hub.Start(ctx); err != nil {
+		_ = bb.Close()
+		t.Fatal(err)
+	}
+	srv := relay.New(hub, relay.Options{
+		Auth:      relaytest.NewAuth(t, auth.Config{}),
+		ClientKey: key,
+		Logger:    slog.New(slog.DiscardHandler),
+		Limits: relay.Limits{PublishRate: 1e6, PublishBurst: 1e6, RequestRate: 1e6, RequestBurst: 1e6,
+			MaxConnsPerIP: 1e6, MaxConnsPerUser: 1e6},
+	})
+	ts := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		ts.CloseClientConnections()
+		ts.Close()
+		srv.Close()
+		_ = bb.Close()
+	})
+	srv.SetReady()
+	return &relaytest.Relay{URL: ts.URL, HTTP: ts, Server: srv, Hub: hub, Codec: codec}
+}
+
+// historyIDs reads the ids of a room's retained events over HTTP.
+func historyIDs(t *testing.T, r *relaytest.Relay, room string) []string {
+	t.Helper()
+	resp := r.Do(t, relaytest.Request{Path: "/v1/rooms/" + room + "/history", Header: relaytest.Bearer(relaytest.APIKey)})
+	if resp.Status != http.StatusOK {
+		t.Fatalf("history of %s: %d %s", room, resp.Status, resp.Body)
+	}
+	var page struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	resp.JSON(t, &page)
+	return envelopeIDs(t, page.Events)
+}
+
+// A publish to a Redis stalled past the call timeout was answered with a
+// 503 that invited a plain retry, although Redis stored it once it woke: a
+// retry stored it twice. The answer is now 503 outcome_unknown with the
+// key to resend with, and the resend is answered with the stored event.
+func TestPublishOutcomeUnknownResend(t *testing.T) {
+	srv := redistest.NewServer(t)
+	// The backend publishes (with the API key: no rate limit is asked of
+	// Redis first), on connections already open: a new connection's
+	// handshake would stall before the script is even sent.
+	r := startRedisRelay(t, srv.URL(), time.Second)
+	var warm sync.WaitGroup
+	for range 8 {
+		warm.Add(1)
+		go func() {
+			defer warm.Done()
+			r.Publish(t, "/v1/rooms/warm-up/events", "application/json", []byte(`{"data":0}`), relaytest.Bearer(relaytest.APIKey))
+		}()
+	}
+	warm.Wait()
+	for _, tc := range []struct {
+		name  string
+		path  string
+		body  string
+		rooms []string
+		key   string // the caller's own Idempotency-Key, if any
+	}{
+		{"room", "/v1/rooms/stall/events", `{"event":"chat","data":"once"}`, []string{"stall"}, ""},
+		{"several rooms", "/v1/events", `{"rooms":["stall-a","stall-b"],"event":"chat","data":"once"}`, []string{"stall-a", "stall-b"}, ""},
+		{"caller's key", "/v1/rooms/stall-key/events", `{"event":"chat","data":"once"}`, []string{"stall-key"}, "my-key-1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			header := relaytest.Bearer(relaytest.APIKey)
+			header.Set("Content-Type", "application/json")
+			if tc.key != "" {
+				header.Set("Idempotency-Key", tc.key)
+			}
+			post := func() *relaytest.Response {
+				return r.Do(t, relaytest.Request{Method: http.MethodPost, Path: tc.path, Header: header, Body: []byte(tc.body)})
+			}
+			srv.Pause()
+			resp := post()
+			srv.Resume()
+			checkError(t, resp, http.StatusServiceUnavailable, "outcome_unknown")
+			resend := resp.Header.Get("Idempotency-Key")
+			switch {
+			case tc.key != "" && resend != tc.key:
+				t.Fatalf("Idempotency-Key %q; want the caller's own %q", resend, tc.key)
+			case tc.key == "" && !strings.HasPrefix(resend, "rt_"):
+				t.Fatalf("Idempotency-Key %q; want the publish's token", resend)
+			}
+			if resp.Header.Get("Retry-After") == "" {
+				t.Error("503 outcome_unknown without Retry-After")
+			}
+			// Redis runs the script it was sent before the stall.
+			var stored []string
+			relaytest.Eventually(t, "the stalled publish is in history", func() bool {
+				stored = historyIDs(t, r, tc.rooms[0])
+				return len(stored) == 1
+			})
+			header.Set("Idempotency-Key", resend)
+			again := post()
+			if again.Status != http.StatusAccepted {
+				t.Fatalf("resend: %d %s", again.Status, again.Body)
+			}
+			var p relaytest.Published
+			again.JSON(t, &p)
+			if p.ID == nil || *p.ID != stored[0] || again.Header.Get("Idempotent-Replayed") != "true" {
+				t.Fatalf("resend answered id %v (replayed %q); want the stored %s, replayed", p.ID, again.Header.Get("Idempotent-Replayed"), stored[0])
+			}
+			for _, room := range tc.rooms {
+				if ids := historyIDs(t, r, room); len(ids) != 1 || ids[0] != stored[0] {
+					t.Errorf("history of %s holds %v after the resend; want only %s", room, ids, stored[0])
+				}
+			}
+		})
+	}
+}
+
+// Tokens are read as tokens: a malformed one is refused, and one too old
+// to be told apart from a new publish is refused rather than stored twice.
+func TestPublishTokenRefusals(t *testing.T) {
+	r := relaytest.Start(t, relaytest.Options{})
+	old := rooms.NewPublishToken(time.Now().Add(-rooms.PublishTokenWindow - time.Minute)).String()
+	for _, tc := range []struct {
+		key    string
+		status int
+		code   string
+	}{
+		{"rt_not-a-token", http.StatusBadRequest, "invalid_parameter"},
+		{old[:len(old)-1] + "!", http.StatusBadRequest, "invalid_parameter"},
+		{old, http.StatusConflict, "idempotency_key_expired"},
+	} {
+		resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/rooms/tokens/events",
+			Header: http.Header{"Content-Type": {"application/json"}, "Idempotency-Key": {tc.key}},
+			Body:   []byte(`{"event":"chat","data":1}`)})
+		checkError(t, resp, tc.status, tc.code)
+	}
+	if ids := historyIDs(t, r, "tokens"); len(ids) != 0 {
+		t.Fatalf("refused publishes stored %v", ids)
+	}
+	// A fresh token is a resend like any other: stored once.
+	fresh := rooms.NewPublishToken(time.Now()).String()
+	h := http.Header{"Idempotency-Key": {fresh}}
+	first := r.Publish(t, "/v1/rooms/tokens/events", "application/json", []byte(`{"data":1}`), h)
+	second := r.Publish(t, "/v1/rooms/tokens/events", "application/json", []byte(`{"data":1}`), h)
+	if first.ID == nil || second.ID == nil || *first.ID != *second.ID {
+		t.Fatalf("two sends of one token answered %v and %v", first.ID, second.ID)
+	}
+	if ids := historyIDs(t, r, "tokens"); len(ids) != 1 {
+		t.Fatalf("history holds %v; want one event", ids)
+	}
+}
