@@ -307,7 +307,7 @@ class Link {
     try {
       data = text ? JSON.parse(text) : null;
     } catch {}
-    const r = { ok: res.ok, status: res.status, body: data, wait: retryAfter(res.headers.get('Retry-After')) };
+    const r = { ok: res.ok, status: res.status, body: data, wait: retryAfter(res.headers.get('Retry-After')), key: res.headers.get('Idempotency-Key') };
     if (!res.ok) {
       r.code = data?.error?.code || 'http_' + res.status;
       r.message = data?.error?.message || res.statusText;
@@ -711,6 +711,9 @@ class Link {
         await this.whenConnected(sender, signal);
         continue;
       }
+      // The relay could not tell whether it stored the event: the resend
+      // carries the key it answered with, so that it is stored once.
+      if (r.code === 'outcome_unknown' && r.key) it.key = r.key;
       if (r.network || r.status === 429 || r.status === 502 || r.status === 503 || r.status === 504) {
         if (it.volatile) return null;
         await this.sleep(r.wait ?? backoff(n, this.o.backoffMin, this.o.backoffMax), signal);

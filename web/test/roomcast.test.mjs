@@ -110,7 +110,11 @@ test('emits go in order, one at a time, each retried with its key until the rela
   const published = new Map(); // key -> id
   let inFlight = 0;
   let maxInFlight = 0;
-  let failures = [() => Promise.reject(new TypeError('network down')), () => error(503, 'backbone_unavailable', { 'Retry-After': '0' })];
+  let failures = [
+    () => Promise.reject(new TypeError('network down')),
+    () => error(503, 'backbone_unavailable', { 'Retry-After': '0' }),
+    (req) => error(503, 'outcome_unknown', { 'Retry-After': '0', 'Idempotency-Key': req.headers['Idempotency-Key'] }),
+  ];
   const relay = new FakeRelay({
     'POST /v1/rooms/*': async (req) => {
       inFlight++;
@@ -118,7 +122,7 @@ test('emits go in order, one at a time, each retried with its key until the rela
       await tick(2);
       inFlight--;
       const key = req.headers['Idempotency-Key'];
-      if (req.body.data === 'first' && failures.length) return failures.shift()();
+      if (req.body.data === 'first' && failures.length) return failures.shift()(req);
       if (!published.has(key)) published.set(key, 'id-' + (published.size + 1));
       return json(202, { id: published.get(key), room: 'lobby', event: req.body.event });
     },
@@ -128,12 +132,37 @@ test('emits go in order, one at a time, each retried with its key until the rela
   assert.deepEqual(ids, ['id-1', 'id-2', 'id-3']);
   assert.equal(maxInFlight, 1, 'emits overlapped');
   const posts = relay.sent('POST', '/v1/rooms/lobby/events');
-  assert.deepEqual(posts.map((r) => r.body.data), ['first', 'first', 'first', 'second', 'third']);
+  assert.deepEqual(posts.map((r) => r.body.data), ['first', 'first', 'first', 'first', 'second', 'third']);
   const keys = posts.map((r) => r.headers['Idempotency-Key']);
-  assert.equal(new Set(keys.slice(0, 3)).size, 1, 'retries must reuse the key');
+  assert.equal(new Set(keys.slice(0, 4)).size, 1, 'retries must reuse the key');
   assert.equal(new Set(keys).size, 3);
   assert.equal(published.size, 3, 'published more than once');
   assert.deepEqual(posts[0].body, { event: 'chat', data: 'first', volatile: false, exclude_self: false });
+  rc.close();
+});
+
+test('an emit whose outcome is unknown is resent with the key the relay answered with, and stored once', async () => {
+  const stored = new Map(); // key -> id, as the relay's backbone keeps them
+  let first = true;
+  const relay = new FakeRelay({
+    'POST /v1/rooms/*': (req) => {
+      if (first) {
+        // Stored, but the answer could not say so.
+        first = false;
+        stored.set('rt_relay-token', 'id-1');
+        return error(503, 'outcome_unknown', { 'Retry-After': '0', 'Idempotency-Key': 'rt_relay-token' });
+      }
+      const key = req.headers['Idempotency-Key'];
+      if (!stored.has(key)) stored.set(key, 'id-' + (stored.size + 1));
+      return json(202, { id: stored.get(key), room: 'lobby', event: req.body.event });
+    },
+  });
+  const rc = await open(relay);
+  assert.equal(await rc.to('lobby').emit('chat', 'once'), 'id-1');
+  const posts = relay.sent('POST', '/v1/rooms/lobby/events');
+  assert.equal(posts.length, 2);
+  assert.equal(posts[1].headers['Idempotency-Key'], 'rt_relay-token', 'the resend must carry the key of the 503 answer');
+  assert.equal(stored.size, 1, 'the event was stored twice');
   rc.close();
 });
 
