@@ -15,9 +15,10 @@ import goredis "github.com/redis/go-redis/v9"
 // The token makes the script idempotent: a retry of the same call (the
 // reply was lost, go-redis sent it again) answers as the first run did, and
 // a resend with the token answers 'dup' with the stored seq. Tokens are
-// fields of a hash per 10 s of minting time (the bucket, named by the
-// caller from the token alone), each holding the event's seq: ~80 bytes per
-// publish, freed with the bucket a few minutes later, not per key.
+// fields of a hash per second of minting time (the bucket, named by the
+// caller from the token alone), each holding the event's seq: ~90 bytes per
+// publish (a key per publish: ~130), freed with the bucket minutes later
+// whatever the history's age (docs/operations.md has the measurement).
 //
 // Stream entries have id "<seq>-0" (seq is global across channels) and the
 // fields b (body), ts, i (channel index), n (per-channel count), e (epoch).
