@@ -164,3 +164,30 @@ func eventSeqs(evs []*rooms.Event) []uint64 {
 	}
 	return out
 }
+
+// A resend may reach another instance: the token's record is found from
+// the token alone.
+func TestPublishTokenAcrossInstances(t *testing.T) {
+	prefix := redistest.Prefix(t)
+	a := sharedBackbone(t, Options{Prefix: prefix})
+	b := sharedBackbone(t, Options{Prefix: prefix})
+	ctx := context.Background()
+	m := message("x-a", "x-b")
+	m.Token = rooms.NewPublishToken(time.Now())
+	first, err := a.Publish(ctx, m, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := b.Publish(ctx, m, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Duplicate || again.ID != first.ID {
+		t.Fatalf("resend on another instance answered %+v; want %s as a duplicate", again, first.ID)
+	}
+	for _, ch := range m.Channels {
+		if got := historySeqs(t, b, ch, 0); len(got) != 1 {
+			t.Errorf("history of %s holds %v; want one event", ch, got)
+		}
+	}
+}
