@@ -77,7 +77,9 @@ func TestInstanceKilledUnderLoad(t *testing.T) {
 
 // Redis stopped under load for about two seconds and started again, empty
 // (the private server has no persistence): publishes during the outage are
-// refused with 503 backbone_unavailable and Retry-After, never accepted;
+// refused with 503 and Retry-After, never accepted — backbone_unavailable,
+// or outcome_unknown when the call timed out and the relay cannot tell
+// whether Redis took it (a publish in flight at the crash);
 // open streams stay open with their heartbeats; after the restart they are
 // told that history was lost and receive every event accepted since.
 func TestRedisOutage(t *testing.T) {
@@ -121,8 +123,8 @@ func TestRedisOutage(t *testing.T) {
 			if r.start.After(stopped) && r.end.Before(restarting) {
 				t.Errorf("a publish was accepted while Redis was down: %s", r.id)
 			}
-		case r.status != http.StatusServiceUnavailable || r.code != "backbone_unavailable" || r.retryAfter == "":
-			t.Errorf("publish answered %d %q, Retry-After %q (%v), want 503 backbone_unavailable with Retry-After",
+		case r.status != http.StatusServiceUnavailable || (r.code != "backbone_unavailable" && r.code != "outcome_unknown") || r.retryAfter == "":
+			t.Errorf("publish answered %d %q, Retry-After %q (%v), want 503 backbone_unavailable or outcome_unknown with Retry-After",
 				r.status, r.code, r.retryAfter, r.err)
 		case r.start.After(stopped) && r.end.Before(restarting):
 			refused++

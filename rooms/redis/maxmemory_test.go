@@ -48,6 +48,9 @@ func TestMaxMemoryRefusesPublish(t *testing.T) {
 	if !errors.Is(refused, rooms.ErrBackboneDown) || !strings.Contains(refused.Error(), "OOM") {
 		t.Fatalf("publish refused with %v, want ErrBackboneDown from an OOM", refused)
 	}
+	if errors.Is(refused, rooms.ErrOutcomeUnknown) {
+		t.Fatalf("Redis refused the publish, yet its outcome is called unknown: %v", refused)
+	}
 	h, err := b.Since(ctx, "full", 0, 0)
 	if err != nil {
 		t.Fatal(err)

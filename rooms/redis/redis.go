@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -228,14 +229,27 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 	return p, err
 }
 
-// sentUnanswered reports whether a failed call may have run in Redis: only
-// an error reply says it did not (OOM refuses the script's first write; the
-// others refuse the script before it starts). A timeout or a connection lost
-// may come after the script ran, and so may a failure to connect: go-redis
-// retries, and an earlier attempt may have run it.
+// sentUnanswered reports whether a failed call may have run in Redis. It
+// did not when Redis answered with an error (OOM refuses the script's first
+// write; the others refuse the script before it starts), nor when the last
+// attempt found no connection (refused, no pool slot, client closed): an
+// outage then answers backbone_unavailable, not outcome_unknown. The one
+// case this misreads is an earlier attempt written to a Redis that ran it
+// and died before answering: its write is lost with it unless Redis
+// persisted it in that instant. A timeout, or a connection lost after the
+// request was written, may come after the script ran.
 func sentUnanswered(err error) bool {
 	var reply goredis.Error
-	return !errors.As(err, &reply)
+	var op *net.OpError
+	switch {
+	case errors.As(err, &reply):
+		return false
+	case errors.Is(err, goredis.ErrClosed), errors.Is(err, goredis.ErrPoolTimeout), errors.Is(err, goredis.ErrPoolExhausted):
+		return false
+	case errors.As(err, &op) && op.Op == "dial":
+		return false
+	}
+	return true
 }
 
 // tokenBucketWidth is the minting time each token bucket covers. Each
