@@ -183,3 +183,33 @@ func TestPublishTokenRefusals(t *testing.T) {
 		t.Fatalf("history holds %v; want one event", ids)
 	}
 }
+
+// go-redis resends a command whose connection ended before its reply: a
+// publish whose reply was lost after Redis ran it ran twice, and a single
+// POST stored two events. Now the second run finds the publish's token.
+func TestPublishLostReplyStoresOnce(t *testing.T) {
+	srv := redistest.NewServer(t)
+	proxy := redistest.NewProxy(t, srv.Addr())
+	r := startRedisRelay(t, proxy.URL(), 5*time.Second)
+	key := relaytest.Bearer(relaytest.APIKey)
+	// Loads the script, so that the lost reply is the script's own.
+	r.Publish(t, "/v1/rooms/lost/events", "application/json", []byte(`{"data":"warm-up"}`), key)
+	proxy.LoseReplyTo(func(req []byte) bool { return strings.Contains(string(req), "reply-to-lose") })
+	resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/rooms/lost/events",
+		Header: http.Header{"Authorization": key["Authorization"], "Content-Type": {"application/json"}},
+		Body:   []byte(`{"data":"reply-to-lose"}`)})
+	if proxy.Lost() != 1 {
+		t.Fatal("the proxy lost no reply: the test did not test")
+	}
+	if resp.Status != http.StatusAccepted || resp.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("publish whose reply was lost: %d (replayed %q) %s; want 202, not a replay", resp.Status, resp.Header.Get("Idempotent-Replayed"), resp.Body)
+	}
+	var p relaytest.Published
+	resp.JSON(t, &p)
+	if p.ID == nil {
+		t.Fatalf("publish answered no id: %s", resp.Body)
+	}
+	if ids := historyIDs(t, r, "lost"); len(ids) != 2 || ids[1] != *p.ID {
+		t.Fatalf("history holds %v after one publish (answered %s); want the warm-up and that event once", ids, *p.ID)
+	}
+}
