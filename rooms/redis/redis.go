@@ -232,12 +232,13 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 // sentUnanswered reports whether a failed call may have run in Redis. It
 // did not when Redis answered with an error (OOM refuses the script's first
 // write; the others refuse the script before it starts), nor when the last
-// attempt found no connection (refused, no pool slot, client closed): an
-// outage then answers backbone_unavailable, not outcome_unknown. The one
-// case this misreads is an earlier attempt written to a Redis that ran it
-// and died before answering: its write is lost with it unless Redis
+// attempt found no connection (refused, no pool slot, client closed). The
+// one case this misreads is an earlier attempt written to a Redis that ran
+// it and died before answering: its write is lost with it unless Redis
 // persisted it in that instant. A timeout, or a connection lost after the
-// request was written, may come after the script ran.
+// request was written, may come after the script ran; and a deadline that
+// passes while go-redis is still dialling looks the same as one that
+// passes while it waits for the reply, so a dead Redis is often unknown too.
 func sentUnanswered(err error) bool {
 	var reply goredis.Error
 	var op *net.OpError
@@ -628,20 +629,29 @@ func (b *Backbone) SharedSecret(ctx context.Context, name string) ([]byte, error
 	return v, nil
 }
 
-// ClaimOnce implements rooms.Claimer. The key is set to a value of this
-// call's own and the old value read back in the same command (SET NX GET):
-// when go-redis resends it after a lost reply, the key holding that value
-// means the claim is this call's, not an earlier one's.
+// claimScript sets a single-use key to a value of the caller's own unless it
+// exists; it answers 1 when the key holds that value, so a resend of the
+// same call (go-redis after a lost reply) still counts as the claim.
+//
+// KEYS: the key. ARGV: the caller's value, ttl ms.
+var claimScript = goredis.NewScript(`
+local prev = redis.call('GET', KEYS[1])
+if prev then
+  if prev == ARGV[1] then return 1 end
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+return 1
+`)
+
+// ClaimOnce implements rooms.Claimer.
 func (b *Backbone) ClaimOnce(ctx context.Context, key string, ttl time.Duration) (bool, error) {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	mine := newEpoch() + newEpoch()
-	prev, err := b.rdb.SetArgs(ctx, b.key("once:", key), mine, goredis.SetArgs{Mode: "NX", Get: true, TTL: ttl}).Result()
-	switch {
-	case errors.Is(err, goredis.Nil):
-		return true, nil
-	case err != nil:
+	ok, err := claimScript.Run(ctx, b.rdb, []string{b.key("once:", key)}, mine, max(ttl.Milliseconds(), 1)).Int()
+	if err != nil {
 		return false, down("claim", err)
 	}
-	return prev == mine, nil
+	return ok == 1, nil
 }
