@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,10 @@ type Delivery struct {
 	Reason  string
 	seq     uint64
 	epoch   string // set on a reset caused by a new backbone epoch
+	// also marks, by index into Event.Channels, further channels whose
+	// copies of the event this delivery stands for: it moves their
+	// positions too (see Connection.queuePass).
+	also uint64
 }
 
 // Reset reasons, sent as the data of roomcast:reset.
@@ -276,6 +281,10 @@ func (c *Connection) advance(d *Delivery) {
 		}
 		c.cursor.Epoch = ev.Epoch
 		c.cursor.raise(ev.Channels[d.Index], ev.Position(d.Index))
+		for also := d.also; also != 0; also &= also - 1 {
+			j := bits.TrailingZeros64(also)
+			c.cursor.raise(ev.Channels[j], ev.Position(j))
+		}
 	case KindReset:
 		if d.epoch != "" {
 			c.cursor.Epoch = d.epoch
@@ -332,8 +341,35 @@ func (c *Connection) deliver(ev *Event, i int) {
 		c.slowConsumerLocked()
 		return
 	}
+	if kind == kindPass && c.queuePassLocked(ev, i) {
+		return
+	}
 	c.queue = append(c.queue, Delivery{Kind: kind, Event: ev, Index: i})
 	c.signal()
+}
+
+// queuePassLocked folds the pass of ev's copy through channel i into the
+// last queued delivery when that one stands for the same event, or is a
+// pass of the same channel alone: so an event to many rooms of a stream
+// takes one place in its queue, and a channel's catch-up of events
+// delivered through another channel one more. Folding into the last item
+// keeps every channel's moves in its order. It reports whether it folded.
+func (c *Connection) queuePassLocked(ev *Event, i int) bool {
+	if len(c.queue) == 0 {
+		return false
+	}
+	last := &c.queue[len(c.queue)-1]
+	switch {
+	case last.Kind != KindEvent && last.Kind != kindPass:
+		return false
+	case last.Event.sameAs(ev):
+		last.also |= 1 << i
+		return true
+	case last.Kind == kindPass && last.also == 0 && last.Event.Channels[last.Index] == ev.Channels[i]:
+		last.Event, last.Index = ev, i
+		return true
+	}
+	return false
 }
 
 func (c *Connection) slowConsumerLocked() {

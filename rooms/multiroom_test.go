@@ -52,33 +52,6 @@ func merged(lists ...[]uint64) []uint64 {
 	return out
 }
 
-// TestMultiRoomCopyMovesOnlyItsChannel: the cursor after a multi-room
-// event leaves the position of its other room where that room's own
-// events put it; the copy through the other room moves it afterwards.
-func TestMultiRoomCopyMovesOnlyItsChannel(t *testing.T) {
-	e := newEnv(t, rooms.HubOptions{}, memory.Options{})
-	r := e.connect(rooms.ConnectRequest{Channels: []string{"a", "b"}, Multi: true})
-	before := e.send("b")
-	r.expect([]uint64{before}, before)
-	both := e.send("a", "b")
-	got := r.expect([]uint64{both}, both)
-	if got[0].room != "a" {
-		t.Fatalf("the event came through %q; want a, the first of its rooms", got[0].room)
-	}
-	c := e.decode(got[0].cursor)
-	if p, _ := c.Get("a"); p != both {
-		t.Errorf("a's position after the event = %d; want %d", p, both)
-	}
-	if p, _ := c.Get("b"); p != before {
-		t.Errorf("b's position after the event = %d; want %d, b's last event before it", p, before)
-	}
-	after := e.send("b")
-	c = e.decode(r.expect([]uint64{after}, after)[0].cursor)
-	if p, _ := c.Get("b"); p != after {
-		t.Errorf("b's position after its next event = %d; want %d", p, after)
-	}
-}
-
 // TestMultiRoomResumeFromSplitCursor resumes a two-room stream from a
 // cursor that has one room's copies of 80 two-room events behind it and
 // not the other's — more than any dedupe window would hold: each event is

@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"math/bits"
 	"slices"
 	"sync"
 	"time"
@@ -154,14 +155,21 @@ func (ps *pollSession) takeQueued(res *PollResult) {
 		case d.Event.Volatile:
 			res.Events = append(res.Events, d)
 		default:
-			ch, p := d.Event.Channels[d.Index], d.Event.Position(d.Index)
-			if q, ok := cur.Get(ch); ok {
-				if q >= p {
-					continue
-				}
+			ev := d.Event
+			ch, p := ev.Channels[d.Index], ev.Position(d.Index)
+			q, ok := cur.Get(ch)
+			answered := ok && q >= p
+			if ok && !answered {
 				cur.Set(ch, p)
 			}
-			if d.Kind == KindEvent {
+			for also := d.also; also != 0; also &= also - 1 {
+				j := bits.TrailingZeros64(also)
+				if q, ok := cur.Get(ev.Channels[j]); ok && q < ev.Position(j) {
+					cur.Set(ev.Channels[j], ev.Position(j))
+				}
+			}
+			if d.Kind == KindEvent && !answered {
+				d.also = 0
 				res.Events = append(res.Events, d)
 			}
 		}
