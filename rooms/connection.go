@@ -44,12 +44,14 @@ type Delivery struct {
 	// reset concerns every channel of the connection.
 	Channel string
 	Reason  string
-	seq     uint64
-	epoch   string // set on a reset caused by a new backbone epoch
-	// also marks, by index into Event.Channels, further channels whose
-	// copies of the event this delivery stands for: it moves their
-	// positions too (see Connection.queuePass).
-	also uint64
+	// seq is a channel's position for the bookkeeping kinds. For
+	// KindEvent and kindPass it marks instead, by index into
+	// Event.Channels, further channels whose copies of the event the
+	// delivery stands for, moving their positions too (see
+	// queuePassLocked): one field, so that a queued delivery stays as
+	// small as it was.
+	seq   uint64
+	epoch string // set on a reset caused by a new backbone epoch
 }
 
 // Reset reasons, sent as the data of roomcast:reset.
@@ -281,7 +283,7 @@ func (c *Connection) advance(d *Delivery) {
 		}
 		c.cursor.Epoch = ev.Epoch
 		c.cursor.raise(ev.Channels[d.Index], ev.Position(d.Index))
-		for also := d.also; also != 0; also &= also - 1 {
+		for also := d.seq; also != 0; also &= also - 1 {
 			j := bits.TrailingZeros64(also)
 			c.cursor.raise(ev.Channels[j], ev.Position(j))
 		}
@@ -363,9 +365,9 @@ func (c *Connection) queuePassLocked(ev *Event, i int) bool {
 	case last.Kind != KindEvent && last.Kind != kindPass:
 		return false
 	case last.Event.sameAs(ev):
-		last.also |= 1 << i
+		last.seq |= 1 << i
 		return true
-	case last.Kind == kindPass && last.also == 0 && last.Event.Channels[last.Index] == ev.Channels[i]:
+	case last.Kind == kindPass && last.seq == 0 && last.Event.Channels[last.Index] == ev.Channels[i]:
 		last.Event, last.Index = ev, i
 		return true
 	}

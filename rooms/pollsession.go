@@ -162,14 +162,14 @@ func (ps *pollSession) takeQueued(res *PollResult) {
 			if ok && !answered {
 				cur.Set(ch, p)
 			}
-			for also := d.also; also != 0; also &= also - 1 {
+			for also := d.seq; also != 0; also &= also - 1 {
 				j := bits.TrailingZeros64(also)
 				if q, ok := cur.Get(ev.Channels[j]); ok && q < ev.Position(j) {
 					cur.Set(ev.Channels[j], ev.Position(j))
 				}
 			}
 			if d.Kind == KindEvent && !answered {
-				d.also = 0
+				d.seq = 0
 				res.Events = append(res.Events, d)
 			}
 		}
