@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,10 @@ const (
 	// rooms (a namespace's) from the cursor without telling the client.
 	kindTrack
 	kindUntrack
+	// kindPass is a copy of a multi-channel event that the connection
+	// delivers through another of the event's channels: it only moves
+	// its own channel's position.
+	kindPass
 )
 
 // Delivery is one item of a connection's outgoing queue.
@@ -39,8 +44,14 @@ type Delivery struct {
 	// reset concerns every channel of the connection.
 	Channel string
 	Reason  string
-	seq     uint64
-	epoch   string // set on a reset caused by a new backbone epoch
+	// seq is a channel's position for the bookkeeping kinds. For
+	// KindEvent and kindPass it marks instead, by index into
+	// Event.Channels, further channels whose copies of the event the
+	// delivery stands for, moving their positions too (see
+	// queuePassLocked): one field, so that a queued delivery stays as
+	// small as it was.
+	seq   uint64
+	epoch string // set on a reset caused by a new backbone epoch
 }
 
 // Reset reasons, sent as the data of roomcast:reset.
@@ -70,9 +81,9 @@ const (
 	CloseBanned       = "banned"
 )
 
-// recentMulti is how many multi-room events a connection remembers to
-// deliver each of them once although it arrives through several rooms.
-const recentMulti = 64
+// maxLeftKept bounds the left channels a connection remembers (see
+// Connection.left): past it they are forgotten at once.
+const maxLeftKept = 64
 
 // Connection is one subscriber: a live stream or a held poll. Events are
 // queued by the Hub without blocking and taken by the connection's single
@@ -101,18 +112,27 @@ type Connection struct {
 	// floor holds, per channel, a resume position this instance had not
 	// reached yet: live events up to it were seen already.
 	floor  map[string]uint64
-	joined map[string]*hubChannel // rooms and the channels they imply
-	queue  []Delivery
-	replay []Delivery
-	// recent is allocated at the first multi-room event: most connections
-	// never see one, and it is half of an idle connection's memory.
-	recent   *[recentMulti]uint64
-	recentAt int
-	closed   bool
-	reason   CloseReason
-	dropped  uint64
-	notify   chan struct{}
-	done     chan struct{}
+	joined map[string]membership // rooms and the channels they imply
+	// left keeps the memberships of channels left while the stream is
+	// open, so that a late copy of an event delivered through one of
+	// them is not delivered again; nil until a channel is left.
+	left map[string]membership
+	// owed holds, by the channel chosen to deliver them, the multi-channel
+	// events whose copy came through another channel first: if that
+	// channel is left before its copy came, they are delivered through a
+	// channel still held. owedCount is their number, bounded by the queue.
+	owed      map[string][]owedCopy
+	owedCount int
+	// connecting is set while Connect joins and replays: copies are
+	// queued undecided, and settled once every channel's start is known.
+	connecting bool
+	queue      []Delivery
+	replay     []Delivery
+	closed     bool
+	reason     CloseReason
+	dropped    uint64
+	notify     chan struct{}
+	done       chan struct{}
 	// identityChanged is signalled when a token refresh replaced the identity.
 	identityChanged chan struct{}
 	// closedFlag and identityGen mirror closed and identity changes for
@@ -253,14 +273,19 @@ func (c *Connection) CursorText() string { return c.hub.codec.Encode(c.cursor) }
 
 func (c *Connection) advance(d *Delivery) {
 	switch d.Kind {
-	case KindEvent:
+	case KindEvent, kindPass:
+		// Only the channel the copy came through: a sibling channel's
+		// position moves with its own copy, in its own order, so that
+		// it never claims events of that channel not written yet.
 		ev := d.Event
 		if ev.Volatile {
 			return
 		}
 		c.cursor.Epoch = ev.Epoch
-		for _, ch := range ev.Channels {
-			c.cursor.raise(ch, ev.Seq)
+		c.cursor.raise(ev.Channels[d.Index], ev.Position(d.Index))
+		for also := d.seq; also != 0; also &= also - 1 {
+			j := bits.TrailingZeros64(also)
+			c.cursor.raise(ev.Channels[j], ev.Position(j))
 		}
 	case KindReset:
 		if d.epoch != "" {
@@ -284,25 +309,21 @@ func (c *Connection) advance(d *Delivery) {
 
 // deliver queues ev, seen through its channel i, without blocking. The hub
 // calls it while holding that channel's lock, so per channel it is called
-// in Seq order.
+// in the channel's order.
 func (c *Connection) deliver(ev *Event, i int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return
 	}
-	if len(ev.Channels) > 1 && !ev.Volatile {
-		if c.recent == nil {
-			c.recent = new([recentMulti]uint64)
-		}
-		if slices.Contains(c.recent[:], ev.Seq) {
+	kind := KindEvent
+	if len(ev.Channels) > 1 {
+		var ok bool
+		if kind, ok = c.receiveCopyLocked(ev, i); !ok {
 			return
 		}
-		c.recent[c.recentAt] = ev.Seq
-		c.recentAt = (c.recentAt + 1) % recentMulti
-	}
-	if f, ok := c.floor[ev.Channels[i]]; ok && !ev.Volatile {
-		if ev.Seq <= f {
+	} else if f, ok := c.floor[ev.Channels[i]]; ok && !ev.Volatile {
+		if ev.Position(i) <= f {
 			return // seen through another instance before this resume
 		}
 		delete(c.floor, ev.Channels[i])
@@ -319,13 +340,225 @@ func (c *Connection) deliver(ev *Event, i int) {
 			return
 		}
 	} else if len(c.queue) >= c.queueLimit {
-		c.hub.opts.Observer.SlowConsumer()
-		c.closeLocked(CloseReason{Code: CloseSlowConsumer, Error: true,
-			Message: "the connection fell too far behind; resume from the last cursor"})
+		c.slowConsumerLocked()
 		return
 	}
-	c.queue = append(c.queue, Delivery{Kind: KindEvent, Event: ev, Index: i})
+	if kind == kindPass && c.queuePassLocked(ev, i) {
+		return
+	}
+	c.queue = append(c.queue, Delivery{Kind: kind, Event: ev, Index: i})
 	c.signal()
+}
+
+// queuePassLocked folds the pass of ev's copy through channel i into the
+// last queued delivery when that one stands for the same event, or is a
+// pass of the same channel alone: so an event to many rooms of a stream
+// takes one place in its queue, and a channel's catch-up of events
+// delivered through another channel one more. Folding into the last item
+// keeps every channel's moves in its order. It reports whether it folded.
+func (c *Connection) queuePassLocked(ev *Event, i int) bool {
+	if len(c.queue) == 0 {
+		return false
+	}
+	last := &c.queue[len(c.queue)-1]
+	switch {
+	case last.Kind != KindEvent && last.Kind != kindPass:
+		return false
+	case last.Event.sameAs(ev):
+		last.seq |= 1 << i
+		return true
+	case last.Kind == kindPass && last.seq == 0 && last.Event.Channels[last.Index] == ev.Channels[i]:
+		last.Event, last.Index = ev, i
+		return true
+	}
+	return false
+}
+
+func (c *Connection) slowConsumerLocked() {
+	c.hub.opts.Observer.SlowConsumer()
+	c.closeLocked(CloseReason{Code: CloseSlowConsumer, Error: true,
+		Message: "the connection fell too far behind; resume from the last cursor"})
+}
+
+// membership is a channel the connection holds or held: which copies of
+// multi-channel events reach the connection through it.
+type membership struct {
+	c *hubChannel
+	// from is the channel's position when it was joined: copies at or
+	// below it never come. 0 for a channel resumed from a cursor: its
+	// copies up to the cursor came to an earlier connection of the
+	// client, and the replay brings the rest.
+	from uint64
+	// got is the position of the last multi-channel event received
+	// through the channel (at least from): a copy above it is yet to come.
+	got uint64
+}
+
+// owedCopy is the copy of ev through its channel i, which came before
+// the copy through the channel chosen to deliver ev.
+type owedCopy struct {
+	ev *Event
+	i  int
+}
+
+// reaches reports whether the copy of ev through its channel j reaches
+// the connection, or did: j is held, or was held when that copy came.
+func (c *Connection) reaches(ev *Event, j int) bool {
+	ch := ev.Channels[j]
+	m, held := c.joined[ch]
+	if !held {
+		if m, held = c.left[ch]; !held || ev.Volatile {
+			return false
+		}
+		return ev.Position(j) > m.from && ev.Position(j) <= m.got
+	}
+	return ev.Volatile || ev.Position(j) > m.from
+}
+
+// deliveringLocked returns the index of the channel through which the
+// connection delivers the multi-channel event ev: the first of ev's
+// channels whose copy reaches it; -1 when none does. It depends only on
+// ev's channels and the connection's memberships, never on an order
+// across channels, so every copy of ev, live or replayed, agrees on it.
+func (c *Connection) deliveringLocked(ev *Event) int {
+	for j := range ev.Channels {
+		if c.reaches(ev, j) {
+			return j
+		}
+	}
+	return -1
+}
+
+// receiveCopyLocked takes in the copy of the multi-channel event ev
+// through its channel i and says what to queue for it: the event itself
+// when i is the channel that delivers it, else a pass that only moves
+// i's position (a volatile copy is then dropped).
+func (c *Connection) receiveCopyLocked(ev *Event, i int) (DeliveryKind, bool) {
+	ch := ev.Channels[i]
+	m, held := c.joined[ch]
+	if !held {
+		return 0, false // left, the leave is still being applied
+	}
+	if !ev.Volatile {
+		if p := ev.Position(i); p > m.got {
+			m.got = p
+			c.joined[ch] = m
+		}
+		if f, ok := c.floor[ch]; ok {
+			if ev.Position(i) <= f {
+				return 0, false // seen through another instance before this resume
+			}
+			delete(c.floor, ch)
+		}
+	}
+	if ev.Excludes(c.Client) {
+		return 0, false
+	}
+	if c.connecting {
+		return KindEvent, true // settled when Connect is done
+	}
+	return c.decideLocked(ev, i)
+}
+
+// decideLocked decides a copy of a multi-channel event that passed
+// receiveCopyLocked; see there.
+func (c *Connection) decideLocked(ev *Event, i int) (DeliveryKind, bool) {
+	d := c.deliveringLocked(ev)
+	switch {
+	case d == i:
+		c.settleOwedLocked(ev.Channels[i], ev.Position(i))
+		return KindEvent, true
+	case d < 0 || ev.Volatile:
+		return 0, false
+	}
+	if dm, ok := c.joined[ev.Channels[d]]; ok && ev.Position(d) > dm.got {
+		// The delivering channel's copy is still to come.
+		if c.owedCount >= c.queueLimit {
+			c.slowConsumerLocked()
+			return 0, false
+		}
+		if c.owed == nil {
+			c.owed = make(map[string][]owedCopy)
+		}
+		c.owed[ev.Channels[d]] = append(c.owed[ev.Channels[d]], owedCopy{ev, i})
+		c.owedCount++
+	}
+	return kindPass, true
+}
+
+// settleOwedLocked forgets the owed copies that channel ch's copy up to
+// position p has delivered.
+func (c *Connection) settleOwedLocked(ch string, p uint64) {
+	owed := c.owed[ch]
+	if len(owed) == 0 {
+		return
+	}
+	n := len(owed)
+	owed = slices.DeleteFunc(owed, func(o owedCopy) bool {
+		return o.ev.Position(o.ev.ChannelIndex(ch)) <= p
+	})
+	c.owedCount -= n - len(owed)
+	if len(owed) == 0 {
+		delete(c.owed, ch)
+		return
+	}
+	c.owed[ch] = owed
+}
+
+// settleLocked decides the copies of multi-channel events that Connect
+// queued undecided in ds, in place, and ends the connecting state.
+func (c *Connection) settleLocked(ds []Delivery) []Delivery {
+	out := ds[:0]
+	for _, d := range ds {
+		if d.Kind == KindEvent && len(d.Event.Channels) > 1 {
+			kind, ok := c.decideLocked(d.Event, d.Index)
+			if !ok {
+				continue
+			}
+			d.Kind = kind
+		}
+		out = append(out, d)
+	}
+	clear(ds[len(out):])
+	return out
+}
+
+// leftLocked records that channel ch, held as m, was left, and delivers
+// the events it was to deliver whose copy through it had not come yet
+// through the first channel still held that they came through. The
+// deliveries are queued ahead of the roomcast:left that follows.
+func (c *Connection) leftLocked(ch string, m membership) {
+	if c.left == nil || len(c.left) >= maxLeftKept {
+		// Only the copies still in flight need the record: forgetting
+		// a long list of old ones costs at worst a late duplicate.
+		c.left = make(map[string]membership)
+	}
+	c.left[ch] = m
+	owed := c.owed[ch]
+	delete(c.owed, ch)
+	c.owedCount -= len(owed)
+	for _, o := range owed {
+		d := c.deliveringLocked(o.ev)
+		if d < 0 {
+			continue
+		}
+		dch := o.ev.Channels[d]
+		dm, held := c.joined[dch]
+		switch {
+		case !held:
+			// Delivered through a channel left since, or to nobody.
+		case d == o.i:
+			if !c.closed {
+				c.queue = append(c.queue, Delivery{Kind: KindEvent, Event: o.ev, Index: d})
+				c.signal()
+			}
+		case o.ev.Position(d) > dm.got:
+			// Its copy through d is still to come and delivers it;
+			// should d be left first, this copy is owed again.
+			c.owed[dch] = append(c.owed[dch], o)
+			c.owedCount++
+		}
+	}
 }
 
 // resetEpoch tells the connection, once per new epoch, that the backbone
@@ -337,7 +570,12 @@ func (c *Connection) resetEpoch(epoch string) {
 		return
 	}
 	c.epoch = epoch
-	c.recent = nil
+	// Positions start over in the new epoch.
+	for ch, m := range c.joined {
+		m.from, m.got = 0, 0
+		c.joined[ch] = m
+	}
+	c.left, c.owed, c.owedCount = nil, nil, 0
 	c.queue = append(c.queue, Delivery{Kind: KindReset, Reason: ResetHistoryLost, epoch: epoch})
 	c.signal()
 }

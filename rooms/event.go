@@ -143,6 +143,17 @@ func (e *Event) ID() string {
 	return FormatEventID(e.Epoch, e.Seq)
 }
 
+// Position returns the event's position in its channel i, the order of
+// that channel's history; 0 for a volatile event. Positions of different
+// channels are never compared: today each is the epoch-wide Seq.
+func (e *Event) Position(i int) uint64 { return e.Seq }
+
+// sameAs reports whether e and o are copies of one event: with Redis
+// each channel's copy is decoded on its own. The event's id says it.
+func (e *Event) sameAs(o *Event) bool {
+	return e == o || !e.Volatile && e.Epoch == o.Epoch && e.Seq == o.Seq
+}
+
 // Envelope returns the encoded envelope of the event as seen through channel
 // index i. The slice is shared: callers must not modify it.
 func (e *Event) Envelope(i int) []byte { return e.envelopes[i] }

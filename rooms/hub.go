@@ -312,7 +312,8 @@ func (h *Hub) join(conn *Connection, c *hubChannel) uint64 {
 	defer c.mu.Unlock()
 	head := c.head
 	conn.mu.Lock()
-	conn.joined[c.name] = c
+	conn.joined[c.name] = membership{c: c, from: head, got: head}
+	delete(conn.left, c.name)
 	if !conn.closed && conn.multi {
 		kind := KindJoined
 		if !IsRoomChannel(c.name) {
@@ -371,6 +372,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 		return nil, err
 	}
 	conn := h.newConnection(req.Client, req.Multi)
+	conn.connecting = true
 	conn.epoch = epoch
 	conn.identity = req.Identity
 	var resets []Delivery
@@ -494,8 +496,13 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 	}
 	conn.mu.Lock()
 	// The queue holds only live events so far; joins queued bookkeeping
-	// that the replay's positions supersede.
+	// that the replay's positions supersede. Now that every channel's
+	// start is known, each multi-channel copy, replayed or live, is
+	// decided: the replay's first, being earlier in every channel.
 	conn.queue = slices.DeleteFunc(conn.queue, func(d Delivery) bool { return d.Kind == KindJoined || d.Kind == kindTrack })
+	pending = conn.settleLocked(pending)
+	conn.queue = conn.settleLocked(conn.queue)
+	conn.connecting = false
 	conn.replay = pending
 	conn.signal()
 	conn.mu.Unlock()
@@ -516,6 +523,16 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, heads 
 				// was made for another stream: what was missed is unknown.
 				*resets = append(*resets, Delivery{Kind: KindReset, Channel: ch, Reason: ResetCursorInvalid})
 			}
+		}
+		if ok {
+			// The channel was held before: its copies up to the cursor
+			// reached the client, the replay and live bring the rest.
+			conn.mu.Lock()
+			m := conn.joined[ch]
+			m.from = 0
+			m.got = max(m.got, pos)
+			conn.joined[ch] = m
+			conn.mu.Unlock()
 		}
 		if ok && pos > head {
 			// The cursor is ahead of what this instance has seen of the
@@ -555,27 +572,20 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, heads 
 			continue
 		}
 		for _, ev := range hist.Events {
-			if ev.Seq > head {
+			i := ev.ChannelIndex(ch)
+			if ev.Position(i) > head {
 				break
 			}
-			events = append(events, Delivery{Kind: KindEvent, Event: ev, Index: ev.ChannelIndex(ch)})
+			if !ev.Excludes(conn.Client) {
+				events = append(events, Delivery{Kind: KindEvent, Event: ev, Index: i})
+			}
 		}
 	}
+	// Every copy is kept, each channel's in its order: Connect decides
+	// which one of a multi-channel event's copies delivers it, and the
+	// others move their channel's position.
 	slices.SortStableFunc(events, func(a, b Delivery) int { return cmp.Compare(a.Event.Seq, b.Event.Seq) })
-	out := events[:0]
-	var last uint64
-	for _, d := range events {
-		ev := d.Event
-		if ev.Seq == last {
-			continue
-		}
-		last = ev.Seq
-		if ev.Excludes(conn.Client) || comesLive(ev, heads) {
-			continue
-		}
-		out = append(out, d)
-	}
-	return out, nil
+	return events, nil
 }
 
 // replayFrom reads the history a resume needs. When many clients of one
@@ -598,20 +608,6 @@ func (h *Hub) replayFrom(ctx context.Context, ch string, pos uint64) (History, e
 	return v.(History), nil
 }
 
-// comesLive reports whether a multi-room event will reach the connection
-// live through another of its rooms, which it joined before the event.
-func comesLive(ev *Event, heads map[string]uint64) bool {
-	if len(ev.Channels) == 1 {
-		return false
-	}
-	for _, ch := range ev.Channels {
-		if head, ok := heads[ch]; ok && ev.Seq > head {
-			return true
-		}
-	}
-	return false
-}
-
 func (h *Hub) newConnection(client string, multi bool) *Connection {
 	if client == "" {
 		client = NewClientID()
@@ -622,7 +618,7 @@ func (h *Hub) newConnection(client string, multi bool) *Connection {
 		hub:        h,
 		queueLimit: h.opts.QueueSize,
 		multi:      multi,
-		joined:     make(map[string]*hubChannel),
+		joined:     make(map[string]membership),
 		notify:     make(chan struct{}, 1),
 		done:       make(chan struct{}),
 
@@ -647,13 +643,13 @@ func (h *Hub) Disconnect(conn *Connection) {
 	}
 	conn.mu.Lock()
 	joined := conn.joined
-	conn.joined = make(map[string]*hubChannel)
+	conn.joined = make(map[string]membership)
 	present := conn.present
 	conn.present = nil
 	conn.closed = true
 	conn.mu.Unlock()
-	for _, c := range joined {
-		h.part(conn, c)
+	for _, m := range joined {
+		h.part(conn, m.c)
 	}
 	for _, ch := range present {
 		h.exit(conn.ID, ch)
@@ -775,9 +771,10 @@ func (h *Hub) leave(conn *Connection, channel, reason string) {
 	}
 	var cs []*hubChannel
 	for _, ch := range parts {
-		if c := conn.joined[ch]; c != nil {
+		if m, ok := conn.joined[ch]; ok {
 			delete(conn.joined, ch)
-			cs = append(cs, c)
+			cs = append(cs, m.c)
+			conn.leftLocked(ch, m)
 		}
 	}
 	conn.mu.Unlock()

@@ -89,6 +89,9 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 		return PollResult{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 	}
 	cur := Cursor{Epoch: epoch}
+	// starts holds, for the channels the cursor did not bring, the
+	// position the poll starts them at (see collect).
+	var starts Cursor
 	var res PollResult
 	if req.Cursor != "" {
 		given, err := h.codec.Decode(req.Cursor)
@@ -118,6 +121,7 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 			return PollResult{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 		}
 		cur.Set(ch, head)
+		starts.Set(ch, head)
 	}
 	if req.Cursor == "" {
 		res.Cursor = h.codec.Encode(cur)
@@ -127,7 +131,7 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	draining := h.draining
 	h.mu.RUnlock()
 	if draining || req.Timeout <= 0 {
-		if _, err := h.collect(ctx, &cur, channels, req.Client, &res); err != nil {
+		if _, err := h.collect(ctx, &cur, &starts, channels, req.Client, &res); err != nil {
 			return PollResult{}, err
 		}
 		res.Cursor = h.codec.Encode(cur)
@@ -146,7 +150,7 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 		h.join(conn, c)
 	}
 	ps := &pollSession{conn: conn, client: req.Client, user: req.Identity.User, channels: channels, cur: cur,
-		keep: req.KeepSession, presentAt: present}
+		starts: starts, keep: req.KeepSession, presentAt: present}
 	return h.pollFrom(ctx, ps, req.Timeout, res)
 }
 
@@ -175,7 +179,7 @@ func (h *Hub) pollFrom(ctx context.Context, ps *pollSession, hold time.Duration,
 		// the join, holds everything before. Until an answer has reached
 		// the join point (it may not, when history is longer than one
 		// answer), history goes first.
-		limited, err := h.collect(ctx, &ps.cur, ps.channels, ps.client, &res)
+		limited, err := h.collect(ctx, &ps.cur, &ps.starts, ps.channels, ps.client, &res)
 		if err != nil {
 			h.Disconnect(ps.conn)
 			return PollResult{}, err
@@ -221,10 +225,14 @@ func (h *Hub) pollFrom(ctx context.Context, ps *pollSession, hold time.Duration,
 	return res, nil
 }
 
-// collect adds to res the retained events after cur on channels, each once,
-// in Seq order, and advances cur past them. limited reports that the
+// collect adds to res the retained events after cur on channels, in Seq
+// order, and advances each channel's position in cur past its copies. A
+// multi-channel event is answered once, through the first of its channels
+// whose copy reaches the poller: a channel of the given cursor (its copies
+// up to the cursor were answered before), or one the poll started at the
+// position in starts whose copy is after it. limited reports that the
 // answer's bound left events out.
-func (h *Hub) collect(ctx context.Context, cur *Cursor, channels []string, client string, res *PollResult) (limited bool, err error) {
+func (h *Hub) collect(ctx context.Context, cur, starts *Cursor, channels []string, client string, res *PollResult) (limited bool, err error) {
 	var all []Delivery
 	bound := ^uint64(0)
 	for _, ch := range channels {
@@ -245,24 +253,35 @@ func (h *Hub) collect(ctx context.Context, cur *Cursor, channels []string, clien
 		}
 	}
 	slices.SortStableFunc(all, func(a, b Delivery) int { return cmp.Compare(a.Event.Seq, b.Event.Seq) })
-	var last uint64
 	for _, d := range all {
 		ev := d.Event
 		if ev.Seq > bound {
 			break
 		}
-		if ev.Seq == last {
-			continue
+		ch, p := ev.Channels[d.Index], ev.Position(d.Index)
+		if q, ok := cur.Get(ch); ok && q < p {
+			cur.Set(ch, p)
 		}
-		last = ev.Seq
-		for _, ch := range ev.Channels {
-			if p, ok := cur.Get(ch); ok && p < ev.Seq {
-				cur.Set(ch, ev.Seq)
-			}
+		if len(ev.Channels) > 1 && pollDelivering(ev, cur, starts) != d.Index {
+			continue
 		}
 		if !ev.Excludes(client) {
 			res.Events = append(res.Events, d)
 		}
 	}
 	return limited, nil
+}
+
+// pollDelivering returns the index of the channel through which a poll
+// answers the multi-channel event ev (see collect), -1 for none.
+func pollDelivering(ev *Event, cur, starts *Cursor) int {
+	for j, ch := range ev.Channels {
+		if _, polled := cur.Get(ch); !polled {
+			continue
+		}
+		if start, ok := starts.Get(ch); !ok || ev.Position(j) > start {
+			return j
+		}
+	}
+	return -1
 }

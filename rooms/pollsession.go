@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"math/bits"
 	"slices"
 	"sync"
 	"time"
@@ -23,6 +24,9 @@ type pollSession struct {
 	channels []string // sorted, implied channels included
 	cursor   string   // the answer's cursor text
 	cur      Cursor   // and what it holds
+	// starts holds the positions the first poll started the channels
+	// its cursor did not bring at (see Hub.collect).
+	starts Cursor
 	// caughtUp is set once an answer reached the point where conn joined:
 	// from then on the queue has everything after cur.
 	caughtUp bool
@@ -130,9 +134,10 @@ func (h *Hub) PollSessions() int {
 }
 
 // takeQueued adds to res what the session's connection queued after its
-// cursor, advancing the cursor:
-// events already answered (from history, or through another channel) are
-// skipped by their position.
+// cursor, advancing the cursor: copies already answered from history are
+// skipped by their position in their channel; copies of multi-channel
+// events that another channel delivers (kindPass) only move their
+// channel's position.
 func (ps *pollSession) takeQueued(res *PollResult) {
 	conn, cur := ps.conn, &ps.cur
 	ps.batch = conn.Take(ps.batch[:0])
@@ -146,18 +151,26 @@ func (ps *pollSession) takeQueued(res *PollResult) {
 			for i := range cur.Positions {
 				cur.Positions[i].Seq = 0
 			}
-		case d.Kind != KindEvent:
+		case d.Kind != KindEvent && d.Kind != kindPass:
 		case d.Event.Volatile:
 			res.Events = append(res.Events, d)
 		default:
-			if p, ok := cur.Get(d.Event.Channels[d.Index]); ok && p >= d.Event.Seq {
-				continue
+			ev := d.Event
+			ch, p := ev.Channels[d.Index], ev.Position(d.Index)
+			q, ok := cur.Get(ch)
+			answered := ok && q >= p
+			if ok && !answered {
+				cur.Set(ch, p)
 			}
-			res.Events = append(res.Events, d)
-			for _, ch := range d.Event.Channels {
-				if p, ok := cur.Get(ch); ok && p < d.Event.Seq {
-					cur.Set(ch, d.Event.Seq)
+			for also := d.seq; also != 0; also &= also - 1 {
+				j := bits.TrailingZeros64(also)
+				if q, ok := cur.Get(ev.Channels[j]); ok && q < ev.Position(j) {
+					cur.Set(ev.Channels[j], ev.Position(j))
 				}
+			}
+			if d.Kind == KindEvent && !answered {
+				d.seq = 0
+				res.Events = append(res.Events, d)
 			}
 		}
 	}
