@@ -81,6 +81,12 @@ anonymous = false
 			},
 		},
 		{
+			name: "presence off turns off the join and leave events it inherits",
+			file: "[namespaces.news]\npresence = false\n",
+			want: rooms.Namespaces{Default: base, Named: map[string]rooms.NamespaceOptions{
+				"news": with(base, func(o *rooms.NamespaceOptions) { o.Presence, o.JoinLeaveEvents = false, false })}},
+		},
+		{
 			name: "default alone is not listed as a named namespace",
 			file: "[namespaces.default]\npublish = \"anyone\"\n",
 			want: rooms.Namespaces{Default: with(base, func(o *rooms.NamespaceOptions) { o.Publish = rooms.PublishAnyone }),
@@ -99,6 +105,10 @@ anonymous = false
 		{name: "wrong type", file: "[namespaces.chat]\nanonymous = \"yes\"\n", wantErr: []string{"anonymous"}},
 		{name: "bad namespace name", file: "[namespaces.Chat]\nanonymous = true\n", wantErr: []string{`"Chat"`, "not a namespace name"}},
 		{name: "namespace name too long", file: "[namespaces." + strings.Repeat("n", 33) + "]\nanonymous = true\n", wantErr: []string{"not a namespace name"}},
+		{name: "join and leave events without presence", file: "[namespaces.chat]\npresence = false\njoin_leave_events = true\n",
+			wantErr: []string{"[namespaces.chat]", "join_leave_events = true needs presence = true"}},
+		{name: "join and leave events where the default has no presence", file: "[namespaces.default]\npresence = false\n[namespaces.chat]\njoin_leave_events = true\n",
+			wantErr: []string{"[namespaces.chat]", "join_leave_events"}},
 		{name: "TOML syntax error", file: "[namespaces.chat\n", wantErr: []string{"namespace config"}},
 	}
 	for _, tc := range cases {
