@@ -240,7 +240,9 @@ type run struct {
 	failedN      atomic.Int64
 	unsentN      atomic.Int64 // messages a publisher gave up on, too far behind
 	pubErr       atomic.Value // string: the last publish error
-	maxLag       atomic.Int64 // ns a publish started after its due time
+	refusedMu    sync.Mutex
+	refused      map[refusal]int64 // publishes the relay answered with an error, by answer
+	maxLag       atomic.Int64      // ns a publish started after its due time
 	pubRTT       *recorder
 	eventMarker  []byte // how an envelope of the benchmark event names it
 

@@ -67,6 +67,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	format := fs.String("format", "json", "json: one envelope per line; text: \"event room from: data\"")
 	lastID := fs.String("last-event-id", "", "start after this cursor (the stream's id: field, which sub prints when it stops)")
 	multi := fs.Bool("multi", false, "ROOM is a comma-separated list of rooms carried by one stream")
+	tok := fs.String("token", os.Getenv("ROOMCAST_TOKEN"), "user token (JWT) or API key sent as Authorization: Bearer ($ROOMCAST_TOKEN; mint one with roomcast token)")
 	idle := fs.Duration("idle-timeout", time.Minute,
 		"reconnect when the stream stays silent this long; the relay pings every 15s by default (0 disables)")
 	fs.Usage = func() {
@@ -109,6 +110,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		c.Connection.Transport = idleTransport{transport, *idle}
 	}
 	c.ResponseValidator = validateResponse
+	if *tok != "" {
+		// A header, not ?access_token=: the relay refuses query tokens by
+		// default, and URLs end up in logs.
+		c.Headers["Authorization"] = "Bearer " + *tok
+	}
 	c.ReconnectStrategy = backoff.WithContext(s.backoff, ctx)
 	c.ReconnectNotify = func(err error, next time.Duration) {
 		fmt.Fprintf(stderr, "roomcast sub: %v; reconnecting in %s\n", err, next.Round(time.Millisecond))
@@ -167,6 +173,9 @@ func validateResponse(_ *sse.Client, resp *http.Response) error {
 	err := fmt.Errorf("%s from %s", resp.Status, resp.Request.URL.Redacted())
 	if body.Error.Code != "" {
 		err = fmt.Errorf("%s from %s: %s: %s", resp.Status, resp.Request.URL.Redacted(), body.Error.Code, body.Error.Message)
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		err = fmt.Errorf("%w (pass a user token with -token or $ROOMCAST_TOKEN; roomcast token mints one)", err)
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
