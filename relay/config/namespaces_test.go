@@ -248,3 +248,29 @@ func FuzzParseNamespaces(f *testing.F) {
 		}
 	})
 }
+
+// The example namespace file loads, and docs/operations.md shows it as it
+// is.
+func TestExampleNamespaceFile(t *testing.T) {
+	const path = "../../docs/namespaces.example.toml"
+	ns, err := LoadNamespaces(path, rooms.NamespaceOptions{Publish: rooms.PublishAuthenticated, Presence: true, JoinLeaveEvents: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, err := ns.Lookup("news"); err != nil || o.Publish != rooms.PublishServer || o.JoinLeaveEvents {
+		t.Errorf("news: %+v, %v", o, err)
+	}
+	file, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The doc shows the file from its first rule on, without the header.
+	_, rules, _ := strings.Cut(string(file), "\n\n")
+	if !strings.Contains(string(doc), "```toml\n"+rules+"```") {
+		t.Errorf("docs/operations.md does not show docs/namespaces.example.toml's rules as they are:\n%s", rules)
+	}
+}
