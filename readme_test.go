@@ -153,3 +153,40 @@ func TestREADMEGoVersion(t *testing.T) {
 		t.Errorf("the README does not say it needs Go %s (go.mod)", m[1])
 	}
 }
+
+// TestAPIRateLimitExample runs docs/api.md's rate-limit example against a
+// relay with the example namespaces: the burst is accepted and the rest of
+// the fifty refused, as the document says, however fast curl is.
+func TestAPIRateLimitExample(t *testing.T) {
+	t.Parallel()
+	var cmd string
+	for _, b := range docBlocks(t, "docs/api.md", "## Limits", "console") {
+		for _, line := range strings.Split(b, "\n") {
+			if strings.HasPrefix(line, "$ curl --no-progress-meter --parallel") {
+				cmd = strings.TrimPrefix(line, "$ ")
+			}
+		}
+	}
+	if cmd == "" {
+		t.Fatal("docs/api.md's Limits section has no parallel curl example")
+	}
+	const secret = "a JWT secret of 32 bytes or more, for this test"
+	_, addr := startRelay(t, []string{"ROOMCAST_JWT_SECRET=" + secret, "ROOMCAST_CONFIG=docs/namespaces.example.toml"}, "-addr", "127.0.0.1:0")
+	tok := start(t, []string{"ROOMCAST_JWT_SECRET=" + secret}, "token", "-name", "Alice", "alice")
+	if code := tok.wait(t, waitFor); code != 0 {
+		t.Fatalf("roomcast token: exit %d", code)
+	}
+	alice := strings.TrimSpace(tok.stdout.String())
+
+	curl := shell(t, t.TempDir(), []string{"ALICE=" + alice}, strings.ReplaceAll(cmd, "localhost:8080", addr))
+	if code := curl.wait(t, time.Minute); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	counts := map[string]int{}
+	for _, m := range regexp.MustCompile(`(?m)^\s*(\d+) (\d{3})$`).FindAllStringSubmatch(curl.stdout.String(), -1) {
+		counts[m[2]], _ = strconv.Atoi(m[1])
+	}
+	if counts["202"] < 10 || counts["429"] < 1 || counts["202"]+counts["429"] != 50 {
+		t.Errorf("statuses %v, want the burst of 10 (or a few more) accepted and the rest of 50 refused:\n%s", counts, curl.stdout.String())
+	}
+}
