@@ -19,19 +19,22 @@ import (
 )
 
 // docBlocks returns the fenced blocks of language lang in the section of
-// the markdown file whose heading starts with heading.
+// the markdown file whose heading starts with heading ("": the whole file).
 func docBlocks(t *testing.T, file, heading, lang string) []string {
 	t.Helper()
 	doc, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, ok := strings.Cut(string(doc), "\n"+heading)
-	if !ok {
-		t.Fatalf("%s has no section %q", file, heading)
-	}
-	if end := regexp.MustCompile(`\n#{1,2} `).FindStringIndex(section); end != nil {
-		section = section[:end[0]]
+	section := "\n" + string(doc)
+	if heading != "" {
+		var ok bool
+		if _, section, ok = strings.Cut(section, "\n"+heading); !ok {
+			t.Fatalf("%s has no section %q", file, heading)
+		}
+		if end := regexp.MustCompile(`\n#{1,2} `).FindStringIndex(section); end != nil {
+			section = section[:end[0]]
+		}
 	}
 	var blocks []string
 	for _, m := range regexp.MustCompile("(?s)\n```"+lang+"\n(.*?)\n```").FindAllStringSubmatch(section, -1) {
