@@ -8,8 +8,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/roomcast/roomcast/relay/relaytest"
 )
 
 // TestConfigurationMessages: a bad setting is named as the user gave it,
@@ -162,6 +167,43 @@ func TestPreflightFromDisallowedOrigin(t *testing.T) {
 		}
 		if allow := resp.Header.Get("Access-Control-Allow-Origin"); (tt.code == "") != (allow == tt.origin) {
 			t.Errorf("preflight from %s: Access-Control-Allow-Origin %q", tt.origin, allow)
+		}
+	}
+}
+
+// The start-up log says where the demo is, reachable from this machine
+// even when the relay listens on every interface.
+func TestListeningLogNamesDemo(t *testing.T) {
+	t.Parallel()
+	port := strconv.Itoa(relaytest.FreePort(t))
+	for _, tt := range []struct {
+		env  []string
+		args []string
+	}{
+		{nil, []string{"-addr", "127.0.0.1:" + port}},
+		{[]string{"PORT=" + port, "ROOMCAST_OPEN=true"}, nil},
+	} {
+		p := start(t, tt.env, tt.args...)
+		var line struct{ Demo string }
+		raw := p.stderr.AwaitMatch(t, regexp.MustCompile(`\{[^\n]*"msg":"roomcast listening"[^\n]*\}`))[0]
+		if err := json.Unmarshal([]byte(raw), &line); err != nil {
+			t.Fatal(err)
+		}
+		want := "http://127.0.0.1:" + port + "/"
+		if line.Demo != want {
+			t.Errorf("%v %v: demo %q, want %q", tt.env, tt.args, line.Demo, want)
+		}
+		resp, err := http.Get(line.Demo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+			t.Errorf("GET %s: %s %s", line.Demo, resp.Status, resp.Header.Get("Content-Type"))
+		}
+		p.signal(t, syscall.SIGTERM)
+		if code := p.wait(t, waitFor); code != 0 {
+			t.Errorf("exit %d after SIGTERM", code)
 		}
 	}
 }
