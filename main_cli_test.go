@@ -207,3 +207,25 @@ func TestListeningLogNamesDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandUsageErrors: every command answers a bad flag with the error
+// and a hint, not with its whole usage; -h still prints the usage.
+func TestCommandUsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range []string{"sub", "pub", "token", "bench", "healthcheck"} {
+		t.Run(cmd, func(t *testing.T) {
+			t.Parallel()
+			p := start(t, nil, cmd, "-bogus")
+			code := p.wait(t, waitFor)
+			stderr := p.stderr.String()
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			if code == 0 || len(lines) != 2 || !strings.Contains(lines[0], "-bogus") || lines[1] != "roomcast "+cmd+" -h lists its flags" {
+				t.Errorf("roomcast %s -bogus: exit %d, stderr:\n%s\nwant the error and the hint alone", cmd, code, stderr)
+			}
+			p = start(t, nil, cmd, "-h")
+			if code := p.wait(t, waitFor); code != 0 || !strings.Contains(p.stderr.String(), "Usage: roomcast "+cmd) {
+				t.Errorf("roomcast %s -h: exit %d, stderr:\n%s", cmd, code, p.stderr.String())
+			}
+		})
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomcast/roomcast/relay/config"
 	"github.com/roomcast/roomcast/rooms"
 )
 
@@ -48,20 +49,16 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	tok := fs.String("token", getenv("ROOMCAST_TOKEN"), "user token (JWT) sent as Authorization: Bearer ($ROOMCAST_TOKEN)")
 	apiKey := fs.String("api-key", getenv("ROOMCAST_API_KEY"), "server API key sent as Authorization: Bearer ($ROOMCAST_API_KEY); -token wins")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound of the request")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "roomcast pub:", err)
+		fmt.Fprintln(stderr, config.CommandHint("pub"))
+		return 2
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseCommand(fs, args, usage, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		return 2
-	}
-	fail := func(err error) int {
-		fmt.Fprintln(stderr, "roomcast pub:", err)
-		fmt.Fprintln(stderr, "roomcast pub -h lists the flags")
-		return 2
+		return fail(err)
 	}
 	targets := 0
 	for _, s := range []string{*user, *namespace} {

@@ -29,6 +29,7 @@ import (
 	"github.com/r3labs/sse/v2"
 	"gopkg.in/cenkalti/backoff.v1"
 
+	"github.com/roomcast/roomcast/relay/config"
 	"github.com/roomcast/roomcast/rooms"
 )
 
@@ -70,29 +71,26 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	tok := fs.String("token", os.Getenv("ROOMCAST_TOKEN"), "user token (JWT) or API key sent as Authorization: Bearer ($ROOMCAST_TOKEN; mint one with roomcast token)")
 	idle := fs.Duration("idle-timeout", time.Minute,
 		"reconnect when the stream stays silent this long; the relay pings every 15s by default (0 disables)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "roomcast sub:", err)
+		fmt.Fprintln(stderr, config.CommandHint("sub"))
+		return 2
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseCommand(fs, args, usage, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		return 2
+		return fail(err)
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "roomcast sub: exactly one ROOM argument is needed (flags go before it)")
-		fs.Usage()
-		return 2
+		return fail(errors.New("exactly one ROOM argument is needed (flags go before it)"))
 	}
 	if *format != "json" && *format != "text" {
-		fmt.Fprintf(stderr, "roomcast sub: -format %q: must be json or text\n", *format)
-		return 2
+		return fail(fmt.Errorf("-format %q: must be json or text", *format))
 	}
 	target, err := streamURL(*base, fs.Arg(0), *multi)
 	if err != nil {
-		fmt.Fprintln(stderr, "roomcast sub:", err)
-		return 2
+		return fail(err)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/roomcast/roomcast/relay/config"
 	"github.com/roomcast/roomcast/rooms"
 )
 
@@ -41,20 +42,17 @@ func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) i
 	ttl := fs.Duration("ttl", time.Hour, "lifetime (the exp claim)")
 	issuer := fs.String("issuer", getenv("ROOMCAST_JWT_ISSUER"), "iss claim ($ROOMCAST_JWT_ISSUER)")
 	audience := fs.String("audience", getenv("ROOMCAST_JWT_AUDIENCE"), "aud claim ($ROOMCAST_JWT_AUDIENCE)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
+	err := config.ParseCommand(fs, args, usage, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	var tok string
+	if err == nil {
+		tok, err = mint(fs.Args(), *secret, *name, *subscribe, *publish, *ttl, *issuer, *audience, time.Now())
 	}
-	tok, err := mint(fs.Args(), *secret, *name, *subscribe, *publish, *ttl, *issuer, *audience, time.Now())
 	if err != nil {
 		fmt.Fprintln(stderr, "roomcast token:", err)
-		fmt.Fprintln(stderr, "roomcast token -h lists the flags")
+		fmt.Fprintln(stderr, config.CommandHint("token"))
 		return 2
 	}
 	fmt.Fprintln(stdout, tok)
