@@ -419,7 +419,7 @@ func devTokenKey(ctx context.Context, cfg config.Config, bb backbone, open bool,
 		return nil, nil
 	}
 	if !open {
-		log.Warn("DEV TOKENS: -dev-tokens=true lets anyone get a user token from POST /v1/dev/token")
+		log.Warn("DEV TOKENS: " + cfg.Name("dev-tokens") + "=true lets anyone get a user token from POST /v1/dev/token")
 	}
 	if cfg.JWTSecret != "" {
 		return []byte(cfg.JWTSecret), nil

@@ -68,6 +68,8 @@ func TestPublish(t *testing.T) {
 	lobby.Expect(t, "roomcast:connected")
 	news := r.Subscribe(t, "/v1/rooms/news/events", relaytest.StreamOptions{})
 	news.Expect(t, "roomcast:connected")
+	chat := r.Subscribe(t, "/v1/rooms/chat:x/events", relaytest.StreamOptions{})
+	chat.Expect(t, "roomcast:connected")
 	bob := r.Subscribe(t, "/v1/users/me/events", relaytest.StreamOptions{Header: relaytest.BearerMap(relaytest.Token(t, "bob", time.Hour, nil))})
 	bob.Expect(t, "roomcast:connected")
 
@@ -88,6 +90,8 @@ func TestPublish(t *testing.T) {
 		{name: "volatile", args: []string{"-volatile", "-event", "typing", "lobby", "x"}, stream: lobby, event: "typing", data: `"x"`, from: `{"user":"alice","name":"Alice"}`, volatile: true},
 		{name: "several rooms", args: []string{"-event", "notice", "lobby,news", "both"}, stream: news, event: "notice", data: `"both"`, from: `{"user":"alice","name":"Alice"}`},
 		{name: "private message", args: []string{"-user", "bob", "-event", "pm", "psst"}, stream: bob, event: "pm", data: `"psst"`, from: `{"user":"alice","name":"Alice"}`},
+		{name: "namespace broadcast", env: map[string]string{"ROOMCAST_URL": r.URL, "ROOMCAST_API_KEY": relaytest.APIKey},
+			args: []string{"-namespace", "chat", "-event", "notice", "closing"}, stream: chat, event: "notice", data: `"closing"`, from: `null`},
 		{name: "API key as a user", env: map[string]string{"ROOMCAST_URL": r.URL, "ROOMCAST_API_KEY": relaytest.APIKey},
 			args: []string{"-as", "support:Support", "news", "welcome"}, stream: news, event: "message", data: `"welcome"`, from: `{"user":"support","name":"Support"}`},
 	}
