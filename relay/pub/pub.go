@@ -46,6 +46,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	volatile := fs.Bool("volatile", false, "best effort: not retained, never replayed, no id")
 	idemKey := fs.String("idempotency-key", "", "Idempotency-Key: a repeat with the same key publishes nothing and answers as the first time")
 	as := fs.String("as", "", "USER or USER:NAME to publish as (API key only)")
+	exclude := fs.String("exclude", "", "comma-separated client ids that must not receive the event (API key only)")
 	tok := fs.String("token", getenv("ROOMCAST_TOKEN"), "user token (JWT) sent as Authorization: Bearer ($ROOMCAST_TOKEN)")
 	apiKey := fs.String("api-key", getenv("ROOMCAST_API_KEY"), "server API key sent as Authorization: Bearer ($ROOMCAST_API_KEY); -token wins")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound of the request")
@@ -96,6 +97,11 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 			return fail(fmt.Errorf("-as: %w", err))
 		}
 		body.From = &rooms.Sender{User: u, Name: cmpOr(name, u)}
+	}
+	for _, c := range strings.Split(*exclude, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			body.Exclude = append(body.Exclude, c)
+		}
 	}
 	b, err := url.Parse(strings.TrimRight(*base, "/"))
 	if err != nil || (b.Scheme != "http" && b.Scheme != "https") || b.Host == "" {
@@ -181,6 +187,7 @@ type publishBody struct {
 	Data     json.RawMessage `json:"data"`
 	Volatile bool            `json:"volatile,omitempty"`
 	From     *rooms.Sender   `json:"from,omitempty"`
+	Exclude  []string        `json:"exclude,omitempty"`
 }
 
 // refusal describes a refused publish from its error body, with a hint

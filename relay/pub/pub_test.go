@@ -153,6 +153,7 @@ func TestRefused(t *testing.T) {
 		{"bad token", url, []string{"-token", "nonsense", "lobby", "x"}, 1, []string{"401", "invalid_token"}},
 		{"first of the burst", url, []string{"-token", alice, "lobby", "x"}, 0, nil},
 		{"over the rate", url, []string{"-token", alice, "lobby", "x"}, 1, []string{"429 Too Many Requests", "rate_limited", "retry after"}},
+		{"exclude without the API key", url, []string{"-token", relaytest.Token(t, "bob", time.Hour, nil), "-exclude", "c1", "lobby", "x"}, 1, []string{"403 Forbidden", "forbidden", "exclude"}},
 		{"no DATA", url, []string{"lobby"}, 2, []string{"give ROOM and DATA"}},
 		{"bad room", url, []string{"bad room", "x"}, 2, []string{"invalid room"}},
 		{"bad JSON", url, []string{"-json", "lobby", "{"}, 2, []string{"not a JSON value"}},
