@@ -111,9 +111,9 @@ func (r *run) publishRefused(status int, answer []byte) {
 func (f refusal) remedy(cfg *Config) string {
 	switch {
 	case f.status == http.StatusTooManyRequests:
-		return fmt.Sprintf("the relay limits publishes per caller (ROOMCAST_PUBLISH_RATE, 20/s and a burst of 40 by default) "+
-			"and -rate is %g/s: pass -api-key with the relay's ROOMCAST_API_KEY (exempt from limits), "+
-			"lower -rate (15 keeps within the defaults), or start the relay with ROOMCAST_PUBLISH_RATE above -rate", cfg.Rate)
+		return fmt.Sprintf("the relay limits publishes per caller (ROOMCAST_PUBLISH_RATE, 20/s and a burst of 40 by default; "+
+			"ROOMCAST_PUBLISH_CALLER_RATE in total) and -rate is %g/s: pass -api-key with the relay's ROOMCAST_API_KEY (exempt from limits), "+
+			"lower -rate (15 keeps within the defaults), or start the relay with those rates above -rate", cfg.Rate)
 	case f.status == http.StatusUnauthorized || f.status == http.StatusForbidden:
 		return "the relay does not let this caller publish to -room: pass -api-key with the relay's ROOMCAST_API_KEY"
 	case f.status == http.StatusRequestEntityTooLarge:
