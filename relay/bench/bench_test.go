@@ -362,3 +362,23 @@ func TestMainReportsRefusals(t *testing.T) {
 		}
 	}
 }
+
+// Subscribers the relay refuses are reported with what to change: here
+// more streams than the relay allows per address.
+func TestMainReportsRefusedSubscribers(t *testing.T) {
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{
+		Namespaces: &rooms.Namespaces{Default: rooms.NamespaceOptions{Anonymous: true, Publish: rooms.PublishAnyone}},
+		Limits:     relay.Limits{MaxConnsPerIP: 2},
+	}})
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), []string{"-targets", r.URL, "-api-key", "", "-n", "4", "-messages", "2", "-rate", "100",
+		"-warmup", "10ms", "-settle", "200ms", "-sources", "1"}, &stdout, &stderr)
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	for _, want := range []string{"2 of 4 subscribers did not connect", "too_many_connections", "ROOMCAST_MAX_CONNS_PER_IP"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("report lacks %q:\n%s\n%s", want, stdout.String(), stderr.String())
+		}
+	}
+}

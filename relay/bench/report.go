@@ -196,6 +196,21 @@ func (r *run) connectReport(took time.Duration) ConnectReport {
 	return c
 }
 
+// remedy says what to change for the usual reasons subscribers are
+// refused, "" for others.
+func (c ConnectReport) remedy() string {
+	switch e := c.FirstError; {
+	case strings.Contains(e, "too_many_connections"):
+		return " (the relay allows 500 streams per client address and 50 per user by default: start it with " +
+			"ROOMCAST_MAX_CONNS_PER_IP, and ROOMCAST_MAX_CONNS_PER_USER with -subscriber-token, above -n + -polls)"
+	case strings.Contains(e, "unauthenticated") || strings.Contains(e, "invalid_token"):
+		return " (the room needs a token to subscribe: give one with -subscriber-token)"
+	case strings.Contains(e, "overloaded"):
+		return " (the relay's admission control: lower -connect-concurrency)"
+	}
+	return ""
+}
+
 func ms(us int64) float64 { return round3(float64(us) / 1000) }
 
 func latencyReport(h *histogram) LatencyReport {

@@ -352,7 +352,11 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	rep.Connect = r.connectReport(time.Since(connectStart))
 	fmt.Fprintf(log, "roomcast bench: %d/%d connected in %.2f s\n", rep.Connect.Connected, total, rep.Connect.Seconds)
 	if rep.Connect.Connected == 0 {
-		return rep, fmt.Errorf("no subscriber connected: %s", rep.Connect.FirstError)
+		return rep, fmt.Errorf("no subscriber connected: %s%s", rep.Connect.FirstError, rep.Connect.remedy())
+	}
+	if rep.Connect.Failed > 0 {
+		rep.Errors = append(rep.Errors, fmt.Sprintf("%d of %d subscribers did not connect; first: %s%s",
+			rep.Connect.Failed, rep.Connect.Subscribers, rep.Connect.FirstError, rep.Connect.remedy()))
 	}
 
 	// Idle: memory and CPU with every subscriber connected.
