@@ -277,14 +277,30 @@ func validPort(s string) bool {
 	return err == nil && n >= 0 && n <= 65535 && s[0] != '+' && s[0] != '-'
 }
 
+// checkAddr checks a listen address: host:port, the port a number from 0
+// (any free port) to 65535, which net.SplitHostPort does not check.
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w (want host:port, such as 127.0.0.1:8080 or :8080)", err)
+	case !validPort(port):
+		return fmt.Errorf("port %q is not a port number (0 to 65535)", port)
+	case strings.ContainsAny(host, "/ "):
+		return fmt.Errorf("%q is not a host name or address", host)
+	}
+	return nil
+}
+
 func (c Config) validate() error {
 	var errs []error
-	if host, port, err := net.SplitHostPort(c.Addr); err != nil {
-		errs = append(errs, fmt.Errorf("%s %q: %w (want host:port, such as 127.0.0.1:8080 or :8080)", c.Name("addr"), c.Addr, err))
-	} else if !validPort(port) {
-		errs = append(errs, fmt.Errorf("%s %q: port %q is not a port number (0 to 65535)", c.Name("addr"), c.Addr, port))
-	} else if strings.ContainsAny(host, "/ ") {
-		errs = append(errs, fmt.Errorf("%s %q: %q is not a host name or address", c.Name("addr"), c.Addr, host))
+	if err := checkAddr(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("%s %q: %w", c.Name("addr"), c.Addr, err))
+	}
+	if c.DebugAddr != "" {
+		if err := checkAddr(c.DebugAddr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", c.Name("debug-addr"), c.DebugAddr, err))
+		}
 	}
 	if c.RetryMax < c.RetryMin {
 		errs = append(errs, fmt.Errorf("%s (%s) is below %s (%s)", c.Name("retry-max"), c.RetryMax, c.Name("retry-min"), c.RetryMin))

@@ -159,6 +159,7 @@ func TestLoadInvalid(t *testing.T) {
 		{"short cursor key", nil, env("ROOMCAST_CURSOR_KEY", "short"), []string{"ROOMCAST_CURSOR_KEY", "16 bytes"}},
 		{"redis URL scheme", nil, env("REDIS_URL", "http://h"), []string{"REDIS_URL", "redis://"}},
 		{"port above 65535", []string{"-addr", ":65536"}, env(), []string{"-addr", "0 to 65535"}},
+		{"debug port above 65535", nil, env("ROOMCAST_DEBUG_ADDR", "127.0.0.1:70000"), []string{"ROOMCAST_DEBUG_ADDR", "0 to 65535"}},
 		{"address from env named as env", nil, env("ROOMCAST_ADDR", "nonsense"), []string{`ROOMCAST_ADDR "nonsense"`}},
 		{"origin with a path", nil, env("ROOMCAST_ALLOWED_ORIGINS", "http://h:8095/"), []string{"ROOMCAST_ALLOWED_ORIGINS", `"http://h:8095"`}},
 		{"origin without scheme", nil, env("ROOMCAST_ALLOWED_ORIGINS", "h:8095"), []string{"not an origin"}},
