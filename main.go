@@ -27,7 +27,9 @@ import (
 	"github.com/roomcast/roomcast/relay/config"
 	"github.com/roomcast/roomcast/relay/healthcheck"
 	"github.com/roomcast/roomcast/relay/metrics"
+	"github.com/roomcast/roomcast/relay/pub"
 	"github.com/roomcast/roomcast/relay/sub"
+	"github.com/roomcast/roomcast/relay/token"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
 	redisbb "github.com/roomcast/roomcast/rooms/redis"
@@ -45,11 +47,19 @@ func main() {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
-		case "version":
+		case "version", "--version", "-version":
 			fmt.Fprintln(stdout, "roomcast", version)
+			return 0
+		case "help":
+			fmt.Fprint(stdout, config.Commands)
+			fmt.Fprintln(stdout, "\nroomcast -h lists the relay's flags and their environment variables.")
 			return 0
 		case "sub":
 			return sub.Main(ctx, args[1:], stdout, stderr)
+		case "pub":
+			return pub.Main(ctx, args[1:], getenv, os.Stdin, stdout, stderr)
+		case "token":
+			return token.Main(args[1:], getenv, stdout, stderr)
 		case "healthcheck":
 			return healthcheck.Main(ctx, args[1:], stdout, stderr)
 		case "bench":
@@ -68,7 +78,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "roomcast: configuration:", err)
+		// The error alone and where to look, not the whole usage around it.
+		fmt.Fprintln(stderr, "roomcast:", err)
+		fmt.Fprintln(stderr, config.Hint)
 		return 2
 	}
 	log := newLogger(cfg, stderr)
@@ -226,7 +238,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
 	srv.SetReady()
-	log.Info("roomcast listening", "addr", ln.Addr().String(), "backbone", backboneName(cfg), "version", version)
+	log.Info("roomcast listening", "addr", ln.Addr().String(), "backbone", backboneName(cfg), "version", version,
+		"demo", demoURL(ln.Addr()))
 
 	select {
 	case err := <-served:
@@ -244,6 +257,20 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	srv.Close()
 	log.Info("stopped")
 	return nil
+}
+
+// demoURL is where a browser on this machine finds the demo chat served
+// at /: the listening address, with an unspecified host (":8080",
+// "0.0.0.0") replaced by loopback.
+func demoURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
 }
 
 // serveDebug serves net/http/pprof on its own listener, apart from the
@@ -358,7 +385,7 @@ func newAuthenticator(cfg config.Config, cursorKey, devKey []byte) (*auth.Authen
 	if cfg.JWTPublicKey != "" {
 		var err error
 		if pem, err = os.ReadFile(cfg.JWTPublicKey); err != nil {
-			return nil, fmt.Errorf("-jwt-public-key: %w", err)
+			return nil, fmt.Errorf("%s: %w", cfg.Name("jwt-public-key"), err)
 		}
 	}
 	mac := hmac.New(sha256.New, cursorKey)
@@ -392,7 +419,7 @@ func devTokenKey(ctx context.Context, cfg config.Config, bb backbone, open bool,
 		return nil, nil
 	}
 	if !open {
-		log.Warn("DEV TOKENS: -dev-tokens=true lets anyone get a user token from POST /v1/dev/token")
+		log.Warn("DEV TOKENS: " + cfg.Name("dev-tokens") + "=true lets anyone get a user token from POST /v1/dev/token")
 	}
 	if cfg.JWTSecret != "" {
 		return []byte(cfg.JWTSecret), nil

@@ -420,7 +420,7 @@ func TestBadConfiguration(t *testing.T) {
 		{"stray argument", nil, []string{"serve"}, 2, `"serve"`},
 		{"help", nil, []string{"-h"}, 0, "roomcast sub [flags] ROOM"},
 		{"open mode off loopback", nil, []string{"-addr", "0.0.0.0:0"}, 1, "ROOMCAST_OPEN=true"},
-		{"short JWT secret", []string{"ROOMCAST_JWT_SECRET=short"}, nil, 2, "-jwt-secret"},
+		{"short JWT secret", []string{"ROOMCAST_JWT_SECRET=short"}, nil, 2, "ROOMCAST_JWT_SECRET must be"},
 		// NaN once passed "above 0" and turned rate limiting off.
 		{"NaN publish rate", []string{"ROOMCAST_PUBLISH_RATE=NaN"}, nil, 2, "ROOMCAST_PUBLISH_RATE"},
 		{"infinite publish rate flag", nil, []string{"-publish-rate", "Inf"}, 2, "-publish-rate"},

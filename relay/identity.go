@@ -41,7 +41,13 @@ func (s *Server) checkOrigin(r *http.Request) error {
 	if origin == "" || s.originAllowed(origin) || sameOrigin(origin, r) {
 		return nil
 	}
-	return errorf(http.StatusForbidden, "forbidden", "requests from origin %s are not allowed", origin)
+	return originRefused(origin)
+}
+
+// originRefused is the answer to a request, or a preflight, from a page of
+// an origin the relay does not allow.
+func originRefused(origin string) error {
+	return errorf(http.StatusForbidden, "forbidden", "requests from origin %s are not allowed (the relay's ROOMCAST_ALLOWED_ORIGINS does not list it)", origin)
 }
 
 func (s *Server) originAllowed(origin string) bool {
@@ -58,6 +64,13 @@ func sameOrigin(origin string, r *http.Request) bool {
 func (s *Server) cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
+		preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+		if origin != "" && preflight && !s.originAllowed(origin) && !sameOrigin(origin, r) {
+			// No route answers OPTIONS: without this a refused preflight
+			// would read 405 method_not_allowed, hiding the reason.
+			writeError(w, originRefused(origin))
+			return
+		}
 		if origin == "" || sameOrigin(origin, r) || !s.originAllowed(origin) {
 			next.ServeHTTP(w, r)
 			return
@@ -71,7 +84,7 @@ func (s *Server) cors(next http.Handler) http.Handler {
 			h.Set("Access-Control-Allow-Origin", "*")
 		}
 		h.Set("Access-Control-Expose-Headers", "Retry-After, Idempotent-Replayed, Idempotency-Key")
-		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		if preflight {
 			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE")
 			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key, Roomcast-Connection, Last-Event-ID")
 			h.Set("Access-Control-Max-Age", "600")

@@ -28,6 +28,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomcast/roomcast/relay/config"
 	"github.com/roomcast/roomcast/rooms"
 )
 
@@ -65,9 +66,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		if err.Error() != "" {
-			fmt.Fprintln(stderr, "roomcast bench:", err)
-		}
+		fmt.Fprintln(stderr, "roomcast bench:", err)
+		fmt.Fprintln(stderr, config.CommandHint("bench"))
 		return 2
 	}
 	rep, err := Run(ctx, cfg, stderr)
@@ -93,9 +93,6 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
-
-// errUsage is a usage error the flag package has already explained.
-var errUsage = errors.New("")
 
 func parseFlags(args []string, stderr io.Writer) (cfg Config, format, jsonFile string, err error) {
 	fs := flag.NewFlagSet("roomcast bench", flag.ContinueOnError)
@@ -132,15 +129,8 @@ func parseFlags(args []string, stderr io.Writer) (cfg Config, format, jsonFile s
 	fs.StringVar(&cfg.Reader, "reader", defaultReader, "how connected SSE streams are read: epoll (Linux only) or goroutine")
 	fs.StringVar(&format, "format", "table", "table or json, on stdout")
 	fs.StringVar(&jsonFile, "json", "", "also write the JSON report to this file")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return cfg, "", "", err
-		}
-		return cfg, "", "", errUsage
+	if err := config.ParseCommand(fs, args, usage, stderr); err != nil {
+		return cfg, "", "", err
 	}
 	if fs.NArg() > 0 {
 		return cfg, "", "", fmt.Errorf("unexpected argument %q", fs.Arg(0))

@@ -341,3 +341,44 @@ func TestMainUsage(t *testing.T) {
 		}
 	}
 }
+
+// Publishes the relay refuses are reported by status and code with what to
+// change: here anonymous publishes over the relay's per-address rate.
+func TestMainReportsRefusals(t *testing.T) {
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{
+		Namespaces: &rooms.Namespaces{Default: rooms.NamespaceOptions{Anonymous: true, Publish: rooms.PublishAnyone}},
+		Limits:     relay.Limits{PublishRate: 0.001, PublishBurst: 4},
+	}})
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), []string{"-targets", r.URL, "-api-key", "", "-n", "2", "-messages", "10", "-rate", "1000",
+		"-warmup", "10ms", "-settle", "200ms"}, &stdout, &stderr)
+	out := stdout.String()
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	for _, want := range []string{"4/10 accepted", "6 of 10 publishes refused with 429 rate_limited", "ROOMCAST_PUBLISH_RATE", "-api-key", "lower -rate"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// Subscribers the relay refuses are reported with what to change: here
+// more streams than the relay allows per address.
+func TestMainReportsRefusedSubscribers(t *testing.T) {
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{
+		Namespaces: &rooms.Namespaces{Default: rooms.NamespaceOptions{Anonymous: true, Publish: rooms.PublishAnyone}},
+		Limits:     relay.Limits{MaxConnsPerIP: 2},
+	}})
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), []string{"-targets", r.URL, "-api-key", "", "-n", "4", "-messages", "2", "-rate", "100",
+		"-warmup", "10ms", "-settle", "200ms", "-sources", "1"}, &stdout, &stderr)
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	for _, want := range []string{"2 of 4 subscribers did not connect", "too_many_connections", "ROOMCAST_MAX_CONNS_PER_IP"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("report lacks %q:\n%s\n%s", want, stdout.String(), stderr.String())
+		}
+	}
+}

@@ -3,10 +3,12 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -77,6 +79,7 @@ func (r *run) publish(ctx context.Context, p int, t0 time.Time) time.Time {
 		_ = resp.Body.Close()
 		r.pubRTT.record(p, time.Since(sent).Microseconds())
 		if resp.StatusCode != http.StatusAccepted {
+			r.publishRefused(resp.StatusCode, answer)
 			r.publishFailed(fmt.Errorf("publish answered %s: %s", resp.Status, strings.TrimSpace(string(answer))))
 			continue
 		}
@@ -85,7 +88,52 @@ func (r *run) publish(ctx context.Context, p int, t0 time.Time) time.Time {
 	return last
 }
 
+// refusal is how the relay refused a publish: its status and error code.
+type refusal struct {
+	status int
+	code   string
+}
+
+func (r *run) publishRefused(status int, answer []byte) {
+	var body struct {
+		Error struct{ Code string }
+	}
+	_ = json.Unmarshal(answer, &body)
+	r.refusedMu.Lock()
+	defer r.refusedMu.Unlock()
+	if r.refused == nil {
+		r.refused = map[refusal]int64{}
+	}
+	r.refused[refusal{status, body.Error.Code}]++
+}
+
+// remedy says what to change when publishes are refused so.
+func (f refusal) remedy(cfg *Config) string {
+	switch {
+	case f.status == http.StatusTooManyRequests:
+		return fmt.Sprintf("the relay limits publishes per caller (ROOMCAST_PUBLISH_RATE, 20/s and a burst of 40 by default; "+
+			"ROOMCAST_PUBLISH_CALLER_RATE in total) and -rate is %g/s: pass -api-key with the relay's ROOMCAST_API_KEY (exempt from limits), "+
+			"lower -rate (15 keeps within the defaults), or start the relay with those rates above -rate", cfg.Rate)
+	case f.status == http.StatusUnauthorized || f.status == http.StatusForbidden:
+		return "the relay does not let this caller publish to -room: pass -api-key with the relay's ROOMCAST_API_KEY"
+	case f.status == http.StatusRequestEntityTooLarge:
+		return fmt.Sprintf("-size %d is above the relay's ROOMCAST_MAX_PAYLOAD: lower -size or raise the relay's limit", cfg.Size)
+	case f.status == http.StatusServiceUnavailable:
+		return "the relay is draining, overloaded or has lost its backbone: see its log"
+	}
+	return "see the last error below"
+}
+
 func (r *run) publishFailed(err error) {
 	r.failedN.Add(1)
 	r.pubErr.Store(err.Error())
+}
+
+// String is "429 rate_limited", or the status alone when the answer had
+// no error code.
+func (f refusal) String() string {
+	if f.code == "" {
+		return strconv.Itoa(f.status)
+	}
+	return strconv.Itoa(f.status) + " " + f.code
 }

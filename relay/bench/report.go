@@ -1,11 +1,13 @@
 package bench
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -92,13 +94,16 @@ type PublishReport struct {
 	Failed   int64 `json:"failed"`
 	// Unsent messages were given up on: publishers fell too far behind
 	// their schedule (the relay did not sustain the rate).
-	Unsent    int64   `json:"unsent,omitempty"`
-	SpanSec   float64 `json:"span_sec"`
-	Rate      float64 `json:"rate"`
-	MaxLagMs  float64 `json:"max_lag_ms"`
-	RTTP50ms  float64 `json:"rtt_p50_ms"`
-	RTTP99ms  float64 `json:"rtt_p99_ms"`
-	LastError string  `json:"last_error,omitempty"`
+	Unsent   int64   `json:"unsent,omitempty"`
+	SpanSec  float64 `json:"span_sec"`
+	Rate     float64 `json:"rate"`
+	MaxLagMs float64 `json:"max_lag_ms"`
+	RTTP50ms float64 `json:"rtt_p50_ms"`
+	RTTP99ms float64 `json:"rtt_p99_ms"`
+	// Refused counts the publishes the relay answered with an error, by
+	// status and code ("429 rate_limited"); Failed counts them too.
+	Refused   map[string]int64 `json:"refused,omitempty"`
+	LastError string           `json:"last_error,omitempty"`
 }
 
 // DeliveryReport counts deliveries of the benchmark event to connected
@@ -191,6 +196,21 @@ func (r *run) connectReport(took time.Duration) ConnectReport {
 	return c
 }
 
+// remedy says what to change for the usual reasons subscribers are
+// refused, "" for others.
+func (c ConnectReport) remedy() string {
+	switch e := c.FirstError; {
+	case strings.Contains(e, "too_many_connections"):
+		return " (the relay allows 500 streams per client address and 50 per user by default: start it with " +
+			"ROOMCAST_MAX_CONNS_PER_IP, and ROOMCAST_MAX_CONNS_PER_USER with -subscriber-token, above -n + -polls)"
+	case strings.Contains(e, "unauthenticated") || strings.Contains(e, "invalid_token"):
+		return " (the room needs a token to subscribe: give one with -subscriber-token)"
+	case strings.Contains(e, "overloaded"):
+		return " (the relay's admission control: lower -connect-concurrency)"
+	}
+	return ""
+}
+
 func ms(us int64) float64 { return round3(float64(us) / 1000) }
 
 func latencyReport(h *histogram) LatencyReport {
@@ -216,6 +236,20 @@ func (rep *Report) fill(r *run, win *window, t0, sendEnd time.Time, complete boo
 	p.RTTP50ms, p.RTTP99ms = ms(rtt.percentile(50)), ms(rtt.percentile(99))
 	if e, ok := r.pubErr.Load().(string); ok {
 		p.LastError = e
+	}
+	r.refusedMu.Lock()
+	refusals := make([]refusal, 0, len(r.refused))
+	for f, n := range r.refused {
+		if p.Refused == nil {
+			p.Refused = map[string]int64{}
+		}
+		p.Refused[f.String()] = n
+		refusals = append(refusals, f)
+	}
+	r.refusedMu.Unlock()
+	slices.SortFunc(refusals, func(a, b refusal) int { return cmp.Compare(a.String(), b.String()) })
+	for _, f := range refusals {
+		rep.Errors = append(rep.Errors, fmt.Sprintf("%d of %d publishes refused with %s: %s", p.Refused[f.String()], cfg.Messages, f, f.remedy(cfg)))
 	}
 
 	accepted := r.acceptedBits()

@@ -240,7 +240,9 @@ type run struct {
 	failedN      atomic.Int64
 	unsentN      atomic.Int64 // messages a publisher gave up on, too far behind
 	pubErr       atomic.Value // string: the last publish error
-	maxLag       atomic.Int64 // ns a publish started after its due time
+	refusedMu    sync.Mutex
+	refused      map[refusal]int64 // publishes the relay answered with an error, by answer
+	maxLag       atomic.Int64      // ns a publish started after its due time
 	pubRTT       *recorder
 	eventMarker  []byte // how an envelope of the benchmark event names it
 
@@ -350,7 +352,11 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	rep.Connect = r.connectReport(time.Since(connectStart))
 	fmt.Fprintf(log, "roomcast bench: %d/%d connected in %.2f s\n", rep.Connect.Connected, total, rep.Connect.Seconds)
 	if rep.Connect.Connected == 0 {
-		return rep, fmt.Errorf("no subscriber connected: %s", rep.Connect.FirstError)
+		return rep, fmt.Errorf("no subscriber connected: %s%s", rep.Connect.FirstError, rep.Connect.remedy())
+	}
+	if rep.Connect.Failed > 0 {
+		rep.Errors = append(rep.Errors, fmt.Sprintf("%d of %d subscribers did not connect; first: %s%s",
+			rep.Connect.Failed, rep.Connect.Subscribers, rep.Connect.FirstError, rep.Connect.remedy()))
 	}
 
 	// Idle: memory and CPU with every subscriber connected.

@@ -13,6 +13,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -76,6 +77,20 @@ type Config struct {
 	// The per-caller publish total, beside the per-namespace rate.
 	PublishCallerRate  float64
 	PublishCallerBurst int
+
+	// given maps a flag's name to how it was set when not by default: the
+	// flag ("-addr"), its variable ("ROOMCAST_ADDR") or an alias ("PORT").
+	given map[string]string
+}
+
+// Name is how the setting of flag was given, for messages that ask to fix
+// it: "-addr" on the command line, "ROOMCAST_ADDR" or its alias "PORT" in
+// the environment, and "-addr" when it kept its default.
+func (c Config) Name(flag string) string {
+	if n, ok := c.given[flag]; ok {
+		return n
+	}
+	return "-" + flag
 }
 
 // KeysConfigured reports whether any credential is configured; without one
@@ -185,91 +200,128 @@ func Options() []Option {
 	return out
 }
 
+// Commands is the command summary that heads the usage, and that an
+// unknown command or `roomcast help` prints.
+const Commands = `Usage: roomcast [flags]                 run the relay
+       roomcast pub [flags] ROOM DATA   publish an event (see roomcast pub -h)
+       roomcast sub [flags] ROOM        print a room's events, resuming after disconnects
+       roomcast token [flags] USER      mint a development JWT from ROOMCAST_JWT_SECRET
+       roomcast healthcheck             exit 0 when a running relay is ready (see roomcast healthcheck -h)
+       roomcast bench [flags]           load-test a relay (see roomcast bench -h)
+       roomcast version                 print the version (also --version)
+       roomcast help                    print this help
+`
+
+// Hint follows every configuration error instead of the whole usage.
+const Hint = "roomcast -h lists every flag and variable; roomcast help lists the commands"
+
 // Load reads the configuration from args (flags, without the program name)
-// and getenv. An invalid value is an error naming the flag or variable.
+// and getenv. An invalid value is an error naming the flag or variable it
+// was given by; -h writes the usage to usageOut and returns flag.ErrHelp.
 func Load(args []string, getenv func(string) string, usageOut io.Writer) (Config, error) {
 	var c Config
+	c.given = map[string]string{}
 	fs := flag.NewFlagSet("roomcast", flag.ContinueOnError)
-	fs.SetOutput(usageOut)
+	// The flag package prints the whole usage around a parse error: the
+	// caller prints the error alone, with a hint, and the usage only on -h.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	bs := bindings(&c)
 	for _, b := range bs {
 		if err := b.value.Set(b.Default); err != nil {
 			return Config{}, fmt.Errorf("default of -%s: %w", b.Flag, err)
 		}
 	}
-	aliases := map[string]func(string) (string, error){
-		"ROOMCAST_ADDR": func(string) (string, error) {
-			port := getenv("PORT")
-			if port == "" {
-				return "", nil
-			}
-			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-				return "", fmt.Errorf("PORT=%q is not a port number", port)
-			}
-			return ":" + port, nil
-		},
-		"ROOMCAST_REDIS_URL": func(string) (string, error) { return getenv("REDIS_URL"), nil },
-	}
+	aliases := map[string]string{"ROOMCAST_ADDR": "PORT", "ROOMCAST_REDIS_URL": "REDIS_URL"}
 	for _, b := range bs {
-		v := getenv(b.Env)
-		if v == "" {
-			if alias, ok := aliases[b.Env]; ok {
-				var err error
-				if v, err = alias(b.Env); err != nil {
-					return Config{}, err
+		name, v := b.Env, getenv(b.Env)
+		if alias, ok := aliases[b.Env]; ok && v == "" && getenv(alias) != "" {
+			name, v = alias, getenv(alias)
+			if alias == "PORT" {
+				if !validPort(v) {
+					return Config{}, fmt.Errorf("PORT=%q is not a port number (0 to 65535)", v)
 				}
+				v = ":" + v
 			}
 		}
 		if v == "" {
 			continue
 		}
 		if err := b.value.Set(v); err != nil {
-			return Config{}, fmt.Errorf("%s=%q: %w", b.Env, v, err)
+			return Config{}, fmt.Errorf("%s=%q: %w", name, v, err)
 		}
+		c.given[b.Flag] = name
 	}
 	for _, b := range bs {
 		fs.Var(b.value, b.Flag, b.Usage+" ($"+b.Env+")")
 	}
-	fs.Usage = func() {
-		fmt.Fprintln(usageOut, "Usage: roomcast [flags]          run the relay")
-		fmt.Fprintln(usageOut, "       roomcast sub [flags] ROOM print a room's events, resuming after disconnects")
-		fmt.Fprintln(usageOut, "       roomcast healthcheck      exit 0 when a running relay is ready (see roomcast healthcheck -h)")
-		fmt.Fprintln(usageOut, "       roomcast bench [flags]    load-test a relay (see roomcast bench -h)")
-		fmt.Fprintln(usageOut, "       roomcast version          print the version")
-		fmt.Fprintln(usageOut, "\nEvery flag is also an environment variable:")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(usageOut, Commands)
+			fmt.Fprintln(usageOut, "\nEvery flag is also an environment variable (PORT=n is ROOMCAST_ADDR=:n, REDIS_URL is ROOMCAST_REDIS_URL):")
+			fs.SetOutput(usageOut)
+			fs.PrintDefaults()
+		}
 		return Config{}, err
 	}
+	fs.Visit(func(f *flag.Flag) { c.given[f.Name] = "-" + f.Name })
 	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return Config{}, fmt.Errorf("unknown command %q\n\n%s", fs.Arg(0), Commands)
 	}
 	return c, c.validate()
 }
 
+// validPort reports whether s is a port number, 0 (any free port) to 65535.
+func validPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 0 && n <= 65535 && s[0] != '+' && s[0] != '-'
+}
+
+// checkAddr checks a listen address: host:port, the port a number from 0
+// (any free port) to 65535, which net.SplitHostPort does not check.
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w (want host:port, such as 127.0.0.1:8080 or :8080)", err)
+	case !validPort(port):
+		return fmt.Errorf("port %q is not a port number (0 to 65535)", port)
+	case strings.ContainsAny(host, "/ "):
+		return fmt.Errorf("%q is not a host name or address", host)
+	}
+	return nil
+}
+
 func (c Config) validate() error {
 	var errs []error
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		errs = append(errs, fmt.Errorf("-addr %q: %w", c.Addr, err))
+	if err := checkAddr(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("%s %q: %w", c.Name("addr"), c.Addr, err))
+	}
+	if c.DebugAddr != "" {
+		if err := checkAddr(c.DebugAddr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", c.Name("debug-addr"), c.DebugAddr, err))
+		}
 	}
 	if c.RetryMax < c.RetryMin {
-		errs = append(errs, fmt.Errorf("-retry-max (%s) is below -retry-min (%s)", c.RetryMax, c.RetryMin))
+		errs = append(errs, fmt.Errorf("%s (%s) is below %s (%s)", c.Name("retry-max"), c.RetryMax, c.Name("retry-min"), c.RetryMin))
 	}
 	if c.PollTimeout > c.PollMax {
-		errs = append(errs, fmt.Errorf("-poll-timeout (%s) is above -poll-max (%s)", c.PollTimeout, c.PollMax))
+		errs = append(errs, fmt.Errorf("%s (%s) is above %s (%s)", c.Name("poll-timeout"), c.PollTimeout, c.Name("poll-max"), c.PollMax))
 	}
 	if c.CursorKey != "" && len(c.CursorKey) < 16 {
-		errs = append(errs, errors.New("-cursor-key must be at least 16 bytes"))
+		errs = append(errs, fmt.Errorf("%s must be at least 16 bytes", c.Name("cursor-key")))
 	}
 	if _, err := c.Proxies(); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := c.parseOrigins(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
-		errs = append(errs, errors.New("-jwt-secret must be at least 32 bytes (RFC 7518)"))
+		errs = append(errs, fmt.Errorf("%s must be at least 32 bytes (RFC 7518)", c.Name("jwt-secret")))
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
-		errs = append(errs, errors.New("-redis-url must start with redis:// or rediss://"))
+		errs = append(errs, fmt.Errorf("%s must start with redis:// or rediss://", c.Name("redis-url")))
 	}
 	return errors.Join(errs...)
 }
@@ -432,8 +484,65 @@ func (v float64Value) String() string {
 	return strconv.FormatFloat(*v.p, 'g', -1, 64)
 }
 
-// Origins returns the allowed origins as a list.
-func (c Config) Origins() []string { return splitList(c.AllowedOrigins) }
+// Origins returns the allowed origins as a list (validated by Load).
+func (c Config) Origins() []string {
+	o, _ := c.parseOrigins()
+	return o
+}
+
+// parseOrigins checks each allowed origin against what a browser sends in
+// Origin (RFC 6454 serialisation: a lower-case scheme and host, the port
+// only when not the scheme's default, nothing after it), since an entry in
+// any other form could never match and would fail silently.
+func (c Config) parseOrigins() ([]string, error) {
+	var out []string
+	for _, s := range splitList(c.AllowedOrigins) {
+		if s == "*" {
+			out = append(out, s)
+			continue
+		}
+		want, err := serialiseOrigin(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is not an origin: %w", c.Name("allowed-origins"), s, err)
+		}
+		if want != s {
+			return nil, fmt.Errorf("%s: %q can never match, since browsers send the origin as %q: write that", c.Name("allowed-origins"), s, want)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// serialiseOrigin is s as a browser would send it in Origin.
+func serialiseOrigin(s string) (string, error) {
+	const form = "want scheme://host[:port], such as https://app.example.com or http://localhost:3000"
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return "", errors.New(form)
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != "http" && scheme != "https" {
+		return "", fmt.Errorf("the scheme must be http or https; %s", form)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
+		return "", fmt.Errorf("no user, query or fragment; %s", form)
+	}
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if port != "" && !validPort(port) {
+		return "", fmt.Errorf("port %q is not a port number", port)
+	}
+	if scheme == "http" && port == "80" || scheme == "https" && port == "443" {
+		port = ""
+	}
+	out := scheme + "://" + host
+	if strings.Contains(host, ":") {
+		out = scheme + "://[" + host + "]"
+	}
+	if port != "" {
+		out += ":" + port
+	}
+	return out, nil
+}
 
 // Proxies parses the trusted proxy ranges.
 func (c Config) Proxies() ([]netip.Prefix, error) {
@@ -443,7 +552,7 @@ func (c Config) Proxies() ([]netip.Prefix, error) {
 		if err != nil {
 			a, aerr := netip.ParseAddr(s)
 			if aerr != nil {
-				return nil, fmt.Errorf("-trusted-proxies: %q is not a CIDR or address", s)
+				return nil, fmt.Errorf("%s: %q is not a CIDR or address", c.Name("trusted-proxies"), s)
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -153,10 +154,19 @@ func TestLoadInvalid(t *testing.T) {
 		{"PORT out of range", nil, env("PORT", "70000"), []string{"PORT"}},
 		{"bad address", []string{"-addr", "localhost"}, env(), []string{"-addr", "localhost"}},
 		{"retry-max below retry-min", []string{"-retry-min", "5s", "-retry-max", "1s"}, env(), []string{"-retry-max", "-retry-min"}},
-		{"retry-max below retry-min from env", nil, env("ROOMCAST_RETRY_MIN", "10s"), []string{"-retry-max", "-retry-min"}},
+		{"retry-max below retry-min from env", nil, env("ROOMCAST_RETRY_MIN", "10s"), []string{"-retry-max", "ROOMCAST_RETRY_MIN"}},
 		{"poll-timeout above poll-max", []string{"-poll-timeout", "60s"}, env(), []string{"-poll-timeout", "-poll-max"}},
-		{"short cursor key", nil, env("ROOMCAST_CURSOR_KEY", "short"), []string{"-cursor-key", "16 bytes"}},
-		{"redis URL scheme", nil, env("REDIS_URL", "http://h"), []string{"-redis-url", "redis://"}},
+		{"short cursor key", nil, env("ROOMCAST_CURSOR_KEY", "short"), []string{"ROOMCAST_CURSOR_KEY", "16 bytes"}},
+		{"redis URL scheme", nil, env("REDIS_URL", "http://h"), []string{"REDIS_URL", "redis://"}},
+		{"port above 65535", []string{"-addr", ":65536"}, env(), []string{"-addr", "0 to 65535"}},
+		{"debug port above 65535", nil, env("ROOMCAST_DEBUG_ADDR", "127.0.0.1:70000"), []string{"ROOMCAST_DEBUG_ADDR", "0 to 65535"}},
+		{"address from env named as env", nil, env("ROOMCAST_ADDR", "nonsense"), []string{`ROOMCAST_ADDR "nonsense"`}},
+		{"origin with a path", nil, env("ROOMCAST_ALLOWED_ORIGINS", "http://h:8095/"), []string{"ROOMCAST_ALLOWED_ORIGINS", `"http://h:8095"`}},
+		{"origin without scheme", nil, env("ROOMCAST_ALLOWED_ORIGINS", "h:8095"), []string{"not an origin"}},
+		{"origin upper-case", []string{"-allowed-origins", "HTTPS://A.example"}, env(), []string{"-allowed-origins", `"https://a.example"`}},
+		{"origin with query", []string{"-allowed-origins", "https://a.example?x=1"}, env(), []string{"no user, query or fragment"}},
+		{"origin with another scheme", []string{"-allowed-origins", "ftp://a.example"}, env(), []string{"http or https"}},
+		{"unknown command", []string{"serve"}, env(), []string{`unknown command "serve"`, "roomcast pub"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -260,5 +270,17 @@ func TestNumbersMustBeFinite(t *testing.T) {
 	}
 	if numeric < 25 {
 		t.Errorf("only %d numeric settings found", numeric)
+	}
+}
+
+// Origins in the form browsers send them are accepted as given.
+func TestLoadOrigins(t *testing.T) {
+	c, err := Load([]string{"-allowed-origins", "https://app.example, http://localhost:3000,*,http://[::1]:8080"}, env(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"https://app.example", "http://localhost:3000", "*", "http://[::1]:8080"}
+	if got := c.Origins(); !slices.Equal(got, want) {
+		t.Errorf("origins %q, want %q", got, want)
 	}
 }

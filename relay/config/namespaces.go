@@ -106,6 +106,15 @@ func (b namespaceBody) apply(o rooms.NamespaceOptions) (rooms.NamespaceOptions, 
 	if b.JoinLeaveEvents != nil {
 		o.JoinLeaveEvents = *b.JoinLeaveEvents
 	}
+	if !o.Presence {
+		// roomcast:join and roomcast:leave come from the presence list:
+		// asking for them without it would silently send nothing, while
+		// an inherited true simply follows presence off.
+		if b.JoinLeaveEvents != nil && *b.JoinLeaveEvents {
+			return o, fmt.Errorf("join_leave_events = true needs presence = true (join and leave events come from the presence list)")
+		}
+		o.JoinLeaveEvents = false
+	}
 	// The bounds are those of the global settings (-history-size,
 	// -max-payload, -publish-burst): a namespace cannot go past what the
 	// relay allows anywhere.

@@ -81,6 +81,12 @@ anonymous = false
 			},
 		},
 		{
+			name: "presence off turns off the join and leave events it inherits",
+			file: "[namespaces.news]\npresence = false\n",
+			want: rooms.Namespaces{Default: base, Named: map[string]rooms.NamespaceOptions{
+				"news": with(base, func(o *rooms.NamespaceOptions) { o.Presence, o.JoinLeaveEvents = false, false })}},
+		},
+		{
 			name: "default alone is not listed as a named namespace",
 			file: "[namespaces.default]\npublish = \"anyone\"\n",
 			want: rooms.Namespaces{Default: with(base, func(o *rooms.NamespaceOptions) { o.Publish = rooms.PublishAnyone }),
@@ -99,6 +105,10 @@ anonymous = false
 		{name: "wrong type", file: "[namespaces.chat]\nanonymous = \"yes\"\n", wantErr: []string{"anonymous"}},
 		{name: "bad namespace name", file: "[namespaces.Chat]\nanonymous = true\n", wantErr: []string{`"Chat"`, "not a namespace name"}},
 		{name: "namespace name too long", file: "[namespaces." + strings.Repeat("n", 33) + "]\nanonymous = true\n", wantErr: []string{"not a namespace name"}},
+		{name: "join and leave events without presence", file: "[namespaces.chat]\npresence = false\njoin_leave_events = true\n",
+			wantErr: []string{"[namespaces.chat]", "join_leave_events = true needs presence = true"}},
+		{name: "join and leave events where the default has no presence", file: "[namespaces.default]\npresence = false\n[namespaces.chat]\njoin_leave_events = true\n",
+			wantErr: []string{"[namespaces.chat]", "join_leave_events"}},
 		{name: "TOML syntax error", file: "[namespaces.chat\n", wantErr: []string{"namespace config"}},
 	}
 	for _, tc := range cases {
@@ -237,4 +247,30 @@ func FuzzParseNamespaces(f *testing.F) {
 			check(name, o)
 		}
 	})
+}
+
+// The example namespace file loads, and docs/operations.md shows it as it
+// is.
+func TestExampleNamespaceFile(t *testing.T) {
+	const path = "../../docs/namespaces.example.toml"
+	ns, err := LoadNamespaces(path, rooms.NamespaceOptions{Publish: rooms.PublishAuthenticated, Presence: true, JoinLeaveEvents: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, err := ns.Lookup("news"); err != nil || o.Publish != rooms.PublishServer || o.JoinLeaveEvents {
+		t.Errorf("news: %+v, %v", o, err)
+	}
+	file, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The doc shows the file from its first rule on, without the header.
+	_, rules, _ := strings.Cut(string(file), "\n\n")
+	if !strings.Contains(string(doc), "```toml\n"+rules+"```") {
+		t.Errorf("docs/operations.md does not show docs/namespaces.example.toml's rules as they are:\n%s", rules)
+	}
 }

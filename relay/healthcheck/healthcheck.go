@@ -45,14 +45,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	rawURL := fs.String("url", "", "URL to GET; one without a path gets /readyz (/healthz with -live) (default from $ROOMCAST_ADDR)")
 	live := fs.Bool("live", false, "check liveness (/healthz) instead of readiness (/readyz)")
 	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseCommand(fs, args, usage, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		fmt.Fprintln(stderr, "roomcast healthcheck:", err)
+		fmt.Fprintln(stderr, config.CommandHint("healthcheck"))
 		return 1
 	}
 	if fs.NArg() > 0 {

@@ -29,6 +29,7 @@ import (
 	"github.com/r3labs/sse/v2"
 	"gopkg.in/cenkalti/backoff.v1"
 
+	"github.com/roomcast/roomcast/relay/config"
 	"github.com/roomcast/roomcast/rooms"
 )
 
@@ -67,31 +68,29 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	format := fs.String("format", "json", "json: one envelope per line; text: \"event room from: data\"")
 	lastID := fs.String("last-event-id", "", "start after this cursor (the stream's id: field, which sub prints when it stops)")
 	multi := fs.Bool("multi", false, "ROOM is a comma-separated list of rooms carried by one stream")
+	tok := fs.String("token", os.Getenv("ROOMCAST_TOKEN"), "user token (JWT) or API key sent as Authorization: Bearer ($ROOMCAST_TOKEN; mint one with roomcast token)")
 	idle := fs.Duration("idle-timeout", time.Minute,
 		"reconnect when the stream stays silent this long; the relay pings every 15s by default (0 disables)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "roomcast sub:", err)
+		fmt.Fprintln(stderr, config.CommandHint("sub"))
+		return 2
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseCommand(fs, args, usage, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		return 2
+		return fail(err)
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "roomcast sub: exactly one ROOM argument is needed (flags go before it)")
-		fs.Usage()
-		return 2
+		return fail(errors.New("exactly one ROOM argument is needed (flags go before it)"))
 	}
 	if *format != "json" && *format != "text" {
-		fmt.Fprintf(stderr, "roomcast sub: -format %q: must be json or text\n", *format)
-		return 2
+		return fail(fmt.Errorf("-format %q: must be json or text", *format))
 	}
 	target, err := streamURL(*base, fs.Arg(0), *multi)
 	if err != nil {
-		fmt.Fprintln(stderr, "roomcast sub:", err)
-		return 2
+		return fail(err)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -109,6 +108,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		c.Connection.Transport = idleTransport{transport, *idle}
 	}
 	c.ResponseValidator = validateResponse
+	if *tok != "" {
+		// A header, not ?access_token=: the relay refuses query tokens by
+		// default, and URLs end up in logs.
+		c.Headers["Authorization"] = "Bearer " + *tok
+	}
 	c.ReconnectStrategy = backoff.WithContext(s.backoff, ctx)
 	c.ReconnectNotify = func(err error, next time.Duration) {
 		fmt.Fprintf(stderr, "roomcast sub: %v; reconnecting in %s\n", err, next.Round(time.Millisecond))
@@ -167,6 +171,9 @@ func validateResponse(_ *sse.Client, resp *http.Response) error {
 	err := fmt.Errorf("%s from %s", resp.Status, resp.Request.URL.Redacted())
 	if body.Error.Code != "" {
 		err = fmt.Errorf("%s from %s: %s: %s", resp.Status, resp.Request.URL.Redacted(), body.Error.Code, body.Error.Message)
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		err = fmt.Errorf("%w (pass a user token with -token or $ROOMCAST_TOKEN; roomcast token mints one)", err)
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/roomcast/roomcast/relay"
+	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/relay/relaytest"
 	"github.com/roomcast/roomcast/relay/sub"
 	"github.com/roomcast/roomcast/rooms"
@@ -359,4 +360,29 @@ func TestSubReconnectsSilentStream(t *testing.T) {
 	s.stderr.AwaitCount(t, "roomcast:connected", 2)
 	ids = append(ids, r.publishN("lobby", 2))
 	assertSequence(t, s.stdout.AwaitLines(t, 2), ids)
+}
+
+// -token carries a user token to a relay that needs one to subscribe; a
+// missing one stops the command with the relay's refusal and the remedy.
+func TestSubToken(t *testing.T) {
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{
+		Auth:       relaytest.NewAuth(t, auth.Config{}),
+		Namespaces: &rooms.Namespaces{Default: rooms.NamespaceOptions{Publish: rooms.PublishAuthenticated, Presence: true}},
+	}})
+	alice := relaytest.Token(t, "alice", time.Hour, relaytest.Claims{"name": "Alice"})
+	s := startSub(t, "-url", r.URL, "-format", "text", "-token", alice, "lobby")
+	s.stderr.AwaitCount(t, "roomcast:connected", 1)
+	r.Publish(t, "/v1/rooms/lobby/events", "text/plain", []byte("hi"), relaytest.Bearer(alice))
+	s.stdout.AwaitMatch(t, regexp.MustCompile(`^message lobby Alice: hi\n$`))
+
+	anonymous := startSub(t, "-url", r.URL, "lobby")
+	select {
+	case code := <-anonymous.done:
+		anonymous.done <- code
+		if code != 1 || !strings.Contains(anonymous.stderr.String(), "unauthenticated") || !strings.Contains(anonymous.stderr.String(), "-token") {
+			t.Errorf("exit %d, stderr %q; want 1, unauthenticated and the -token hint", code, anonymous.stderr.String())
+		}
+	case <-time.After(waitFor):
+		t.Fatalf("sub without a token kept retrying:\n%s", anonymous.stderr.String())
+	}
 }

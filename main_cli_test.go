@@ -1,0 +1,231 @@
+package main
+
+// The command line as a new user meets it: messages for bad settings,
+// help, version, and the commands beside the relay, through the binary.
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/roomcast/roomcast/relay/relaytest"
+)
+
+// TestConfigurationMessages: a bad setting is named as the user gave it,
+// alone with a hint rather than inside the whole usage, and values that
+// could never work are refused before the relay listens.
+func TestConfigurationMessages(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		env        []string
+		args       []string
+		namespaces string // a namespace file the relay is given, when set
+		code       int
+		want       []string // in stderr
+		notWant    []string // not in stderr
+	}{
+		{name: "address from the environment", env: []string{"ROOMCAST_ADDR=nonsense"}, code: 2,
+			want: []string{`ROOMCAST_ADDR "nonsense"`}, notWant: []string{"-addr"}},
+		{name: "address flag", args: []string{"-addr", "nonsense"}, code: 2, want: []string{`-addr "nonsense"`}},
+		{name: "port above 65535", args: []string{"-addr", "127.0.0.1:70000"}, code: 2, want: []string{`-addr "127.0.0.1:70000"`, "0 to 65535"}},
+		{name: "port above 65535 from the environment", env: []string{"ROOMCAST_ADDR=:99999"}, code: 2, want: []string{"ROOMCAST_ADDR", "0 to 65535"}},
+		{name: "retry range from the environment", env: []string{"ROOMCAST_RETRY_MIN=10s"}, code: 2,
+			want: []string{"-retry-max (5s) is below ROOMCAST_RETRY_MIN (10s)"}},
+		{name: "short secret from the environment", env: []string{"ROOMCAST_JWT_SECRET=short"}, code: 2,
+			want: []string{"ROOMCAST_JWT_SECRET must be at least 32 bytes"}, notWant: []string{"-jwt-secret"}},
+		{name: "bad value without the usage", args: []string{"-heartbeat", "banana"}, code: 2,
+			want: []string{"-heartbeat", "roomcast -h lists every flag"}, notWant: []string{"-write-coalesce", "Usage:"}},
+		{name: "unknown flag without the usage", args: []string{"-bogus"}, code: 2,
+			want: []string{"-bogus", "roomcast -h"}, notWant: []string{"-write-coalesce"}},
+		{name: "unknown command lists the commands", args: []string{"serve"}, code: 2,
+			want:    []string{`unknown command "serve"`, "roomcast pub", "roomcast sub", "roomcast token", "roomcast bench", "roomcast healthcheck"},
+			notWant: []string{"-write-coalesce"}},
+		{name: "origin with a trailing slash", env: []string{"ROOMCAST_ALLOWED_ORIGINS=http://host:8095/"}, code: 2,
+			want: []string{"ROOMCAST_ALLOWED_ORIGINS", `"http://host:8095/" can never match`, `"http://host:8095"`}},
+		{name: "origin without a scheme", env: []string{"ROOMCAST_ALLOWED_ORIGINS=https://ok.example,host:8095"}, code: 2,
+			want: []string{"ROOMCAST_ALLOWED_ORIGINS", `"host:8095" is not an origin`, "scheme://host[:port]"}},
+		{name: "origin with an upper-case scheme", args: []string{"-allowed-origins", "HTTP://Host:8095"}, code: 2,
+			want: []string{"-allowed-origins", `"http://host:8095"`}},
+		{name: "origin with the default port", args: []string{"-allowed-origins", "https://app.example:443"}, code: 2,
+			want: []string{`"https://app.example"`}},
+		{name: "join and leave events without presence", code: 1,
+			namespaces: "[namespaces.chat]\npresence = false\njoin_leave_events = true\n",
+			want:       []string{"[namespaces.chat]", "join_leave_events = true needs presence = true"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := tt.env
+			if tt.namespaces != "" {
+				file := filepath.Join(t.TempDir(), "namespaces.toml")
+				if err := os.WriteFile(file, []byte(tt.namespaces), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				env = append(env, "ROOMCAST_CONFIG="+file)
+			}
+			args := tt.args
+			if !hasFlag(args, "-addr") && !strings.Contains(strings.Join(env, " "), "ROOMCAST_ADDR") {
+				args = append([]string{"-addr", "127.0.0.1:0"}, args...)
+			}
+			p := start(t, env, args...)
+			code := p.wait(t, waitFor)
+			stderr := p.stderr.String()
+			if code != tt.code {
+				t.Errorf("exit %d, want %d; stderr:\n%s", code, tt.code, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(stderr, w) {
+					t.Errorf("stderr has %q:\n%s", w, stderr)
+				}
+			}
+			if strings.Contains(stderr, "roomcast listening") {
+				t.Error("it listened anyway")
+			}
+		})
+	}
+}
+
+// TestHelpAndVersion: the ways a user asks what the binary is and does.
+func TestHelpAndVersion(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want []string // in stdout
+	}{
+		{[]string{"--version"}, []string{"roomcast " + testVersion + "\n"}},
+		{[]string{"-version"}, []string{"roomcast " + testVersion + "\n"}},
+		{[]string{"version"}, []string{"roomcast " + testVersion + "\n"}},
+		{[]string{"help"}, []string{"roomcast pub", "roomcast sub", "roomcast token", "roomcast bench", "roomcast healthcheck", "roomcast -h"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
+			p := start(t, nil, tt.args...)
+			if code := p.wait(t, waitFor); code != 0 {
+				t.Errorf("exit %d; stderr:\n%s", code, p.stderr.String())
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(p.stdout.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s", w, p.stdout.String())
+				}
+			}
+			if strings.Contains(p.stdout.String()+p.stderr.String(), "-write-coalesce") {
+				t.Errorf("printed the relay's flags:\n%s", p.stdout.String()+p.stderr.String())
+			}
+		})
+	}
+}
+
+// A preflight from an origin the relay does not allow is refused as such,
+// not as a method the route lacks; an allowed one still gets its 204.
+func TestPreflightFromDisallowedOrigin(t *testing.T) {
+	t.Parallel()
+	_, addr := startRelay(t, nil, "-allowed-origins", "https://app.example")
+	tests := []struct {
+		origin string
+		status int
+		code   string
+	}{
+		{"https://evil.example", http.StatusForbidden, "forbidden"},
+		{"https://app.example", http.StatusNoContent, ""},
+	}
+	for _, tt := range tests {
+		req, err := http.NewRequest(http.MethodOptions, "http://"+addr+"/v1/rooms/lobby/events", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Origin", tt.origin)
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			Error struct{ Code, Message string }
+		}
+		if tt.code != "" {
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				t.Errorf("preflight from %s: %s, body not JSON: %v", tt.origin, resp.Status, err)
+			}
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.status || body.Error.Code != tt.code ||
+			tt.code != "" && !strings.Contains(body.Error.Message, "origin "+tt.origin+" are not allowed") {
+			t.Errorf("preflight from %s: %s %+v, want %d %q naming the origin", tt.origin, resp.Status, body, tt.status, tt.code)
+		}
+		if allow := resp.Header.Get("Access-Control-Allow-Origin"); (tt.code == "") != (allow == tt.origin) {
+			t.Errorf("preflight from %s: Access-Control-Allow-Origin %q", tt.origin, allow)
+		}
+	}
+}
+
+// The start-up log says where the demo is, reachable from this machine
+// even when the relay listens on every interface.
+func TestListeningLogNamesDemo(t *testing.T) {
+	t.Parallel()
+	port := strconv.Itoa(relaytest.FreePort(t))
+	for _, tt := range []struct {
+		env  []string
+		args []string
+	}{
+		{nil, []string{"-addr", "127.0.0.1:" + port}},
+		{[]string{"PORT=" + port, "ROOMCAST_OPEN=true"}, nil},
+	} {
+		p := start(t, tt.env, tt.args...)
+		var line struct{ Demo string }
+		raw := p.stderr.AwaitMatch(t, regexp.MustCompile(`\{[^\n]*"msg":"roomcast listening"[^\n]*\}`))[0]
+		if err := json.Unmarshal([]byte(raw), &line); err != nil {
+			t.Fatal(err)
+		}
+		want := "http://127.0.0.1:" + port + "/"
+		if line.Demo != want {
+			t.Errorf("%v %v: demo %q, want %q", tt.env, tt.args, line.Demo, want)
+		}
+		resp, err := http.Get(line.Demo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+			t.Errorf("GET %s: %s %s", line.Demo, resp.Status, resp.Header.Get("Content-Type"))
+		}
+		p.signal(t, syscall.SIGTERM)
+		if code := p.wait(t, waitFor); code != 0 {
+			t.Errorf("exit %d after SIGTERM", code)
+		}
+	}
+}
+
+// TestCommandUsageErrors: every command answers a bad flag with the error
+// and a hint, not with its whole usage; -h still prints the usage.
+func TestCommandUsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range []string{"sub", "pub", "token", "bench", "healthcheck"} {
+		t.Run(cmd, func(t *testing.T) {
+			t.Parallel()
+			p := start(t, nil, cmd, "-bogus")
+			code := p.wait(t, waitFor)
+			stderr := p.stderr.String()
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			if code == 0 || len(lines) != 2 || !strings.Contains(lines[0], "-bogus") || lines[1] != "roomcast "+cmd+" -h lists its flags" {
+				t.Errorf("roomcast %s -bogus: exit %d, stderr:\n%s\nwant the error and the hint alone", cmd, code, stderr)
+			}
+			p = start(t, nil, cmd, "-h")
+			if code := p.wait(t, waitFor); code != 0 || !strings.Contains(p.stderr.String(), "Usage: roomcast "+cmd) {
+				t.Errorf("roomcast %s -h: exit %d, stderr:\n%s", cmd, code, p.stderr.String())
+			}
+		})
+	}
+}

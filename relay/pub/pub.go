@@ -1,0 +1,219 @@
+// Package pub is the `roomcast pub ROOM DATA` command: one publish, with
+// the options of the HTTP API, for scripts and for trying a relay out.
+package pub
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/roomcast/roomcast/relay/config"
+	"github.com/roomcast/roomcast/rooms"
+)
+
+const usage = `Usage: roomcast pub [flags] ROOM DATA
+       roomcast pub [flags] -user USER DATA
+       roomcast pub [flags] -namespace NS DATA
+
+Publishes DATA (a string; a JSON value with -json; - reads it from stdin)
+to ROOM, to several rooms as one event (ROOM is a comma-separated list), to
+a user's private channel (-user) or to every subscriber of a namespace
+(-namespace), and prints the relay's answer. Exits 0 when the relay
+accepted the event, 1 when it refused it (the answer's status and error say
+why), 2 for a usage error.
+
+Flags:
+`
+
+// Main runs the command with args (after "pub"), reading DATA "-" from
+// stdin, and returns its exit code.
+func Main(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("roomcast pub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	base := fs.String("url", cmpOr(getenv("ROOMCAST_URL"), "http://127.0.0.1:8080"), "base URL of the relay ($ROOMCAST_URL)")
+	event := fs.String("event", "message", "event name")
+	user := fs.String("user", "", "send DATA to this user's private channel instead of a room (needs a token or the API key)")
+	namespace := fs.String("namespace", "", "broadcast DATA to every subscriber of this namespace instead of a room")
+	isJSON := fs.Bool("json", false, "DATA is a JSON value (default: a string)")
+	volatile := fs.Bool("volatile", false, "best effort: not retained, never replayed, no id")
+	idemKey := fs.String("idempotency-key", "", "Idempotency-Key: a repeat with the same key publishes nothing and answers as the first time")
+	as := fs.String("as", "", "USER or USER:NAME to publish as (API key only)")
+	exclude := fs.String("exclude", "", "comma-separated client ids that must not receive the event (API key only)")
+	tok := fs.String("token", getenv("ROOMCAST_TOKEN"), "user token (JWT) sent as Authorization: Bearer ($ROOMCAST_TOKEN)")
+	apiKey := fs.String("api-key", getenv("ROOMCAST_API_KEY"), "server API key sent as Authorization: Bearer ($ROOMCAST_API_KEY); -token wins")
+	timeout := fs.Duration("timeout", 10*time.Second, "bound of the request")
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "roomcast pub:", err)
+		fmt.Fprintln(stderr, config.CommandHint("pub"))
+		return 2
+	}
+	if err := config.ParseCommand(fs, args, usage, stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return fail(err)
+	}
+	targets := 0
+	for _, s := range []string{*user, *namespace} {
+		if s != "" {
+			targets++
+		}
+	}
+	want := 2 - targets
+	if targets > 1 || fs.NArg() != want {
+		return fail(errors.New("give ROOM and DATA, or -user USER DATA, or -namespace NS DATA (flags go first)"))
+	}
+	dataArg := fs.Arg(want - 1)
+	if dataArg == "-" {
+		b, err := io.ReadAll(io.LimitReader(stdin, 64<<20))
+		if err != nil {
+			return fail(fmt.Errorf("reading stdin: %w", err))
+		}
+		dataArg = string(b)
+	}
+	body := publishBody{Event: *event, Volatile: *volatile}
+	if *isJSON {
+		if !json.Valid([]byte(dataArg)) {
+			return fail(errors.New("-json: DATA is not a JSON value"))
+		}
+		body.Data = json.RawMessage(dataArg)
+	} else {
+		body.Data, _ = json.Marshal(dataArg)
+	}
+	if err := rooms.ValidateEventName(*event); err != nil {
+		return fail(fmt.Errorf("-event: %w", err))
+	}
+	if *as != "" {
+		u, name, _ := strings.Cut(*as, ":")
+		if err := rooms.ValidateUserID(u); err != nil {
+			return fail(fmt.Errorf("-as: %w", err))
+		}
+		body.From = &rooms.Sender{User: u, Name: cmpOr(name, u)}
+	}
+	for _, c := range strings.Split(*exclude, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			body.Exclude = append(body.Exclude, c)
+		}
+	}
+	b, err := url.Parse(strings.TrimRight(*base, "/"))
+	if err != nil || (b.Scheme != "http" && b.Scheme != "https") || b.Host == "" {
+		return fail(fmt.Errorf("-url %q: must be an http:// or https:// URL", *base))
+	}
+	target := b.String()
+	switch {
+	case *user != "":
+		if err := rooms.ValidateUserID(*user); err != nil {
+			return fail(fmt.Errorf("-user: %w", err))
+		}
+		target += "/v1/users/" + url.PathEscape(*user) + "/events"
+	case *namespace != "":
+		target += "/v1/namespaces/" + url.PathEscape(*namespace) + "/events"
+	case strings.Contains(fs.Arg(0), ","):
+		for _, name := range strings.Split(fs.Arg(0), ",") {
+			room, err := rooms.ParseRoom(strings.TrimSpace(name))
+			if err != nil {
+				return fail(err)
+			}
+			body.Rooms = append(body.Rooms, room.String())
+		}
+		target += "/v1/events"
+	default:
+		room, err := rooms.ParseRoom(fs.Arg(0))
+		if err != nil {
+			return fail(err)
+		}
+		target += "/v1/rooms/" + url.PathEscape(room.String()) + "/events"
+	}
+	credential := cmpOr(*tok, *apiKey)
+	if *idemKey != "" {
+		for _, c := range *idemKey {
+			if c < 0x21 || c > 0x7e || len(*idemKey) > 255 {
+				return fail(errors.New("-idempotency-key: 1 to 255 printable ASCII characters"))
+			}
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	payload, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(payload))
+	if err != nil {
+		return fail(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "roomcast-pub")
+	if credential != "" {
+		req.Header.Set("Authorization", "Bearer "+credential)
+	}
+	if *idemKey != "" {
+		req.Header.Set("Idempotency-Key", *idemKey)
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	defer transport.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: transport}).Do(req)
+	if err != nil {
+		fmt.Fprintln(stderr, "roomcast pub:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		fmt.Fprintln(stderr, "roomcast pub: reading the answer:", err)
+		return 1
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		fmt.Fprintf(stderr, "roomcast pub: %s: %s\n", resp.Status, refusal(resp, answer))
+		return 1
+	}
+	if resp.Header.Get("Idempotent-Replayed") == "true" {
+		fmt.Fprintln(stderr, "roomcast pub: an earlier publish with this -idempotency-key answered; nothing was published again")
+	}
+	fmt.Fprintln(stdout, strings.TrimSpace(string(answer)))
+	return 0
+}
+
+// publishBody is the JSON body of every publish route.
+type publishBody struct {
+	Rooms    []string        `json:"rooms,omitempty"`
+	Event    string          `json:"event"`
+	Data     json.RawMessage `json:"data"`
+	Volatile bool            `json:"volatile,omitempty"`
+	From     *rooms.Sender   `json:"from,omitempty"`
+	Exclude  []string        `json:"exclude,omitempty"`
+}
+
+// refusal describes a refused publish from its error body, with a hint
+// where the status has a usual cause.
+func refusal(resp *http.Response, answer []byte) string {
+	var body struct {
+		Error struct{ Code, Message string }
+	}
+	msg := strings.TrimSpace(string(answer))
+	if json.Unmarshal(answer, &body) == nil && body.Error.Code != "" {
+		msg = body.Error.Code + ": " + body.Error.Message
+	}
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		msg += " (pass a user token with -token or $ROOMCAST_TOKEN, or the API key with -api-key)"
+	case http.StatusTooManyRequests:
+		if ra := resp.Header.Get("Retry-After"); ra != "" {
+			msg += " (retry after " + ra + " s)"
+		}
+	}
+	return msg
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
