@@ -126,11 +126,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		backboneForHub = m.Backbone(bb)
 	}
 	open := !cfg.KeysConfigured()
+	hosts, err := allowedHosts(cfg, open)
+	if err != nil {
+		return err
+	}
 	if open {
-		if !cfg.LoopbackOnly() && !cfg.Open {
-			return fmt.Errorf("no ROOMCAST_JWT_SECRET, ROOMCAST_JWT_PUBLIC_KEY or ROOMCAST_API_KEY is configured and %s is not a loopback address: "+
-				"anyone could publish anything; configure a key, or set ROOMCAST_OPEN=true to run open on purpose", cfg.Addr)
-		}
 		log.Warn("OPEN MODE: no key is configured, so anyone who can reach this relay may subscribe and publish anywhere")
 	}
 	namespaces, err := loadNamespaces(cfg, open)
@@ -180,12 +180,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Auth:              authn,
 		Namespaces:        &namespaces,
 		AllowedOrigins:    cfg.Origins(),
+		AllowedHosts:      hosts,
+		BodyTimeout:       cfg.ReadBodyTimeout,
 		Limits: relay.Limits{
 			PublishRate:     cfg.PublishRate,
 			PublishBurst:    cfg.PublishBurst,
 			MaxConnsPerUser: cfg.MaxConnsPerUser,
 			MaxConnsPerIP:   cfg.MaxConnsPerIP,
 			TrustedProxies:  proxies,
+			ClientIPHeader:  cfg.ClientIPHeader,
 
 			PublishCallerRate:  cfg.PublishCallerRate,
 			PublishCallerBurst: cfg.PublishCallerBurst,
@@ -317,6 +320,30 @@ func observer(m *metrics.Metrics) rooms.Observer {
 		return nil
 	}
 	return m
+}
+
+// allowedHosts is the Host allow-list: ROOMCAST_ALLOWED_HOSTS, which an
+// open relay must have unless it listens on loopback only, where the
+// loopback names are allowed too. An open relay trusts whoever reaches it;
+// without the list, a page of any site whose name an attacker points at
+// the relay's address (DNS rebinding) would reach it as well.
+func allowedHosts(cfg config.Config, open bool) ([]string, error) {
+	hosts, err := cfg.Hosts()
+	if err != nil || !open {
+		return hosts, err
+	}
+	if cfg.LoopbackOnly() {
+		return append(hosts, relay.LoopbackHosts...), nil
+	}
+	if !cfg.Open {
+		return nil, fmt.Errorf("no ROOMCAST_JWT_SECRET, ROOMCAST_JWT_PUBLIC_KEY or ROOMCAST_API_KEY is configured and %s is not a loopback address: "+
+			"anyone could publish anything; configure a key, or set ROOMCAST_OPEN=true (with ROOMCAST_ALLOWED_HOSTS) to run open on purpose", cfg.Addr)
+	}
+	if len(hosts) == 0 {
+		return nil, fmt.Errorf("ROOMCAST_OPEN=true on %s needs ROOMCAST_ALLOWED_HOSTS, the host names clients reach the relay by "+
+			"(e.g. relay.example.com): an open relay answering to any host can be reached by any web page through DNS rebinding", cfg.Addr)
+	}
+	return hosts, nil
 }
 
 // loadNamespaces reads the namespace rules: the global defaults (open mode
