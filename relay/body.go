@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/rooms"
 )
 
@@ -21,11 +22,22 @@ import (
 // address's connection limit, with the streams and polls, until the body is
 // in: an address cannot park more slow bodies than it may open streams.
 // Publishes whose body arrives with their headers, nearly all of them,
-// never count, so a client at its stream limit can still publish.
+// never count, so a client at its stream limit can still publish. A body a
+// handler left unread is read here, still counted, as net/http would read
+// it after the handler, uncounted.
+//
+// GET and HEAD requests take no body on any route; one that announces a body
+// is refused at once and its connection closed, rather than read: a stream
+// may hand its connection over to the shared writer (hijack), after which
+// nothing may read the connection's bytes as a body.
 
 // bodyGrace is how long a body may take before its request counts against
 // the connection limit (at most half the body timeout).
 const bodyGrace = time.Second
+
+// maxBodyDrain is how much of a body left unread is read after its
+// handler, as net/http does (it closes a connection with more left).
+const maxBodyDrain = 256 << 10
 
 // boundBody bounds the time to receive each request body to
 // Options.BodyTimeout and counts slow bodies against the connection limit.
@@ -33,6 +45,14 @@ func (s *Server) boundBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			// Close the connection without reading the body: net/http
+			// reads it after the handler unless the read fails at once.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+			w.Header().Set("Connection", "close")
+			writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "a %s request takes no body", r.Method))
 			return
 		}
 		rc := http.NewResponseController(w)
@@ -43,10 +63,14 @@ func (s *Server) boundBody(next http.Handler) http.Handler {
 			return
 		}
 		b := &boundedBody{ReadCloser: r.Body, s: s, req: r, rc: rc, counted: make(chan struct{})}
-		b.timer = time.AfterFunc(min(bodyGrace, s.opts.BodyTimeout/2), b.count)
 		r.Body = b
+		b.timer = time.AfterFunc(min(bodyGrace, s.opts.BodyTimeout/2), b.count)
 		defer b.finish()
 		next.ServeHTTP(w, r)
+		if r.ProtoMajor == 1 {
+			// HTTP/2 ends the stream instead: nothing to read.
+			b.drain()
+		}
 	})
 }
 
@@ -115,18 +139,30 @@ func (b *boundedBody) count() {
 	b.state = bodyCounting
 	b.mu.Unlock()
 
-	slots, err := b.s.acquireConnection(b.req, rooms.Identity{})
+	// The caller counts as a stream would: by address, and by user when
+	// its bearer token says who it is (the API key is exempt). Only the
+	// Authorization header is read: a ticket would be spent.
+	id, err := b.s.identify(b.req, auth.StateChanging)
+	if err != nil {
+		id = rooms.Identity{}
+	}
+	slots, err := b.s.acquireConnection(b.req, id)
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	var over *rateLimitError
 	switch {
 	case b.state == bodyDone:
 		if slots != nil {
 			slots.release()
 		}
-	case err != nil:
+	case errors.As(err, &over):
 		b.state, b.err = bodyRefused, err
 		// Ends the pending read now.
 		_ = b.rc.SetReadDeadline(time.Now())
+	case err != nil:
+		// The backbone could not count: the deadline still bounds the
+		// body.
+		b.state = bodyCounted
 	default:
 		b.state, b.slots = bodyCounted, slots
 	}
@@ -148,6 +184,17 @@ func (b *boundedBody) release() {
 		b.slots = nil
 	}
 	b.state = bodyDone
+}
+
+// drain reads what the handler left of the body, up to maxBodyDrain, within
+// the deadline and still counted.
+func (b *boundedBody) drain() {
+	b.mu.Lock()
+	done := b.state == bodyDone
+	b.mu.Unlock()
+	if !done {
+		_, _ = io.CopyN(io.Discard, b, maxBodyDrain)
+	}
 }
 
 // finish runs when the handler returns; it waits for a count under way, so

@@ -91,8 +91,10 @@ func TestSlowBodyTimesOut(t *testing.T) {
 			[]string{"Content-Type: application/json", "Content-Length: 10"}, http.StatusNotFound, "not_found", 10},
 		{"no such route", http.MethodPost, "/v1/nowhere",
 			[]string{"Content-Length: 10"}, http.StatusNotFound, "not_found", 10},
-		{"a stream's GET with a body", http.MethodGet, "/v1/rooms/public:lobby/poll?timeout=0",
-			[]string{"Content-Length: 10"}, http.StatusOK, "", 10},
+		{"a GET with a body", http.MethodGet, "/v1/rooms/public:lobby/poll?timeout=0",
+			[]string{"Content-Length: 10"}, http.StatusBadRequest, "invalid_parameter", 10},
+		{"a stream's GET with a body", http.MethodGet, "/v1/rooms/public:lobby/events",
+			[]string{"Content-Length: 10"}, http.StatusBadRequest, "invalid_parameter", 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -146,57 +148,79 @@ func TestSlowBodyTimesOut(t *testing.T) {
 
 // TestSlowBodiesCountAgainstAddressLimit: a request still sending its body
 // after a moment holds one of its address's connection slots, as a stream
-// does: an address at its limit cannot park more, nor open streams, until
-// they go; a body that arrives with its head never counts, so a client at
-// its stream limit still publishes.
+// does, whether its route reads the body or answers first: an address at
+// its limit cannot park more, nor open streams, until they go. A body that
+// arrives with its head never counts, so a client at its stream limit
+// still publishes.
 func TestSlowBodiesCountAgainstAddressLimit(t *testing.T) {
 	t.Parallel()
-	r := startSecured(t, func(o *relaytest.Options) {
-		o.Relay.BodyTimeout = time.Minute
-		o.Relay.Heartbeat = 50 * time.Millisecond
-		o.Relay.Limits = relay.Limits{MaxConnsPerIP: 2, PublishRate: 1e6, PublishBurst: 1e6}
-	})
-	const publish = "/v1/rooms/public:lobby/events"
-	type result struct {
-		i      int
-		status int
+	tests := []struct {
+		name   string
+		path   string
+		status int // of the request over the limit
 		code   string
-		err    error
+	}{
+		{"publish", "/v1/rooms/public:lobby/events", http.StatusTooManyRequests, "too_many_connections"},
+		{"moderation, refused before the body", "/v1/moderation/bans", http.StatusUnauthorized, "unauthenticated"},
+		{"no such route", "/v1/nowhere", http.StatusNotFound, "not_found"},
 	}
-	reqs := make([]*slowRequest, 3)
-	results := make(chan result, len(reqs))
-	for i := range reqs {
-		reqs[i] = sendHead(t, r, http.MethodPost, publish, "Content-Type: application/json", "Content-Length: 10")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := startSecured(t, func(o *relaytest.Options) {
+				o.Relay.BodyTimeout = time.Minute
+				o.Relay.Heartbeat = 50 * time.Millisecond
+				o.Relay.Limits = relay.Limits{MaxConnsPerIP: 2, PublishRate: 1e6, PublishBurst: 1e6}
+			})
+			type result struct {
+				i      int
+				status int
+				code   string
+				err    error
+			}
+			reqs := make([]*slowRequest, 3)
+			results := make(chan result, len(reqs))
+			for i := range reqs {
+				reqs[i] = sendHead(t, r, http.MethodPost, tt.path, "Content-Type: application/json", "Content-Length: 10")
+			}
+			for i, s := range reqs {
+				go func() {
+					status, code, err := s.answer(time.Now().Add(relaytest.Wait))
+					results <- result{i: i, status: status, code: code, err: err}
+				}()
+			}
+			// Two take the slots; the third is refused, and answered.
+			first := <-results
+			if first.err != nil || first.status != tt.status || first.code != tt.code {
+				t.Fatalf("three slow bodies from an address allowed two: first answer %d %q %v, want %d %q",
+					first.status, first.code, first.err, tt.status, tt.code)
+			}
+			if err := reqs[first.i].closed(time.Now().Add(relaytest.Wait)); err != nil {
+				t.Errorf("the refused request: %v", err)
+			}
+			wantRateLimited(t, r.Open(t, relaytest.Request{Path: "/v1/rooms/public:lobby/events"}), "too_many_connections")
+			for i, s := range reqs {
+				if i != first.i {
+					s.c.Close()
+				}
+			}
+			for range len(reqs) - 1 {
+				<-results
+			}
+			relaytest.Eventually(t, "the slow bodies' slots are given back", func() bool {
+				return r.Open(t, relaytest.Request{Path: "/v1/rooms/public:lobby/events"}).Status == http.StatusOK
+			})
+		})
 	}
-	for i, s := range reqs {
-		go func() {
-			status, code, err := s.answer(time.Now().Add(relaytest.Wait))
-			results <- result{i: i, status: status, code: code, err: err}
-		}()
-	}
-	first := <-results
-	if first.err != nil || first.status != http.StatusTooManyRequests || first.code != "too_many_connections" {
-		t.Fatalf("three slow bodies from an address allowed two: first answer %d %q %v, want 429 too_many_connections",
-			first.status, first.code, first.err)
-	}
-	// The other two hold both slots.
-	wantRateLimited(t, r.Open(t, relaytest.Request{Path: "/v1/rooms/public:lobby/events"}), "too_many_connections")
-	for i, s := range reqs {
-		if i != first.i {
-			s.c.Close()
+	t.Run("a body that comes with its head", func(t *testing.T) {
+		t.Parallel()
+		r := startLimited(t, relay.Limits{MaxConnsPerIP: 2, PublishRate: 1e6, PublishBurst: 1e6})
+		for range 2 {
+			r.Subscribe(t, "/v1/rooms/public:lobby/events", relaytest.StreamOptions{}).Connected(t)
 		}
-	}
-	for range len(reqs) - 1 {
-		<-results
-	}
-	relaytest.Eventually(t, "the slow bodies' slots are given back", func() bool {
-		return r.Open(t, relaytest.Request{Path: "/v1/rooms/public:lobby/events"}).Status == http.StatusOK
+		wantRateLimited(t, r.Open(t, relaytest.Request{Path: "/v1/rooms/public:lobby/events"}), "too_many_connections")
+		publishAs(t, r, "public:lobby", nil, `{"data":"at the stream limit"}`)
 	})
-
-	for range 2 {
-		r.Subscribe(t, "/v1/rooms/public:lobby/events", relaytest.StreamOptions{}).Connected(t)
-	}
-	publishAs(t, r, "public:lobby", nil, `{"data":"at the stream limit"}`)
 }
 
 // TestSlowBodyTimesOutHTTP2: the body deadline holds for each HTTP/2
