@@ -219,7 +219,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		httpSrv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: cfg.H2MaxStreams}
 	}
 	if cfg.DebugAddr != "" {
-		stop, err := serveDebug(ctx, cfg.DebugAddr, log)
+		stop, err := serveDebug(ctx, cfg, log)
 		if err != nil {
 			_ = ln.Close()
 			return err
@@ -250,9 +250,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 }
 
 // serveDebug serves net/http/pprof on its own listener, apart from the
-// relay's routes, until stop is called.
-func serveDebug(ctx context.Context, addr string, log *slog.Logger) (stop func(), err error) {
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+// relay's routes, until stop is called. Its reads are bounded as the
+// relay's are: headers, bodies (POST /debug/pprof/symbol) and keep-alive.
+func serveDebug(ctx context.Context, cfg config.Config, log *slog.Logger) (stop func(), err error) {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.DebugAddr)
 	if err != nil {
 		return nil, fmt.Errorf("debug listener: %w", err)
 	}
@@ -262,7 +263,13 @@ func serveDebug(ctx context.Context, addr string, log *slog.Logger) (stop func()
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	dbg := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+	bounded := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(cfg.ReadBodyTimeout))
+		}
+		mux.ServeHTTP(w, r)
+	})
+	dbg := &http.Server{Handler: bounded, ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	done := make(chan struct{})
 	go func() {

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/roomcast/roomcast/relay/relaytest"
 )
@@ -93,6 +97,40 @@ func TestOpenOnPurposeAllowedHosts(t *testing.T) {
 	} {
 		if status, _ := hostRequest(t, http.MethodPost, addr, "/v1/rooms/lobby/events", tt.host, "", `{"data":1}`); status != tt.status {
 			t.Errorf("Host %s: %d, want %d", tt.host, status, tt.status)
+		}
+	}
+}
+
+// TestSlowBodiesOnEveryListener: the binary bounds the time to receive a
+// request body on the relay's listener and on the debug listener alike: a
+// request whose body never comes is answered and its connection closed.
+func TestSlowBodiesOnEveryListener(t *testing.T) {
+	t.Parallel()
+	p, addr := startRelay(t, []string{"ROOMCAST_ADDR=127.0.0.1:0", "ROOMCAST_READ_BODY_TIMEOUT=300ms", "ROOMCAST_DEBUG_ADDR=127.0.0.1:0"})
+	debug := p.stderr.AwaitMatch(t, regexp.MustCompile(`"msg":"debug listener","addr":"([^"]+)"`))[1]
+	for _, tc := range []struct{ addr, path string }{
+		{addr, "/v1/rooms/lobby/events"},
+		{debug, "/debug/pprof/symbol"},
+	} {
+		c, err := net.DialTimeout("tcp", tc.addr, waitFor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "POST "+tc.path+" HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(waitFor))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Errorf("POST %s without its body: no answer: %v", tc.path, err)
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("POST %s without its body: answered %s, and the connection is still open (%v)", tc.path, resp.Status, err)
 		}
 	}
 }
