@@ -26,10 +26,10 @@ import (
 // handler left unread is read here, still counted, as net/http would read
 // it after the handler, uncounted.
 //
-// GET and HEAD requests take no body on any route; one that announces a body
-// is refused at once and its connection closed, rather than read: a stream
-// may hand its connection over to the shared writer (hijack), after which
-// nothing may read the connection's bytes as a body.
+// GET and HEAD requests take no body on any route; an HTTP/1 one that
+// announces a body is refused at once and its connection closed, rather
+// than read: a stream may hand its connection over to the shared writer
+// (hijack), after which nothing may read the connection's bytes as a body.
 
 // bodyGrace is how long a body may take before its request counts against
 // the connection limit (at most half the body timeout).
@@ -43,11 +43,14 @@ const maxBodyDrain = 256 << 10
 // Options.BodyTimeout and counts slow bodies against the connection limit.
 func (s *Server) boundBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+		get := r.Method == http.MethodGet || r.Method == http.MethodHead
+		if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody || get && r.ProtoMajor != 1 {
+			// An HTTP/2 GET's body, if a proxy left the request open,
+			// is never read, and ending the handler ends the stream.
 			next.ServeHTTP(w, r)
 			return
 		}
-		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		if get {
 			// Close the connection without reading the body: net/http
 			// reads it after the handler unless the read fails at once.
 			_ = http.NewResponseController(w).SetReadDeadline(time.Now())

@@ -224,7 +224,8 @@ func TestSlowBodiesCountAgainstAddressLimit(t *testing.T) {
 }
 
 // TestSlowBodyTimesOutHTTP2: the body deadline holds for each HTTP/2
-// stream (h2c from a proxy), not only for HTTP/1.1 connections.
+// stream (h2c from a proxy), not only for HTTP/1.1 connections; a GET whose
+// request side a proxy leaves open is served as usual.
 func TestSlowBodyTimesOutHTTP2(t *testing.T) {
 	t.Parallel()
 	r := relaytest.Start(t, relaytest.Options{H2C: true, Relay: relay.Options{BodyTimeout: 300 * time.Millisecond}})
@@ -249,5 +250,22 @@ func TestSlowBodyTimesOutHTTP2(t *testing.T) {
 	_ = json.NewDecoder(resp.Body).Decode(&e)
 	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusRequestTimeout || e.Error.Code != "request_timeout" {
 		t.Errorf("%s %d %q, want HTTP/2 408 request_timeout", resp.Proto, resp.StatusCode, e.Error.Code)
+	}
+
+	// A proxy may leave an HTTP/2 GET's request side open: that is no
+	// body to refuse, nor to count, and a stream works as ever.
+	openBody, openWriter := io.Pipe()
+	defer openWriter.Close()
+	get, err := http.NewRequest(http.MethodGet, r.URL+"/v1/rooms/lobby/poll?timeout=0", openBody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	polled, err := client.Do(get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer polled.Body.Close()
+	if polled.ProtoMajor != 2 || polled.StatusCode != http.StatusOK {
+		t.Errorf("an HTTP/2 GET left open: %s %d, want HTTP/2 200", polled.Proto, polled.StatusCode)
 	}
 }
