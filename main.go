@@ -340,7 +340,7 @@ func allowedHosts(cfg config.Config, open bool) ([]string, error) {
 		return hosts, err
 	}
 	if cfg.LoopbackOnly() {
-		return append(hosts, relay.LoopbackHosts...), nil
+		return append(hosts, relay.LoopbackHosts()...), nil
 	}
 	if !cfg.Open {
 		return nil, fmt.Errorf("no ROOMCAST_JWT_SECRET, ROOMCAST_JWT_PUBLIC_KEY or ROOMCAST_API_KEY is configured and %s is not a loopback address: "+

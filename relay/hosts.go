@@ -6,10 +6,10 @@ import (
 	"strings"
 )
 
-// LoopbackHosts are the host names a relay in open mode on a loopback
+// LoopbackHosts returns the host names a relay in open mode on a loopback
 // address answers to: a page of another site that has its own name resolve
 // to 127.0.0.1 (DNS rebinding) still sends its own name as Host.
-var LoopbackHosts = []string{"localhost", "127.0.0.1", "::1"}
+func LoopbackHosts() []string { return []string{"localhost", "127.0.0.1", "::1"} }
 
 // hostPattern is one allowed host: a name (or address) on any port, or on
 // one port, or with a leading "*." any subdomain of a name.
@@ -48,7 +48,7 @@ func splitHost(host string) (name, port string) {
 		name, rest := host[1:end], host[end+1:]
 		if rest != "" {
 			p, ok := strings.CutPrefix(rest, ":")
-			if !ok {
+			if !ok || !digits(p) {
 				return "", ""
 			}
 			port = p
@@ -57,8 +57,21 @@ func splitHost(host string) (name, port string) {
 	}
 	if strings.Count(host, ":") == 1 {
 		host, port, _ = strings.Cut(host, ":")
+		if !digits(port) {
+			return "", ""
+		}
 	}
 	return strings.TrimSuffix(host, "."), port
+}
+
+// digits reports whether s is a port number's digits (or empty).
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // hostAllowed reports whether host (a request's Host) is one the relay
