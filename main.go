@@ -138,11 +138,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		backboneForHub = m.Backbone(bb)
 	}
 	open := !cfg.KeysConfigured()
+	hosts, err := allowedHosts(cfg, open)
+	if err != nil {
+		return err
+	}
 	if open {
-		if !cfg.LoopbackOnly() && !cfg.Open {
-			return fmt.Errorf("no ROOMCAST_JWT_SECRET, ROOMCAST_JWT_PUBLIC_KEY or ROOMCAST_API_KEY is configured and %s is not a loopback address: "+
-				"anyone could publish anything; configure a key, or set ROOMCAST_OPEN=true to run open on purpose", cfg.Addr)
-		}
 		log.Warn("OPEN MODE: no key is configured, so anyone who can reach this relay may subscribe and publish anywhere")
 	}
 	namespaces, err := loadNamespaces(cfg, open)
@@ -192,12 +192,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Auth:              authn,
 		Namespaces:        &namespaces,
 		AllowedOrigins:    cfg.Origins(),
+		AllowedHosts:      hosts,
+		BodyTimeout:       cfg.ReadBodyTimeout,
 		Limits: relay.Limits{
 			PublishRate:     cfg.PublishRate,
 			PublishBurst:    cfg.PublishBurst,
 			MaxConnsPerUser: cfg.MaxConnsPerUser,
 			MaxConnsPerIP:   cfg.MaxConnsPerIP,
 			TrustedProxies:  proxies,
+			ClientIPHeader:  cfg.ClientIPHeader,
 
 			PublishCallerRate:  cfg.PublishCallerRate,
 			PublishCallerBurst: cfg.PublishCallerBurst,
@@ -228,7 +231,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		httpSrv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: cfg.H2MaxStreams}
 	}
 	if cfg.DebugAddr != "" {
-		stop, err := serveDebug(ctx, cfg.DebugAddr, log)
+		stop, err := serveDebug(ctx, cfg, log)
 		if err != nil {
 			_ = ln.Close()
 			return err
@@ -274,9 +277,10 @@ func demoURL(addr net.Addr) string {
 }
 
 // serveDebug serves net/http/pprof on its own listener, apart from the
-// relay's routes, until stop is called.
-func serveDebug(ctx context.Context, addr string, log *slog.Logger) (stop func(), err error) {
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+// relay's routes, until stop is called. Its reads are bounded as the
+// relay's are: headers, bodies (POST /debug/pprof/symbol) and keep-alive.
+func serveDebug(ctx context.Context, cfg config.Config, log *slog.Logger) (stop func(), err error) {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.DebugAddr)
 	if err != nil {
 		return nil, fmt.Errorf("debug listener: %w", err)
 	}
@@ -286,7 +290,13 @@ func serveDebug(ctx context.Context, addr string, log *slog.Logger) (stop func()
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	dbg := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+	bounded := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(cfg.ReadBodyTimeout))
+		}
+		mux.ServeHTTP(w, r)
+	})
+	dbg := &http.Server{Handler: bounded, ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	done := make(chan struct{})
 	go func() {
@@ -344,6 +354,30 @@ func observer(m *metrics.Metrics) rooms.Observer {
 		return nil
 	}
 	return m
+}
+
+// allowedHosts is the Host allow-list: ROOMCAST_ALLOWED_HOSTS, which an
+// open relay must have unless it listens on loopback only, where the
+// loopback names are allowed too. An open relay trusts whoever reaches it;
+// without the list, a page of any site whose name an attacker points at
+// the relay's address (DNS rebinding) would reach it as well.
+func allowedHosts(cfg config.Config, open bool) ([]string, error) {
+	hosts, err := cfg.Hosts()
+	if err != nil || !open {
+		return hosts, err
+	}
+	if cfg.LoopbackOnly() {
+		return append(hosts, relay.LoopbackHosts()...), nil
+	}
+	if !cfg.Open {
+		return nil, fmt.Errorf("no ROOMCAST_JWT_SECRET, ROOMCAST_JWT_PUBLIC_KEY or ROOMCAST_API_KEY is configured and %s is not a loopback address: "+
+			"anyone could publish anything; configure a key, or set ROOMCAST_OPEN=true (with ROOMCAST_ALLOWED_HOSTS) to run open on purpose", cfg.Addr)
+	}
+	if len(hosts) == 0 {
+		return nil, fmt.Errorf("ROOMCAST_OPEN=true on %s needs ROOMCAST_ALLOWED_HOSTS, the host names clients reach the relay by "+
+			"(e.g. relay.example.com): an open relay answering to any host can be reached by any web page through DNS rebinding", cfg.Addr)
+	}
+	return hosts, nil
 }
 
 // loadNamespaces reads the namespace rules: the global defaults (open mode

@@ -420,6 +420,10 @@ func TestBadConfiguration(t *testing.T) {
 		{"stray argument", nil, []string{"serve"}, 2, `"serve"`},
 		{"help", nil, []string{"-h"}, 0, "roomcast sub [flags] ROOM"},
 		{"open mode off loopback", nil, []string{"-addr", "0.0.0.0:0"}, 1, "ROOMCAST_OPEN=true"},
+		{"open on purpose without allowed hosts", []string{"ROOMCAST_OPEN=true"}, []string{"-addr", "0.0.0.0:0"}, 1, "ROOMCAST_ALLOWED_HOSTS"},
+		{"allowed host with a scheme", []string{"ROOMCAST_ALLOWED_HOSTS=https://relay.example"}, nil, 2, "ROOMCAST_ALLOWED_HOSTS"},
+		{"client address header", []string{"ROOMCAST_CLIENT_IP_HEADER=Forwarded"}, nil, 2, "ROOMCAST_CLIENT_IP_HEADER"},
+		{"body timeout", []string{"ROOMCAST_READ_BODY_TIMEOUT=1ms"}, nil, 2, "ROOMCAST_READ_BODY_TIMEOUT"},
 		{"short JWT secret", []string{"ROOMCAST_JWT_SECRET=short"}, nil, 2, "ROOMCAST_JWT_SECRET must be"},
 		// NaN once passed "above 0" and turned rate limiting off.
 		{"NaN publish rate", []string{"ROOMCAST_PUBLISH_RATE=NaN"}, nil, 2, "ROOMCAST_PUBLISH_RATE"},
@@ -448,7 +452,7 @@ func TestPortAlias(t *testing.T) {
 	port := strconv.Itoa(relaytest.FreePort(t))
 
 	// PORT means every interface, which open mode allows only when told.
-	p, addr := startRelay(t, []string{"PORT=" + port, "ROOMCAST_OPEN=true"})
+	p, addr := startRelay(t, []string{"PORT=" + port, "ROOMCAST_OPEN=true", "ROOMCAST_ALLOWED_HOSTS=127.0.0.1"})
 	if _, got, _ := net.SplitHostPort(addr); got != port {
 		t.Fatalf("listening on %s, want port %s", addr, port)
 	}

@@ -33,6 +33,8 @@ const (
 	codeInvalidParameter     = "invalid_parameter"
 	codeNotFound             = "not_found"
 	codeMethodNotAllowed     = "method_not_allowed"
+	codeHostNotAllowed       = "host_not_allowed"
+	codeRequestTimeout       = "request_timeout"
 	codeInternal             = "internal"
 )
 

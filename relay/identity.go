@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/roomcast/roomcast/relay/auth"
@@ -34,11 +32,12 @@ func (s *Server) claim(ctx context.Context, key string, ttl time.Duration) (bool
 }
 
 // checkOrigin refuses a state-changing request sent by a page of another
-// origin than the relay's own or an allowed one. Requests without Origin
-// (curl, backends) pass: they carry no ambient browser credentials.
+// origin than the relay's own (scheme, host and port; the host is one
+// checkHost allowed) or an allowed one. Requests without Origin (curl,
+// backends) pass: they carry no ambient browser credentials.
 func (s *Server) checkOrigin(r *http.Request) error {
 	origin := r.Header.Get("Origin")
-	if origin == "" || s.originAllowed(origin) || sameOrigin(origin, r) {
+	if origin == "" || s.originAllowed(origin) || s.sameOrigin(origin, r) {
 		return nil
 	}
 	return originRefused(origin)
@@ -54,24 +53,19 @@ func (s *Server) originAllowed(origin string) bool {
 	return slices.Contains(s.opts.AllowedOrigins, "*") || slices.Contains(s.opts.AllowedOrigins, origin)
 }
 
-func sameOrigin(origin string, r *http.Request) bool {
-	u, err := url.Parse(origin)
-	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
-}
-
 // cors answers preflights and marks responses readable by allowed origins.
 // Credentials are allowed only for origins listed by name, never for "*".
 func (s *Server) cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
 		preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
-		if origin != "" && preflight && !s.originAllowed(origin) && !sameOrigin(origin, r) {
+		if origin != "" && preflight && !s.originAllowed(origin) && !s.sameOrigin(origin, r) {
 			// No route answers OPTIONS: without this a refused preflight
 			// would read 405 method_not_allowed, hiding the reason.
 			writeError(w, originRefused(origin))
 			return
 		}
-		if origin == "" || sameOrigin(origin, r) || !s.originAllowed(origin) {
+		if origin == "" || s.sameOrigin(origin, r) || !s.originAllowed(origin) {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"math"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -36,9 +35,14 @@ type Limits struct {
 	// polls (default 50 and 500).
 	MaxConnsPerUser int
 	MaxConnsPerIP   int
-	// TrustedProxies are the peers whose forwarding headers (Fly-Client-IP,
-	// then X-Forwarded-For) are believed about the client's address.
+	// TrustedProxies are the peers whose forwarding headers are believed
+	// about the client's address and scheme (X-Forwarded-Proto).
 	TrustedProxies []netip.Prefix
+	// ClientIPHeader is the header a trusted proxy names the client's
+	// address in: HeaderXForwardedFor (default) or HeaderFlyClientIP. Only
+	// that one is read: a header the proxy does not manage may be the
+	// client's own.
+	ClientIPHeader string
 }
 
 func (l *Limits) defaults() {
@@ -378,33 +382,12 @@ func (s *Server) connLimitError(per string) error {
 		msg: "too many open connections for this " + per}
 }
 
-// clientIP is the peer address, or what a trusted proxy says the client's is.
+// clientIP is the client's address as limits count it (see clientAddr).
 func (s *Server) clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
+	if a, ok := s.clientAddr(r); ok {
+		return a.String()
 	}
-	peer, err := netip.ParseAddr(host)
-	if err != nil || !s.trusted(peer) {
-		return host
-	}
-	if v := strings.TrimSpace(r.Header.Get("Fly-Client-IP")); v != "" {
-		if a, err := netip.ParseAddr(v); err == nil {
-			return a.String()
-		}
-	}
-	// The rightmost address not of a trusted proxy is the client's.
-	hops := strings.Split(r.Header.Get("X-Forwarded-For"), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break
-		}
-		if !s.trusted(a) {
-			return a.String()
-		}
-	}
-	return host
+	return r.RemoteAddr
 }
 
 func (s *Server) trusted(a netip.Addr) bool {

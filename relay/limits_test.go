@@ -153,17 +153,26 @@ func TestTrustedProxies(t *testing.T) {
 		r.Subscribe(t, "/v1/rooms/public:lobby/events", relaytest.StreamOptions{Header: h}).Connected(t)
 	}
 
-	t.Run("trusted", func(t *testing.T) {
-		r := startLimited(t, limits("127.0.0.1/32"))
+	t.Run("trusted, Fly-Client-IP", func(t *testing.T) {
+		l := limits("127.0.0.1/32")
+		l.ClientIPHeader = relay.HeaderFlyClientIP
+		r := startLimited(t, l)
 		hold(r, "Fly-Client-IP", "203.0.113.1")
 		hold(r, "Fly-Client-IP", "203.0.113.2")
-		hold(r, "X-Forwarded-For", "198.51.100.7, 127.0.0.1")
 		wantRateLimited(t, stream(r, "Fly-Client-IP", "203.0.113.1"), "too_many_connections")
-		wantRateLimited(t, stream(r, "X-Forwarded-For", "198.51.100.7"), "too_many_connections")
 		// Anonymous publishes are limited per forwarded address too.
 		publishAs(t, r, "public:lobby", header(nil, "Fly-Client-IP", "203.0.113.1"), `{}`)
 		wantRateLimited(t, postJSON(t, r, "/v1/rooms/public:lobby/events", header(nil, "Fly-Client-IP", "203.0.113.1"), `{}`), "rate_limited")
 		publishAs(t, r, "public:lobby", header(nil, "Fly-Client-IP", "203.0.113.2"), `{}`)
+	})
+	t.Run("trusted, X-Forwarded-For", func(t *testing.T) {
+		r := startLimited(t, limits("127.0.0.1/32"))
+		hold(r, "X-Forwarded-For", "198.51.100.7, 127.0.0.1")
+		hold(r, "X-Forwarded-For", "198.51.100.8")
+		wantRateLimited(t, stream(r, "X-Forwarded-For", "198.51.100.7"), "too_many_connections")
+		publishAs(t, r, "public:lobby", header(nil, "X-Forwarded-For", "198.51.100.7"), `{}`)
+		wantRateLimited(t, postJSON(t, r, "/v1/rooms/public:lobby/events", header(nil, "X-Forwarded-For", "198.51.100.7"), `{}`), "rate_limited")
+		publishAs(t, r, "public:lobby", header(nil, "X-Forwarded-For", "198.51.100.8"), `{}`)
 	})
 	t.Run("untrusted", func(t *testing.T) {
 		r := startLimited(t, limits("10.0.0.0/8"))

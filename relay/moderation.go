@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -30,7 +31,11 @@ func readJSONBody(w http.ResponseWriter, r *http.Request, v any) error {
 	if isJSON, err := classifyMediaType(r.Header.Get("Content-Type")); err != nil || !isJSON {
 		return errorf(http.StatusUnsupportedMediaType, codeUnsupportedMediaType, "send application/json")
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
+	body, err := readBody(w, r, 16<<10)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return errorf(http.StatusBadRequest, codeInvalidJSON, "the body is not valid: %s", jsonProblem(err))

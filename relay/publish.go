@@ -182,12 +182,24 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		return nil, errorf(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "the body is larger than %d bytes", limit)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &mbe):
-		return nil, errorf(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "the body is larger than %d bytes", limit)
-	case err != nil:
-		return nil, errorf(http.StatusBadRequest, codeInvalidParameter, "reading the body failed")
+	if err != nil {
+		return nil, bodyError(err, limit)
 	}
 	return body, nil
+}
+
+// bodyError is the answer to a failed read of a body of at most limit
+// bytes: 413 past the limit, boundBody's own (408 request_timeout, 429
+// too_many_connections), else 400.
+func bodyError(err error, limit int64) error {
+	var mbe *http.MaxBytesError
+	var ae *apiError
+	var rl *rateLimitError
+	switch {
+	case errors.As(err, &mbe):
+		return errorf(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "the body is larger than %d bytes", limit)
+	case errors.As(err, &ae), errors.As(err, &rl):
+		return err
+	}
+	return errorf(http.StatusBadRequest, codeInvalidParameter, "reading the body failed")
 }

@@ -13,7 +13,9 @@ import (
 // routes is the whole v1 HTTP surface.
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.logRequests, s.recoverJSON, securityHeaders, s.cors, middleware.GetHead)
+	// boundBody comes before any answer: even a refusal waits for the
+	// rest of the body (net/http reads it to reuse the connection).
+	r.Use(s.logRequests, s.recoverJSON, securityHeaders, s.boundBody, s.checkHost, s.cors, middleware.GetHead)
 
 	s.webRoutes(r)
 	r.Get("/healthz", s.healthz)

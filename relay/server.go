@@ -60,6 +60,18 @@ type Options struct {
 	// AllowedOrigins may call the relay from a browser (CORS) besides the
 	// relay's own origin; "*" allows any origin without credentials.
 	AllowedOrigins []string
+	// AllowedHosts, when set, are the only Host values the relay answers
+	// to (421 host_not_allowed otherwise, except the health probes and
+	// /metrics): a name or address on any port ("relay.example.com",
+	// "::1"), on one port ("relay.example.com:8443"), or with "*." any
+	// subdomain. Empty allows any host. It keeps pages of other sites
+	// whose names resolve to the relay (DNS rebinding) out of a relay that
+	// trusts its network, as an open one does.
+	AllowedHosts []string
+	// BodyTimeout bounds the time a request may take to send its body,
+	// from the end of its headers (default 15 s); a request still sending
+	// after a moment counts against Limits.MaxConnsPerIP meanwhile.
+	BodyTimeout time.Duration
 	// Limits are the rate and connection limits.
 	Limits Limits
 	// DisableHijack keeps HTTP/1.1 streams on net/http's standard path
@@ -100,6 +112,7 @@ type Server struct {
 	writerOnce sync.Once
 	writer     *streamer
 	buckets    buckets
+	hosts      []hostPattern // nil: any host
 	// publishPolicy decides every publish, whatever its path.
 	publishPolicy *rooms.PublishPolicy
 	connsByUser   counters
@@ -140,6 +153,9 @@ func New(hub *rooms.Hub, opts Options) *Server {
 	if opts.MaxPadding <= 0 {
 		opts.MaxPadding = 4096
 	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = 15 * time.Second
+	}
 	opts.Limits.defaults()
 	if opts.MaxConcurrentConnects <= 0 {
 		opts.MaxConcurrentConnects = 256
@@ -164,6 +180,10 @@ func New(hub *rooms.Hub, opts Options) *Server {
 	}
 	s.clientMACs.New = func() any { return &clientMAC{h: hmac.New(sha256.New, opts.ClientKey)} }
 	s.idPrefix = rooms.NewClientID()[:8]
+	if len(opts.AllowedHosts) > 0 {
+		// A list with no usable entry allows nothing rather than anything.
+		s.hosts = append(make([]hostPattern, 0, len(opts.AllowedHosts)), parseHostPatterns(opts.AllowedHosts)...)
+	}
 	s.handler = s.routes()
 	return s
 }

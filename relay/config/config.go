@@ -43,6 +43,7 @@ type Config struct {
 	CursorKey         string
 	TCPUserTimeout    time.Duration
 	ReadHeaderTimeout time.Duration
+	ReadBodyTimeout   time.Duration
 	IdleTimeout       time.Duration
 	Metrics           bool
 	MetricsToken      string
@@ -60,11 +61,13 @@ type Config struct {
 	AllowQueryTokens  bool
 	Open              bool
 	AllowedOrigins    string
+	AllowedHosts      string
 	PublishRate       float64
 	PublishBurst      int
 	MaxConnsPerUser   int
 	MaxConnsPerIP     int
 	TrustedProxies    string
+	ClientIPHeader    string
 	PresenceGrace     time.Duration
 	PresenceTTL       time.Duration
 	DevTokens         string
@@ -150,6 +153,7 @@ func bindings(c *Config) []binding {
 		{Option{"cursor-key", "ROOMCAST_CURSOR_KEY", "", "secret (16+ bytes) signing cursors; random per process when empty"}, stringVar(&c.CursorKey)},
 		{Option{"tcp-user-timeout", "ROOMCAST_TCP_USER_TIMEOUT", "30s", "drop connections whose data stays unacknowledged this long (0 disables)"}, durationVar(&c.TCPUserTimeout, 0)},
 		{Option{"read-header-timeout", "ROOMCAST_READ_HEADER_TIMEOUT", "10s", "time allowed to read request headers"}, durationVar(&c.ReadHeaderTimeout, 100*time.Millisecond)},
+		{Option{"read-body-timeout", "ROOMCAST_READ_BODY_TIMEOUT", "15s", "time allowed to receive a request body after its headers (408 request_timeout past it)"}, durationVar(&c.ReadBodyTimeout, 100*time.Millisecond)},
 		{Option{"idle-timeout", "ROOMCAST_IDLE_TIMEOUT", "120s", "keep-alive idle time between requests"}, durationVar(&c.IdleTimeout, time.Second)},
 		{Option{"compress", "ROOMCAST_COMPRESS", "polls", "gzip for clients that accept it: off, polls, or all (streams too; ~0.8 MB per stream)"}, choiceVar(&c.Compress, "off", "polls", "all")},
 		{Option{"max-stream-lifetime", "ROOMCAST_MAX_STREAM_LIFETIME", "0s", "close each stream cleanly after about this long (0: never), for platforms that cut long requests"}, durationVar(&c.MaxStreamLifetime, 0)},
@@ -163,13 +167,15 @@ func bindings(c *Config) []binding {
 		{Option{"allow-query-tokens", "ROOMCAST_ALLOW_QUERY_TOKENS", "false", "accept ?access_token= on streams and polls (URLs end up in logs; prefer tickets)"}, boolVar(&c.AllowQueryTokens)},
 		{Option{"open", "ROOMCAST_OPEN", "false", "allow running without any key on a non-loopback address (anyone may publish)"}, boolVar(&c.Open)},
 		{Option{"allowed-origins", "ROOMCAST_ALLOWED_ORIGINS", "", "comma-separated origins allowed to call from browsers besides the relay's own; * for any, without credentials"}, stringVar(&c.AllowedOrigins)},
+		{Option{"allowed-hosts", "ROOMCAST_ALLOWED_HOSTS", "", "comma-separated host names (Host header) the relay answers to: name, name:port or *.domain (empty: any; required with -open)"}, stringVar(&c.AllowedHosts)},
 		{Option{"publish-rate", "ROOMCAST_PUBLISH_RATE", "20", "publishes per second per user (per address when anonymous)"}, float64Var(&c.PublishRate)},
 		{Option{"publish-burst", "ROOMCAST_PUBLISH_BURST", "40", "publish burst per user"}, intVar(&c.PublishBurst, 1, 1_000_000)},
 		{Option{"publish-caller-rate", "ROOMCAST_PUBLISH_CALLER_RATE", "50", "publishes per second per user (per address when anonymous), all namespaces and private messages together"}, float64Var(&c.PublishCallerRate)},
 		{Option{"publish-caller-burst", "ROOMCAST_PUBLISH_CALLER_BURST", "100", "burst of all of a user's publishes together"}, intVar(&c.PublishCallerBurst, 1, 1_000_000)},
 		{Option{"max-conns-per-user", "ROOMCAST_MAX_CONNS_PER_USER", "50", "concurrent streams and polls per user"}, intVar(&c.MaxConnsPerUser, 1, 10_000_000)},
 		{Option{"max-conns-per-ip", "ROOMCAST_MAX_CONNS_PER_IP", "500", "concurrent streams and polls per client address"}, intVar(&c.MaxConnsPerIP, 1, 10_000_000)},
-		{Option{"trusted-proxies", "ROOMCAST_TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose Fly-Client-IP / X-Forwarded-For is believed"}, stringVar(&c.TrustedProxies)},
+		{Option{"trusted-proxies", "ROOMCAST_TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose -client-ip-header and X-Forwarded-Proto are believed"}, stringVar(&c.TrustedProxies)},
+		{Option{"client-ip-header", "ROOMCAST_CLIENT_IP_HEADER", "X-Forwarded-For", "header trusted proxies name the client in: X-Forwarded-For (right-most untrusted hop) or Fly-Client-IP"}, choiceFoldVar(&c.ClientIPHeader, "X-Forwarded-For", "Fly-Client-IP")},
 		{Option{"presence-grace", "ROOMCAST_PRESENCE_GRACE", "5s", "how long a user's last connection may be gone before roomcast:leave (a reconnect within it emits neither leave nor join)"}, durationVar(&c.PresenceGrace, 100*time.Millisecond)},
 		{Option{"presence-ttl", "ROOMCAST_PRESENCE_TTL", "45s", "with Redis: how long an instance that stopped renewing (died) keeps its members listed"}, durationVar(&c.PresenceTTL, 3*time.Second)},
 		{Option{"dev-tokens", "ROOMCAST_DEV_TOKENS", "auto", "POST /v1/dev/token gives anyone a development token: auto (only in open mode), true or false"}, choiceVar(&c.DevTokens, "auto", "true", "false")},
@@ -317,6 +323,9 @@ func (c Config) validate() error {
 	if _, err := c.parseOrigins(); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := c.Hosts(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
 		errs = append(errs, fmt.Errorf("%s must be at least 32 bytes (RFC 7518)", c.Name("jwt-secret")))
 	}
@@ -353,6 +362,31 @@ func (v choiceValue) Set(s string) error {
 	return fmt.Errorf("must be one of %s", strings.Join(v.choices, ", "))
 }
 func (v choiceValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return *v.p
+}
+
+// choiceFoldVar is a choice matched without regard to case, stored as the
+// choice is written.
+func choiceFoldVar(p *string, choices ...string) flag.Value { return choiceFoldValue{p, choices} }
+
+type choiceFoldValue struct {
+	p       *string
+	choices []string
+}
+
+func (v choiceFoldValue) Set(s string) error {
+	for _, c := range v.choices {
+		if strings.EqualFold(s, c) {
+			*v.p = c
+			return nil
+		}
+	}
+	return fmt.Errorf("must be one of %s", strings.Join(v.choices, ", "))
+}
+func (v choiceFoldValue) String() string {
 	if v.p == nil {
 		return ""
 	}
@@ -542,6 +576,18 @@ func serialiseOrigin(s string) (string, error) {
 		out += ":" + port
 	}
 	return out, nil
+}
+
+// Hosts returns the allowed hosts as a list.
+func (c Config) Hosts() ([]string, error) {
+	hosts := splitList(c.AllowedHosts)
+	for _, h := range hosts {
+		if strings.ContainsAny(h, "/@ \t") || strings.HasPrefix(h, ":") && strings.Count(h, ":") == 1 || strings.Count(h, "*") > 1 ||
+			strings.Contains(h, "*") && !strings.HasPrefix(h, "*.") {
+			return nil, fmt.Errorf("%s: %q is not a host name, name:port or *.domain", c.Name("allowed-hosts"), h)
+		}
+	}
+	return hosts, nil
 }
 
 // Proxies parses the trusted proxy ranges.

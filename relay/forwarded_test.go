@@ -1,0 +1,176 @@
+package relay_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roomcast/roomcast/relay"
+	"github.com/roomcast/roomcast/relay/relaytest"
+)
+
+// rawResponse is an answer to a request written byte for byte.
+type rawResponse struct {
+	status int
+	body   string
+}
+
+// sendRaw writes a request of method and path to r with exactly the header
+// lines given (Host first when lines has none) and body, and reads the
+// answer.
+func sendRaw(t *testing.T, r *relaytest.Relay, method, path string, lines []string, body string) rawResponse {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", r.HTTP.Listener.Addr().String(), relaytest.Wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var req strings.Builder
+	req.WriteString(method + " " + path + " HTTP/1.1\r\n")
+	hasHost := false
+	for _, l := range lines {
+		hasHost = hasHost || strings.HasPrefix(strings.ToLower(l), "host:")
+	}
+	if !hasHost {
+		req.WriteString("Host: relay.test\r\n")
+	}
+	for _, l := range lines {
+		req.WriteString(l + "\r\n")
+	}
+	if body != "" {
+		req.WriteString("Content-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n")
+	}
+	req.WriteString("Connection: close\r\n\r\n" + body)
+	if _, err := c.Write([]byte(req.String())); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(relaytest.Wait))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return rawResponse{status: resp.StatusCode, body: string(b)}
+}
+
+// TestForwardedClientAddress: behind a trusted proxy the client's address
+// is the right-most hop of every X-Forwarded-For line together that is not
+// a trusted proxy's, so a line the client wrote decides nothing; headers
+// the relay was not told to read (Fly-Client-IP by default, Forwarded)
+// are ignored. Each case is sent byte for byte; the address the relay
+// settled on is observed through the anonymous publish limit (one publish
+// per address): a publish as the expected address uses it up, and then
+// the case's request must be refused.
+func TestForwardedClientAddress(t *testing.T) {
+	t.Parallel()
+	const peer = "127.0.0.1"
+	tests := []struct {
+		name   string
+		header string // ClientIPHeader
+		lines  []string
+		want   string
+	}{
+		{"one list, client then proxy", "", []string{"X-Forwarded-For: 198.51.100.7, 10.0.0.2"}, "198.51.100.7"},
+		{"the client's line, then the proxy's (HAProxy option forwardfor)", "",
+			[]string{"X-Forwarded-For: 203.0.113.66", "X-Forwarded-For: 198.51.100.7"}, "198.51.100.7"},
+		{"lines of any case are one header", "",
+			[]string{"x-forwarded-for: 203.0.113.66", "X-FORWARDED-FOR: 198.51.100.7"}, "198.51.100.7"},
+		{"a forged list, then trusted hops", "",
+			[]string{"X-Forwarded-For: 203.0.113.66, 198.51.100.7", "X-Forwarded-For: 10.0.0.2, 10.0.0.3"}, "198.51.100.7"},
+		{"a hop with a port", "", []string{"X-Forwarded-For: 198.51.100.7:4711"}, "198.51.100.7"},
+		{"an IPv6 hop in brackets with a port", "", []string{"X-Forwarded-For: [2001:db8::7]:4711"}, "2001:db8::7"},
+		{"an IPv4-mapped IPv6 hop", "", []string{"X-Forwarded-For: ::ffff:198.51.100.7"}, "198.51.100.7"},
+		{"blank elements and lines", "", []string{"X-Forwarded-For: 198.51.100.7, ,", "X-Forwarded-For:"}, "198.51.100.7"},
+		{"an unreadable hop where the client should be", "", []string{"X-Forwarded-For: 198.51.100.7, unknown"}, peer},
+		{"every hop trusted: the left-most", "", []string{"X-Forwarded-For: 10.0.0.3, 10.0.0.2"}, "10.0.0.3"},
+		{"Fly-Client-IP is not read unless configured", "", []string{"Fly-Client-IP: 203.0.113.66"}, peer},
+		{"Forwarded is never read", "", []string{"Forwarded: for=203.0.113.66"}, peer},
+		{"Fly-Client-IP when configured", relay.HeaderFlyClientIP,
+			[]string{"Fly-Client-IP: 198.51.100.7", "X-Forwarded-For: 203.0.113.66"}, "198.51.100.7"},
+		{"a repeated Fly-Client-IP is not believed", relay.HeaderFlyClientIP,
+			[]string{"Fly-Client-IP: 203.0.113.66", "Fly-Client-IP: 198.51.100.7"}, peer},
+		{"X-Forwarded-For is not read when Fly-Client-IP is", relay.HeaderFlyClientIP,
+			[]string{"X-Forwarded-For: 203.0.113.66"}, peer},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := startLimited(t, relay.Limits{PublishRate: 0.001, PublishBurst: 1, ClientIPHeader: tt.header,
+				TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("10.0.0.0/8")}})
+			const path = "/v1/rooms/public:lobby/events"
+			// Use up the expected address's one publish, naming it the
+			// plainest way.
+			as := []string{}
+			switch {
+			case tt.want == peer:
+			case tt.header == relay.HeaderFlyClientIP:
+				as = []string{"Fly-Client-IP: " + tt.want}
+			default:
+				as = []string{"X-Forwarded-For: " + tt.want}
+			}
+			if got := sendRaw(t, r, http.MethodPost, path, as, `{}`); got.status != http.StatusAccepted {
+				t.Fatalf("publish as %s: %d %s", tt.want, got.status, got.body)
+			}
+			if got := sendRaw(t, r, http.MethodPost, path, tt.lines, `{}`); got.status != http.StatusTooManyRequests {
+				t.Errorf("%q: %d %s; want 429: the client is %s, whose publish is spent", tt.lines, got.status, got.body, tt.want)
+			}
+			// Another address still may: the 429 above was the address's.
+			other := "X-Forwarded-For: 192.0.2.99"
+			if tt.header == relay.HeaderFlyClientIP {
+				other = "Fly-Client-IP: 192.0.2.99"
+			}
+			if tt.want != "192.0.2.99" {
+				if got := sendRaw(t, r, http.MethodPost, path, []string{other}, `{}`); got.status != http.StatusAccepted {
+					t.Errorf("publish as another address: %d %s", got.status, got.body)
+				}
+			}
+		})
+	}
+}
+
+// TestForwardedProto: a state-changing request from a page of the relay's
+// own origin passes the Origin check only if the scheme matches too: https
+// only over TLS or when a trusted proxy says so in X-Forwarded-Proto (its
+// own line or element: the right-most).
+func TestForwardedProto(t *testing.T) {
+	t.Parallel()
+	trusting := func(proxy string) *relaytest.Relay {
+		return startSecured(t, func(o *relaytest.Options) {
+			o.Relay.Limits.TrustedProxies = []netip.Prefix{netip.MustParsePrefix(proxy)}
+		})
+	}
+	trusted, untrusted := trusting("127.0.0.1/32"), trusting("10.0.0.0/8")
+	tests := []struct {
+		name  string
+		r     *relaytest.Relay
+		lines []string
+		want  int
+	}{
+		{"https page, no proxy's word", trusted, []string{"Origin: https://relay.test"}, http.StatusForbidden},
+		{"https page, proxy says https", trusted, []string{"Origin: https://relay.test", "X-Forwarded-Proto: https"}, http.StatusAccepted},
+		{"https page on the default port", trusted, []string{"Origin: https://relay.test:443", "X-Forwarded-Proto: https"}, http.StatusAccepted},
+		{"proxy's line after the client's", trusted, []string{"Origin: https://relay.test", "X-Forwarded-Proto: https", "X-Forwarded-Proto: http"}, http.StatusForbidden},
+		{"proxy's element after the client's", trusted, []string{"Origin: https://relay.test", "X-Forwarded-Proto: http, https"}, http.StatusAccepted},
+		{"an untrusted peer's word", untrusted, []string{"Origin: https://relay.test", "X-Forwarded-Proto: https"}, http.StatusForbidden},
+		{"http page over http", untrusted, []string{"Origin: http://relay.test"}, http.StatusAccepted},
+		{"http page on the default port", untrusted, []string{"Origin: http://relay.test:80"}, http.StatusAccepted},
+		{"http page behind a proxy that says https", trusted, []string{"Origin: http://relay.test", "X-Forwarded-Proto: https"}, http.StatusForbidden},
+		{"another port", untrusted, []string{"Origin: http://relay.test:8080"}, http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := sendRaw(t, tt.r, http.MethodPost, "/v1/rooms/public:lobby/events", tt.lines, `{}`)
+			if got.status != tt.want {
+				t.Errorf("%q: %d %s, want %d", tt.lines, got.status, got.body, tt.want)
+			}
+		})
+	}
+}
