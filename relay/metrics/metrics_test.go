@@ -76,6 +76,9 @@ func start(t *testing.T, opts relay.Options, hub rooms.HubOptions) *instrumented
 	if opts.Limits.PublishRate == 0 {
 		opts.Limits.PublishRate, opts.Limits.PublishBurst = 1e6, 1e6
 	}
+	if opts.Limits.PublishCallerRate == 0 {
+		opts.Limits.PublishCallerRate, opts.Limits.PublishCallerBurst = 1e6, 1e6
+	}
 	opts.Limits.RequestRate, opts.Limits.RequestBurst = 1e6, 1e6
 	if opts.Limits.MaxConnsPerIP == 0 {
 		opts.Limits.MaxConnsPerIP = 1e6
