@@ -181,7 +181,7 @@ func TestListeningLogNamesDemo(t *testing.T) {
 		args []string
 	}{
 		{nil, []string{"-addr", "127.0.0.1:" + port}},
-		{[]string{"PORT=" + port, "ROOMCAST_OPEN=true"}, nil},
+		{[]string{"PORT=" + port, "ROOMCAST_OPEN=true", "ROOMCAST_ALLOWED_HOSTS=127.0.0.1"}, nil},
 	} {
 		p := start(t, tt.env, tt.args...)
 		var line struct{ Demo string }
