@@ -171,6 +171,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Namespaces:      &namespaces,
 		// Renew shared presence well within its lease.
 		PresenceRenew: min(cfg.Heartbeat, cfg.PresenceTTL/3),
+
+		MaxPollSessionsPerCaller: cfg.MaxPollSessionsPerCaller,
+		MaxPollPresencePerCaller: cfg.MaxPollPresencePerCaller,
+		MaxPollPresence:          cfg.MaxPollPresence,
 	})
 	srv := relay.New(hub, relay.Options{
 		MaxPayload:        cfg.MaxPayload,
@@ -189,6 +193,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Metrics:           m,
 		MetricsToken:      cfg.MetricsToken,
 		DevTokenKey:       devKey,
+		IdempotencyTTL:    cfg.HistoryAge,
 		Auth:              authn,
 		Namespaces:        &namespaces,
 		AllowedOrigins:    cfg.Origins(),
@@ -204,6 +209,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 			PublishCallerRate:  cfg.PublishCallerRate,
 			PublishCallerBurst: cfg.PublishCallerBurst,
+
+			MaxIdempotencyKeysPerCaller: cfg.MaxIdempotencyKeysPerCaller,
+			MaxIdempotencyKeys:          cfg.MaxIdempotencyKeys,
+			MaxTicketsPerUser:           cfg.MaxTicketsPerUser,
+			MaxTickets:                  cfg.MaxTickets,
 		},
 	})
 	if err := hub.Start(ctx); err != nil {

@@ -66,6 +66,8 @@ var domainErrors = []struct {
 	{rooms.ErrPublishTokenExpired, http.StatusConflict, "idempotency_key_expired"},
 	{rooms.ErrOutcomeUnknown, http.StatusServiceUnavailable, "outcome_unknown"},
 	{rooms.ErrBackboneDown, http.StatusServiceUnavailable, "backbone_unavailable"},
+	{rooms.ErrTooManySessions, http.StatusTooManyRequests, "too_many_sessions"},
+	{rooms.ErrLimitExceeded, http.StatusTooManyRequests, "limit_exceeded"},
 }
 
 type errorBody struct {
@@ -96,11 +98,19 @@ func writeError(w http.ResponseWriter, err error) {
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	}
+	if status == http.StatusTooManyRequests {
+		// Held state is freed as it expires or its holder ends it.
+		w.Header().Set("Retry-After", strconv.Itoa(quotaRetryAfterSeconds))
+	}
 	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: msg}})
 }
 
 // retryAfterSeconds is what a 503 asks clients to wait.
 const retryAfterSeconds = 2
+
+// quotaRetryAfterSeconds is what a 429 for held state asks clients to wait:
+// poll sessions and leases last seconds, keys and tickets minutes.
+const quotaRetryAfterSeconds = 5
 
 func classify(err error) (status int, code, msg string) {
 	var ae *apiError

@@ -93,6 +93,11 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, t publishTarget
 		writeError(w, err)
 		return
 	}
+	release, err := s.holdIdempotencyKey(key)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	res, err := s.hub.Backbone().Publish(r.Context(), msg, key)
 	if err != nil {
 		var unknown *rooms.OutcomeUnknownError
@@ -104,6 +109,9 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, t publishTarget
 				resend = unknown.Token.String()
 			}
 			w.Header().Set("Idempotency-Key", resend)
+		} else {
+			// Not stored: the key is not remembered either.
+			release()
 		}
 		writeError(w, err)
 		return
@@ -228,6 +236,32 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 		msg.Exclude = append(msg.Exclude, client)
 	}
 	return msg, key, nil
+}
+
+// holdIdempotencyKey counts a scoped idempotency key (scope|key) against its
+// caller's bound for as long as the backbone remembers it; release takes a
+// key counted by this call back, for a publish that failed. Keys of the
+// API key ("server") count only globally.
+func (s *Server) holdIdempotencyKey(key string) (release func(), err error) {
+	release = func() {}
+	if key == "" {
+		return release, nil
+	}
+	caller, _, _ := strings.Cut(key, "|")
+	if caller == "server" {
+		// Backends are trusted with any number of their own keys; the
+		// global bound still holds for them.
+		caller = "server\x00" + key
+	}
+	fresh := len(s.idemKeys.Missing(caller, key)) > 0
+	if !s.idemKeys.Take(caller, time.Now().Add(s.opts.IdempotencyTTL), key) {
+		return release, fmt.Errorf("%w: too many idempotency keys remembered for this caller (at most %d within %s)",
+			rooms.ErrLimitExceeded, s.opts.Limits.MaxIdempotencyKeysPerCaller, s.opts.IdempotencyTTL)
+	}
+	if !fresh {
+		return release, nil
+	}
+	return func() { s.idemKeys.Release(caller, key) }, nil
 }
 
 func validIdempotencyKey(k string) bool {

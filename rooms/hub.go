@@ -40,6 +40,18 @@ type HubOptions struct {
 	// polls (default 65,536); past it, answered polls keep none. Negative
 	// keeps none at all.
 	MaxPollSessions int
+	// MaxPollSessionsPerCaller bounds the sessions of MaxPollSessions one
+	// caller (a user, else a client address: PollRequest.Caller) may keep
+	// (default 100); a long-poll that would keep one more is refused with
+	// ErrTooManySessions.
+	MaxPollSessionsPerCaller int
+	// MaxPollPresencePerCaller and MaxPollPresence bound the presence
+	// leases long-polls hold (one per room polled, for twice the hold,
+	// outliving the poll) per caller and in all (default 1,024 and
+	// 1,048,576); a poll that would hold more is refused with
+	// ErrLimitExceeded.
+	MaxPollPresencePerCaller int
+	MaxPollPresence          int
 	// Observer is told about deliveries, drops and resumes (default: nobody).
 	Observer Observer
 	// Namespaces decides who may subscribe to what (default: everyone to everything).
@@ -75,6 +87,8 @@ type Hub struct {
 
 	// polls are long-pollers' connections parked between their polls.
 	polls pollSessions
+	// pollPresence counts the presence leases long-polls hold, by caller.
+	pollPresence *Quota
 }
 
 // registrationTTL is how long a connection stays registered in a shared
@@ -116,6 +130,15 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 	if opts.PollLimit <= 0 {
 		opts.PollLimit = 100
 	}
+	if opts.MaxPollSessionsPerCaller == 0 {
+		opts.MaxPollSessionsPerCaller = 100
+	}
+	if opts.MaxPollPresencePerCaller <= 0 {
+		opts.MaxPollPresencePerCaller = 1024
+	}
+	if opts.MaxPollPresence <= 0 {
+		opts.MaxPollPresence = 1 << 20
+	}
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
@@ -129,6 +152,8 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 		channels: make(map[string]*hubChannel),
 		conns:    make(map[string]*Connection),
 		drained:  make(chan struct{}),
+
+		pollPresence: NewQuota(opts.MaxPollPresencePerCaller, opts.MaxPollPresence),
 	}
 	if p, ok := BackboneAs[PresenceStore](bb); ok {
 		h.presence = p
@@ -700,9 +725,28 @@ func (h *Hub) Join(ctx context.Context, caller Identity, id, channel string) err
 	if ns := NamespaceChannel(channelNamespace(channel)); !conn.inNamespace(ns) {
 		want = append(want, ns)
 	}
+	// A join that fails takes back what it did, so that an error leaves
+	// the connection as it was.
+	var joinedNow []string
+	undo := func() {
+		conn.mu.Lock()
+		var cs []*hubChannel
+		for _, ch := range joinedNow {
+			if m, ok := conn.joined[ch]; ok {
+				delete(conn.joined, ch)
+				cs = append(cs, m.c)
+				conn.leftLocked(ch, m)
+			}
+		}
+		conn.mu.Unlock()
+		for _, c := range cs {
+			h.part(conn, c)
+		}
+	}
 	for _, ch := range want {
 		c, err := h.acquire(ctx, ch)
 		if err != nil {
+			undo()
 			return fmt.Errorf("%w: %w", ErrBackboneDown, err)
 		}
 		conn.mu.Lock()
@@ -717,12 +761,18 @@ func (h *Hub) Join(ctx context.Context, caller Identity, id, channel string) err
 			continue
 		}
 		h.join(conn, c)
+		joinedNow = append(joinedNow, ch)
 	}
 	conn.mu.Lock()
 	conn.rooms[channel] = true
 	conn.mu.Unlock()
 	h.enter(ctx, conn, channel)
-	return h.saveSession(ctx, conn)
+	if err := h.saveSession(ctx, conn); err != nil {
+		// The session would not name the room: a resume would lose it.
+		h.leave(conn, channel, "")
+		return err
+	}
+	return nil
 }
 
 // changeable finds the multi-room connection id that caller may change. A

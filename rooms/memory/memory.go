@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -270,8 +271,53 @@ func (b *Backbone) Unsubscribe(_ context.Context, name string, r rooms.Receiver)
 		if i := slices.Index(c.receivers, r); i >= 0 {
 			c.receivers = slices.Delete(c.receivers, i, i+1)
 		}
+		if len(c.receivers) == 0 && c.neverHeld() {
+			// Only subscribed, never published to: nothing is forgotten
+			// by freeing it, and keeping it would let anyone grow the
+			// map by subscribing to new names.
+			delete(b.channels, name)
+		}
 	}
 	return nil
+}
+
+// neverHeld reports that no event was ever appended to c: it was created
+// by a subscription, and its positions say nothing a fresh one would not.
+func (c *channel) neverHeld() bool { return len(c.events) == 0 && c.emptied.IsZero() }
+
+// Channels returns how many channels the backbone keeps (with history,
+// subscribed, or both).
+func (b *Backbone) Channels() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.channels)
+}
+
+// PresenceEntries returns how many members and users (those in their grace
+// period included) the presence store keeps, over all rooms.
+func (b *Backbone) PresenceEntries() int {
+	b.pmu.Lock()
+	defer b.pmu.Unlock()
+	n := 0
+	for _, pr := range b.presence {
+		n += len(pr.members) + len(pr.users)
+	}
+	return n
+}
+
+// Keys returns how many idempotency keys, single-use claims (redeemed
+// tickets) and multi-room sessions the backbone remembers.
+func (b *Backbone) Keys() (idempotency, claims, sessions int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k := range b.idem {
+		if strings.HasPrefix(k, claimPrefix) {
+			claims++
+		} else {
+			idempotency++
+		}
+	}
+	return idempotency, claims, len(b.sessions)
 }
 
 // Since implements rooms.Backbone.
@@ -381,7 +427,11 @@ func (b *Backbone) sweep() {
 	now := b.opts.Now()
 	for name, c := range b.channels {
 		b.trim(c, now)
-		if len(c.events) == 0 && len(c.receivers) == 0 && !c.emptied.IsZero() && now.Sub(c.emptied) > b.opts.HistoryAge {
+		switch {
+		case len(c.receivers) > 0:
+		case c.neverHeld():
+			delete(b.channels, name)
+		case len(c.events) == 0 && now.Sub(c.emptied) > b.opts.HistoryAge:
 			b.forgotten = max(b.forgotten, c.head)
 			delete(b.channels, name)
 		}
@@ -408,12 +458,15 @@ func (b *Backbone) sweep() {
 	}
 }
 
+// claimPrefix marks the single-use claims among the idempotency keys.
+const claimPrefix = "claim\x00"
+
 // ClaimOnce implements rooms.Claimer.
 func (b *Backbone) ClaimOnce(_ context.Context, key string, ttl time.Duration) (bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.opts.Now()
-	k := "claim\x00" + key
+	k := claimPrefix + key
 	if e, ok := b.idem[k]; ok && now.Before(e.expires) {
 		return false, nil
 	}
