@@ -210,15 +210,16 @@ func (s *Server) registerGauges(m *metrics.Metrics) {
 	m.Gauge("roomcast_channels", "Channels (rooms, namespace and user channels) this instance's hub is subscribed to.", s.hub.Channels)
 	m.Gauge("roomcast_poll_presence_leases", "Presence entries held for long-pollers by this instance (they outlive the poll by its hold).", s.hub.PollPresenceLeases)
 	m.Gauge("roomcast_idempotency_keys", "Idempotency-Key values of callers' publishes this instance counts as remembered.", s.idemKeys.Held)
-	m.Gauge("roomcast_tickets", "Tickets this instance issued that have not expired.", s.tickets.Held)
+	m.Gauge("roomcast_tickets", "Tickets this instance issued whose key may still be held: until they expire, and a spent one's key is forgotten.", s.tickets.Held)
+	if bb, ok := rooms.BackboneAs[interface{ Channels() int }](s.hub.Backbone()); ok {
+		m.Gauge("roomcast_backbone_channels", "Channels the backbone keeps in this process: the embedded one's with history or subscribers, Redis's subscriptions.", bb.Channels)
+	}
 	if mem, ok := rooms.BackboneAs[interface {
-		Channels() int
 		PresenceEntries() int
 		Keys() (idempotency, claims, sessions int)
 	}](s.hub.Backbone()); ok {
 		// The embedded backbone keeps history, keys and presence in this
 		// process; a shared one keeps them in Redis, under its own TTLs.
-		m.Gauge("roomcast_backbone_channels", "Channels the embedded backbone keeps (with history, subscribed, or both).", mem.Channels)
 		m.Gauge("roomcast_presence_entries", "Presence members and users (in their grace period included) the embedded backbone keeps.", mem.PresenceEntries)
 		m.Gauge("roomcast_backbone_idempotency_keys", "Idempotency keys the embedded backbone remembers.", func() int { n, _, _ := mem.Keys(); return n })
 		m.Gauge("roomcast_backbone_claims", "Redeemed tickets the embedded backbone remembers, so that none is used twice.", func() int { _, n, _ := mem.Keys(); return n })
