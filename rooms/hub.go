@@ -489,18 +489,6 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 		return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 	}
 	conn.registeredAt = time.Now()
-	if req.Multi {
-		if err := h.bb.SaveSession(ctx, conn.Session, conn.Rooms(), h.opts.SessionTTL); err != nil {
-			h.Disconnect(conn)
-			return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
-		}
-		conn.touchedAt = time.Now()
-	}
-
-	for _, ch := range conn.Rooms() {
-		h.enter(ctx, conn, ch)
-	}
-	conn.presentAt = time.Now()
 
 	conn.cursor = Cursor{Epoch: epoch, Session: conn.Session}
 	replay, err := h.replay(ctx, conn, from, heads, &resets)
@@ -508,6 +496,21 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 		h.Disconnect(conn)
 		return nil, err
 	}
+	// What outlives the connection or others see — its session, its
+	// presence — is written only once nothing can fail the stream any
+	// more, so that a refused stream leaves none of it behind. Nobody
+	// resumes the session before the stream has given out a cursor.
+	if req.Multi {
+		if err := h.bb.SaveSession(ctx, conn.Session, conn.Rooms(), h.opts.SessionTTL); err != nil {
+			h.Disconnect(conn)
+			return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
+		}
+		conn.touchedAt = time.Now()
+	}
+	for _, ch := range conn.Rooms() {
+		h.enter(ctx, conn, ch)
+	}
+	conn.presentAt = time.Now()
 	if from != nil || len(resets) > 0 {
 		outcome := "replayed"
 		if len(resets) > 0 {

@@ -43,9 +43,12 @@ type Backbone struct {
 	mu       sync.Mutex
 	seq      uint64
 	channels map[string]*channel
-	// forgotten is the highest head of any channel freed entirely: a cursor
-	// below it on a channel no longer known may have missed events.
-	forgotten uint64
+	// forgotten is, for each bucket of channel names, the highest head of
+	// a channel of the bucket freed entirely: a cursor below it on a
+	// channel no longer known may have missed events. Buckets, rather than
+	// one value for all, keep freeing one channel (or many that were only
+	// subscribed) from making every other quiet channel's cursor look old.
+	forgotten [forgottenBuckets]uint64
 	idem      map[string]idemEntry
 	sessions  map[string]session
 	bans      map[string]time.Time
@@ -61,6 +64,19 @@ type Backbone struct {
 
 	stop chan struct{}
 	done chan struct{}
+}
+
+// forgottenBuckets is how many buckets of channel names remember the heads
+// of freed channels (32 KiB).
+const forgottenBuckets = 4096
+
+// bucket is the forgotten bucket of channel name (FNV-1a).
+func bucket(name string) int {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(name); i++ {
+		h = (h ^ uint64(name[i])) * 1099511628211
+	}
+	return int(h % forgottenBuckets)
 }
 
 type channel struct {
@@ -194,7 +210,7 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 			if m.Volatile {
 				continue
 			}
-			c = &channel{trimmed: b.forgotten}
+			c = &channel{trimmed: b.forgotten[bucket(name)]}
 			b.channels[name] = c
 		}
 		if !m.Volatile {
@@ -253,10 +269,13 @@ func (b *Backbone) Subscribe(ctx context.Context, name string, r rooms.Receiver)
 	defer b.mu.Unlock()
 	c := b.channels[name]
 	if c == nil {
-		// A channel without history starts at the current Seq: every
-		// later event is above it, and cursors from before a channel was
-		// freed still read as gaps.
-		c = &channel{trimmed: b.forgotten, head: b.seq}
+		// A channel the backbone does not know holds no event above the
+		// highest head it forgot: it starts there. Cursors from before a
+		// channel was freed still read as gaps, and a cursor of a channel
+		// that was only ever subscribed (and freed when unsubscribed)
+		// resumes without a history read.
+		f := b.forgotten[bucket(name)]
+		c = &channel{trimmed: f, head: f}
 		b.channels[name] = c
 	}
 	c.receivers = append(c.receivers, r)
@@ -329,7 +348,7 @@ func (b *Backbone) Since(ctx context.Context, name string, after uint64, limit i
 	defer b.mu.Unlock()
 	c := b.channels[name]
 	if c == nil {
-		return rooms.History{Truncated: after < b.forgotten}, nil
+		return rooms.History{Truncated: after < b.forgotten[bucket(name)]}, nil
 	}
 	b.trim(c, b.opts.Now())
 	h := rooms.History{Truncated: after < c.trimmed}
@@ -432,7 +451,7 @@ func (b *Backbone) sweep() {
 		case c.neverHeld():
 			delete(b.channels, name)
 		case len(c.events) == 0 && now.Sub(c.emptied) > b.opts.HistoryAge:
-			b.forgotten = max(b.forgotten, c.head)
+			b.forgotten[bucket(name)] = max(b.forgotten[bucket(name)], c.head)
 			delete(b.channels, name)
 		}
 	}
