@@ -473,3 +473,18 @@ func TestSubscribedOnlyChannelsAreFreed(t *testing.T) {
 		return r.Hub.PollSessions() == 0 && r.Backbone.Channels() == base
 	})
 }
+
+// TestRefusedPublishSpendsNoAllowance: a publish refused for what it is
+// (exclude_self without a connection, "exclude" from a client) does not use
+// up the caller's publish rate.
+func TestRefusedPublishSpendsNoAllowance(t *testing.T) {
+	r := startMetered(t, relaytest.Options{Relay: relay.Options{Limits: relay.Limits{PublishRate: 0.001, PublishBurst: 1}}})
+	for _, body := range []string{`{"event":"e","data":1,"exclude_self":true}`, `{"event":"e","data":1,"exclude":["someone"]}`} {
+		resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/rooms/rate/events", Body: []byte(body),
+			Header: http.Header{"Content-Type": {"application/json"}}})
+		if resp.Status/100 != 4 || resp.Status == http.StatusTooManyRequests {
+			t.Fatalf("%s: status %d %s, want a refusal for the body", body, resp.Status, resp.Body)
+		}
+	}
+	r.Publish(t, "/v1/rooms/rate/events", "application/json", []byte(`{"event":"e","data":1}`), nil)
+}

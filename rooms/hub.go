@@ -769,12 +769,13 @@ func (h *Hub) Join(ctx context.Context, caller Identity, id, channel string) err
 	conn.mu.Lock()
 	conn.rooms[channel] = true
 	conn.mu.Unlock()
-	h.enter(ctx, conn, channel)
 	if err := h.saveSession(ctx, conn); err != nil {
-		// The session would not name the room: a resume would lose it.
+		// The session would not name the room (a resume would lose it):
+		// the join is undone, before anyone saw it in presence.
 		h.leave(conn, channel, "")
 		return err
 	}
+	h.enter(ctx, conn, channel)
 	return nil
 }
 
