@@ -341,7 +341,8 @@ func openBackbone(ctx context.Context, cfg config.Config, log *slog.Logger) (bac
 			_, _ = rand.Read(key)
 			log.Info("no cursor key configured: cursors are valid for this process only")
 		}
-		return memory.New(memory.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge, PresenceGrace: cfg.PresenceGrace}), key, nil
+		return memory.New(memory.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge, PresenceGrace: cfg.PresenceGrace,
+			MaxChannels: cfg.MaxChannels}), key, nil
 	}
 	bb, err := redisbb.New(ctx, cfg.RedisURL, redisbb.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge,
 		PresenceGrace: cfg.PresenceGrace, MemberTTL: cfg.PresenceTTL})

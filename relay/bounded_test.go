@@ -488,3 +488,31 @@ func TestRefusedPublishSpendsNoAllowance(t *testing.T) {
 	}
 	r.Publish(t, "/v1/rooms/rate/events", "application/json", []byte(`{"event":"e","data":1}`), nil)
 }
+
+// TestChannelsAreBoundedGlobally: the embedded backbone keeps at most
+// MaxChannels channels; what would need one more is refused with 429
+// limit_exceeded and leaves nothing, and the room is there again once
+// channels are freed.
+func TestChannelsAreBoundedGlobally(t *testing.T) {
+	r := startMetered(t, relaytest.Options{Memory: memory.Options{MaxChannels: 3}})
+	// The control channel is one; a stream of a room holds the room and
+	// its namespace channel.
+	s := r.Subscribe(t, "/v1/rooms/first/events", relaytest.StreamOptions{})
+	s.Connected(t)
+	before := gauges(t, r)
+	for _, req := range []relaytest.Request{
+		{Path: "/v1/stream?room=a&room=b"},
+		{Method: http.MethodPost, Path: "/v1/rooms/other:x/events", Body: []byte(`{"event":"e","data":1}`), Header: http.Header{"Content-Type": {"application/json"}}},
+	} {
+		resp := r.Open(t, req)
+		if resp.Status != http.StatusTooManyRequests || errorCode(t, resp) != "limit_exceeded" {
+			t.Fatalf("%s %s: status %d %s, want 429 limit_exceeded", req.Method, req.Path, resp.Status, resp.Body)
+		}
+		if after := gauges(t, r); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Fatalf("gauges changed by a refused request:\nbefore %v\nafter  %v", before, after)
+		}
+	}
+	s.Close()
+	relaytest.Eventually(t, "the stream's channels are freed", func() bool { return r.Backbone.Channels() == 1 })
+	r.PublishJSON(t, "other:x", map[string]any{"event": "e", "data": 1})
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/rooms"
@@ -122,6 +123,11 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusServiceUnavailable, "outcome_unknown",
 			"the backbone did not confirm the write: it may have taken effect; a publish resent with this answer's Idempotency-Key is stored once"
 	}
+	if errors.Is(err, rooms.ErrLimitExceeded) {
+		// Checked first: a bound the backbone enforces reaches the edge
+		// wrapped as a backbone failure too.
+		return http.StatusTooManyRequests, "limit_exceeded", limitMessage(err)
+	}
 	if errors.Is(err, rooms.ErrBackboneDown) {
 		// The cause names internal addresses: it is for the logs, not
 		// for clients.
@@ -136,6 +142,16 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusServiceUnavailable, "backbone_unavailable", "the backbone did not answer in time"
 	}
 	return http.StatusInternalServerError, codeInternal, "internal error"
+}
+
+// limitMessage is err's text from the bound on: the wrapping names
+// internal steps.
+func limitMessage(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, rooms.ErrLimitExceeded.Error()); i > 0 {
+		return msg[i:]
+	}
+	return msg
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

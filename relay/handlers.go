@@ -151,7 +151,7 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	var token rooms.PublishToken
 	if rooms.IsPublishToken(key) {
 		if token, err = rooms.ParsePublishToken(key); err != nil {
-			return rooms.Message{}, "", err
+			return rooms.Message{}, "", nil, err
 		}
 		key = ""
 	}

@@ -32,6 +32,11 @@ type Options struct {
 	// PresenceGrace is how long a user's last connection may be gone
 	// before the user is announced as having left (default 5 s).
 	PresenceGrace time.Duration
+	// MaxChannels bounds the channels kept (default 1,000,000): a publish
+	// or subscription that would create one more fails with
+	// rooms.ErrLimitExceeded. Per caller, channels are bounded by the
+	// connections, their rooms and the publish rate.
+	MaxChannels int
 }
 
 // Backbone is an in-memory rooms.Backbone. It is safe for concurrent use;
@@ -123,6 +128,9 @@ func New(opts Options) *Backbone {
 	if opts.PresenceGrace <= 0 {
 		opts.PresenceGrace = 5 * time.Second
 	}
+	if opts.MaxChannels <= 0 {
+		opts.MaxChannels = 1_000_000
+	}
 	var e [4]byte
 	_, _ = rand.Read(e[:])
 	b := &Backbone{
@@ -191,6 +199,17 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 			r := e.result
 			r.Duplicate = true
 			return r, nil
+		}
+	}
+	if !m.Volatile {
+		fresh := 0
+		for _, name := range m.Channels {
+			if b.channels[name] == nil {
+				fresh++
+			}
+		}
+		if fresh > 0 && len(b.channels)+fresh > b.opts.MaxChannels {
+			return rooms.Published{}, b.full()
 		}
 	}
 	var seq uint64
@@ -268,6 +287,9 @@ func (b *Backbone) Subscribe(ctx context.Context, name string, r rooms.Receiver)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	c := b.channels[name]
+	if c == nil && len(b.channels) >= b.opts.MaxChannels {
+		return 0, b.full()
+	}
 	if c == nil {
 		// A channel the backbone does not know holds no event above the
 		// highest head it forgot: it starts there. Cursors from before a
@@ -298,6 +320,11 @@ func (b *Backbone) Unsubscribe(_ context.Context, name string, r rooms.Receiver)
 		}
 	}
 	return nil
+}
+
+// full is the error of a channel past MaxChannels.
+func (b *Backbone) full() error {
+	return fmt.Errorf("%w: the relay keeps at most %d channels", rooms.ErrLimitExceeded, b.opts.MaxChannels)
 }
 
 // neverHeld reports that no event was ever appended to c: it was created
