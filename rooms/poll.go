@@ -17,7 +17,8 @@ type PollRequest struct {
 	// Client is the polling client's id, for exclude_self.
 	Client string
 	// Caller is who the state the poll keeps (its session, its presence
-	// leases) counts against: the user, else the client's address.
+	// leases) counts against: the user, else the client's address. ""
+	// bounds it only in all (HubOptions.MaxPollSessions, MaxPollPresence).
 	Caller string
 	// Timeout is how long to hold the poll when nothing is waiting.
 	Timeout time.Duration
@@ -201,8 +202,12 @@ func (h *Hub) enterPresence(ctx context.Context, req PollRequest, rooms []string
 		ids[i] = ch + "\x00" + member
 	}
 	lease := time.Now().Add(2 * req.Timeout)
-	added := h.pollPresence.Missing(req.Caller, ids...)
-	if !h.pollPresence.Take(req.Caller, lease, ids...) {
+	caller := req.Caller
+	if caller == "" {
+		caller = "\x00" + member // its own: bounded only in all
+	}
+	added := h.pollPresence.Missing(caller, ids...)
+	if !h.pollPresence.Take(caller, lease, ids...) {
 		return unpresent, fmt.Errorf("%w: at most %d presence leases of long-polls per caller", ErrLimitExceeded, h.opts.MaxPollPresencePerCaller)
 	}
 	for _, ch := range on {
@@ -212,7 +217,7 @@ func (h *Hub) enterPresence(ctx context.Context, req PollRequest, rooms []string
 	}
 	return func() {
 		for _, i := range added {
-			h.pollPresence.Release(req.Caller, ids[i])
+			h.pollPresence.Release(caller, ids[i])
 			h.exit(member, on[i])
 		}
 	}, nil

@@ -72,7 +72,8 @@ func (h *Hub) checkPollSession(req PollRequest) error {
 	ps := &h.polls
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if ps.byID[req.Client] != nil || h.opts.MaxPollSessionsPerCaller < 0 || ps.byCaller[req.Caller] < h.opts.MaxPollSessionsPerCaller {
+	if ps.byID[req.Client] != nil || req.Caller == "" || h.opts.MaxPollSessionsPerCaller < 0 ||
+		ps.byCaller[req.Caller] < h.opts.MaxPollSessionsPerCaller {
 		return nil
 	}
 	return fmt.Errorf("%w: at most %d long-pollers of one caller are kept between polls; poll without ?client=, or end others",
@@ -112,7 +113,7 @@ func (h *Hub) parkPollSession(s *pollSession) {
 	ps.mu.Lock()
 	old := ps.byID[s.client]
 	full := old == nil && (len(ps.byID) >= h.opts.MaxPollSessions ||
-		h.opts.MaxPollSessionsPerCaller >= 0 && ps.byCaller[s.caller] >= h.opts.MaxPollSessionsPerCaller)
+		s.caller != "" && h.opts.MaxPollSessionsPerCaller >= 0 && ps.byCaller[s.caller] >= h.opts.MaxPollSessionsPerCaller)
 	if ps.closed || full {
 		ps.mu.Unlock()
 		h.Disconnect(s.conn)

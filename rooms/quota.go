@@ -21,7 +21,14 @@ type Quota struct {
 	mu    sync.Mutex
 	held  map[string]map[string]time.Time // caller → id → expiry (zero: until released)
 	total int
+	// swept is when every caller's expired holdings were last freed: a
+	// full sweep costs a pass over everything held, so refusals at the
+	// global bound make one at most every sweepEvery.
+	swept time.Time
 }
+
+// sweepEvery bounds how often a refusal at the global bound sweeps.
+const sweepEvery = time.Second
 
 // NewQuota returns a quota of perCaller holdings per caller and global in
 // all; zero or less leaves that bound off.
@@ -55,13 +62,13 @@ func (q *Quota) Take(caller string, until time.Time, ids ...string) bool {
 			return false
 		}
 	}
-	if q.global > 0 && q.total+fresh > q.global {
+	if q.global > 0 && q.total+fresh > q.global && now.Sub(q.swept) >= sweepEvery {
 		q.expireAll(now)
 		mine = q.held[caller]
 		fresh = q.fresh(mine, ids, now)
-		if q.total+fresh > q.global {
-			return false
-		}
+	}
+	if q.global > 0 && q.total+fresh > q.global {
+		return false
 	}
 	if mine == nil {
 		mine = make(map[string]time.Time, len(ids))
@@ -160,6 +167,7 @@ func (q *Quota) expire(caller string, now time.Time) {
 }
 
 func (q *Quota) expireAll(now time.Time) {
+	q.swept = now
 	for caller := range q.held {
 		q.expire(caller, now)
 	}

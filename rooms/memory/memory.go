@@ -55,6 +55,7 @@ type Backbone struct {
 	// subscribed) from making every other quiet channel's cursor look old.
 	forgotten [forgottenBuckets]uint64
 	idem      map[string]idemEntry
+	claims    int // how many of idem are single-use claims
 	sessions  map[string]session
 	bans      map[string]time.Time
 	// tokens holds the publish tokens of resends, apart from the callers'
@@ -353,17 +354,13 @@ func (b *Backbone) PresenceEntries() int {
 
 // Keys returns how many idempotency keys, single-use claims (redeemed
 // tickets) and multi-room sessions the backbone remembers.
+//
+// The counts are kept as keys come and go, not counted here: a scrape
+// holds b.mu, which every publish needs.
 func (b *Backbone) Keys() (idempotency, claims, sessions int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for k := range b.idem {
-		if strings.HasPrefix(k, claimPrefix) {
-			claims++
-		} else {
-			idempotency++
-		}
-	}
-	return idempotency, claims, len(b.sessions)
+	return len(b.idem) - b.claims, b.claims, len(b.sessions)
 }
 
 // Since implements rooms.Backbone.
@@ -485,6 +482,9 @@ func (b *Backbone) sweep() {
 	for k, e := range b.idem {
 		if !now.Before(e.expires) {
 			delete(b.idem, k)
+			if strings.HasPrefix(k, claimPrefix) {
+				b.claims--
+			}
 		}
 	}
 	for k, e := range b.tokens {
@@ -515,6 +515,9 @@ func (b *Backbone) ClaimOnce(_ context.Context, key string, ttl time.Duration) (
 	k := claimPrefix + key
 	if e, ok := b.idem[k]; ok && now.Before(e.expires) {
 		return false, nil
+	}
+	if _, ok := b.idem[k]; !ok {
+		b.claims++
 	}
 	b.idem[k] = idemEntry{expires: now.Add(ttl)}
 	return true, nil
