@@ -378,6 +378,21 @@ func TestStateIsBoundedPerCaller(t *testing.T) {
 // multi-room sessions, idempotency keys, tickets — and abandon it; every
 // gauge returns to its baseline and the heap stays within a coarse bound.
 func TestAbandonedStateReturnsToBaseline(t *testing.T) {
+	for _, backbone := range []string{"memory", "redis"} {
+		t.Run(backbone, func(t *testing.T) { testAbandonedState(t, backbone) })
+	}
+}
+
+// inProcessOnly are the gauges of state the embedded backbone keeps in the
+// process and Redis keeps in Redis.
+var inProcessOnly = map[string]bool{
+	"roomcast_presence_entries":          true,
+	"roomcast_backbone_idempotency_keys": true,
+	"roomcast_backbone_claims":           true,
+	"roomcast_backbone_sessions":         true,
+}
+
+func testAbandonedState(t *testing.T, backbone string) {
 	const rounds, roomsPerRound = 20, testBoundedMaxRooms - 1
 	o := relaytest.Options{
 		Relay: relay.Options{Auth: relaytest.NewAuth(t, auth.Config{TicketTTL: time.Second, SpentTicketKept: time.Second}),
@@ -385,10 +400,15 @@ func TestAbandonedStateReturnsToBaseline(t *testing.T) {
 		Hub:    rooms.HubOptions{MaxRooms: testBoundedMaxRooms, PollSessionTTL: 200 * time.Millisecond, SessionTTL: time.Second},
 		Memory: memory.Options{HistoryAge: time.Second, PresenceGrace: 100 * time.Millisecond},
 	}
-	r := startMetered(t, o)
+	var r *relaytest.Relay
+	if backbone == "redis" {
+		r = startRedisMetered(t, o)
+	} else {
+		r = startMetered(t, o)
+	}
 	base := gauges(t, r)
 	for _, name := range stateGauges {
-		if _, ok := base[name]; !ok {
+		if _, ok := base[name]; !ok && (backbone == "memory" || !inProcessOnly[name]) {
 			t.Fatalf("no gauge %s in /metrics", name)
 		}
 	}
@@ -435,7 +455,11 @@ func TestAbandonedStateReturnsToBaseline(t *testing.T) {
 		ts.Close()
 	}
 	grown := gauges(t, r)
-	for _, name := range []string{"roomcast_backbone_channels", "roomcast_idempotency_keys", "roomcast_tickets"} {
+	grew := []string{"roomcast_idempotency_keys", "roomcast_tickets"}
+	if backbone == "memory" {
+		grew = append(grew, "roomcast_backbone_channels")
+	}
+	for _, name := range grew {
 		if grown[name] <= base[name] {
 			t.Errorf("%s did not grow (%v → %v): the soak did not create what it abandons", name, base[name], grown[name])
 		}
