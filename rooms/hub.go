@@ -42,12 +42,13 @@ type HubOptions struct {
 	MaxPollSessions int
 	// MaxPollSessionsPerCaller bounds the sessions of MaxPollSessions one
 	// caller (a user, else a client address: PollRequest.Caller) may keep
-	// (default 100); a long-poll that would keep one more is refused with
-	// ErrTooManySessions.
+	// (default 500, the default connection limit of an address: no caller
+	// keeps more parked than it could hold polls open); a long-poll that
+	// would keep one more is refused with ErrTooManySessions.
 	MaxPollSessionsPerCaller int
 	// MaxPollPresencePerCaller and MaxPollPresence bound the presence
 	// leases long-polls hold (one per room polled, for twice the hold,
-	// outliving the poll) per caller and in all (default 1,024 and
+	// outliving the poll) per caller and in all (default 4,096 and
 	// 1,048,576); a poll that would hold more is refused with
 	// ErrLimitExceeded.
 	MaxPollPresencePerCaller int
@@ -131,10 +132,10 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 		opts.PollLimit = 100
 	}
 	if opts.MaxPollSessionsPerCaller == 0 {
-		opts.MaxPollSessionsPerCaller = 100
+		opts.MaxPollSessionsPerCaller = 500
 	}
 	if opts.MaxPollPresencePerCaller <= 0 {
-		opts.MaxPollPresencePerCaller = 1024
+		opts.MaxPollPresencePerCaller = 4096
 	}
 	if opts.MaxPollPresence <= 0 {
 		opts.MaxPollPresence = 1 << 20
