@@ -175,6 +175,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		MaxPollSessionsPerCaller: cfg.MaxPollSessionsPerCaller,
 		MaxPollPresencePerCaller: cfg.MaxPollPresencePerCaller,
 		MaxPollPresence:          cfg.MaxPollPresence,
+		MaxSessionsPerCaller:     cfg.MaxSessionsPerCaller,
+		MaxSessions:              cfg.MaxSessions,
 	})
 	srv := relay.New(hub, relay.Options{
 		MaxPayload:        cfg.MaxPayload,

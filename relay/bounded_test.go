@@ -36,6 +36,7 @@ var stateGauges = []string{
 	"roomcast_backbone_channels",
 	"roomcast_poll_sessions",
 	"roomcast_poll_presence_leases",
+	"roomcast_sessions",
 	"roomcast_presence_entries",
 	"roomcast_idempotency_keys",
 	"roomcast_backbone_idempotency_keys",
@@ -235,6 +236,16 @@ func refusedCases(withAuth bool) []refusedCase {
 				return relaytest.Request{Path: "/v1/stream?" + strings.Join(q, "&")}
 			},
 			rooms: []string{"t0", "t1"}, status: http.StatusBadRequest, code: "too_many_rooms"},
+		{name: "multi-room stream over the caller's session bound",
+			setup: func(t *testing.T, r *relaytest.Relay) {
+				s := r.Subscribe(t, "/v1/stream?room=u1", relaytest.StreamOptions{})
+				t.Cleanup(s.Close)
+				s.Connected(t)
+			},
+			req: func(*testing.T, *relaytest.Relay) relaytest.Request {
+				return relaytest.Request{Path: "/v1/stream?room=u2"}
+			},
+			rooms: []string{"u1", "u2"}, status: http.StatusTooManyRequests, code: "too_many_sessions"},
 		{name: "join of an unknown connection",
 			req: func(*testing.T, *relaytest.Relay) relaytest.Request {
 				return relaytest.Request{Method: http.MethodPut, Path: "/v1/connections/nobody/rooms/j1"}
@@ -286,7 +297,7 @@ const testBoundedMaxRooms = 8
 func boundedOptions() relaytest.Options {
 	o := relaytest.Options{
 		Hub: rooms.HubOptions{MaxRooms: testBoundedMaxRooms, PollSessionTTL: time.Minute,
-			MaxPollSessionsPerCaller: 1, MaxPollPresencePerCaller: 2},
+			MaxPollSessionsPerCaller: 1, MaxPollPresencePerCaller: 2, MaxSessionsPerCaller: 1},
 		Relay: relay.Options{Limits: relay.Limits{MaxIdempotencyKeysPerCaller: 1, MaxTicketsPerUser: 1}},
 	}
 	return o

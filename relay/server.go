@@ -208,6 +208,7 @@ func New(hub *rooms.Hub, opts Options) *Server {
 // this process holds, so that an operator sees any of them grow.
 func (s *Server) registerGauges(m *metrics.Metrics) {
 	m.Gauge("roomcast_channels", "Channels (rooms, namespace and user channels) this instance's hub is subscribed to.", s.hub.Channels)
+	m.Gauge("roomcast_sessions", "Multi-room sessions this instance counts as kept: of its open streams, and of streams that ended within the session TTL.", s.hub.Sessions)
 	m.Gauge("roomcast_poll_presence_leases", "Presence entries held for long-pollers by this instance (they outlive the poll by its hold).", s.hub.PollPresenceLeases)
 	m.Gauge("roomcast_idempotency_keys", "Idempotency-Key values of callers' publishes this instance counts as remembered.", s.idemKeys.Held)
 	m.Gauge("roomcast_tickets", "Tickets this instance issued whose key may still be held: until they expire, and a spent one's key is forgotten.", s.tickets.Held)

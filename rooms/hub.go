@@ -53,6 +53,12 @@ type HubOptions struct {
 	// ErrLimitExceeded.
 	MaxPollPresencePerCaller int
 	MaxPollPresence          int
+	// MaxSessionsPerCaller and MaxSessions bound the multi-room sessions
+	// kept — while their stream is open and SessionTTL after — per caller
+	// (ConnectRequest.Caller) and in all (default 1,000 and 1,000,000); a
+	// stream that would keep one more is refused with ErrTooManySessions.
+	MaxSessionsPerCaller int
+	MaxSessions          int
 	// Observer is told about deliveries, drops and resumes (default: nobody).
 	Observer Observer
 	// Namespaces decides who may subscribe to what (default: everyone to everything).
@@ -90,6 +96,8 @@ type Hub struct {
 	polls pollSessions
 	// pollPresence counts the presence leases long-polls hold, by caller.
 	pollPresence *Quota
+	// sessions counts the multi-room sessions kept, by caller.
+	sessions *Quota
 }
 
 // registrationTTL is how long a connection stays registered in a shared
@@ -140,6 +148,12 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 	if opts.MaxPollPresence <= 0 {
 		opts.MaxPollPresence = 1 << 20
 	}
+	if opts.MaxSessionsPerCaller <= 0 {
+		opts.MaxSessionsPerCaller = 1000
+	}
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = 1_000_000
+	}
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
@@ -155,6 +169,7 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 		drained:  make(chan struct{}),
 
 		pollPresence: NewQuota(opts.MaxPollPresencePerCaller, opts.MaxPollPresence),
+		sessions:     NewQuota(opts.MaxSessionsPerCaller, opts.MaxSessions),
 	}
 	if p, ok := BackboneAs[PresenceStore](bb); ok {
 		h.presence = p
@@ -377,13 +392,16 @@ type ConnectRequest struct {
 	// to are refused, and a user's multi-room stream also carries the
 	// user's private channel.
 	Identity Identity
+	// Caller is who a multi-room stream's session counts against: the
+	// user, else the client's address. "" bounds it only in all.
+	Caller string
 }
 
 // Connect opens a stream: it joins its channels, registers it under a new
 // connection id, and queues what a resuming client missed (or a reset where
 // that cannot be known) ahead of live events. When Connect returns, every
 // event published afterwards on its channels reaches the connection.
-func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, error) {
+func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, err error) {
 	h.mu.RLock()
 	draining := h.draining
 	h.mu.RUnlock()
@@ -467,6 +485,22 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 	slices.Sort(channels)
 	channels = slices.Compact(channels)
 
+	if req.Multi {
+		// The session outlives the stream by SessionTTL: it counts
+		// against its caller until then (Disconnect starts the clock).
+		caller := cmp.Or(req.Caller, "\x00"+conn.Session)
+		if !h.sessions.Take(caller, time.Time{}, conn.Session) {
+			return nil, fmt.Errorf("%w: at most %d multi-room sessions of one caller are kept (for %s after their stream)",
+				ErrTooManySessions, h.opts.MaxSessionsPerCaller, h.opts.SessionTTL)
+		}
+		conn.sessionCaller = caller
+		restored := from != nil && from.Session == conn.Session
+		defer func() {
+			if err != nil && !restored {
+				h.sessions.Release(caller, conn.Session) // never saved
+			}
+		}()
+	}
 	heads := make(map[string]uint64, len(channels))
 	for _, ch := range channels {
 		c, err := h.acquire(ctx, ch)
@@ -683,7 +717,14 @@ func (h *Hub) Disconnect(conn *Connection) {
 	for _, ch := range present {
 		h.exit(conn.ID, ch)
 	}
+	if conn.sessionCaller != "" {
+		h.sessions.Take(conn.sessionCaller, time.Now().Add(h.opts.SessionTTL), conn.Session)
+	}
 }
+
+// Sessions returns how many multi-room sessions the hub counts as kept:
+// of its open streams, and of streams that ended within SessionTTL.
+func (h *Hub) Sessions() int { return h.sessions.Held() }
 
 // Lookup returns the live connection with id.
 func (h *Hub) Lookup(id string) (*Connection, error) {

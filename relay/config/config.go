@@ -91,6 +91,8 @@ type Config struct {
 	MaxTicketsPerUser           int
 	MaxTickets                  int
 	MaxChannels                 int
+	MaxSessionsPerCaller        int
+	MaxSessions                 int
 
 	// given maps a flag's name to how it was set when not by default: the
 	// flag ("-addr"), its variable ("ROOMCAST_ADDR") or an alias ("PORT").
@@ -192,6 +194,8 @@ func bindings(c *Config) []binding {
 		{Option{"max-idempotency-keys", "ROOMCAST_MAX_IDEMPOTENCY_KEYS", "1000000", "Idempotency-Key values remembered through this instance in all"}, intVar(&c.MaxIdempotencyKeys, 1, 100_000_000)},
 		{Option{"max-tickets-per-user", "ROOMCAST_MAX_TICKETS_PER_USER", "100", "unexpired tickets per user; POST /v1/tickets past it gets 429 limit_exceeded"}, intVar(&c.MaxTicketsPerUser, 1, 10_000_000)},
 		{Option{"max-tickets", "ROOMCAST_MAX_TICKETS", "100000", "unexpired tickets issued by this instance in all"}, intVar(&c.MaxTickets, 1, 100_000_000)},
+		{Option{"max-sessions-per-caller", "ROOMCAST_MAX_SESSIONS_PER_CALLER", "1000", "multi-room sessions one user (or address) may have kept, while their stream is open and ROOMCAST_SESSION_TTL after; a /v1/stream past it gets 429 too_many_sessions"}, intVar(&c.MaxSessionsPerCaller, 1, 10_000_000)},
+		{Option{"max-sessions", "ROOMCAST_MAX_SESSIONS", "1000000", "multi-room sessions kept through this instance in all"}, intVar(&c.MaxSessions, 1, 100_000_000)},
 		{Option{"max-channels", "ROOMCAST_MAX_CHANNELS", "1000000", "embedded backbone: channels kept at once (with history or subscribed); a publish or stream that needs one more gets 429 limit_exceeded"}, intVar(&c.MaxChannels, 1, 100_000_000)},
 		{Option{"trusted-proxies", "ROOMCAST_TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose -client-ip-header and X-Forwarded-Proto are believed"}, stringVar(&c.TrustedProxies)},
 		{Option{"client-ip-header", "ROOMCAST_CLIENT_IP_HEADER", "X-Forwarded-For", "header trusted proxies name the client in: X-Forwarded-For (right-most untrusted hop) or Fly-Client-IP"}, choiceFoldVar(&c.ClientIPHeader, "X-Forwarded-For", "Fly-Client-IP")},
