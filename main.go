@@ -171,6 +171,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Namespaces:      &namespaces,
 		// Renew shared presence well within its lease.
 		PresenceRenew: min(cfg.Heartbeat, cfg.PresenceTTL/3),
+
+		MaxPollSessionsPerCaller: cfg.MaxPollSessionsPerCaller,
+		MaxPollPresencePerCaller: cfg.MaxPollPresencePerCaller,
+		MaxPollPresence:          cfg.MaxPollPresence,
+		MaxSessionsPerCaller:     cfg.MaxSessionsPerCaller,
+		MaxSessions:              cfg.MaxSessions,
 	})
 	srv := relay.New(hub, relay.Options{
 		MaxPayload:        cfg.MaxPayload,
@@ -189,6 +195,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Metrics:           m,
 		MetricsToken:      cfg.MetricsToken,
 		DevTokenKey:       devKey,
+		IdempotencyTTL:    cfg.HistoryAge,
 		Auth:              authn,
 		Namespaces:        &namespaces,
 		AllowedOrigins:    cfg.Origins(),
@@ -204,6 +211,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 			PublishCallerRate:  cfg.PublishCallerRate,
 			PublishCallerBurst: cfg.PublishCallerBurst,
+
+			MaxIdempotencyKeysPerCaller: cfg.MaxIdempotencyKeysPerCaller,
+			MaxIdempotencyKeys:          cfg.MaxIdempotencyKeys,
+			MaxTicketsPerUser:           cfg.MaxTicketsPerUser,
+			MaxTickets:                  cfg.MaxTickets,
 		},
 	})
 	if err := hub.Start(ctx); err != nil {
@@ -331,7 +343,8 @@ func openBackbone(ctx context.Context, cfg config.Config, log *slog.Logger) (bac
 			_, _ = rand.Read(key)
 			log.Info("no cursor key configured: cursors are valid for this process only")
 		}
-		return memory.New(memory.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge, PresenceGrace: cfg.PresenceGrace}), key, nil
+		return memory.New(memory.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge, PresenceGrace: cfg.PresenceGrace,
+			MaxChannels: cfg.MaxChannels}), key, nil
 	}
 	bb, err := redisbb.New(ctx, cfg.RedisURL, redisbb.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge,
 		PresenceGrace: cfg.PresenceGrace, MemberTTL: cfg.PresenceTTL})

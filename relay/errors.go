@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/rooms"
@@ -66,6 +67,8 @@ var domainErrors = []struct {
 	{rooms.ErrPublishTokenExpired, http.StatusConflict, "idempotency_key_expired"},
 	{rooms.ErrOutcomeUnknown, http.StatusServiceUnavailable, "outcome_unknown"},
 	{rooms.ErrBackboneDown, http.StatusServiceUnavailable, "backbone_unavailable"},
+	{rooms.ErrTooManySessions, http.StatusTooManyRequests, "too_many_sessions"},
+	{rooms.ErrLimitExceeded, http.StatusTooManyRequests, "limit_exceeded"},
 }
 
 type errorBody struct {
@@ -96,11 +99,19 @@ func writeError(w http.ResponseWriter, err error) {
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	}
+	if status == http.StatusTooManyRequests {
+		// Held state is freed as it expires or its holder ends it.
+		w.Header().Set("Retry-After", strconv.Itoa(quotaRetryAfterSeconds))
+	}
 	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: msg}})
 }
 
 // retryAfterSeconds is what a 503 asks clients to wait.
 const retryAfterSeconds = 2
+
+// quotaRetryAfterSeconds is what a 429 for held state asks clients to wait:
+// poll sessions and leases last seconds, keys and tickets minutes.
+const quotaRetryAfterSeconds = 5
 
 func classify(err error) (status int, code, msg string) {
 	var ae *apiError
@@ -111,6 +122,11 @@ func classify(err error) (status int, code, msg string) {
 		// Before ErrBackboneDown, which it also matches.
 		return http.StatusServiceUnavailable, "outcome_unknown",
 			"the backbone did not confirm the write: it may have taken effect; a publish resent with this answer's Idempotency-Key is stored once"
+	}
+	if errors.Is(err, rooms.ErrLimitExceeded) {
+		// Checked first: a bound the backbone enforces reaches the edge
+		// wrapped as a backbone failure too.
+		return http.StatusTooManyRequests, "limit_exceeded", limitMessage(err)
 	}
 	if errors.Is(err, rooms.ErrBackboneDown) {
 		// The cause names internal addresses: it is for the logs, not
@@ -126,6 +142,16 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusServiceUnavailable, "backbone_unavailable", "the backbone did not answer in time"
 	}
 	return http.StatusInternalServerError, codeInternal, "internal error"
+}
+
+// limitMessage is err's text from the bound on: the wrapping names
+// internal steps.
+func limitMessage(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, rooms.ErrLimitExceeded.Error()); i > 0 {
+		return msg[i:]
+	}
+	return msg
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -88,7 +88,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, t publishTarget
 	if m := s.opts.Metrics; m != nil {
 		defer func(start time.Time) { m.PublishTime.Observe(time.Since(start).Seconds()) }(time.Now())
 	}
-	msg, key, err := s.readPublish(w, r, &t)
+	msg, key, release, err := s.readPublish(w, r, &t)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -104,6 +104,9 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, t publishTarget
 				resend = unknown.Token.String()
 			}
 			w.Header().Set("Idempotency-Key", resend)
+		} else {
+			// Not stored: the key is not remembered either.
+			release()
 		}
 		writeError(w, err)
 		return
@@ -128,18 +131,19 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, t publishTarget
 
 // readPublish authenticates and parses a publish request, has the publish
 // policy decide on it and spends the rate allowances it names; it returns
-// the message to publish and its scoped idempotency key.
-func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishTarget) (rooms.Message, string, error) {
+// the message to publish and its scoped idempotency key, counted against
+// the caller's bound until release is called (for a publish that failed).
+func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishTarget) (msg rooms.Message, key string, release func(), err error) {
 	id, err := s.identify(r, auth.StateChanging)
 	if err != nil {
-		return rooms.Message{}, "", err
+		return rooms.Message{}, "", nil, err
 	}
 	if err := s.checkOrigin(r); err != nil {
-		return rooms.Message{}, "", err
+		return rooms.Message{}, "", nil, err
 	}
-	key := r.Header.Get("Idempotency-Key")
+	key = r.Header.Get("Idempotency-Key")
 	if !validIdempotencyKey(key) {
-		return rooms.Message{}, "", errorf(http.StatusBadRequest, codeInvalidParameter, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+		return rooms.Message{}, "", nil, errorf(http.StatusBadRequest, codeInvalidParameter, "Idempotency-Key must be 1 to 255 printable ASCII characters")
 	}
 	// A key the relay handed out with an unknown outcome is the publish's
 	// token, not a key of the caller's: the backbone keeps it minutes, in
@@ -147,7 +151,7 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	var token rooms.PublishToken
 	if rooms.IsPublishToken(key) {
 		if token, err = rooms.ParsePublishToken(key); err != nil {
-			return rooms.Message{}, "", err
+			return rooms.Message{}, "", nil, err
 		}
 		key = ""
 	}
@@ -163,27 +167,27 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	}
 	client, err := s.senderClient(r.Context(), r.Header.Get("Roomcast-Connection"))
 	if err != nil {
-		return rooms.Message{}, "", err
+		return rooms.Message{}, "", nil, err
 	}
 	// The body is read up to its targets' limit (when they are in the
 	// body, the largest any target has); the policy decides on its size.
 	body, err := readBody(w, r, s.publishPolicy.PayloadLimit(t.channels))
 	if err != nil {
-		return rooms.Message{}, "", err
+		return rooms.Message{}, "", nil, err
 	}
 	req, err := parsePublish(r.Header.Get("Content-Type"), body, r.URL.Query(), t.multi)
 	if err != nil {
-		return rooms.Message{}, "", err
+		return rooms.Message{}, "", nil, err
 	}
 	if t.multi {
 		if len(req.Rooms) > rooms.MaxEventRooms {
-			return rooms.Message{}, "", errorf(http.StatusBadRequest, "too_many_rooms", "an event goes to at most %d rooms", rooms.MaxEventRooms)
+			return rooms.Message{}, "", nil, errorf(http.StatusBadRequest, "too_many_rooms", "an event goes to at most %d rooms", rooms.MaxEventRooms)
 		}
 		seen := make(map[string]bool, len(req.Rooms))
 		for _, name := range req.Rooms {
 			room, err := rooms.ParseRoom(name)
 			if err != nil {
-				return rooms.Message{}, "", err
+				return rooms.Message{}, "", nil, err
 			}
 			if !seen[room.String()] {
 				seen[room.String()] = true
@@ -193,15 +197,30 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	}
 	decision, err := s.publishPolicy.Check(r.Context(), id, t.channels, int64(len(body)))
 	if err != nil {
-		return rooms.Message{}, "", err
-	}
-	if err := s.chargePublish(r, id, decision.Charges); err != nil {
-		return rooms.Message{}, "", err
+		return rooms.Message{}, "", nil, err
 	}
 	if req.ExcludeSelf && client == "" {
-		return rooms.Message{}, "", errorf(http.StatusBadRequest, codeInvalidParameter, "exclude_self needs a Roomcast-Connection header naming the sender's connection")
+		return rooms.Message{}, "", nil, errorf(http.StatusBadRequest, codeInvalidParameter, "exclude_self needs a Roomcast-Connection header naming the sender's connection")
 	}
-	msg := rooms.Message{
+	if !id.Server && len(req.Exclude) > 0 {
+		return rooms.Message{}, "", nil, errorf(http.StatusForbidden, "forbidden", `only the server may use "exclude"; clients use exclude_self`)
+	}
+	if id.Server && req.From != nil {
+		if err := rooms.ValidateUserID(req.From.User); err != nil {
+			return rooms.Message{}, "", nil, err
+		}
+	}
+	// The key and the rate are spent last, so that a publish refused for
+	// what it is holds no key and uses up none of the caller's allowance.
+	release, err = s.holdIdempotencyKey(key)
+	if err != nil {
+		return rooms.Message{}, "", nil, err
+	}
+	if err := s.chargePublish(r, id, decision.Charges); err != nil {
+		release()
+		return rooms.Message{}, "", nil, err
+	}
+	msg = rooms.Message{
 		Channels: t.channels,
 		Event:    req.Event,
 		Data:     req.Data,
@@ -215,19 +234,40 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	if id.Server {
 		// Backends publish on users' behalf and address exactly.
 		if req.From != nil {
-			if err := rooms.ValidateUserID(req.From.User); err != nil {
-				return rooms.Message{}, "", err
-			}
 			msg.From = req.From
 		}
 		msg.Exclude = append(msg.Exclude, req.Exclude...)
-	} else if len(req.Exclude) > 0 {
-		return rooms.Message{}, "", errorf(http.StatusForbidden, "forbidden", `only the server may use "exclude"; clients use exclude_self`)
 	}
 	if req.ExcludeSelf {
 		msg.Exclude = append(msg.Exclude, client)
 	}
-	return msg, key, nil
+	return msg, key, release, nil
+}
+
+// holdIdempotencyKey counts a scoped idempotency key (scope|key) against its
+// caller's bound for as long as the backbone remembers it; release takes a
+// key counted by this call back, for a publish that failed. Keys of the
+// API key ("server") count only globally.
+func (s *Server) holdIdempotencyKey(key string) (release func(), err error) {
+	release = func() {}
+	if key == "" {
+		return release, nil
+	}
+	caller, _, _ := strings.Cut(key, "|")
+	if caller == "server" {
+		// Backends are trusted with any number of their own keys; the
+		// global bound still holds for them.
+		caller = "server\x00" + key
+	}
+	fresh := len(s.idemKeys.Missing(caller, key)) > 0
+	if !s.idemKeys.Take(caller, time.Now().Add(s.opts.IdempotencyTTL), key) {
+		return release, fmt.Errorf("%w: too many idempotency keys remembered for this caller (at most %d within %s)",
+			rooms.ErrLimitExceeded, s.opts.Limits.MaxIdempotencyKeysPerCaller, s.opts.IdempotencyTTL)
+	}
+	if !fresh {
+		return release, nil
+	}
+	return func() { s.idemKeys.Release(caller, key) }, nil
 }
 
 func validIdempotencyKey(k string) bool {

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"time"
@@ -118,6 +119,12 @@ func (s *Server) ticket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t, ttl, err := s.opts.Auth.IssueTicket(id)
+	// A ticket counts against its user until its key, once spent, is
+	// forgotten: the bound holds the backbone's claims too.
+	if err == nil && !s.tickets.Take("user:"+id.User, time.Now().Add(s.opts.Auth.TicketHeld(ttl)), t) {
+		// The ticket is dropped unsent: nothing is held for it.
+		err = fmt.Errorf("%w: at most %d unexpired tickets per user", rooms.ErrLimitExceeded, s.opts.Limits.MaxTicketsPerUser)
+	}
 	if err != nil {
 		writeError(w, err)
 		return

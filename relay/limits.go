@@ -35,6 +35,18 @@ type Limits struct {
 	// polls (default 50 and 500).
 	MaxConnsPerUser int
 	MaxConnsPerIP   int
+	// MaxIdempotencyKeysPerCaller and MaxIdempotencyKeys bound the
+	// Idempotency-Key values remembered for callers' publishes, per caller
+	// and in all on this instance (default 1,000 and 1,000,000); a publish
+	// with a new key past them is refused with 429 limit_exceeded. Keys
+	// sent with the API key count only against the global bound.
+	MaxIdempotencyKeysPerCaller int
+	MaxIdempotencyKeys          int
+	// MaxTicketsPerUser and MaxTickets bound the tickets issued and not
+	// yet expired, per user and in all on this instance (default 100 and
+	// 100,000).
+	MaxTicketsPerUser int
+	MaxTickets        int
 	// TrustedProxies are the peers whose forwarding headers are believed
 	// about the client's address and scheme (X-Forwarded-Proto).
 	TrustedProxies []netip.Prefix
@@ -71,6 +83,18 @@ func (l *Limits) defaults() {
 	}
 	if l.MaxConnsPerIP <= 0 {
 		l.MaxConnsPerIP = 500
+	}
+	if l.MaxIdempotencyKeysPerCaller <= 0 {
+		l.MaxIdempotencyKeysPerCaller = 1000
+	}
+	if l.MaxIdempotencyKeys <= 0 {
+		l.MaxIdempotencyKeys = 1_000_000
+	}
+	if l.MaxTicketsPerUser <= 0 {
+		l.MaxTicketsPerUser = 100
+	}
+	if l.MaxTickets <= 0 {
+		l.MaxTickets = 100_000
 	}
 }
 

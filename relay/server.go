@@ -92,6 +92,10 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// MetricsToken, when set, is the bearer token /metrics requires.
 	MetricsToken string
+	// IdempotencyTTL is how long the backbone remembers an Idempotency-Key
+	// (its history age; default 5 minutes): a key counts against its
+	// caller's bound that long.
+	IdempotencyTTL time.Duration
 	// DevTokenKey, when set, enables POST /v1/dev/token, which signs
 	// development tokens (HS256) with it; Auth must accept that key as its
 	// JWT secret.
@@ -117,6 +121,10 @@ type Server struct {
 	publishPolicy *rooms.PublishPolicy
 	connsByUser   counters
 	connsByIP     counters
+	// idemKeys and tickets count the Idempotency-Key values remembered
+	// and the tickets outstanding, by caller (Limits bound them).
+	idemKeys *rooms.Quota
+	tickets  *rooms.Quota
 	// clientMACs are keyed HMACs for client tokens, reused: keying one
 	// costs two hash blocks and allocations, once per poll otherwise.
 	clientMACs sync.Pool
@@ -157,6 +165,9 @@ func New(hub *rooms.Hub, opts Options) *Server {
 		opts.BodyTimeout = 15 * time.Second
 	}
 	opts.Limits.defaults()
+	if opts.IdempotencyTTL <= 0 {
+		opts.IdempotencyTTL = 5 * time.Minute
+	}
 	if opts.MaxConcurrentConnects <= 0 {
 		opts.MaxConcurrentConnects = 256
 	}
@@ -184,8 +195,37 @@ func New(hub *rooms.Hub, opts Options) *Server {
 		// A list with no usable entry allows nothing rather than anything.
 		s.hosts = append(make([]hostPattern, 0, len(opts.AllowedHosts)), parseHostPatterns(opts.AllowedHosts)...)
 	}
+	s.idemKeys = rooms.NewQuota(opts.Limits.MaxIdempotencyKeysPerCaller, opts.Limits.MaxIdempotencyKeys)
+	s.tickets = rooms.NewQuota(opts.Limits.MaxTicketsPerUser, opts.Limits.MaxTickets)
 	s.handler = s.routes()
+	if m := opts.Metrics; m != nil {
+		s.registerGauges(m)
+	}
 	return s
+}
+
+// registerGauges exposes how much of each kind of state requests created
+// this process holds, so that an operator sees any of them grow.
+func (s *Server) registerGauges(m *metrics.Metrics) {
+	m.Gauge("roomcast_channels", "Channels (rooms, namespace and user channels) this instance's hub is subscribed to.", s.hub.Channels)
+	m.Gauge("roomcast_sessions", "Multi-room sessions this instance counts as kept: of its open streams, and of streams that ended within the session TTL.", s.hub.Sessions)
+	m.Gauge("roomcast_poll_presence_leases", "Presence entries held for long-pollers by this instance (they outlive the poll by its hold).", s.hub.PollPresenceLeases)
+	m.Gauge("roomcast_idempotency_keys", "Idempotency-Key values of callers' publishes this instance counts as remembered.", s.idemKeys.Held)
+	m.Gauge("roomcast_tickets", "Tickets this instance issued whose key may still be held: until they expire, and a spent one's key is forgotten.", s.tickets.Held)
+	if bb, ok := rooms.BackboneAs[interface{ Channels() int }](s.hub.Backbone()); ok {
+		m.Gauge("roomcast_backbone_channels", "Channels the backbone keeps in this process: the embedded one's with history or subscribers, Redis's subscriptions.", bb.Channels)
+	}
+	if mem, ok := rooms.BackboneAs[interface {
+		PresenceEntries() int
+		Keys() (idempotency, claims, sessions int)
+	}](s.hub.Backbone()); ok {
+		// The embedded backbone keeps history, keys and presence in this
+		// process; a shared one keeps them in Redis, under its own TTLs.
+		m.Gauge("roomcast_presence_entries", "Presence members and users (in their grace period included) the embedded backbone keeps.", mem.PresenceEntries)
+		m.Gauge("roomcast_backbone_idempotency_keys", "Idempotency keys the embedded backbone remembers.", func() int { n, _, _ := mem.Keys(); return n })
+		m.Gauge("roomcast_backbone_claims", "Redeemed tickets the embedded backbone remembers, so that none is used twice.", func() int { _, n, _ := mem.Keys(); return n })
+		m.Gauge("roomcast_backbone_sessions", "Multi-room sessions the embedded backbone remembers.", func() int { _, _, n := mem.Keys(); return n })
+	}
 }
 
 // ServeHTTP implements http.Handler.

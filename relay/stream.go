@@ -125,6 +125,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 		return
 	}
 	req.Identity = id
+	req.Caller = s.rateKey(r, id)
 	if userStream {
 		if id.User == "" {
 			writeError(w, fmt.Errorf("%w: the user stream needs a user's token", rooms.ErrUnauthenticated))

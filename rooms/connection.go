@@ -96,6 +96,8 @@ type Connection struct {
 	Client string
 	// Session is the multi-room session id, "" for single-room streams and polls.
 	Session string
+	// sessionCaller is who the session counts against (Hub.sessions).
+	sessionCaller string
 
 	hub        *Hub
 	queueLimit int

@@ -47,3 +47,15 @@ func (e *OutcomeUnknownError) Is(target error) bool { return target == ErrOutcom
 
 // Unwrap returns the cause.
 func (e *OutcomeUnknownError) Unwrap() error { return e.Err }
+
+// Sentinels of the per-caller and global bounds on the state requests
+// create (see Quota).
+var (
+	// ErrTooManySessions refuses a long-poll that would keep one more
+	// connection parked between polls than its caller may.
+	ErrTooManySessions = errors.New("too many poll sessions")
+	// ErrLimitExceeded refuses a request that would hold more of some
+	// state (presence leases, idempotency keys, tickets) than its caller,
+	// or everyone together, may.
+	ErrLimitExceeded = errors.New("limit exceeded")
+)

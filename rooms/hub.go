@@ -40,6 +40,25 @@ type HubOptions struct {
 	// polls (default 65,536); past it, answered polls keep none. Negative
 	// keeps none at all.
 	MaxPollSessions int
+	// MaxPollSessionsPerCaller bounds the sessions of MaxPollSessions one
+	// caller (a user, else a client address: PollRequest.Caller) may keep
+	// (default 500, the default connection limit of an address: no caller
+	// keeps more parked than it could hold polls open); a long-poll that
+	// would keep one more is refused with ErrTooManySessions.
+	MaxPollSessionsPerCaller int
+	// MaxPollPresencePerCaller and MaxPollPresence bound the presence
+	// leases long-polls hold (one per room polled, for twice the hold,
+	// outliving the poll) per caller and in all (default 4,096 and
+	// 1,048,576); a poll that would hold more is refused with
+	// ErrLimitExceeded.
+	MaxPollPresencePerCaller int
+	MaxPollPresence          int
+	// MaxSessionsPerCaller and MaxSessions bound the multi-room sessions
+	// kept — while their stream is open and SessionTTL after — per caller
+	// (ConnectRequest.Caller) and in all (default 1,000 and 1,000,000); a
+	// stream that would keep one more is refused with ErrTooManySessions.
+	MaxSessionsPerCaller int
+	MaxSessions          int
 	// Observer is told about deliveries, drops and resumes (default: nobody).
 	Observer Observer
 	// Namespaces decides who may subscribe to what (default: everyone to everything).
@@ -75,6 +94,10 @@ type Hub struct {
 
 	// polls are long-pollers' connections parked between their polls.
 	polls pollSessions
+	// pollPresence counts the presence leases long-polls hold, by caller.
+	pollPresence *Quota
+	// sessions counts the multi-room sessions kept, by caller.
+	sessions *Quota
 }
 
 // registrationTTL is how long a connection stays registered in a shared
@@ -116,6 +139,21 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 	if opts.PollLimit <= 0 {
 		opts.PollLimit = 100
 	}
+	if opts.MaxPollSessionsPerCaller == 0 {
+		opts.MaxPollSessionsPerCaller = 500
+	}
+	if opts.MaxPollPresencePerCaller <= 0 {
+		opts.MaxPollPresencePerCaller = 4096
+	}
+	if opts.MaxPollPresence <= 0 {
+		opts.MaxPollPresence = 1 << 20
+	}
+	if opts.MaxSessionsPerCaller <= 0 {
+		opts.MaxSessionsPerCaller = 1000
+	}
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = 1_000_000
+	}
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
@@ -129,6 +167,9 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 		channels: make(map[string]*hubChannel),
 		conns:    make(map[string]*Connection),
 		drained:  make(chan struct{}),
+
+		pollPresence: NewQuota(opts.MaxPollPresencePerCaller, opts.MaxPollPresence),
+		sessions:     NewQuota(opts.MaxSessionsPerCaller, opts.MaxSessions),
 	}
 	if p, ok := BackboneAs[PresenceStore](bb); ok {
 		h.presence = p
@@ -351,13 +392,16 @@ type ConnectRequest struct {
 	// to are refused, and a user's multi-room stream also carries the
 	// user's private channel.
 	Identity Identity
+	// Caller is who a multi-room stream's session counts against: the
+	// user, else the client's address. "" bounds it only in all.
+	Caller string
 }
 
 // Connect opens a stream: it joins its channels, registers it under a new
 // connection id, and queues what a resuming client missed (or a reset where
 // that cannot be known) ahead of live events. When Connect returns, every
 // event published afterwards on its channels reaches the connection.
-func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, error) {
+func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, err error) {
 	h.mu.RLock()
 	draining := h.draining
 	h.mu.RUnlock()
@@ -441,6 +485,22 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 	slices.Sort(channels)
 	channels = slices.Compact(channels)
 
+	if req.Multi {
+		// The session outlives the stream by SessionTTL: it counts
+		// against its caller until then (Disconnect starts the clock).
+		caller := cmp.Or(req.Caller, "\x00"+conn.Session)
+		if !h.sessions.Take(caller, time.Time{}, conn.Session) {
+			return nil, fmt.Errorf("%w: at most %d multi-room sessions of one caller are kept (for %s after their stream)",
+				ErrTooManySessions, h.opts.MaxSessionsPerCaller, h.opts.SessionTTL)
+		}
+		conn.sessionCaller = caller
+		restored := from != nil && from.Session == conn.Session
+		defer func() {
+			if err != nil && !restored {
+				h.sessions.Release(caller, conn.Session) // never saved
+			}
+		}()
+	}
 	heads := make(map[string]uint64, len(channels))
 	for _, ch := range channels {
 		c, err := h.acquire(ctx, ch)
@@ -464,18 +524,6 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 		return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 	}
 	conn.registeredAt = time.Now()
-	if req.Multi {
-		if err := h.bb.SaveSession(ctx, conn.Session, conn.Rooms(), h.opts.SessionTTL); err != nil {
-			h.Disconnect(conn)
-			return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
-		}
-		conn.touchedAt = time.Now()
-	}
-
-	for _, ch := range conn.Rooms() {
-		h.enter(ctx, conn, ch)
-	}
-	conn.presentAt = time.Now()
 
 	conn.cursor = Cursor{Epoch: epoch, Session: conn.Session}
 	replay, err := h.replay(ctx, conn, from, heads, &resets)
@@ -483,6 +531,21 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (*Connection, err
 		h.Disconnect(conn)
 		return nil, err
 	}
+	// What outlives the connection or others see — its session, its
+	// presence — is written only once nothing can fail the stream any
+	// more, so that a refused stream leaves none of it behind. Nobody
+	// resumes the session before the stream has given out a cursor.
+	if req.Multi {
+		if err := h.bb.SaveSession(ctx, conn.Session, conn.Rooms(), h.opts.SessionTTL); err != nil {
+			h.Disconnect(conn)
+			return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
+		}
+		conn.touchedAt = time.Now()
+	}
+	for _, ch := range conn.Rooms() {
+		h.enter(ctx, conn, ch)
+	}
+	conn.presentAt = time.Now()
 	if from != nil || len(resets) > 0 {
 		outcome := "replayed"
 		if len(resets) > 0 {
@@ -654,7 +717,14 @@ func (h *Hub) Disconnect(conn *Connection) {
 	for _, ch := range present {
 		h.exit(conn.ID, ch)
 	}
+	if conn.sessionCaller != "" {
+		h.sessions.Take(conn.sessionCaller, time.Now().Add(h.opts.SessionTTL), conn.Session)
+	}
 }
+
+// Sessions returns how many multi-room sessions the hub counts as kept:
+// of its open streams, and of streams that ended within SessionTTL.
+func (h *Hub) Sessions() int { return h.sessions.Held() }
 
 // Lookup returns the live connection with id.
 func (h *Hub) Lookup(id string) (*Connection, error) {
@@ -700,9 +770,28 @@ func (h *Hub) Join(ctx context.Context, caller Identity, id, channel string) err
 	if ns := NamespaceChannel(channelNamespace(channel)); !conn.inNamespace(ns) {
 		want = append(want, ns)
 	}
+	// A join that fails takes back what it did, so that an error leaves
+	// the connection as it was.
+	var joinedNow []string
+	undo := func() {
+		conn.mu.Lock()
+		var cs []*hubChannel
+		for _, ch := range joinedNow {
+			if m, ok := conn.joined[ch]; ok {
+				delete(conn.joined, ch)
+				cs = append(cs, m.c)
+				conn.leftLocked(ch, m)
+			}
+		}
+		conn.mu.Unlock()
+		for _, c := range cs {
+			h.part(conn, c)
+		}
+	}
 	for _, ch := range want {
 		c, err := h.acquire(ctx, ch)
 		if err != nil {
+			undo()
 			return fmt.Errorf("%w: %w", ErrBackboneDown, err)
 		}
 		conn.mu.Lock()
@@ -717,12 +806,19 @@ func (h *Hub) Join(ctx context.Context, caller Identity, id, channel string) err
 			continue
 		}
 		h.join(conn, c)
+		joinedNow = append(joinedNow, ch)
 	}
 	conn.mu.Lock()
 	conn.rooms[channel] = true
 	conn.mu.Unlock()
+	if err := h.saveSession(ctx, conn); err != nil {
+		// The session would not name the room (a resume would lose it):
+		// the join is undone, before anyone saw it in presence.
+		h.leave(conn, channel, "")
+		return err
+	}
 	h.enter(ctx, conn, channel)
-	return h.saveSession(ctx, conn)
+	return nil
 }
 
 // changeable finds the multi-room connection id that caller may change. A

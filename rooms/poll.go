@@ -16,6 +16,10 @@ type PollRequest struct {
 	Cursor string
 	// Client is the polling client's id, for exclude_self.
 	Client string
+	// Caller is who the state the poll keeps (its session, its presence
+	// leases) counts against: the user, else the client's address. ""
+	// bounds it only in all (HubOptions.MaxPollSessions, MaxPollPresence).
+	Caller string
 	// Timeout is how long to hold the poll when nothing is waiting.
 	Timeout time.Duration
 	// Identity is who polls; an authenticated poll of several rooms also
@@ -76,14 +80,16 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 			// The lease is renewed once a quarter of it has passed, not
 			// at every poll (with Redis, a round trip each).
 			if now := time.Now(); now.Sub(ps.presentAt) >= req.Timeout/2 {
-				h.enterPresence(ctx, req, rooms)
-				ps.presentAt = now
+				if _, err := h.enterPresence(ctx, req, rooms); err == nil {
+					ps.presentAt = now
+				}
 			}
 			return h.pollFrom(ctx, ps, req.Timeout, PollResult{})
 		}
 	}
-	present := time.Now()
-	h.enterPresence(ctx, req, rooms)
+	// Everything that can refuse the poll is checked before the poll
+	// creates anything (presence, a connection, a session): a refused
+	// poll leaves nothing behind.
 	epoch, err := h.bb.Epoch(ctx)
 	if err != nil {
 		return PollResult{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
@@ -123,15 +129,27 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 		cur.Set(ch, head)
 		starts.Set(ch, head)
 	}
+	h.mu.RLock()
+	draining := h.draining
+	h.mu.RUnlock()
+	held := req.Cursor != "" && !draining && req.Timeout > 0
+	if held && req.KeepSession {
+		if err := h.checkPollSession(req); err != nil {
+			return PollResult{}, err
+		}
+	}
+	present := time.Now()
+	unpresent, err := h.enterPresence(ctx, req, rooms)
+	if err != nil {
+		return PollResult{}, err
+	}
 	if req.Cursor == "" {
 		res.Cursor = h.codec.Encode(cur)
 		return res, nil
 	}
-	h.mu.RLock()
-	draining := h.draining
-	h.mu.RUnlock()
-	if draining || req.Timeout <= 0 {
+	if !held {
 		if _, err := h.collect(ctx, &cur, &starts, channels, req.Client, &res); err != nil {
+			unpresent()
 			return PollResult{}, err
 		}
 		res.Cursor = h.codec.Encode(cur)
@@ -145,28 +163,64 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 		c, err := h.acquire(ctx, ch)
 		if err != nil {
 			h.Disconnect(conn)
+			unpresent()
 			return PollResult{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 		}
 		h.join(conn, c)
 	}
-	ps := &pollSession{conn: conn, client: req.Client, user: req.Identity.User, channels: channels, cur: cur,
-		starts: starts, keep: req.KeepSession, presentAt: present}
-	return h.pollFrom(ctx, ps, req.Timeout, res)
+	ps := &pollSession{conn: conn, client: req.Client, user: req.Identity.User, caller: req.Caller,
+		channels: channels, cur: cur, starts: starts, keep: req.KeepSession, presentAt: present}
+	res, err = h.pollFrom(ctx, ps, req.Timeout, res)
+	if err != nil {
+		unpresent()
+	}
+	return res, err
 }
 
 // enterPresence makes a long-poller present in rooms while its lease,
-// twice its hold, lasts.
-func (h *Hub) enterPresence(ctx context.Context, req PollRequest, rooms []string) {
+// twice its hold, lasts; the leases count against the caller's quota, and
+// a poll past it is refused before any is recorded. unpresent takes back
+// the entries this call added (not those it only renewed), for a poll that
+// fails after entering.
+func (h *Hub) enterPresence(ctx context.Context, req PollRequest, rooms []string) (unpresent func(), err error) {
+	unpresent = func() {}
 	if req.Timeout <= 0 {
-		return
+		return unpresent, nil
 	}
-	lease := time.Now().Add(2 * req.Timeout)
+	member := "poll:" + req.Client
+	var on []string
 	for _, ch := range rooms {
-		if on, announce := h.presenceRules(ch); on {
-			_ = h.presence.Enter(ctx, ch, Member{Conn: "poll:" + req.Client, Client: req.Client,
-				User: req.Identity.User, Name: req.Identity.Name, Expires: lease}, announce)
+		if yes, _ := h.presenceRules(ch); yes {
+			on = append(on, ch)
 		}
 	}
+	if len(on) == 0 {
+		return unpresent, nil
+	}
+	ids := make([]string, len(on))
+	for i, ch := range on {
+		ids[i] = ch + "\x00" + member
+	}
+	lease := time.Now().Add(2 * req.Timeout)
+	caller := req.Caller
+	if caller == "" {
+		caller = "\x00" + member // its own: bounded only in all
+	}
+	added := h.pollPresence.Missing(caller, ids...)
+	if !h.pollPresence.Take(caller, lease, ids...) {
+		return unpresent, fmt.Errorf("%w: at most %d presence leases of long-polls per caller", ErrLimitExceeded, h.opts.MaxPollPresencePerCaller)
+	}
+	for _, ch := range on {
+		_, announce := h.presenceRules(ch)
+		_ = h.presence.Enter(ctx, ch, Member{Conn: member, Client: req.Client,
+			User: req.Identity.User, Name: req.Identity.Name, Expires: lease}, announce)
+	}
+	return func() {
+		for _, i := range added {
+			h.pollPresence.Release(caller, ids[i])
+			h.exit(member, on[i])
+		}
+	}, nil
 }
 
 // pollFrom answers a long-poll from its session's connection: history up to

@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"fmt"
 	"math/bits"
 	"slices"
 	"sync"
@@ -21,6 +22,7 @@ type pollSession struct {
 	conn     *Connection
 	client   string
 	user     string
+	caller   string   // who the session counts against (PollRequest.Caller)
 	channels []string // sorted, implied channels included
 	cursor   string   // the answer's cursor text
 	cur      Cursor   // and what it holds
@@ -39,9 +41,43 @@ type pollSession struct {
 }
 
 type pollSessions struct {
-	mu     sync.Mutex
-	closed bool
-	byID   map[string]*pollSession // by client id
+	mu       sync.Mutex
+	closed   bool
+	byID     map[string]*pollSession // by client id
+	byCaller map[string]int          // how many of byID each caller holds
+}
+
+// add parks s; ps.mu must be held.
+func (ps *pollSessions) add(s *pollSession) {
+	if ps.byID == nil {
+		ps.byID = make(map[string]*pollSession)
+		ps.byCaller = make(map[string]int)
+	}
+	ps.byID[s.client] = s
+	ps.byCaller[s.caller]++
+}
+
+// remove unparks s; ps.mu must be held and s parked.
+func (ps *pollSessions) remove(s *pollSession) {
+	delete(ps.byID, s.client)
+	if ps.byCaller[s.caller]--; ps.byCaller[s.caller] <= 0 {
+		delete(ps.byCaller, s.caller)
+	}
+}
+
+// checkPollSession refuses a long-poll that would park a session its
+// caller has no room for, before the poll creates anything: a client
+// that already has one parked replaces it and needs no more room.
+func (h *Hub) checkPollSession(req PollRequest) error {
+	ps := &h.polls
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.byID[req.Client] != nil || req.Caller == "" || h.opts.MaxPollSessionsPerCaller < 0 ||
+		ps.byCaller[req.Caller] < h.opts.MaxPollSessionsPerCaller {
+		return nil
+	}
+	return fmt.Errorf("%w: at most %d long-pollers of one caller are kept between polls; poll without ?client=, or end others",
+		ErrTooManySessions, h.opts.MaxPollSessionsPerCaller)
 }
 
 // take hands out the session a poll can continue from, or nil.
@@ -54,7 +90,7 @@ func (h *Hub) takePollSession(req PollRequest, channels []string) *pollSession {
 		return nil
 	}
 	s.keep = true
-	delete(ps.byID, req.Client)
+	ps.remove(s)
 	s.timer.Stop()
 	ps.mu.Unlock()
 	fits := s.cursor == req.Cursor && s.user == req.Identity.User && slices.Equal(s.channels, channels)
@@ -75,19 +111,19 @@ func (h *Hub) takePollSession(req PollRequest, channels []string) *pollSession {
 func (h *Hub) parkPollSession(s *pollSession) {
 	ps := &h.polls
 	ps.mu.Lock()
-	if ps.closed || len(ps.byID) >= h.opts.MaxPollSessions && ps.byID[s.client] == nil {
+	old := ps.byID[s.client]
+	full := old == nil && (len(ps.byID) >= h.opts.MaxPollSessions ||
+		s.caller != "" && h.opts.MaxPollSessionsPerCaller >= 0 && ps.byCaller[s.caller] >= h.opts.MaxPollSessionsPerCaller)
+	if ps.closed || full {
 		ps.mu.Unlock()
 		h.Disconnect(s.conn)
 		return
 	}
-	if ps.byID == nil {
-		ps.byID = make(map[string]*pollSession)
-	}
-	old := ps.byID[s.client]
 	if old != nil {
 		old.timer.Stop()
+		ps.remove(old)
 	}
-	ps.byID[s.client] = s
+	ps.add(s)
 	// A timer of an earlier parking may fire late, after the session was
 	// taken and parked again: the generation tells it apart.
 	s.parked++
@@ -106,7 +142,7 @@ func (h *Hub) expirePollSession(s *pollSession, gen uint64) {
 		ps.mu.Unlock()
 		return // taken by a poll, replaced, or parked again since
 	}
-	delete(ps.byID, s.client)
+	ps.remove(s)
 	ps.mu.Unlock()
 	h.Disconnect(s.conn)
 }
@@ -117,7 +153,7 @@ func (h *Hub) closePollSessions() {
 	ps.mu.Lock()
 	ps.closed = true
 	parked := ps.byID
-	ps.byID = nil
+	ps.byID, ps.byCaller = nil, nil
 	ps.mu.Unlock()
 	for _, s := range parked {
 		s.timer.Stop()
@@ -132,6 +168,9 @@ func (h *Hub) PollSessions() int {
 	defer h.polls.mu.Unlock()
 	return len(h.polls.byID)
 }
+
+// PollPresenceLeases returns how many presence leases long-polls hold.
+func (h *Hub) PollPresenceLeases() int { return h.pollPresence.Held() }
 
 // takeQueued adds to res what the session's connection queued after its
 // cursor, advancing the cursor: copies already answered from history are

@@ -4,6 +4,7 @@
 package auth
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hmac"
@@ -56,6 +57,10 @@ type Config struct {
 	// TicketTTL is how long a ticket stays valid: 60 s when zero, and at
 	// most 60 s.
 	TicketTTL time.Duration
+	// SpentTicketKept is how long a redeemed ticket's key is remembered
+	// past the ticket's expiry, so that an instance whose clock lags still
+	// refuses it a second time (default 1 minute).
+	SpentTicketKept time.Duration
 	// Now is the clock, for tests; time.Now when nil.
 	Now func() time.Time
 }
@@ -74,6 +79,7 @@ type Authenticator struct {
 	queryTokens bool
 	ticketMAC   []byte // derived from TicketKey, so tickets cannot be confused with other MACs made with the same key
 	ticketTTL   time.Duration
+	spentKept   time.Duration
 	now         func() time.Time
 }
 
@@ -86,6 +92,7 @@ func New(cfg Config) (*Authenticator, error) {
 		leeway:      cfg.Leeway,
 		queryTokens: cfg.AllowQueryTokens,
 		ticketTTL:   cfg.TicketTTL,
+		spentKept:   cmp.Or(cfg.SpentTicketKept, time.Minute),
 		now:         cfg.Now,
 	}
 	if a.now == nil {

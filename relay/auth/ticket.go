@@ -36,9 +36,6 @@ const (
 	// maxTicketLen bounds the work an unauthenticated caller can cause; an
 	// identity taken from a token of at most maxTokenLen always fits.
 	maxTicketLen = 16 << 10
-	// claimMargin keeps a spent ticket's key past the ticket's expiry, so
-	// that an instance whose clock lags still finds it.
-	claimMargin = time.Minute
 )
 
 // IssueTicket returns a single-use ticket standing for id and its lifetime:
@@ -74,6 +71,10 @@ func (a *Authenticator) IssueTicket(id rooms.Identity) (ticket string, ttl time.
 	}
 	return enc.EncodeToString(payload) + "." + enc.EncodeToString(a.mac(payload)), ttl, nil
 }
+
+// TicketHeld is how long a ticket issued for ttl may hold state: until it
+// expires, and its key, once spent, is forgotten.
+func (a *Authenticator) TicketHeld(ttl time.Duration) time.Duration { return ttl + a.spentKept }
 
 // RedeemTicket verifies ticket and spends it, returning the identity it
 // stands for. claim must return true exactly once per key across all
@@ -113,7 +114,7 @@ func (a *Authenticator) RedeemTicket(ctx context.Context, ticket string, claim f
 	if remaining <= 0 || (!t.id.Expires.IsZero() && !now.Before(t.id.Expires)) {
 		return rooms.Identity{}, invalid("ticket expired")
 	}
-	first, err := claim(ctx, "ticket:"+hex.EncodeToString(t.nonce[:]), remaining+claimMargin)
+	first, err := claim(ctx, "ticket:"+hex.EncodeToString(t.nonce[:]), remaining+a.spentKept)
 	if err != nil {
 		return rooms.Identity{}, fmt.Errorf("auth: spending ticket: %w", err)
 	}

@@ -44,7 +44,8 @@ and in order, 1 otherwise, 2 for a usage error.
 
 Publishes carry -api-key, which the relay exempts from rate limits; start
 the relay with its connection limits raised above -n (for instance
-ROOMCAST_MAX_CONNS_PER_IP) and anonymous subscribing allowed, or give
+ROOMCAST_MAX_CONNS_PER_IP, and ROOMCAST_MAX_POLL_SESSIONS_PER_CALLER above
+-polls) and anonymous subscribing allowed, or give
 subscribers a token with -subscriber-token.
 
 Once connected, SSE streams are read as -reader says: "epoll" (Linux, the

@@ -81,6 +81,19 @@ type Config struct {
 	PublishCallerRate  float64
 	PublishCallerBurst int
 
+	// Per-caller (user, else address) and global bounds on the state
+	// requests leave behind.
+	MaxPollSessionsPerCaller    int
+	MaxPollPresencePerCaller    int
+	MaxPollPresence             int
+	MaxIdempotencyKeysPerCaller int
+	MaxIdempotencyKeys          int
+	MaxTicketsPerUser           int
+	MaxTickets                  int
+	MaxChannels                 int
+	MaxSessionsPerCaller        int
+	MaxSessions                 int
+
 	// given maps a flag's name to how it was set when not by default: the
 	// flag ("-addr"), its variable ("ROOMCAST_ADDR") or an alias ("PORT").
 	given map[string]string
@@ -174,6 +187,16 @@ func bindings(c *Config) []binding {
 		{Option{"publish-caller-burst", "ROOMCAST_PUBLISH_CALLER_BURST", "100", "burst of all of a user's publishes together"}, intVar(&c.PublishCallerBurst, 1, 1_000_000)},
 		{Option{"max-conns-per-user", "ROOMCAST_MAX_CONNS_PER_USER", "50", "concurrent streams and polls per user"}, intVar(&c.MaxConnsPerUser, 1, 10_000_000)},
 		{Option{"max-conns-per-ip", "ROOMCAST_MAX_CONNS_PER_IP", "500", "concurrent streams and polls per client address"}, intVar(&c.MaxConnsPerIP, 1, 10_000_000)},
+		{Option{"max-poll-sessions-per-caller", "ROOMCAST_MAX_POLL_SESSIONS_PER_CALLER", "500", "long-pollers one user (or address) may keep joined between polls; a poll past it gets 429 too_many_sessions"}, intVar(&c.MaxPollSessionsPerCaller, 1, 10_000_000)},
+		{Option{"max-poll-presence-per-caller", "ROOMCAST_MAX_POLL_PRESENCE_PER_CALLER", "4096", "presence entries (one per room) one user (or address) may hold through long-polls; a poll past it gets 429 limit_exceeded"}, intVar(&c.MaxPollPresencePerCaller, 1, 10_000_000)},
+		{Option{"max-poll-presence", "ROOMCAST_MAX_POLL_PRESENCE", "1048576", "presence entries long-polls may hold on this instance in all"}, intVar(&c.MaxPollPresence, 1, 100_000_000)},
+		{Option{"max-idempotency-keys-per-caller", "ROOMCAST_MAX_IDEMPOTENCY_KEYS_PER_CALLER", "1000", "Idempotency-Key values remembered per user (or address) within the history age; a publish with a new key past it gets 429 limit_exceeded"}, intVar(&c.MaxIdempotencyKeysPerCaller, 1, 10_000_000)},
+		{Option{"max-idempotency-keys", "ROOMCAST_MAX_IDEMPOTENCY_KEYS", "1000000", "Idempotency-Key values remembered through this instance in all"}, intVar(&c.MaxIdempotencyKeys, 1, 100_000_000)},
+		{Option{"max-tickets-per-user", "ROOMCAST_MAX_TICKETS_PER_USER", "100", "unexpired tickets per user; POST /v1/tickets past it gets 429 limit_exceeded"}, intVar(&c.MaxTicketsPerUser, 1, 10_000_000)},
+		{Option{"max-tickets", "ROOMCAST_MAX_TICKETS", "100000", "unexpired tickets issued by this instance in all"}, intVar(&c.MaxTickets, 1, 100_000_000)},
+		{Option{"max-sessions-per-caller", "ROOMCAST_MAX_SESSIONS_PER_CALLER", "1000", "multi-room sessions one user (or address) may have kept, while their stream is open and ROOMCAST_SESSION_TTL after; a /v1/stream past it gets 429 too_many_sessions"}, intVar(&c.MaxSessionsPerCaller, 1, 10_000_000)},
+		{Option{"max-sessions", "ROOMCAST_MAX_SESSIONS", "1000000", "multi-room sessions kept through this instance in all"}, intVar(&c.MaxSessions, 1, 100_000_000)},
+		{Option{"max-channels", "ROOMCAST_MAX_CHANNELS", "1000000", "embedded backbone: channels kept at once (with history or subscribed); a publish or stream that needs one more gets 429 limit_exceeded"}, intVar(&c.MaxChannels, 1, 100_000_000)},
 		{Option{"trusted-proxies", "ROOMCAST_TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose -client-ip-header and X-Forwarded-Proto are believed"}, stringVar(&c.TrustedProxies)},
 		{Option{"client-ip-header", "ROOMCAST_CLIENT_IP_HEADER", "X-Forwarded-For", "header trusted proxies name the client in: X-Forwarded-For (right-most untrusted hop) or Fly-Client-IP"}, choiceFoldVar(&c.ClientIPHeader, "X-Forwarded-For", "Fly-Client-IP")},
 		{Option{"presence-grace", "ROOMCAST_PRESENCE_GRACE", "5s", "how long a user's last connection may be gone before roomcast:leave (a reconnect within it emits neither leave nor join)"}, durationVar(&c.PresenceGrace, 100*time.Millisecond)},

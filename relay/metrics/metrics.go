@@ -97,6 +97,13 @@ func New(rooms, pollSessions func() int) *Metrics {
 	return m
 }
 
+// Gauge registers a gauge read from value at every scrape. A name
+// registered already keeps its first reader.
+func (m *Metrics) Gauge(name, help string, value func() int) {
+	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+		func() float64 { return float64(value()) }))
+}
+
 // Delivered implements rooms.Observer.
 func (m *Metrics) Delivered(n int) { m.delivered.Add(float64(n)) }
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +32,11 @@ type Options struct {
 	// PresenceGrace is how long a user's last connection may be gone
 	// before the user is announced as having left (default 5 s).
 	PresenceGrace time.Duration
+	// MaxChannels bounds the channels kept (default 1,000,000): a publish
+	// or subscription that would create one more fails with
+	// rooms.ErrLimitExceeded. Per caller, channels are bounded by the
+	// connections, their rooms and the publish rate.
+	MaxChannels int
 }
 
 // Backbone is an in-memory rooms.Backbone. It is safe for concurrent use;
@@ -42,10 +48,14 @@ type Backbone struct {
 	mu       sync.Mutex
 	seq      uint64
 	channels map[string]*channel
-	// forgotten is the highest head of any channel freed entirely: a cursor
-	// below it on a channel no longer known may have missed events.
-	forgotten uint64
+	// forgotten is, for each bucket of channel names, the highest head of
+	// a channel of the bucket freed entirely: a cursor below it on a
+	// channel no longer known may have missed events. Buckets, rather than
+	// one value for all, keep freeing one channel (or many that were only
+	// subscribed) from making every other quiet channel's cursor look old.
+	forgotten [forgottenBuckets]uint64
 	idem      map[string]idemEntry
+	claims    int // how many of idem are single-use claims
 	sessions  map[string]session
 	bans      map[string]time.Time
 	// tokens holds the publish tokens of resends, apart from the callers'
@@ -60,6 +70,19 @@ type Backbone struct {
 
 	stop chan struct{}
 	done chan struct{}
+}
+
+// forgottenBuckets is how many buckets of channel names remember the heads
+// of freed channels (32 KiB).
+const forgottenBuckets = 4096
+
+// bucket is the forgotten bucket of channel name (FNV-1a).
+func bucket(name string) int {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(name); i++ {
+		h = (h ^ uint64(name[i])) * 1099511628211
+	}
+	return int(h % forgottenBuckets)
 }
 
 type channel struct {
@@ -105,6 +128,9 @@ func New(opts Options) *Backbone {
 	}
 	if opts.PresenceGrace <= 0 {
 		opts.PresenceGrace = 5 * time.Second
+	}
+	if opts.MaxChannels <= 0 {
+		opts.MaxChannels = 1_000_000
 	}
 	var e [4]byte
 	_, _ = rand.Read(e[:])
@@ -176,6 +202,17 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 			return r, nil
 		}
 	}
+	if !m.Volatile {
+		fresh := 0
+		for _, name := range m.Channels {
+			if b.channels[name] == nil {
+				fresh++
+			}
+		}
+		if fresh > 0 && len(b.channels)+fresh > b.opts.MaxChannels {
+			return rooms.Published{}, b.full()
+		}
+	}
 	var seq uint64
 	if !m.Volatile {
 		seq = b.seq + 1
@@ -193,7 +230,7 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 			if m.Volatile {
 				continue
 			}
-			c = &channel{trimmed: b.forgotten}
+			c = &channel{trimmed: b.forgotten[bucket(name)]}
 			b.channels[name] = c
 		}
 		if !m.Volatile {
@@ -251,11 +288,17 @@ func (b *Backbone) Subscribe(ctx context.Context, name string, r rooms.Receiver)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	c := b.channels[name]
+	if c == nil && len(b.channels) >= b.opts.MaxChannels {
+		return 0, b.full()
+	}
 	if c == nil {
-		// A channel without history starts at the current Seq: every
-		// later event is above it, and cursors from before a channel was
-		// freed still read as gaps.
-		c = &channel{trimmed: b.forgotten, head: b.seq}
+		// A channel the backbone does not know holds no event above the
+		// highest head it forgot: it starts there. Cursors from before a
+		// channel was freed still read as gaps, and a cursor of a channel
+		// that was only ever subscribed (and freed when unsubscribed)
+		// resumes without a history read.
+		f := b.forgotten[bucket(name)]
+		c = &channel{trimmed: f, head: f}
 		b.channels[name] = c
 	}
 	c.receivers = append(c.receivers, r)
@@ -270,8 +313,54 @@ func (b *Backbone) Unsubscribe(_ context.Context, name string, r rooms.Receiver)
 		if i := slices.Index(c.receivers, r); i >= 0 {
 			c.receivers = slices.Delete(c.receivers, i, i+1)
 		}
+		if len(c.receivers) == 0 && c.neverHeld() {
+			// Only subscribed, never published to: nothing is forgotten
+			// by freeing it, and keeping it would let anyone grow the
+			// map by subscribing to new names.
+			delete(b.channels, name)
+		}
 	}
 	return nil
+}
+
+// full is the error of a channel past MaxChannels.
+func (b *Backbone) full() error {
+	return fmt.Errorf("%w: the relay keeps at most %d channels", rooms.ErrLimitExceeded, b.opts.MaxChannels)
+}
+
+// neverHeld reports that no event was ever appended to c: it was created
+// by a subscription, and its positions say nothing a fresh one would not.
+func (c *channel) neverHeld() bool { return len(c.events) == 0 && c.emptied.IsZero() }
+
+// Channels returns how many channels the backbone keeps (with history,
+// subscribed, or both).
+func (b *Backbone) Channels() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.channels)
+}
+
+// PresenceEntries returns how many members and users (those in their grace
+// period included) the presence store keeps, over all rooms.
+func (b *Backbone) PresenceEntries() int {
+	b.pmu.Lock()
+	defer b.pmu.Unlock()
+	n := 0
+	for _, pr := range b.presence {
+		n += len(pr.members) + len(pr.users)
+	}
+	return n
+}
+
+// Keys returns how many idempotency keys, single-use claims (redeemed
+// tickets) and multi-room sessions the backbone remembers.
+//
+// The counts are kept as keys come and go, not counted here: a scrape
+// holds b.mu, which every publish needs.
+func (b *Backbone) Keys() (idempotency, claims, sessions int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.idem) - b.claims, b.claims, len(b.sessions)
 }
 
 // Since implements rooms.Backbone.
@@ -283,7 +372,7 @@ func (b *Backbone) Since(ctx context.Context, name string, after uint64, limit i
 	defer b.mu.Unlock()
 	c := b.channels[name]
 	if c == nil {
-		return rooms.History{Truncated: after < b.forgotten}, nil
+		return rooms.History{Truncated: after < b.forgotten[bucket(name)]}, nil
 	}
 	b.trim(c, b.opts.Now())
 	h := rooms.History{Truncated: after < c.trimmed}
@@ -381,14 +470,21 @@ func (b *Backbone) sweep() {
 	now := b.opts.Now()
 	for name, c := range b.channels {
 		b.trim(c, now)
-		if len(c.events) == 0 && len(c.receivers) == 0 && !c.emptied.IsZero() && now.Sub(c.emptied) > b.opts.HistoryAge {
-			b.forgotten = max(b.forgotten, c.head)
+		switch {
+		case len(c.receivers) > 0:
+		case c.neverHeld():
+			delete(b.channels, name)
+		case len(c.events) == 0 && now.Sub(c.emptied) > b.opts.HistoryAge:
+			b.forgotten[bucket(name)] = max(b.forgotten[bucket(name)], c.head)
 			delete(b.channels, name)
 		}
 	}
 	for k, e := range b.idem {
 		if !now.Before(e.expires) {
 			delete(b.idem, k)
+			if strings.HasPrefix(k, claimPrefix) {
+				b.claims--
+			}
 		}
 	}
 	for k, e := range b.tokens {
@@ -408,14 +504,20 @@ func (b *Backbone) sweep() {
 	}
 }
 
+// claimPrefix marks the single-use claims among the idempotency keys.
+const claimPrefix = "claim\x00"
+
 // ClaimOnce implements rooms.Claimer.
 func (b *Backbone) ClaimOnce(_ context.Context, key string, ttl time.Duration) (bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.opts.Now()
-	k := "claim\x00" + key
+	k := claimPrefix + key
 	if e, ok := b.idem[k]; ok && now.Before(e.expires) {
 		return false, nil
+	}
+	if _, ok := b.idem[k]; !ok {
+		b.claims++
 	}
 	b.idem[k] = idemEntry{expires: now.Add(ttl)}
 	return true, nil

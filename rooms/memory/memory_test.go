@@ -153,3 +153,46 @@ func TestCloseIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A channel that was only ever subscribed is freed at its last
+// unsubscription (anyone could otherwise grow the backbone by subscribing
+// to new names), and freeing others does not make a quiet channel's cursor
+// look like a gap.
+func TestSubscribedOnlyChannelIsFreed(t *testing.T) {
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	b := memory.New(memory.Options{HistoryAge: time.Minute, Now: clk.Now, SweepEvery: time.Millisecond})
+	defer b.Close()
+	ctx := context.Background()
+	base := b.Channels()
+	r := &discard{}
+	head, err := b.Subscribe(ctx, "quiet", r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Channels() != base+1 {
+		t.Fatalf("Channels = %d while subscribed, want %d", b.Channels(), base+1)
+	}
+	_ = b.Unsubscribe(ctx, "quiet", r)
+	if b.Channels() != base {
+		t.Fatalf("Channels = %d after the last unsubscription, want %d", b.Channels(), base)
+	}
+	// Another channel's history expires and it is freed.
+	if _, err := b.Publish(ctx, rooms.Message{Channels: []string{"busy"}, Event: "e", Data: json.RawMessage(`1`)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(2 * time.Minute)
+	if _, err := b.Since(ctx, "busy", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(2 * time.Minute)
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Channels() != base {
+		if time.Now().After(deadline) {
+			t.Fatal("the sweeper never freed the expired channel")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if h, err := b.Since(ctx, "quiet", head, 10); err != nil || h.Truncated {
+		t.Fatalf("Since(head) of the quiet channel = %+v, %v; want no gap", h, err)
+	}
+}

@@ -584,6 +584,13 @@ func (b *Backbone) Subscribe(ctx context.Context, ch string, r rooms.Receiver) (
 	return head, nil
 }
 
+// Channels returns how many channels this process is subscribed to.
+func (b *Backbone) Channels() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.subs)
+}
+
 // Unsubscribe implements rooms.Backbone.
 func (b *Backbone) Unsubscribe(ctx context.Context, ch string, r rooms.Receiver) error {
 	b.mu.Lock()
