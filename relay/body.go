@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roomcast/roomcast/relay/auth"
@@ -96,6 +98,9 @@ type boundedBody struct {
 	rc      *http.ResponseController
 	timer   *time.Timer
 	counted chan struct{} // closed when count returns, if it ran
+	// read: the handler asked for the body, which is when net/http
+	// sends "100 Continue" to a client that expects one.
+	read atomic.Bool
 
 	mu    sync.Mutex
 	state bodyState
@@ -106,6 +111,7 @@ type boundedBody struct {
 }
 
 func (b *boundedBody) Read(p []byte) (int, error) {
+	b.read.Store(true)
 	n, err := b.ReadCloser.Read(p)
 	switch {
 	case err == io.EOF:
@@ -190,8 +196,16 @@ func (b *boundedBody) release() {
 }
 
 // drain reads what the handler left of the body, up to maxBodyDrain, within
-// the deadline and still counted.
+// the deadline and still counted. A client that sent "Expect: 100-continue"
+// and was answered before its handler read anything was never told to
+// send its body, and waits for the answer instead: reading would hold the
+// answer until the body timeout. Its connection is closed unread, as
+// net/http closes it (its own read after the handler would wait the same).
 func (b *boundedBody) drain() {
+	if !b.read.Load() && expectsContinue(b.req) {
+		_ = b.rc.SetReadDeadline(time.Now())
+		return
+	}
 	b.mu.Lock()
 	done := b.state == bodyDone
 	b.mu.Unlock()
@@ -210,4 +224,20 @@ func (b *boundedBody) finish() {
 	if !neverCounts {
 		<-b.counted
 	}
+}
+
+// expectsContinue reports whether r's client waits for "100 Continue"
+// before it sends the body (net/http sends it on the first read).
+func expectsContinue(r *http.Request) bool {
+	if !r.ProtoAtLeast(1, 1) {
+		return false
+	}
+	for _, v := range r.Header.Values("Expect") {
+		for _, e := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(e), "100-continue") {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -269,3 +269,58 @@ func TestSlowBodyTimesOutHTTP2(t *testing.T) {
 		t.Errorf("an HTTP/2 GET left open: %s %d, want HTTP/2 200", polled.Proto, polled.StatusCode)
 	}
 }
+
+// TestExpectContinueRefusedAtOnce: a client that sends "Expect:
+// 100-continue" waits for "100 Continue" or an answer before it sends its
+// body. A request refused before its body is read is answered at once and
+// its connection closed, not held until the body timeout waiting for a
+// body nobody asked for (nor counted meanwhile); one whose handler reads
+// the body gets "100 Continue" and then its answer.
+func TestExpectContinueRefusedAtOnce(t *testing.T) {
+	t.Parallel()
+	// Far longer than the wait: an answer held for the body would come
+	// too late.
+	r := startSecured(t, func(o *relaytest.Options) { o.Relay.BodyTimeout = 10 * relaytest.Wait })
+	tests := []struct {
+		name   string
+		path   string
+		status int
+		code   string
+	}{
+		{"moderation, refused before the body", "/v1/moderation/bans", http.StatusUnauthorized, "unauthenticated"},
+		{"development token, not enabled", "/v1/dev/token", http.StatusNotFound, "not_found"},
+		{"no such route", "/v1/nowhere", http.StatusNotFound, "not_found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := sendHead(t, r, http.MethodPost, tt.path, "Content-Type: application/json", "Content-Length: 10", "Expect: 100-continue")
+			deadline := time.Now().Add(relaytest.Wait)
+			status, code, err := s.answer(deadline)
+			if err != nil {
+				t.Fatalf("no answer before the body: %v", err)
+			}
+			if status != tt.status || code != tt.code {
+				t.Errorf("%d %q, want %d %q", status, code, tt.status, tt.code)
+			}
+			if err := s.closed(deadline); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Run("read by its handler", func(t *testing.T) {
+		t.Parallel()
+		s := sendHead(t, r, http.MethodPost, "/v1/rooms/public:lobby/events", "Content-Type: application/json", "Content-Length: 12", "Expect: 100-continue")
+		deadline := time.Now().Add(relaytest.Wait)
+		if status, _, err := s.answer(deadline); err != nil || status != http.StatusContinue {
+			t.Fatalf("%d %v, want 100 Continue", status, err)
+		}
+		if _, err := io.WriteString(s.c, `{"data":"x"}`); err != nil {
+			t.Fatal(err)
+		}
+		status, code, err := s.answer(deadline)
+		if err != nil || status != http.StatusAccepted {
+			t.Errorf("%d %q %v, want 202", status, code, err)
+		}
+	})
+}
