@@ -369,28 +369,41 @@ func observer(m *metrics.Metrics) rooms.Observer {
 	return m
 }
 
-// allowedHosts is the Host allow-list: ROOMCAST_ALLOWED_HOSTS, which an
-// open relay must have unless it listens on loopback only, where the
-// loopback names are allowed too. An open relay trusts whoever reaches it;
-// without the list, a page of any site whose name an attacker points at
-// the relay's address (DNS rebinding) would reach it as well.
+// allowedHosts is the Host allow-list: ROOMCAST_ALLOWED_HOSTS, which a
+// relay that trusts whoever reaches it must have unless it listens on
+// loopback only, where the loopback names are allowed too. An open relay
+// lets anyone publish, and one handing out development tokens lets anyone
+// become a user: without the list, a page of any site whose name an
+// attacker points at the relay's address (DNS rebinding) would reach it,
+// and read the answers, as well.
 func allowedHosts(cfg config.Config, open bool) ([]string, error) {
 	hosts, err := cfg.Hosts()
-	if err != nil || !open {
+	devTokens := devTokensOn(cfg, open)
+	if err != nil || !open && !devTokens {
 		return hosts, err
 	}
 	if cfg.LoopbackOnly() {
 		return append(hosts, relay.LoopbackHosts()...), nil
 	}
-	if !cfg.Open {
+	if open && !cfg.Open {
 		return nil, fmt.Errorf("no ROOMCAST_JWT_SECRET, ROOMCAST_JWT_PUBLIC_KEY or ROOMCAST_API_KEY is configured and %s is not a loopback address: "+
 			"anyone could publish anything; configure a key, or set ROOMCAST_OPEN=true (with ROOMCAST_ALLOWED_HOSTS) to run open on purpose", cfg.Addr)
 	}
-	if len(hosts) == 0 {
+	if len(hosts) == 0 && open {
 		return nil, fmt.Errorf("ROOMCAST_OPEN=true on %s needs ROOMCAST_ALLOWED_HOSTS, the host names clients reach the relay by "+
 			"(e.g. relay.example.com): an open relay answering to any host can be reached by any web page through DNS rebinding", cfg.Addr)
 	}
+	if len(hosts) == 0 {
+		return nil, fmt.Errorf("%s=true on %s needs ROOMCAST_ALLOWED_HOSTS, the host names clients reach the relay by "+
+			"(e.g. relay.example.com): a relay handing out development tokens to any host can be reached by any web page through DNS rebinding", cfg.Name("dev-tokens"), cfg.Addr)
+	}
 	return hosts, nil
+}
+
+// devTokensOn reports whether POST /v1/dev/token hands out development
+// tokens (-dev-tokens auto: in open mode only).
+func devTokensOn(cfg config.Config, open bool) bool {
+	return cfg.DevTokens == "true" || cfg.DevTokens == "auto" && open
 }
 
 // loadNamespaces reads the namespace rules: the global defaults (open mode
@@ -462,7 +475,7 @@ func newAuthenticator(cfg config.Config, cursorKey, devKey []byte) (*auth.Authen
 // users already hold; failing that, and with keys configured, it is random
 // for this process.
 func devTokenKey(ctx context.Context, cfg config.Config, bb backbone, open bool, log *slog.Logger) ([]byte, error) {
-	if cfg.DevTokens == "false" || cfg.DevTokens == "auto" && !open {
+	if !devTokensOn(cfg, open) {
 		return nil, nil
 	}
 	if !open {

@@ -78,6 +78,39 @@ func TestOpenModeDNSRebinding(t *testing.T) {
 	}
 }
 
+// TestDevTokensDNSRebinding: a relay with keys that hands out development
+// tokens trusts whoever reaches it as much as an open one: on loopback it
+// answers only to loopback names, so a rebound page can neither mint a
+// token (signed with the real JWT secret) nor use one.
+func TestDevTokensDNSRebinding(t *testing.T) {
+	t.Parallel()
+	_, addr := startRelay(t, []string{"ROOMCAST_JWT_SECRET=a test HS256 secret of 32 bytes or more", "ROOMCAST_DEV_TOKENS=true"})
+	_, port := splitPort(t, addr)
+	for _, tt := range []struct {
+		name, host, origin string
+		status             int
+		code               string
+	}{
+		{"rebound page asks for a dev token", "attacker.example:" + port, "http://attacker.example:" + port, 421, "host_not_allowed"},
+		{"rebound request without Origin", "attacker.example", "", 421, "host_not_allowed"},
+		{"localhost page asks for a dev token", "localhost:" + port, "http://localhost:" + port, 200, ""},
+	} {
+		status, code := hostRequest(t, http.MethodPost, addr, "/v1/dev/token", tt.host, tt.origin, `{"name":"Mallory"}`)
+		if status != tt.status || code != tt.code {
+			t.Errorf("%s: %d %q, want %d %q", tt.name, status, code, tt.status, tt.code)
+		}
+	}
+}
+
+func splitPort(t *testing.T, addr string) (string, string) {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return host, port
+}
+
 // TestOpenOnPurposeAllowedHosts: a relay run open on purpose off loopback
 // answers to ROOMCAST_ALLOWED_HOSTS only, loopback names included.
 func TestOpenOnPurposeAllowedHosts(t *testing.T) {

@@ -421,6 +421,8 @@ func TestBadConfiguration(t *testing.T) {
 		{"help", nil, []string{"-h"}, 0, "roomcast sub [flags] ROOM"},
 		{"open mode off loopback", nil, []string{"-addr", "0.0.0.0:0"}, 1, "ROOMCAST_OPEN=true"},
 		{"open on purpose without allowed hosts", []string{"ROOMCAST_OPEN=true"}, []string{"-addr", "0.0.0.0:0"}, 1, "ROOMCAST_ALLOWED_HOSTS"},
+		{"dev tokens with a key off loopback without allowed hosts", []string{"ROOMCAST_JWT_SECRET=a test HS256 secret of 32 bytes or more", "ROOMCAST_DEV_TOKENS=true"},
+			[]string{"-addr", "0.0.0.0:0"}, 1, "ROOMCAST_ALLOWED_HOSTS"},
 		{"allowed host with a scheme", []string{"ROOMCAST_ALLOWED_HOSTS=https://relay.example"}, nil, 2, "ROOMCAST_ALLOWED_HOSTS"},
 		{"client address header", []string{"ROOMCAST_CLIENT_IP_HEADER=Forwarded"}, nil, 2, "ROOMCAST_CLIENT_IP_HEADER"},
 		{"body timeout", []string{"ROOMCAST_READ_BODY_TIMEOUT=1ms"}, nil, 2, "ROOMCAST_READ_BODY_TIMEOUT"},

@@ -180,7 +180,7 @@ func bindings(c *Config) []binding {
 		{Option{"allow-query-tokens", "ROOMCAST_ALLOW_QUERY_TOKENS", "false", "accept ?access_token= on streams and polls (URLs end up in logs; prefer tickets)"}, boolVar(&c.AllowQueryTokens)},
 		{Option{"open", "ROOMCAST_OPEN", "false", "allow running without any key on a non-loopback address (anyone may publish)"}, boolVar(&c.Open)},
 		{Option{"allowed-origins", "ROOMCAST_ALLOWED_ORIGINS", "", "comma-separated origins allowed to call from browsers besides the relay's own; * for any, without credentials"}, stringVar(&c.AllowedOrigins)},
-		{Option{"allowed-hosts", "ROOMCAST_ALLOWED_HOSTS", "", "comma-separated host names (Host header) the relay answers to: name, name:port or *.domain (empty: any; required with -open)"}, stringVar(&c.AllowedHosts)},
+		{Option{"allowed-hosts", "ROOMCAST_ALLOWED_HOSTS", "", "comma-separated host names (Host header) the relay answers to: name, name:port or *.domain (empty: any; required with -open or -dev-tokens off loopback)"}, stringVar(&c.AllowedHosts)},
 		{Option{"publish-rate", "ROOMCAST_PUBLISH_RATE", "20", "publishes per second per user (per address when anonymous)"}, float64Var(&c.PublishRate)},
 		{Option{"publish-burst", "ROOMCAST_PUBLISH_BURST", "40", "publish burst per user"}, intVar(&c.PublishBurst, 1, 1_000_000)},
 		{Option{"publish-caller-rate", "ROOMCAST_PUBLISH_CALLER_RATE", "50", "publishes per second per user (per address when anonymous), all namespaces and private messages together"}, float64Var(&c.PublishCallerRate)},
