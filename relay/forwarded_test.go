@@ -135,6 +135,37 @@ func TestForwardedClientAddress(t *testing.T) {
 	}
 }
 
+// TestIPv6ClientsCountedByNetwork: an IPv6 client's network (its /64,
+// what one subscriber or one cloud machine is handed) is one address for
+// the limits: rotating through its own 2^64 addresses gets a client
+// nothing, while another network keeps its own allowance. Connection
+// slots are keyed the same way (one function names the caller).
+func TestIPv6ClientsCountedByNetwork(t *testing.T) {
+	t.Parallel()
+	r := startLimited(t, relay.Limits{PublishRate: 0.001, PublishBurst: 1, MaxConnsPerIP: 1,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	const path = "/v1/rooms/public:lobby/events"
+	for _, tt := range []struct {
+		client string
+		status int
+	}{
+		{"2001:db8:1:2::1", http.StatusAccepted},
+		{"2001:db8:1:2::2", http.StatusTooManyRequests},
+		{"2001:db8:1:2:ffff:ffff:ffff:ffff", http.StatusTooManyRequests},
+		{"[2001:db8:1:2::3]:4711", http.StatusTooManyRequests},
+		{"2001:db8:1:3::1", http.StatusAccepted},
+	} {
+		if got := sendRaw(t, r, http.MethodPost, path, []string{"X-Forwarded-For: " + tt.client}, `{}`); got.status != tt.status {
+			t.Errorf("publish as %s: %d %s, want %d", tt.client, got.status, got.body, tt.status)
+		}
+	}
+	// A stream from one address of a network takes the network's one slot.
+	r.Subscribe(t, "/v1/rooms/public:lobby/events", relaytest.StreamOptions{
+		Header: map[string]string{"X-Forwarded-For": "2001:db8:5:6::1"}}).Connected(t)
+	wantRateLimited(t, r.Open(t, relaytest.Request{Path: "/v1/rooms/public:lobby/events",
+		Header: http.Header{"X-Forwarded-For": {"2001:db8:5:6::2"}}}), "too_many_connections")
+}
+
 // TestForwardedProto: a state-changing request from a page of the relay's
 // own origin passes the Origin check only if the scheme matches too: https
 // only over TLS or when a trusted proxy says so in X-Forwarded-Proto (its

@@ -406,9 +406,17 @@ func (s *Server) connLimitError(per string) error {
 		msg: "too many open connections for this " + per}
 }
 
-// clientIP is the client's address as limits count it (see clientAddr).
+// clientIP is the client's address as limits count it (see clientAddr):
+// an IPv4 address, or an IPv6 address's /64. A /64 is the least one network
+// is handed (a home, a cloud machine), and its hosts pick addresses in it
+// freely: counted one by one, a single client could rotate through 2^64
+// fresh allowances.
 func (s *Server) clientIP(r *http.Request) string {
 	if a, ok := s.clientAddr(r); ok {
+		if a.Is6() {
+			p, _ := a.Prefix(64)
+			return p.String()
+		}
 		return a.String()
 	}
 	return r.RemoteAddr
