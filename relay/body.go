@@ -117,9 +117,11 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 	case err == io.EOF:
 		// The body is in: the connection may idle again, and what
 		// reads it next (net/http's watch for a hang-up) must not time
-		// out into cancelling the request.
-		_ = b.rc.SetReadDeadline(time.Time{})
+		// out into cancelling the request. release first: a count
+		// refusing at this moment sets a deadline in the past under the
+		// lock, and clearing after it is what must win.
 		b.release()
+		_ = b.rc.SetReadDeadline(time.Time{})
 	case err != nil:
 		b.mu.Lock()
 		refused := b.err
