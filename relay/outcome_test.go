@@ -213,3 +213,71 @@ func TestPublishLostReplyStoresOnce(t *testing.T) {
 		t.Fatalf("history holds %v after one publish (answered %s); want the warm-up and that event once", ids, *p.ID)
 	}
 }
+
+// A publish token named a publish for anyone who sent its text: Mallory
+// holding Bob's token was answered with Bob's event id (and, sent first, her
+// event took Bob's token, so Bob's resend was answered 202 for an event
+// never stored), and a token resent with another room or body was answered
+// 202 for an event stored nowhere. A token is now its caller's alone, and
+// resent with another message it is refused.
+func TestPublishTokenBoundToCallerAndMessage(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		start func(t *testing.T) *relaytest.Relay
+	}{
+		{"memory", func(t *testing.T) *relaytest.Relay {
+			return relaytest.Start(t, relaytest.Options{Relay: relay.Options{Auth: relaytest.NewAuth(t, auth.Config{})}})
+		}},
+		{"redis", func(t *testing.T) *relaytest.Relay {
+			return startRedisRelay(t, redistest.NewServer(t).URL(), 5*time.Second)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.start(t)
+			token := rooms.NewPublishToken(time.Now()).String()
+			as := func(user string) http.Header {
+				h := relaytest.Bearer(relaytest.Token(t, user, time.Hour, nil))
+				h.Set("Content-Type", "application/json")
+				h.Set("Idempotency-Key", token)
+				return h
+			}
+			post := func(user, room, body string) *relaytest.Response {
+				return r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/rooms/" + room + "/events",
+					Header: as(user), Body: []byte(body)})
+			}
+			publishedID := func(resp *relaytest.Response) string {
+				t.Helper()
+				if resp.Status != http.StatusAccepted {
+					t.Fatalf("publish: %d %s", resp.Status, resp.Body)
+				}
+				var p relaytest.Published
+				resp.JSON(t, &p)
+				if p.ID == nil {
+					t.Fatalf("publish answered no id: %s", resp.Body)
+				}
+				return *p.ID
+			}
+			bob := publishedID(post("bob", "bound-a", `{"data":"bob"}`))
+			// Mallory's publish with Bob's token is hers: stored anew.
+			resp := post("mallory", "bound-a", `{"data":"mallory"}`)
+			if mallory := publishedID(resp); mallory == bob || resp.Header.Get("Idempotent-Replayed") != "" {
+				t.Fatalf("Mallory's publish with Bob's token answered %s (replayed %q); Bob's event is %s", mallory, resp.Header.Get("Idempotent-Replayed"), bob)
+			}
+			// Bob's token resent with another room or body names nothing
+			// that was stored.
+			checkError(t, post("bob", "bound-b", `{"data":"bob"}`), http.StatusUnprocessableEntity, "idempotency_key_reused")
+			checkError(t, post("bob", "bound-a", `{"data":"other"}`), http.StatusUnprocessableEntity, "idempotency_key_reused")
+			if ids := historyIDs(t, r, "bound-b"); len(ids) != 0 {
+				t.Fatalf("room bound-b holds %v", ids)
+			}
+			// The true resend is answered with Bob's event.
+			again := post("bob", "bound-a", `{"data":"bob"}`)
+			if id := publishedID(again); id != bob || again.Header.Get("Idempotent-Replayed") != "true" {
+				t.Fatalf("Bob's resend answered %s (replayed %q); want %s, replayed", id, again.Header.Get("Idempotent-Replayed"), bob)
+			}
+			if ids := historyIDs(t, r, "bound-a"); len(ids) != 2 || ids[0] != bob {
+				t.Fatalf("room bound-a holds %v; want Bob's %s and Mallory's event", ids, bob)
+			}
+		})
+	}
+}

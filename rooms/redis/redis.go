@@ -223,7 +223,7 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 		return rooms.Published{}, down("publish", err)
 	}
 	p, err := b.runPublish(ctx, keys, args)
-	if err != nil && sentUnanswered(err) {
+	if err != nil && !errors.Is(err, rooms.ErrPublishTokenReused) && sentUnanswered(err) {
 		return rooms.Published{}, &rooms.OutcomeUnknownError{Token: token, Err: err}
 	}
 	return p, err
@@ -295,9 +295,10 @@ func (b *Backbone) publishArgs(m rooms.Message, idemKey string, token rooms.Publ
 		age = m.Retention.Age
 	}
 	keys = append(keys, b.tokenBucketKey(token))
+	name, digest := m.TokenRecord(token)
 	args = []any{raw, flag(m.Volatile), size, age.Milliseconds(), newEpoch(),
 		flag(idemKey != ""), b.opts.HistoryAge.Milliseconds(), b.opts.MetaTTL.Milliseconds(), sum,
-		token.Random[:], flag(fresh), tokenBucketTTL.Milliseconds()}
+		name[:], flag(fresh), tokenBucketTTL.Milliseconds(), digest}
 	for _, ch := range m.Channels {
 		args = append(args, b.liveKey(ch))
 	}
@@ -309,6 +310,9 @@ func (b *Backbone) runPublish(ctx context.Context, keys []string, args []any) (r
 	res, err := publishScript.Run(ctx, b.rdb, keys, args...).StringSlice()
 	if err != nil {
 		return rooms.Published{}, down("publish", err)
+	}
+	if len(res) == 2 && res[0] == "reused" {
+		return rooms.Published{}, fmt.Errorf("%w: it named a publish with other rooms, event or body", rooms.ErrPublishTokenReused)
 	}
 	if len(res) != 2 {
 		return rooms.Published{}, down("publish", fmt.Errorf("unexpected reply %q", res))
