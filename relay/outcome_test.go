@@ -281,3 +281,43 @@ func TestPublishTokenBoundToCallerAndMessage(t *testing.T) {
 		})
 	}
 }
+
+// Redis refuses a script's first write when it is out of memory, but a
+// volatile publish wrote nothing before PUBLISH: it went out live, then the
+// token's record was refused, and the answer was 503 backbone_unavailable
+// ("nothing was stored, a plain retry is safe"): a retry delivered it twice.
+// Now the record is written before anything is published, so an OOM refuses
+// the whole publish.
+func TestPublishRefusedOutOfMemoryDeliversNothing(t *testing.T) {
+	srv := redistest.NewServer(t)
+	admin := srv.Client()
+	t.Cleanup(func() { _ = admin.Close() })
+	r := startRedisRelay(t, srv.URL(), 5*time.Second)
+	header := relaytest.Bearer(relaytest.APIKey)
+	s := r.Subscribe(t, "/v1/rooms/oom/events", relaytest.StreamOptions{Header: relaytest.BearerMap(relaytest.APIKey)})
+	defer s.Close()
+	s.Connected(t)
+	ctx := context.Background()
+	if err := admin.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Below what Redis already uses: every command that may grow memory
+	// is refused.
+	if err := admin.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{`{"event":"v","data":"volatile","volatile":true}`, `{"event":"s","data":"stored"}`} {
+		resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/rooms/oom/events",
+			Header: http.Header{"Authorization": header["Authorization"], "Content-Type": {"application/json"}}, Body: []byte(body)})
+		checkError(t, resp, http.StatusServiceUnavailable, "backbone_unavailable")
+	}
+	if err := admin.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	marker := r.Publish(t, "/v1/rooms/oom/events", "application/json", []byte(`{"event":"marker","data":1}`), header)
+	for _, ev := range s.UntilEventID(t, *marker.ID) {
+		if ev.Event == "v" || ev.Event == "s" {
+			t.Errorf("a publish answered 503 backbone_unavailable was delivered: %s %s", ev.Event, ev.Data)
+		}
+	}
+}

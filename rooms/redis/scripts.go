@@ -54,6 +54,12 @@ local ts = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local volatile = ARGV[2] == '1'
 local seq = 0
 if not volatile then seq = redis.call('INCR', KEYS[2]) end
+-- The token's record comes before any PUBLISH: out of memory, Redis refuses
+-- a script's first write only, and PUBLISH is no write, so a volatile
+-- publish recording its token after going out live would be answered with
+-- a refusal it did not honour.
+redis.call('HSET', bucket, tokenField, seq .. '|' .. digest)
+redis.call('PEXPIRE', bucket, tokenTTL)
 local maxlen = tonumber(ARGV[3])
 local age = tonumber(ARGV[4])
 local cutoff = ts - age
@@ -90,8 +96,6 @@ for i = 1, nch do
 end
 local result = epoch .. '|' .. seq .. '|' .. ts .. '|' .. ARGV[9]
 if ARGV[6] == '1' then redis.call('SET', KEYS[3], result, 'PX', tonumber(ARGV[7])) end
-redis.call('HSET', bucket, tokenField, seq .. '|' .. digest)
-redis.call('PEXPIRE', bucket, tokenTTL)
 return {'ok', result}
 `)
 
