@@ -321,3 +321,34 @@ func TestPublishRefusedOutOfMemoryDeliversNothing(t *testing.T) {
 		}
 	}
 }
+
+// go-redis retries a publish whose reply was lost; when the retry could not
+// even connect (the link to Redis went down just after Redis ran the
+// script), the dial error of the last attempt was read as "nothing was
+// sent": 503 backbone_unavailable, inviting a plain retry, for an event
+// stored and delivered. Publish now knows whether any attempt was written.
+func TestPublishLostReplyThenUnreachableIsUnknown(t *testing.T) {
+	srv := redistest.NewServer(t)
+	proxy := redistest.NewProxy(t, srv.Addr())
+	r := startRedisRelay(t, proxy.URL(), 5*time.Second)
+	key := relaytest.Bearer(relaytest.APIKey)
+	r.Publish(t, "/v1/rooms/cut/events", "application/json", []byte(`{"data":"warm-up"}`), key)
+	proxy.LoseReplyAndGoDown(func(req []byte) bool { return strings.Contains(string(req), "reply-to-lose") })
+	resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/rooms/cut/events",
+		Header: http.Header{"Authorization": key["Authorization"], "Content-Type": {"application/json"}},
+		Body:   []byte(`{"data":"reply-to-lose"}`)})
+	if proxy.Lost() != 1 {
+		t.Fatal("the proxy lost no reply: the test did not test")
+	}
+	checkError(t, resp, http.StatusServiceUnavailable, "outcome_unknown")
+	if !strings.HasPrefix(resp.Header.Get("Idempotency-Key"), "rt_") {
+		t.Fatalf("503 outcome_unknown with Idempotency-Key %q; want the publish's token", resp.Header.Get("Idempotency-Key"))
+	}
+	// The event is stored: Redis ran the script.
+	admin := srv.Client()
+	defer admin.Close()
+	n, err := admin.XLen(context.Background(), "roomcast:h:cut").Result()
+	if err != nil || n != 2 {
+		t.Fatalf("Redis holds %d events of the room (%v); want the warm-up and the lost one", n, err)
+	}
+}
