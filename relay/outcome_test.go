@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/relay/relaytest"
 	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/memory"
 	"github.com/roomcast/roomcast/rooms/redis"
 	"github.com/roomcast/roomcast/rooms/redis/redistest"
 )
@@ -351,4 +353,54 @@ func TestPublishLostReplyThenUnreachableIsUnknown(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("Redis holds %d events of the room (%v); want the warm-up and the lost one", n, err)
 	}
+}
+
+// A token is accepted while it is within PublishTokenWindow of the clock,
+// minted in the past or the future, but its record lived a fixed time from
+// its write: a token minted ahead of the clock outlived its record, and a
+// resend in between was stored a second time. Records now live until the
+// token is refused.
+func TestPublishTokenFromTheFutureOutlivesNoRecord(t *testing.T) {
+	t.Run("memory", func(t *testing.T) {
+		var mu sync.Mutex
+		now := time.Now()
+		clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+		r := relaytest.Start(t, relaytest.Options{Memory: memory.Options{Now: clock}})
+		token := rooms.NewPublishToken(now.Add(rooms.PublishTokenWindow - 10*time.Second)).String()
+		h := http.Header{"Idempotency-Key": {token}}
+		first := r.Publish(t, "/v1/rooms/ahead/events", "application/json", []byte(`{"data":1}`), h)
+		mu.Lock()
+		now = now.Add(rooms.PublishTokenWindow + rooms.PublishTokenSkew + 10*time.Second)
+		mu.Unlock()
+		resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/rooms/ahead/events",
+			Header: http.Header{"Idempotency-Key": {token}, "Content-Type": {"application/json"}}, Body: []byte(`{"data":1}`)})
+		if resp.Status != http.StatusAccepted || resp.Header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("resend within the token's window: %d (replayed %q) %s; want 202, replayed", resp.Status, resp.Header.Get("Idempotent-Replayed"), resp.Body)
+		}
+		if ids := historyIDs(t, r, "ahead"); len(ids) != 1 || ids[0] != *first.ID {
+			t.Fatalf("history holds %v; want only %s", ids, *first.ID)
+		}
+	})
+	t.Run("redis", func(t *testing.T) {
+		srv := redistest.NewServer(t)
+		r := startRedisRelay(t, srv.URL(), 5*time.Second)
+		ahead := rooms.PublishTokenWindow - 10*time.Second
+		minted := time.Now().Add(ahead)
+		token := rooms.NewPublishToken(minted).String()
+		h := relaytest.Bearer(relaytest.APIKey)
+		h.Set("Idempotency-Key", token)
+		r.Publish(t, "/v1/rooms/ahead/events", "application/json", []byte(`{"data":1}`), h)
+		admin := srv.Client()
+		defer admin.Close()
+		bucket := "roomcast:t:" + strconv.FormatInt(minted.Unix(), 10)
+		ttl, err := admin.PTTL(context.Background(), bucket).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The token is accepted until minted+window on this clock, and on
+		// an instance up to PublishTokenSkew behind until skew later.
+		if want := ahead + rooms.PublishTokenWindow + rooms.PublishTokenSkew - 5*time.Second; ttl < want {
+			t.Fatalf("the record of a token minted %v ahead expires in %v; it is accepted for %v", ahead, ttl, ahead+rooms.PublishTokenWindow)
+		}
+	})
 }

@@ -92,6 +92,17 @@ func (t PublishToken) Check(now time.Time) error {
 	return nil
 }
 
+// RecordExpiry is when a record of t written at now may go: t is accepted
+// until PublishTokenWindow after its minting, which may be ahead of now,
+// on clocks up to PublishTokenSkew behind this one.
+func (t PublishToken) RecordExpiry(now time.Time) time.Time {
+	from := now
+	if t.Minted.After(now) {
+		from = t.Minted
+	}
+	return from.Add(PublishTokenWindow + PublishTokenSkew)
+}
+
 // TokenRecord is how a backbone files the publish m.Token (or the token it
 // minted for m) names. name derives from the token's random part and
 // m.Caller: a token travels in headers, and another caller sending its text

@@ -256,7 +256,7 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 	}
 	if !token.IsZero() {
 		b.tokens[name] = tokenEntry{id: res.ID, seq: seq, digest: digest,
-			expires: now.Add(rooms.PublishTokenWindow + rooms.PublishTokenSkew)}
+			expires: token.RecordExpiry(now)}
 	}
 	return res, nil
 }

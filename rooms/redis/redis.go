@@ -304,9 +304,14 @@ func sentUnanswered(err error) bool {
 // publishes/s, the hash in Redis's compact encoding.
 const tokenBucketWidth = time.Second
 
-// tokenBucketTTL is how long a bucket outlives its last write: every token
-// in it stays recognisable for the window, whatever the instances' clocks.
-const tokenBucketTTL = rooms.PublishTokenWindow + rooms.PublishTokenSkew + tokenBucketWidth
+// tokenBucketTTL is how long a bucket written at now outlives that write:
+// every token in it stays recognisable for as long as it is accepted (see
+// PublishToken.RecordExpiry), a token minted ahead of now too. The tokens
+// of one bucket share their minting second, so a later write never
+// shortens it.
+func tokenBucketTTL(t rooms.PublishToken, now time.Time) time.Duration {
+	return t.RecordExpiry(now).Sub(now) + tokenBucketWidth
+}
 
 // tokenBucketKey names the hash holding the tokens minted in t's second. It
 // derives from the token alone, so any instance finds a resend's record;
@@ -343,7 +348,7 @@ func (b *Backbone) publishArgs(m rooms.Message, idemKey string, token rooms.Publ
 	name, digest := m.TokenRecord(token)
 	args = []any{raw, flag(m.Volatile), size, age.Milliseconds(), newEpoch(),
 		flag(idemKey != ""), b.opts.HistoryAge.Milliseconds(), b.opts.MetaTTL.Milliseconds(), sum,
-		name[:], flag(fresh), tokenBucketTTL.Milliseconds(), digest}
+		name[:], flag(fresh), tokenBucketTTL(token, time.Now()).Milliseconds(), digest}
 	for _, ch := range m.Channels {
 		args = append(args, b.liveKey(ch))
 	}
