@@ -65,6 +65,7 @@ var domainErrors = []struct {
 	{rooms.ErrPresenceOff, http.StatusNotFound, "presence_off"},
 	{rooms.ErrNotFound, http.StatusNotFound, codeNotFound},
 	{rooms.ErrPublishTokenExpired, http.StatusConflict, "idempotency_key_expired"},
+	{rooms.ErrPublishTokenReused, http.StatusUnprocessableEntity, "idempotency_key_reused"},
 	{rooms.ErrOutcomeUnknown, http.StatusServiceUnavailable, "outcome_unknown"},
 	{rooms.ErrBackboneDown, http.StatusServiceUnavailable, "backbone_unavailable"},
 	{rooms.ErrTooManySessions, http.StatusTooManyRequests, "too_many_sessions"},

@@ -155,14 +155,20 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 		}
 		key = ""
 	}
+	// Keys are the caller's own: another caller's key never answers for
+	// this one. Backends holding the API key share theirs whatever
+	// address they retry from. Tokens are their user's (or the
+	// backends'); an anonymous caller's token is a bare capability, since
+	// its resend may come from another address (a phone that changed
+	// networks).
+	scope, tokenScope := s.rateKey(r, id), ""
+	switch {
+	case id.Server:
+		scope, tokenScope = "server", "server"
+	case id.User != "":
+		tokenScope = scope
+	}
 	if key != "" {
-		// Keys are the caller's own: another caller's key never
-		// answers for this one. Backends holding the API key share
-		// theirs whatever address they retry from.
-		scope := s.rateKey(r, id)
-		if id.Server {
-			scope = "server"
-		}
 		key = scope + "|" + key
 	}
 	client, err := s.senderClient(r.Context(), r.Header.Get("Roomcast-Connection"))
@@ -229,6 +235,7 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 		Client:   client,
 		Volatile: req.Volatile,
 		Token:    token,
+		Caller:   tokenScope,
 	}
 	msg.Retention = s.retention(msg.Channels)
 	if id.Server {

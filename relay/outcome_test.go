@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/relay/relaytest"
 	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/memory"
 	"github.com/roomcast/roomcast/rooms/redis"
 	"github.com/roomcast/roomcast/rooms/redis/redistest"
 )
@@ -212,4 +214,193 @@ func TestPublishLostReplyStoresOnce(t *testing.T) {
 	if ids := historyIDs(t, r, "lost"); len(ids) != 2 || ids[1] != *p.ID {
 		t.Fatalf("history holds %v after one publish (answered %s); want the warm-up and that event once", ids, *p.ID)
 	}
+}
+
+// A publish token named a publish for anyone who sent its text: Mallory
+// holding Bob's token was answered with Bob's event id (and, sent first, her
+// event took Bob's token, so Bob's resend was answered 202 for an event
+// never stored), and a token resent with another room or body was answered
+// 202 for an event stored nowhere. A token is now its caller's alone, and
+// resent with another message it is refused.
+func TestPublishTokenBoundToCallerAndMessage(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		start func(t *testing.T) *relaytest.Relay
+	}{
+		{"memory", func(t *testing.T) *relaytest.Relay {
+			return relaytest.Start(t, relaytest.Options{Relay: relay.Options{Auth: relaytest.NewAuth(t, auth.Config{})}})
+		}},
+		{"redis", func(t *testing.T) *relaytest.Relay {
+			return startRedisRelay(t, redistest.NewServer(t).URL(), 5*time.Second)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.start(t)
+			token := rooms.NewPublishToken(time.Now()).String()
+			as := func(user string) http.Header {
+				h := relaytest.Bearer(relaytest.Token(t, user, time.Hour, nil))
+				h.Set("Content-Type", "application/json")
+				h.Set("Idempotency-Key", token)
+				return h
+			}
+			post := func(user, room, body string) *relaytest.Response {
+				return r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/rooms/" + room + "/events",
+					Header: as(user), Body: []byte(body)})
+			}
+			publishedID := func(resp *relaytest.Response) string {
+				t.Helper()
+				if resp.Status != http.StatusAccepted {
+					t.Fatalf("publish: %d %s", resp.Status, resp.Body)
+				}
+				var p relaytest.Published
+				resp.JSON(t, &p)
+				if p.ID == nil {
+					t.Fatalf("publish answered no id: %s", resp.Body)
+				}
+				return *p.ID
+			}
+			bob := publishedID(post("bob", "bound-a", `{"data":"bob"}`))
+			// Mallory's publish with Bob's token is hers: stored anew.
+			resp := post("mallory", "bound-a", `{"data":"mallory"}`)
+			if mallory := publishedID(resp); mallory == bob || resp.Header.Get("Idempotent-Replayed") != "" {
+				t.Fatalf("Mallory's publish with Bob's token answered %s (replayed %q); Bob's event is %s", mallory, resp.Header.Get("Idempotent-Replayed"), bob)
+			}
+			// Bob's token resent with another room or body names nothing
+			// that was stored.
+			checkError(t, post("bob", "bound-b", `{"data":"bob"}`), http.StatusUnprocessableEntity, "idempotency_key_reused")
+			checkError(t, post("bob", "bound-a", `{"data":"other"}`), http.StatusUnprocessableEntity, "idempotency_key_reused")
+			if ids := historyIDs(t, r, "bound-b"); len(ids) != 0 {
+				t.Fatalf("room bound-b holds %v", ids)
+			}
+			// The true resend is answered with Bob's event.
+			again := post("bob", "bound-a", `{"data":"bob"}`)
+			if id := publishedID(again); id != bob || again.Header.Get("Idempotent-Replayed") != "true" {
+				t.Fatalf("Bob's resend answered %s (replayed %q); want %s, replayed", id, again.Header.Get("Idempotent-Replayed"), bob)
+			}
+			if ids := historyIDs(t, r, "bound-a"); len(ids) != 2 || ids[0] != bob {
+				t.Fatalf("room bound-a holds %v; want Bob's %s and Mallory's event", ids, bob)
+			}
+		})
+	}
+}
+
+// Redis refuses a script's first write when it is out of memory, but a
+// volatile publish wrote nothing before PUBLISH: it went out live, then the
+// token's record was refused, and the answer was 503 backbone_unavailable
+// ("nothing was stored, a plain retry is safe"): a retry delivered it twice.
+// Now the record is written before anything is published, so an OOM refuses
+// the whole publish.
+func TestPublishRefusedOutOfMemoryDeliversNothing(t *testing.T) {
+	srv := redistest.NewServer(t)
+	admin := srv.Client()
+	t.Cleanup(func() { _ = admin.Close() })
+	r := startRedisRelay(t, srv.URL(), 5*time.Second)
+	header := relaytest.Bearer(relaytest.APIKey)
+	s := r.Subscribe(t, "/v1/rooms/oom/events", relaytest.StreamOptions{Header: relaytest.BearerMap(relaytest.APIKey)})
+	defer s.Close()
+	s.Connected(t)
+	ctx := context.Background()
+	if err := admin.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Below what Redis already uses: every command that may grow memory
+	// is refused.
+	if err := admin.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{`{"event":"v","data":"volatile","volatile":true}`, `{"event":"s","data":"stored"}`} {
+		resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/rooms/oom/events",
+			Header: http.Header{"Authorization": header["Authorization"], "Content-Type": {"application/json"}}, Body: []byte(body)})
+		checkError(t, resp, http.StatusServiceUnavailable, "backbone_unavailable")
+	}
+	if err := admin.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	marker := r.Publish(t, "/v1/rooms/oom/events", "application/json", []byte(`{"event":"marker","data":1}`), header)
+	for _, ev := range s.UntilEventID(t, *marker.ID) {
+		if ev.Event == "v" || ev.Event == "s" {
+			t.Errorf("a publish answered 503 backbone_unavailable was delivered: %s %s", ev.Event, ev.Data)
+		}
+	}
+}
+
+// go-redis retries a publish whose reply was lost; when the retry could not
+// even connect (the link to Redis went down just after Redis ran the
+// script), the dial error of the last attempt was read as "nothing was
+// sent": 503 backbone_unavailable, inviting a plain retry, for an event
+// stored and delivered. Publish now knows whether any attempt was written.
+func TestPublishLostReplyThenUnreachableIsUnknown(t *testing.T) {
+	srv := redistest.NewServer(t)
+	proxy := redistest.NewProxy(t, srv.Addr())
+	r := startRedisRelay(t, proxy.URL(), 5*time.Second)
+	key := relaytest.Bearer(relaytest.APIKey)
+	r.Publish(t, "/v1/rooms/cut/events", "application/json", []byte(`{"data":"warm-up"}`), key)
+	proxy.LoseReplyAndGoDown(func(req []byte) bool { return strings.Contains(string(req), "reply-to-lose") })
+	resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/rooms/cut/events",
+		Header: http.Header{"Authorization": key["Authorization"], "Content-Type": {"application/json"}},
+		Body:   []byte(`{"data":"reply-to-lose"}`)})
+	if proxy.Lost() != 1 {
+		t.Fatal("the proxy lost no reply: the test did not test")
+	}
+	checkError(t, resp, http.StatusServiceUnavailable, "outcome_unknown")
+	if !strings.HasPrefix(resp.Header.Get("Idempotency-Key"), "rt_") {
+		t.Fatalf("503 outcome_unknown with Idempotency-Key %q; want the publish's token", resp.Header.Get("Idempotency-Key"))
+	}
+	// The event is stored: Redis ran the script.
+	admin := srv.Client()
+	defer admin.Close()
+	n, err := admin.XLen(context.Background(), "roomcast:h:cut").Result()
+	if err != nil || n != 2 {
+		t.Fatalf("Redis holds %d events of the room (%v); want the warm-up and the lost one", n, err)
+	}
+}
+
+// A token is accepted while it is within PublishTokenWindow of the clock,
+// minted in the past or the future, but its record lived a fixed time from
+// its write: a token minted ahead of the clock outlived its record, and a
+// resend in between was stored a second time. Records now live until the
+// token is refused.
+func TestPublishTokenFromTheFutureOutlivesNoRecord(t *testing.T) {
+	t.Run("memory", func(t *testing.T) {
+		var mu sync.Mutex
+		now := time.Now()
+		clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+		r := relaytest.Start(t, relaytest.Options{Memory: memory.Options{Now: clock}})
+		token := rooms.NewPublishToken(now.Add(rooms.PublishTokenWindow - 10*time.Second)).String()
+		h := http.Header{"Idempotency-Key": {token}}
+		first := r.Publish(t, "/v1/rooms/ahead/events", "application/json", []byte(`{"data":1}`), h)
+		mu.Lock()
+		now = now.Add(rooms.PublishTokenWindow + rooms.PublishTokenSkew + 10*time.Second)
+		mu.Unlock()
+		resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/rooms/ahead/events",
+			Header: http.Header{"Idempotency-Key": {token}, "Content-Type": {"application/json"}}, Body: []byte(`{"data":1}`)})
+		if resp.Status != http.StatusAccepted || resp.Header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("resend within the token's window: %d (replayed %q) %s; want 202, replayed", resp.Status, resp.Header.Get("Idempotent-Replayed"), resp.Body)
+		}
+		if ids := historyIDs(t, r, "ahead"); len(ids) != 1 || ids[0] != *first.ID {
+			t.Fatalf("history holds %v; want only %s", ids, *first.ID)
+		}
+	})
+	t.Run("redis", func(t *testing.T) {
+		srv := redistest.NewServer(t)
+		r := startRedisRelay(t, srv.URL(), 5*time.Second)
+		ahead := rooms.PublishTokenWindow - 10*time.Second
+		minted := time.Now().Add(ahead)
+		token := rooms.NewPublishToken(minted).String()
+		h := relaytest.Bearer(relaytest.APIKey)
+		h.Set("Idempotency-Key", token)
+		r.Publish(t, "/v1/rooms/ahead/events", "application/json", []byte(`{"data":1}`), h)
+		admin := srv.Client()
+		defer admin.Close()
+		bucket := "roomcast:t:" + strconv.FormatInt(minted.Unix(), 10)
+		ttl, err := admin.PTTL(context.Background(), bucket).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The token is accepted until minted+window on this clock, and on
+		// an instance up to PublishTokenSkew behind until skew later.
+		if want := ahead + rooms.PublishTokenWindow + rooms.PublishTokenSkew - 5*time.Second; ttl < want {
+			t.Fatalf("the record of a token minted %v ahead expires in %v; it is accepted for %v", ahead, ttl, ahead+rooms.PublishTokenWindow)
+		}
+	})
 }

@@ -28,6 +28,10 @@ var (
 	// ErrPublishTokenExpired refuses a resend whose token is too old for
 	// the backbone to tell whether it was stored (see PublishTokenWindow).
 	ErrPublishTokenExpired = errors.New("publish token expired")
+	// ErrPublishTokenReused refuses a resend whose token named another
+	// message of its caller (other rooms, event or body): answering it with
+	// that publish's event would confirm an event stored nowhere.
+	ErrPublishTokenReused = errors.New("publish token reused for another message")
 )
 
 // OutcomeUnknownError is a publish that may have been stored. Publishing

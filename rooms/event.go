@@ -46,6 +46,10 @@ type Message struct {
 	// publish whose outcome was unknown (see Backbone.Publish); the zero
 	// token asks the backbone to mint one.
 	Token PublishToken
+	// Caller names who asks ("user:bob", "server"; "" for anonymous
+	// callers, whose tokens are bare capabilities): a token answers only
+	// the caller it was handed to (see Message.TokenRecord).
+	Caller string
 }
 
 // Retention is how much history a channel keeps: at most Size events, none

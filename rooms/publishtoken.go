@@ -2,8 +2,10 @@ package rooms
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -88,4 +90,50 @@ func (t PublishToken) Check(now time.Time) error {
 			t.Minted.UTC().Format(time.RFC3339), PublishTokenWindow)
 	}
 	return nil
+}
+
+// RecordExpiry is when a record of t written at now may go: t is accepted
+// until PublishTokenWindow after its minting, which may be ahead of now,
+// on clocks up to PublishTokenSkew behind this one.
+func (t PublishToken) RecordExpiry(now time.Time) time.Time {
+	from := now
+	if t.Minted.After(now) {
+		from = t.Minted
+	}
+	return from.Add(PublishTokenWindow + PublishTokenSkew)
+}
+
+// TokenRecord is how a backbone files the publish m.Token (or the token it
+// minted for m) names. name derives from the token's random part and
+// m.Caller: a token travels in headers, and another caller sending its text
+// must neither learn the event it named nor, by sending it first, make the
+// owner's resend answer for an event of hers; its publish is its own.
+// digest derives from what m says (rooms, event, body, volatility, the
+// sender's user; not the sending connection, which a client resending after
+// a reconnect no longer has): a resend with the same name and another
+// digest is not a resend of that publish and is refused with
+// ErrPublishTokenReused.
+func (m Message) TokenRecord(t PublishToken) (name [16]byte, digest string) {
+	h := sha256.New()
+	field := func(s string) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	field(m.Caller)
+	h.Write(t.Random[:])
+	copy(name[:], h.Sum(nil))
+	h.Reset()
+	field(m.Event)
+	field(string(m.Data))
+	field(fmt.Sprint(m.Base64, m.Volatile, len(m.Channels), m.From != nil))
+	for _, ch := range m.Channels {
+		field(ch)
+	}
+	if m.From != nil {
+		field(m.From.User)
+	}
+	sum := h.Sum(nil)
+	return name, hex.EncodeToString(sum[:8])
 }

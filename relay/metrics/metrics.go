@@ -5,6 +5,7 @@ package metrics
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"net/http"
 	"time"
 
@@ -151,10 +152,14 @@ func (t *timedBackbone) Unwrap() rooms.Backbone { return t.Backbone }
 
 func (t *timedBackbone) observe(op string, start time.Time, err error) {
 	t.m.backboneTime.WithLabelValues(op).Observe(time.Since(start).Seconds())
-	if err != nil {
-		t.m.BackboneUp.Set(0)
-	} else {
+	// Only the backbone's own failures say it is down: a refusal of the
+	// caller's request (an expired or reused publish token) is an answer,
+	// and any client can send one.
+	switch {
+	case err == nil:
 		t.m.BackboneUp.Set(1)
+	case errors.Is(err, rooms.ErrBackboneDown):
+		t.m.BackboneUp.Set(0)
 	}
 }
 

@@ -2,7 +2,7 @@ package metrics_test
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -40,7 +40,7 @@ func (f *flakyBackbone) Unwrap() rooms.Backbone { return f.Backbone }
 
 func (f *flakyBackbone) Publish(ctx context.Context, msg rooms.Message, key string) (rooms.Published, error) {
 	if f.fail.Load() {
-		return rooms.Published{}, errors.New("backbone down (test)")
+		return rooms.Published{}, fmt.Errorf("%w: down (test)", rooms.ErrBackboneDown)
 	}
 	return f.Backbone.Publish(ctx, msg, key)
 }
@@ -373,6 +373,15 @@ func TestMetricsMove(t *testing.T) {
 		series("roomcast_backbone_up"):                                1,
 		series("roomcast_events_published_total", "kind", "retained"): 4,
 	})
+	// A refusal of what a caller sent is no failure of the backbone: an
+	// expired publish token, which anyone can send, took it "down".
+	old := rooms.NewPublishToken(time.Now().Add(-rooms.PublishTokenWindow - time.Minute)).String()
+	resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/rooms/lobby/events",
+		Header: http.Header{"Idempotency-Key": {old}}, Body: []byte("x")})
+	if resp.Status != http.StatusConflict {
+		t.Fatalf("publish with an expired token: status %d: %s", resp.Status, resp.Body)
+	}
+	r.expect(t, map[metric]float64{series("roomcast_backbone_up"): 1})
 }
 
 // TestMetricsSlowConsumer stalls a reader until its queue overflows: the

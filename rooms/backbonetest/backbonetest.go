@@ -76,6 +76,7 @@ func Run(t *testing.T, newBackbone Factory) {
 		{"PublishToken", defaultConfig, testPublishToken},
 		{"PublishTokenConcurrent", defaultConfig, testPublishTokenConcurrent},
 		{"PublishTokenExpired", defaultConfig, testPublishTokenExpired},
+		{"PublishTokenBound", defaultConfig, testPublishTokenBound},
 		{"Volatile", defaultConfig, testVolatile},
 		{"Sessions", defaultConfig, testSessions},
 	}
@@ -1056,5 +1057,39 @@ func testSessions(t *testing.T, s *suite) {
 	time.Sleep(400 * time.Millisecond) // nothing to await: the session must outlive its first ttl
 	if _, ok := load(refreshed); !ok {
 		t.Fatal("SaveSession did not extend the session's ttl")
+	}
+}
+
+// A token is its caller's and names one message: another caller's publish
+// with its text is a publish of its own, and its caller's resend with other
+// channels, event or body is refused rather than answered for an event
+// stored nowhere.
+func testPublishTokenBound(t *testing.T, s *suite) {
+	a, b := s.channel("a"), s.channel("b")
+	token := rooms.NewPublishToken(time.Now())
+	bob := s.msg("e", 1, a)
+	bob.Token, bob.Caller = token, "user:bob"
+	first := s.publish(t, bob, "")
+	mallory := bob
+	mallory.Caller = "user:mallory"
+	if p := s.publish(t, mallory, ""); p.Duplicate || p.Seq == first.Seq {
+		t.Fatalf("another caller's publish with the token answered %+v; Bob's was %+v", p, first)
+	}
+	for name, m := range map[string]rooms.Message{
+		"channels": {Channels: []string{b}, Event: "e", Data: bob.Data},
+		"event":    {Channels: []string{a}, Event: "f", Data: bob.Data},
+		"body":     {Channels: []string{a}, Event: "e", Data: json.RawMessage(`{"n":2}`)},
+		"volatile": {Channels: []string{a}, Event: "e", Data: bob.Data, Volatile: true},
+	} {
+		m.Token, m.Caller = token, bob.Caller
+		if p, err := s.bb.Publish(context.Background(), m, ""); !errors.Is(err, rooms.ErrPublishTokenReused) {
+			t.Fatalf("the token resent with other %s answered %+v, %v; want ErrPublishTokenReused", name, p, err)
+		}
+	}
+	if got := s.since(t, b, 0, 10); len(got.Events) != 0 {
+		t.Fatalf("history of b = %v", seqs(got.Events))
+	}
+	if p := s.publish(t, bob, ""); !p.Duplicate || p.Seq != first.Seq {
+		t.Fatalf("Bob's resend answered %+v; want %+v with Duplicate", p, first)
 	}
 }

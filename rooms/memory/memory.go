@@ -61,7 +61,7 @@ type Backbone struct {
 	// tokens holds the publish tokens of resends, apart from the callers'
 	// idempotency keys: each lives PublishTokenWindow, bounded by the
 	// publish rate, and counts against no caller's key allowance.
-	tokens map[[16]byte]tokenEntry
+	tokens map[[16]byte]tokenEntry // by Message.TokenRecord's name
 
 	// pmu guards presence; it is never held while publishing.
 	pmu            sync.Mutex
@@ -102,6 +102,7 @@ type idemEntry struct {
 type tokenEntry struct {
 	id      string
 	seq     uint64
+	digest  string // Message.TokenRecord's: a resend says the same
 	expires time.Time
 }
 
@@ -187,11 +188,17 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 	// unknown outcome, or a client following the same contract.
 	token := m.Token
 	m.Token = rooms.PublishToken{}
+	var name [16]byte
+	var digest string
 	if !token.IsZero() {
 		if err := token.Check(now); err != nil {
 			return rooms.Published{}, err
 		}
-		if e, ok := b.tokens[token.Random]; ok && now.Before(e.expires) {
+		name, digest = m.TokenRecord(token)
+		if e, ok := b.tokens[name]; ok && now.Before(e.expires) {
+			if e.digest != digest {
+				return rooms.Published{}, fmt.Errorf("%w: it named a publish with other rooms, event or body", rooms.ErrPublishTokenReused)
+			}
 			return rooms.Published{ID: e.id, Seq: e.seq, Channels: slices.Clone(m.Channels), Event: m.Event, Duplicate: true}, nil
 		}
 	}
@@ -248,8 +255,8 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 		b.idem[idemKey] = idemEntry{result: res, expires: now.Add(b.opts.HistoryAge)}
 	}
 	if !token.IsZero() {
-		b.tokens[token.Random] = tokenEntry{id: res.ID, seq: seq,
-			expires: now.Add(rooms.PublishTokenWindow + rooms.PublishTokenSkew)}
+		b.tokens[name] = tokenEntry{id: res.ID, seq: seq, digest: digest,
+			expires: token.RecordExpiry(now)}
 	}
 	return res, nil
 }

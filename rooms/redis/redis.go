@@ -222,20 +222,65 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 	if err := ctx.Err(); err != nil {
 		return rooms.Published{}, down("publish", err)
 	}
-	p, err := b.runPublish(ctx, keys, args)
-	if err != nil && sentUnanswered(err) {
-		return rooms.Published{}, &rooms.OutcomeUnknownError{Token: token, Err: err}
+	// Publish retries itself, with the same token, rather than leaving it
+	// to go-redis: whether the outcome is known depends on every attempt,
+	// and go-redis reports only the last one's error (a refused connection
+	// after a lost reply would read as "nothing was sent").
+	var written bool
+	for attempt := 0; ; attempt++ {
+		p, err := b.runPublish(ctx, keys, args)
+		if err == nil || errors.Is(err, rooms.ErrPublishTokenReused) {
+			return p, err
+		}
+		written = written || sentUnanswered(err)
+		if attempt >= b.rdb.Options().MaxRetries || !retryPublish(err) || !sleepCtx(ctx, publishRetryBackoff<<attempt) {
+			if written {
+				return rooms.Published{}, &rooms.OutcomeUnknownError{Token: token, Err: err}
+			}
+			return p, err
+		}
 	}
-	return p, err
 }
+
+// publishRetryBackoff is the wait before Publish's first retry, doubled for
+// each next one (go-redis's own minimum).
+const publishRetryBackoff = 8 * time.Millisecond
+
+// retryPublish reports whether a failed publish attempt is worth another:
+// not when Redis answered (a refusal is final) nor when the call's time is
+// up.
+func retryPublish(err error) bool {
+	var reply goredis.Error
+	return !errors.As(err, &reply) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
+		!errors.Is(err, goredis.ErrClosed)
+}
+
+// sleepCtx waits d, or less when ctx ends first; it reports whether the
+// whole wait passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// onceCmd is a command go-redis sends at most once: its retries would hide
+// an attempt that was written from the caller that must know of it.
+type onceCmd struct{ *goredis.Cmd }
+
+// NoRetry implements goredis.Cmder.
+func (onceCmd) NoRetry() bool { return true }
 
 // sentUnanswered reports whether a failed call may have run in Redis. It
 // did not when Redis answered with an error (OOM refuses the script's first
-// write; the others refuse the script before it starts), nor when the last
-// attempt found no connection (refused, no pool slot, client closed). The
-// one case this misreads is an earlier attempt written to a Redis that ran
-// it and died before answering: its write is lost with it unless Redis
-// persisted it in that instant. A timeout, or a connection lost after the
+// write, which the script makes before any PUBLISH; the others refuse the
+// script before it starts), nor when the attempt found no connection
+// (refused, no pool slot, client closed): Publish asks it of every attempt,
+// since go-redis sends the script once (onceCmd). A timeout, or a connection lost after the
 // request was written, may come after the script ran; and a deadline that
 // passes while go-redis is still dialling looks the same as one that
 // passes while it waits for the reply, so a dead Redis is often unknown too.
@@ -259,9 +304,14 @@ func sentUnanswered(err error) bool {
 // publishes/s, the hash in Redis's compact encoding.
 const tokenBucketWidth = time.Second
 
-// tokenBucketTTL is how long a bucket outlives its last write: every token
-// in it stays recognisable for the window, whatever the instances' clocks.
-const tokenBucketTTL = rooms.PublishTokenWindow + rooms.PublishTokenSkew + tokenBucketWidth
+// tokenBucketTTL is how long a bucket written at now outlives that write:
+// every token in it stays recognisable for as long as it is accepted (see
+// PublishToken.RecordExpiry), a token minted ahead of now too. The tokens
+// of one bucket share their minting second, so a later write never
+// shortens it.
+func tokenBucketTTL(t rooms.PublishToken, now time.Time) time.Duration {
+	return t.RecordExpiry(now).Sub(now) + tokenBucketWidth
+}
 
 // tokenBucketKey names the hash holding the tokens minted in t's second. It
 // derives from the token alone, so any instance finds a resend's record;
@@ -295,9 +345,10 @@ func (b *Backbone) publishArgs(m rooms.Message, idemKey string, token rooms.Publ
 		age = m.Retention.Age
 	}
 	keys = append(keys, b.tokenBucketKey(token))
+	name, digest := m.TokenRecord(token)
 	args = []any{raw, flag(m.Volatile), size, age.Milliseconds(), newEpoch(),
 		flag(idemKey != ""), b.opts.HistoryAge.Milliseconds(), b.opts.MetaTTL.Milliseconds(), sum,
-		token.Random[:], flag(fresh), tokenBucketTTL.Milliseconds()}
+		name[:], flag(fresh), tokenBucketTTL(token, time.Now()).Milliseconds(), digest}
 	for _, ch := range m.Channels {
 		args = append(args, b.liveKey(ch))
 	}
@@ -306,9 +357,28 @@ func (b *Backbone) publishArgs(m rooms.Message, idemKey string, token rooms.Publ
 
 // runPublish runs publishScript and reads its reply.
 func (b *Backbone) runPublish(ctx context.Context, keys []string, args []any) (rooms.Published, error) {
-	res, err := publishScript.Run(ctx, b.rdb, keys, args...).StringSlice()
+	evalsha := func() ([]string, error) {
+		call := make([]any, 0, 3+len(keys)+len(args))
+		call = append(call, "evalsha", publishScript.Hash(), len(keys))
+		for _, k := range keys {
+			call = append(call, k)
+		}
+		cmd := onceCmd{goredis.NewCmd(ctx, append(call, args...)...)}
+		_ = b.rdb.Process(ctx, cmd)
+		return cmd.StringSlice()
+	}
+	res, err := evalsha()
+	if goredis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Loading is harmless to repeat: go-redis may retry it.
+		if err = publishScript.Load(ctx, b.rdb).Err(); err == nil {
+			res, err = evalsha()
+		}
+	}
 	if err != nil {
 		return rooms.Published{}, down("publish", err)
+	}
+	if len(res) == 2 && res[0] == "reused" {
+		return rooms.Published{}, fmt.Errorf("%w: it named a publish with other rooms, event or body", rooms.ErrPublishTokenReused)
 	}
 	if len(res) != 2 {
 		return rooms.Published{}, down("publish", fmt.Errorf("unexpected reply %q", res))

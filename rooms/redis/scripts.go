@@ -8,15 +8,18 @@ import goredis "github.com/redis/go-redis/v9"
 // KEYS: epoch, seq, idempotency key, then per channel: stream, meta; last
 // the publish token's bucket.
 // ARGV: body, volatile, maxlen, age ms, epoch candidate, use idempotency,
-// idempotency ttl ms, meta ttl ms, summary, the publish token's random part,
-// whether the backbone minted the token for this call, the token bucket's
-// ttl ms, then per channel: live channel.
+// idempotency ttl ms, meta ttl ms, summary, the publish token's record name
+// (Message.TokenRecord: the token as its caller's), whether the backbone
+// minted the token for this call, the token bucket's ttl ms, the message's
+// digest, then per channel: live channel.
 //
 // The token makes the script idempotent: a retry of the same call (the
 // reply was lost, go-redis sent it again) answers as the first run did, and
 // a resend with the token answers 'dup' with the stored seq. Tokens are
 // fields of a hash per second of minting time (the bucket, named by the
-// caller from the token alone), each holding the event's seq: ~90 bytes per
+// caller from the token alone), each holding the event's seq and the
+// message's digest ("seq|digest"; a resend with another digest answers
+// 'reused', and stores nothing): ~110 bytes per
 // publish (a key per publish: ~130), freed with the bucket minutes later
 // whatever the history's age (docs/operations.md has the measurement).
 //
@@ -33,9 +36,12 @@ if not epoch then
 end
 local bucket = KEYS[#KEYS]
 local tokenField, tokenFresh, tokenTTL = ARGV[10], ARGV[11] == '1', tonumber(ARGV[12])
+local digest = ARGV[13]
 local stored = redis.call('HGET', bucket, tokenField)
 if stored then
-  local answer = epoch .. '|' .. stored .. '|0|' .. ARGV[9]
+  local storedSeq, storedDigest = string.match(stored, '^(%d+)|(.*)$')
+  if storedDigest ~= digest then return {'reused', ''} end
+  local answer = epoch .. '|' .. storedSeq .. '|0|' .. ARGV[9]
   if tokenFresh then return {'ok', answer} end
   return {'dup', answer}
 end
@@ -48,6 +54,12 @@ local ts = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local volatile = ARGV[2] == '1'
 local seq = 0
 if not volatile then seq = redis.call('INCR', KEYS[2]) end
+-- The token's record comes before any PUBLISH: out of memory, Redis refuses
+-- a script's first write only, and PUBLISH is no write, so a volatile
+-- publish recording its token after going out live would be answered with
+-- a refusal it did not honour.
+redis.call('HSET', bucket, tokenField, seq .. '|' .. digest)
+redis.call('PEXPIRE', bucket, tokenTTL)
 local maxlen = tonumber(ARGV[3])
 local age = tonumber(ARGV[4])
 local cutoff = ts - age
@@ -80,12 +92,10 @@ for i = 1, nch do
     redis.call('PEXPIRE', stream, age + 60000)
     redis.call('PEXPIRE', meta, tonumber(ARGV[8]))
   end
-  redis.call('PUBLISH', ARGV[12 + i], '1|' .. epoch .. '|' .. seq .. '|' .. ts .. '|' .. (i - 1) .. '|' .. n .. '|' .. ARGV[1])
+  redis.call('PUBLISH', ARGV[13 + i], '1|' .. epoch .. '|' .. seq .. '|' .. ts .. '|' .. (i - 1) .. '|' .. n .. '|' .. ARGV[1])
 end
 local result = epoch .. '|' .. seq .. '|' .. ts .. '|' .. ARGV[9]
 if ARGV[6] == '1' then redis.call('SET', KEYS[3], result, 'PX', tonumber(ARGV[7])) end
-redis.call('HSET', bucket, tokenField, seq)
-redis.call('PEXPIRE', bucket, tokenTTL)
 return {'ok', result}
 `)
 

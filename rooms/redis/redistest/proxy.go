@@ -21,6 +21,7 @@ type Proxy struct {
 
 	mu    sync.Mutex
 	match func(request []byte) bool // armed until a reply is lost
+	cut   bool                      // the loss takes the proxy down
 	lost  int
 	conns map[net.Conn]struct{}
 	done  bool
@@ -57,6 +58,16 @@ func (p *Proxy) LoseReplyTo(match func(request []byte) bool) {
 	p.match = match
 }
 
+// LoseReplyAndGoDown is LoseReplyTo, and once the reply is lost the proxy
+// goes down: every connection through it ends and new ones are refused,
+// as when the link to Redis fails just after the server ran the command.
+// The client's retry then fails to connect although its command ran.
+func (p *Proxy) LoseReplyAndGoDown(match func(request []byte) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.match, p.cut = match, true
+}
+
 // Lost returns how many replies the proxy lost.
 func (p *Proxy) Lost() int {
 	p.mu.Lock()
@@ -65,14 +76,19 @@ func (p *Proxy) Lost() int {
 }
 
 func (p *Proxy) close() {
+	p.goDown()
+	p.wg.Wait()
+}
+
+// goDown refuses new connections, then ends those open.
+func (p *Proxy) goDown() {
+	_ = p.l.Close()
 	p.mu.Lock()
 	p.done = true
 	for c := range p.conns {
 		_ = c.Close()
 	}
 	p.mu.Unlock()
-	_ = p.l.Close()
-	p.wg.Wait()
 }
 
 // track registers conns for closing; false when the proxy is closed.
@@ -159,14 +175,19 @@ func (p *Proxy) pipe(client, server net.Conn) {
 			lose := waiting && buf[0] != '-'
 			waiting = false
 			mu.Unlock()
+			cut := false
 			if lose {
 				p.mu.Lock()
 				lose = p.match != nil // one loss per arming
 				if lose {
 					p.match = nil
 					p.lost++
+					cut = p.cut
 				}
 				p.mu.Unlock()
+			}
+			if cut {
+				p.goDown()
 			}
 			if lose {
 				return
