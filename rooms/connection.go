@@ -293,12 +293,18 @@ func (c *Connection) advance(d *Delivery) {
 		if d.epoch != "" {
 			c.cursor.Epoch = d.epoch
 			for i := range c.cursor.Positions {
-				c.cursor.Positions[i].Seq = 0
+				c.cursor.Positions[i].Seq, c.cursor.Positions[i].From = 0, 0
 			}
 		}
 	case KindJoined, kindTrack:
 		if _, ok := c.cursor.Get(d.Channel); !ok {
 			c.cursor.Set(d.Channel, d.seq)
+			if d.Kind == KindJoined {
+				// A resume must know that copies up to the join
+				// point never came through the room: a sibling
+				// room still behind it delivers them.
+				c.cursor.setFrom(d.Channel, d.seq)
+			}
 		}
 	case KindLeft, kindUntrack:
 		c.cursor.Delete(d.Channel)

@@ -29,6 +29,13 @@ type Cursor struct {
 type Position struct {
 	Key uint64
 	Seq uint64
+	// From, when not 0, is the channel's position when the subscriber
+	// started it (joined it, or a poll added it) while it held other
+	// channels: the copies of multi-channel events at or below it never
+	// came through it, so they were delivered through a sibling channel,
+	// if at all (see Connection.reaches). 0 for a channel held from
+	// before anything the cursor's other channels may still replay.
+	From uint64
 }
 
 // ChannelKey returns the key of a channel in a Cursor.
@@ -62,6 +69,24 @@ func (c *Cursor) Set(channel string, seq uint64) {
 		return
 	}
 	c.Positions = slices.Insert(c.Positions, i, Position{Key: k, Seq: seq})
+}
+
+// From returns the position channel was started at (see Position.From).
+func (c *Cursor) From(channel string) uint64 {
+	k := ChannelKey(channel)
+	if i, ok := slices.BinarySearchFunc(c.Positions, k, func(p Position, k uint64) int { return cmpU64(p.Key, k) }); ok {
+		return c.Positions[i].From
+	}
+	return 0
+}
+
+// setFrom records that channel, which must be in the cursor, was started
+// at from.
+func (c *Cursor) setFrom(channel string, from uint64) {
+	k := ChannelKey(channel)
+	if i, ok := slices.BinarySearchFunc(c.Positions, k, func(p Position, k uint64) int { return cmpU64(p.Key, k) }); ok {
+		c.Positions[i].From = from
+	}
 }
 
 // raise moves channel's position up to seq if channel is in the cursor and
@@ -107,10 +132,13 @@ func cmpU64(a, b uint64) int {
 
 const (
 	cursorVersion = 1
-	cursorMACSize = 16
-	sessionIDSize = 16 // randomID(12) in base64
-	// MaxCursorLen bounds what Decode reads: a cursor for 64 rooms is far below it.
-	MaxCursorLen = 2048
+	// cursorVersionFrom is the layout of a cursor with start positions.
+	cursorVersionFrom = 2
+	cursorMACSize     = 16
+	sessionIDSize     = 16 // randomID(12) in base64
+	// MaxCursorLen bounds what Decode reads: a cursor for 64 rooms is far
+	// below it, start positions (Position.From) included.
+	MaxCursorLen = 3072
 	maxPositions = 1024
 )
 
@@ -136,6 +164,14 @@ func NewCursorCodec(key []byte) (*CursorCodec, error) {
 // key and the uvarint distance above the previous Seq, then a truncated
 // HMAC-SHA256 of all of that. The distances add up to at most the highest
 // Seq, so 64 positions stay within 1 KiB however far apart they are.
+//
+// A cursor with start positions (Position.From) that still matter has
+// version 2 and, before the HMAC, their number and for each the index of
+// its position in Seq order (as the distance above the previous index)
+// and the uvarint distance of From below Seq. A start matters while some
+// other channel of the cursor is behind it: only that channel can still
+// replay a copy of an event at or below it. Others are left out, so most
+// cursors keep the first layout.
 func (cc *CursorCodec) Encode(c Cursor) string {
 	var stack [256]byte
 	b := cc.AppendBinary(stack[:0], c)
@@ -155,7 +191,18 @@ func (cc *CursorCodec) AppendEncoded(dst []byte, c Cursor) []byte {
 // AppendBinary appends the signed binary form of c to dst.
 func (cc *CursorCodec) AppendBinary(dst []byte, c Cursor) []byte {
 	start := len(dst)
-	dst = append(dst, cursorVersion, byte(len(c.Epoch)))
+	version := byte(cursorVersion)
+	low, low2 := lowestTwo(c.Positions)
+	starts := 0
+	for _, p := range c.Positions {
+		if startMatters(p, low, low2) {
+			starts++
+		}
+	}
+	if starts > 0 {
+		version = cursorVersionFrom
+	}
+	dst = append(dst, version, byte(len(c.Epoch)))
 	dst = append(dst, c.Epoch...)
 	if c.Session != "" {
 		dst = append(dst, 1)
@@ -176,7 +223,49 @@ func (cc *CursorCodec) AppendBinary(dst []byte, c Cursor) []byte {
 		dst = binary.AppendUvarint(dst, p.Seq-prev)
 		prev = p.Seq
 	}
+	if starts > 0 {
+		dst = binary.AppendUvarint(dst, uint64(starts))
+		last := 0
+		for i, p := range bySeq {
+			if startMatters(p, low, low2) {
+				dst = binary.AppendUvarint(dst, uint64(i-last))
+				dst = binary.AppendUvarint(dst, p.Seq-p.From)
+				last = i
+			}
+		}
+	}
 	return cc.sign(dst, start)
+}
+
+// lowestTwo returns the lowest two Seqs of ps (equal when two are): a
+// start matters when a position other than its own is below it.
+func lowestTwo(ps []Position) (low, low2 uint64) {
+	low, low2 = ^uint64(0), ^uint64(0)
+	for _, p := range ps {
+		switch {
+		case p.Seq < low:
+			low, low2 = p.Seq, low
+		case p.Seq < low2:
+			low2 = p.Seq
+		}
+	}
+	return low, low2
+}
+
+// startMatters reports whether p's start must be written: it is set, not
+// above p's own position, and some other position (low is the lowest,
+// low2 the next) is below it.
+func startMatters(p Position, low, low2 uint64) bool {
+	if p.From == 0 || p.From > p.Seq {
+		return false
+	}
+	other := low
+	if p.Seq == low {
+		// p may be the lowest itself; the next one is then the lowest
+		// of the others (equal Seqs make low2 equal too).
+		other = low2
+	}
+	return other < p.From
 }
 
 // macState is a keyed HMAC with buffers of its own: bytes handed to a
@@ -226,7 +315,8 @@ func parseCursorBody(b []byte) (Cursor, error) {
 	bad := func(what string) (Cursor, error) {
 		return Cursor{}, fmt.Errorf("%w: %s", ErrInvalidCursor, what)
 	}
-	if b[0] != cursorVersion {
+	version := b[0]
+	if version != cursorVersion && version != cursorVersionFrom {
 		return bad("unknown version")
 	}
 	b = b[1:]
@@ -274,6 +364,35 @@ func parseCursorBody(b []byte) (Cursor, error) {
 		}
 		c.Positions = append(c.Positions, p)
 		prev = p
+	}
+	if version == cursorVersionFrom {
+		low, low2 := lowestTwo(c.Positions)
+		starts, k := binary.Uvarint(b)
+		if k <= 0 || starts == 0 || starts > count {
+			return bad("bad start count")
+		}
+		b = b[k:]
+		idx := uint64(0)
+		for n := range starts {
+			di, k := binary.Uvarint(b)
+			if k <= 0 || (n > 0 && di == 0) || di >= count-idx {
+				return bad("bad start index")
+			}
+			b = b[k:]
+			idx += di
+			d, k := binary.Uvarint(b)
+			p := &c.Positions[idx]
+			if k <= 0 || d >= p.Seq {
+				return bad("bad start")
+			}
+			b = b[k:]
+			p.From = p.Seq - d
+			if !startMatters(*p, low, low2) {
+				// The encoder leaves such a start out: no cursor has
+				// a second spelling.
+				return bad("needless start")
+			}
+		}
 	}
 	if len(b) != 0 {
 		return bad("trailing bytes")

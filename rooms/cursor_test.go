@@ -74,7 +74,19 @@ func roundTripCases() []Cursor {
 	for i := range 64 {
 		multi.Set(fmt.Sprintf("room-%d", i), uint64(1_000_000_000_000+i*7))
 	}
+	// Rooms started (joined) while others were behind them; the first
+	// room's start is below every other position, so it is left out.
+	starts := Cursor{Epoch: "a1b2c3d4", Session: testSession}
+	for i := range 64 {
+		starts.Set(fmt.Sprintf("room-%d", i), uint64(1_000_000_000_000+i*7))
+		if i > 0 {
+			starts.setFrom(fmt.Sprintf("room-%d", i), uint64(1_000_000_000_000+i*3))
+		}
+	}
 	return []Cursor{
+		starts,
+		{Epoch: "e", Positions: []Position{{Key: 1, Seq: 9}, {Key: 2, Seq: 20, From: 10}}},
+		{Epoch: "e", Positions: []Position{{Key: 1, Seq: 9}, {Key: 2, Seq: 10, From: 10}, {Key: 3, Seq: 12, From: 10}}},
 		{Epoch: "a1b2c3d4"},
 		{Epoch: "", Positions: []Position{}},
 		{Epoch: "e", Positions: []Position{{Key: ChannelKey("r"), Seq: 0}}},
@@ -107,6 +119,27 @@ func TestCursorRoundTrip(t *testing.T) {
 				t.Fatalf("encoding is not deterministic: %s vs %s", again, s)
 			}
 		})
+	}
+}
+
+// TestCursorStartsLeftOut: a start no other position is below says
+// nothing a resume needs, and is not written, so cursors without one keep
+// the first layout, byte for byte.
+func TestCursorStartsLeftOut(t *testing.T) {
+	cc := testCodec(t, testKey)
+	plain := Cursor{Epoch: "e", Positions: []Position{{Key: 1, Seq: 9}, {Key: 2, Seq: 20}}}
+	for _, from := range []uint64{0, 5, 9, 21} {
+		c := plain.Clone()
+		c.Positions[1].From = from
+		if got, want := cc.Encode(c), cc.Encode(plain); got != want {
+			t.Errorf("start %d written: %s, want %s", from, got, want)
+		}
+	}
+	c := plain.Clone()
+	c.Positions[1].From = 10
+	got, err := cc.Decode(cc.Encode(c))
+	if err != nil || got.From("") != 0 || got.Positions[1].From != 10 {
+		t.Fatalf("start 10 above position 9: decoded %+v, %v", got, err)
 	}
 }
 

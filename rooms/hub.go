@@ -587,15 +587,27 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, heads 
 				*resets = append(*resets, Delivery{Kind: KindReset, Channel: ch, Reason: ResetCursorInvalid})
 			}
 		}
+		// A channel the cursor has was held before: its copies up to the
+		// cursor reached the client, except those at or below the point
+		// where it was started, which never came through it (a sibling
+		// channel delivered them); the replay and live bring the rest. A
+		// channel the cursor lacks starts here, at its head, and the
+		// cursor says so, for the same reason.
+		start := head
 		if ok {
-			// The channel was held before: its copies up to the cursor
-			// reached the client, the replay and live bring the rest.
+			start = from.From(ch)
 			conn.mu.Lock()
 			m := conn.joined[ch]
-			m.from = 0
+			m.from = start
 			m.got = max(m.got, pos)
 			conn.joined[ch] = m
 			conn.mu.Unlock()
+		}
+		startAt := func(seq uint64) {
+			conn.cursor.Set(ch, seq)
+			if conn.multi && IsRoomChannel(ch) && start <= seq {
+				conn.cursor.setFrom(ch, start)
+			}
 		}
 		if ok && pos > head {
 			// The cursor is ahead of what this instance has seen of the
@@ -607,7 +619,7 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, heads 
 			}
 			if pos > bbHead {
 				*resets = append(*resets, Delivery{Kind: KindReset, Channel: ch, Reason: ResetHistoryLost})
-				conn.cursor.Set(ch, head)
+				startAt(head)
 				continue
 			}
 			// Lagging: what arrives live up to pos was seen already.
@@ -617,21 +629,29 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, heads 
 			}
 			conn.floor[ch] = pos
 			conn.mu.Unlock()
-			conn.cursor.Set(ch, pos)
+			startAt(pos)
 			continue
 		}
 		if !ok || pos == head {
-			conn.cursor.Set(ch, head)
+			startAt(head)
 			continue
 		}
-		conn.cursor.Set(ch, pos)
+		startAt(pos)
 		hist, err := h.replayFrom(ctx, ch, pos)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 		}
 		if hist.Truncated || (hist.More && hist.Events[len(hist.Events)-1].Seq < head) {
 			*resets = append(*resets, Delivery{Kind: KindReset, Channel: ch, Reason: ResetCursorExpired})
-			conn.cursor.Set(ch, head)
+			// The channel starts over at its head: a sibling still
+			// behind it delivers the copies up to there.
+			start = head
+			conn.mu.Lock()
+			m := conn.joined[ch]
+			m.from = head
+			conn.joined[ch] = m
+			conn.mu.Unlock()
+			startAt(head)
 			continue
 		}
 		for _, ev := range hist.Events {

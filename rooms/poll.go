@@ -95,9 +95,6 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 		return PollResult{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 	}
 	cur := Cursor{Epoch: epoch}
-	// starts holds, for the channels the cursor did not bring, the
-	// position the poll starts them at (see collect).
-	var starts Cursor
 	var res PollResult
 	if req.Cursor != "" {
 		given, err := h.codec.Decode(req.Cursor)
@@ -110,9 +107,14 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 			for _, ch := range channels {
 				if p, ok := given.Get(ch); ok {
 					cur.Set(ch, p)
+					cur.setFrom(ch, given.From(ch))
 				}
 			}
 		}
+	}
+	multi := false
+	for i, ch := range channels {
+		multi = multi || IsRoomChannel(ch) && slices.ContainsFunc(channels[i+1:], IsRoomChannel)
 	}
 	for _, ch := range channels {
 		if _, ok := cur.Get(ch); ok {
@@ -127,7 +129,11 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 			return PollResult{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 		}
 		cur.Set(ch, head)
-		starts.Set(ch, head)
+		if multi {
+			// The cursor says where the room was started, for
+			// every poll after this one (see collect).
+			cur.setFrom(ch, head)
+		}
 	}
 	h.mu.RLock()
 	draining := h.draining
@@ -148,7 +154,7 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 		return res, nil
 	}
 	if !held {
-		if _, err := h.collect(ctx, &cur, &starts, channels, req.Client, &res); err != nil {
+		if _, err := h.collect(ctx, &cur, channels, req.Client, &res); err != nil {
 			unpresent()
 			return PollResult{}, err
 		}
@@ -169,7 +175,7 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 		h.join(conn, c)
 	}
 	ps := &pollSession{conn: conn, client: req.Client, user: req.Identity.User, caller: req.Caller,
-		channels: channels, cur: cur, starts: starts, keep: req.KeepSession, presentAt: present}
+		channels: channels, cur: cur, keep: req.KeepSession, presentAt: present}
 	res, err = h.pollFrom(ctx, ps, req.Timeout, res)
 	if err != nil {
 		unpresent()
@@ -233,7 +239,7 @@ func (h *Hub) pollFrom(ctx context.Context, ps *pollSession, hold time.Duration,
 		// the join, holds everything before. Until an answer has reached
 		// the join point (it may not, when history is longer than one
 		// answer), history goes first.
-		limited, err := h.collect(ctx, &ps.cur, &ps.starts, ps.channels, ps.client, &res)
+		limited, err := h.collect(ctx, &ps.cur, ps.channels, ps.client, &res)
 		if err != nil {
 			h.Disconnect(ps.conn)
 			return PollResult{}, err
@@ -282,11 +288,12 @@ func (h *Hub) pollFrom(ctx context.Context, ps *pollSession, hold time.Duration,
 // collect adds to res the retained events after cur on channels, in Seq
 // order, and advances each channel's position in cur past its copies. A
 // multi-channel event is answered once, through the first of its channels
-// whose copy reaches the poller: a channel of the given cursor (its copies
-// up to the cursor were answered before), or one the poll started at the
-// position in starts whose copy is after it. limited reports that the
+// whose copy reaches the poller: a channel of the cursor whose copy is
+// after the point the channel was started at (Position.From; 0 for a
+// channel held from the start, whose copies up to the cursor were
+// answered before). limited reports that the
 // answer's bound left events out.
-func (h *Hub) collect(ctx context.Context, cur, starts *Cursor, channels []string, client string, res *PollResult) (limited bool, err error) {
+func (h *Hub) collect(ctx context.Context, cur *Cursor, channels []string, client string, res *PollResult) (limited bool, err error) {
 	var all []Delivery
 	bound := ^uint64(0)
 	for _, ch := range channels {
@@ -316,7 +323,7 @@ func (h *Hub) collect(ctx context.Context, cur, starts *Cursor, channels []strin
 		if q, ok := cur.Get(ch); ok && q < p {
 			cur.Set(ch, p)
 		}
-		if len(ev.Channels) > 1 && pollDelivering(ev, cur, starts) != d.Index {
+		if len(ev.Channels) > 1 && pollDelivering(ev, cur) != d.Index {
 			continue
 		}
 		if !ev.Excludes(client) {
@@ -328,12 +335,9 @@ func (h *Hub) collect(ctx context.Context, cur, starts *Cursor, channels []strin
 
 // pollDelivering returns the index of the channel through which a poll
 // answers the multi-channel event ev (see collect), -1 for none.
-func pollDelivering(ev *Event, cur, starts *Cursor) int {
+func pollDelivering(ev *Event, cur *Cursor) int {
 	for j, ch := range ev.Channels {
-		if _, polled := cur.Get(ch); !polled {
-			continue
-		}
-		if start, ok := starts.Get(ch); !ok || ev.Position(j) > start {
+		if _, polled := cur.Get(ch); polled && ev.Position(j) > cur.From(ch) {
 			return j
 		}
 	}

@@ -26,9 +26,6 @@ type pollSession struct {
 	channels []string // sorted, implied channels included
 	cursor   string   // the answer's cursor text
 	cur      Cursor   // and what it holds
-	// starts holds the positions the first poll started the channels
-	// its cursor did not bring at (see Hub.collect).
-	starts Cursor
 	// caughtUp is set once an answer reached the point where conn joined:
 	// from then on the queue has everything after cur.
 	caughtUp bool
@@ -188,7 +185,7 @@ func (ps *pollSession) takeQueued(res *PollResult) {
 			// the new epoch.
 			res.Reset, cur.Epoch = true, d.epoch
 			for i := range cur.Positions {
-				cur.Positions[i].Seq = 0
+				cur.Positions[i].Seq, cur.Positions[i].From = 0, 0
 			}
 		case d.Kind != KindEvent && d.Kind != kindPass:
 		case d.Event.Volatile:

@@ -1,0 +1,134 @@
+package relay_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/rooms"
+)
+
+// rawOpening opens a multi-room stream resuming from cursor ("" for none)
+// and returns it with its connection id and the cursor of its opening
+// id-only frame, the first resume point its client holds.
+func rawOpening(t *testing.T, r *relaytest.Relay, path, cursor string) (*relaytest.RawStream, string, string) {
+	t.Helper()
+	h := http.Header{}
+	if cursor != "" {
+		h.Set("Last-Event-ID", cursor)
+	}
+	s := r.OpenRaw(t, path, h)
+	var connection, opening string
+	for opening == "" {
+		f := s.Frame(t)
+		for _, ev := range relaytest.Parse([]byte(f)).Events {
+			if ev.Type == "roomcast:connected" {
+				var c relaytest.Connected
+				if err := json.Unmarshal([]byte(ev.Data), &c); err != nil {
+					t.Fatal(err)
+				}
+				connection = c.Connection
+			}
+		}
+		// The first id seen is the opening frame's.
+		for _, line := range strings.Split(f, "\n") {
+			if id, ok := strings.CutPrefix(line, "id: "); ok {
+				opening = id
+			}
+		}
+	}
+	return s, connection, opening
+}
+
+// eventIDsUntil reads s's events (system events skipped) up to and
+// including the one with envelope id last, and returns their ids.
+func eventIDsUntil(t *testing.T, s *relaytest.RawStream, last string) []string {
+	t.Helper()
+	var ids []string
+	for {
+		_, ev := s.EventFrame(t)
+		if strings.HasPrefix(ev.Type, "roomcast:") {
+			continue
+		}
+		var env struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal([]byte(ev.Data), &env); err != nil {
+			t.Fatalf("event %q: %v", ev.Data, err)
+		}
+		ids = append(ids, env.ID)
+		if env.ID == last {
+			return ids
+		}
+	}
+}
+
+// publishRooms publishes to several rooms at once and returns the id.
+func publishRooms(t *testing.T, r *relaytest.Relay, rooms ...string) string {
+	t.Helper()
+	b, err := json.Marshal(map[string]any{"rooms": rooms, "data": "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := r.Publish(t, "/v1/events", "application/json", b, nil)
+	return *p.ID
+}
+
+// TestMultiRoomResumeAfterJoinedRoom: a room joined after a two-room event
+// was published to it and to a room the stream already held holds no copy
+// of that event for the stream, so the event is delivered through the
+// older room. A cursor written before that delivery (the resumed stream's
+// opening frame) has the older room behind the event and the joined room
+// past it; resuming from it must still bring the event, once.
+func TestMultiRoomResumeAfterJoinedRoom(t *testing.T) {
+	r := relaytest.Start(t, relaytest.Options{})
+	first, connection, c0 := rawOpening(t, r, "/v1/stream?room=z", "")
+	// The event names the room joined later first, so that a joined
+	// room counted as held from the start would be the one to deliver it.
+	ev := publishRooms(t, r, "a", "z")
+	changeRoom(t, r, http.MethodPut, connection, "a")
+	first.Close()
+
+	second, _, c1 := rawOpening(t, r, "/v1/stream", c0)
+	if got := eventIDsUntil(t, second, ev); len(got) != 1 {
+		t.Fatalf("resumed from before the event: %v, want it once", got)
+	}
+	second.Close()
+
+	third, _, _ := rawOpening(t, r, "/v1/stream", c1)
+	marker := r.PublishJSON(t, "z", map[string]any{"data": "marker"})
+	if got := eventIDsUntil(t, third, marker); len(got) != 2 || got[0] != ev {
+		t.Fatalf("resumed from the opening cursor of a stream that had not written %s yet: %v, want it, then %s", ev, got, marker)
+	}
+}
+
+// TestMultiRoomPollAddedRoomAcrossPages: a poll that adds a room to its
+// cursor starts that room at its head, past a two-room event whose copy
+// through the older room the answer has not reached yet (more history
+// than one answer holds). The next poll, from that answer's cursor, must
+// answer the event through the older room.
+func TestMultiRoomPollAddedRoomAcrossPages(t *testing.T) {
+	r := relaytest.Start(t, relaytest.Options{Hub: rooms.HubOptions{PollLimit: 3}})
+	c0 := poll(t, r, "/v1/poll?room=z").Cursor
+	var want []string
+	for i := range 5 {
+		want = append(want, r.PublishJSON(t, "z", map[string]any{"data": i}))
+	}
+	// The room added later is named first: counted as held from the
+	// start, it would be the one to answer the event.
+	want = append(want, publishRooms(t, r, "a", "z"))
+
+	var got []string
+	cursor := c0
+	for range 4 {
+		a := poll(t, r, "/v1/poll?room=a,z&timeout=0&cursor="+cursor)
+		got = append(got, envelopeIDs(t, a.Events)...)
+		cursor = a.Cursor
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("polled %v, want %v", got, want)
+	}
+}
