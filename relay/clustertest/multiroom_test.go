@@ -319,3 +319,62 @@ func TestMultiRoomLeaveDuringCatchUp(t *testing.T) {
 		})
 	}
 }
+
+// TestMultiRoomResumeFromJoinedRoomOpening: 40 events go to rooms ja and
+// jb (ja named first) while a stream is in jb; it joins ja and goes away.
+// Resumed from its cursor of before the events, the stream gets ja back
+// from its session, started where it was joined, past the events: jb's
+// replay delivers them. A
+// resume from that stream's opening id — jb behind the events, ja past
+// them — must bring each of them once, on either instance (ja counted as
+// held from the start made it the deliverer of copies behind its cursor:
+// all were lost).
+func TestMultiRoomResumeFromJoinedRoomOpening(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2)
+	a, b := c.nodes[0], c.nodes[1]
+	s := open(t, a, "/v1/stream?room=jb", server())
+	before := s.openingID(t)
+	var want []sent
+	for i := range 40 {
+		want = append(want, sent{publishMulti(t, b, fmt.Sprint("both ", i), "ja", "jb"), []string{"jb"}})
+	}
+	ans := do(t, http.MethodPut, a.url+"/v1/connections/"+s.conn.Connection+"/rooms/ja", server(), "")
+	if ans.status != http.StatusNoContent {
+		t.Fatalf("join ja: %d %s", ans.status, ans.body)
+	}
+	s.close()
+
+	again := open(t, b, "/v1/stream", server("Last-Event-ID", before))
+	opening := again.openingID(t)
+	markers := publishMarkers(t, b, &want, "jb")
+	checkOnceInOrder(t, "resumed from before the join", deliveredUntil(t, again, markers...), want)
+	again.close()
+
+	for _, n := range []*node{a, b} {
+		back := open(t, n, "/v1/stream", server("Last-Event-ID", opening))
+		markers := publishMarkers(t, b, &want, "ja", "jb")
+		checkOnceInOrder(t, "resumed on "+n.name+" from the opening id of the first resume", deliveredUntil(t, back, markers...), want)
+		back.close()
+	}
+}
+
+// openingID returns the id of the id-only frame that follows
+// roomcast:connected: the first resume point of the stream's client.
+func (s *stream) openingID(t testing.TB) string {
+	t.Helper()
+	var f frame
+	eventually(t, "the opening id", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.read < len(s.frames) {
+			f = s.frames[s.read]
+			return true
+		}
+		return false
+	})
+	if !f.IDOnly() {
+		t.Fatalf("frame after roomcast:connected on %s: %+v, want the opening id", s.node.name, f)
+	}
+	return f.ID
+}
