@@ -132,3 +132,35 @@ func TestMultiRoomPollAddedRoomAcrossPages(t *testing.T) {
 		t.Fatalf("polled %v, want %v", got, want)
 	}
 }
+
+// TestMultiRoomResumeFromBeforeJoin: a stream joins a room, the room's
+// events reach it, and the client drops before it read roomcast:joined.
+// Resumed from its cursor of before the join, the session brings the room
+// back: the events published to it since the join must come too, once
+// (the room restarted at its head, and they were lost).
+func TestMultiRoomResumeFromBeforeJoin(t *testing.T) {
+	r := relaytest.Start(t, relaytest.Options{})
+	before := r.PublishJSON(t, "a", map[string]any{"data": "before the join"})
+	first, connection, c0 := rawOpening(t, r, "/v1/stream?room=z", "")
+	changeRoom(t, r, http.MethodPut, connection, "a")
+	want := []string{
+		r.PublishJSON(t, "a", map[string]any{"data": 1}),
+		publishRooms(t, r, "a", "z"),
+		r.PublishJSON(t, "z", map[string]any{"data": 2}),
+		r.PublishJSON(t, "a", map[string]any{"data": 3}),
+	}
+	if got := eventIDsUntil(t, first, want[len(want)-1]); !slices.Equal(got, want) {
+		t.Fatalf("live: %v, want %v", got, want)
+	}
+	first.Close()
+
+	for range 2 { // the resumed stream saves the session again: the join point must survive
+		again, _, _ := rawOpening(t, r, "/v1/stream", c0)
+		marker := r.PublishJSON(t, "a", map[string]any{"data": "marker"})
+		want = append(want, marker)
+		if got := eventIDsUntil(t, again, marker); !slices.Equal(got, want) || slices.Contains(got, before) {
+			t.Fatalf("resumed from before the join: %v, want %v", got, want)
+		}
+		again.Close()
+	}
+}

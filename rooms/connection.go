@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/bits"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,6 +117,11 @@ type Connection struct {
 	// reached yet: live events up to it were seen already.
 	floor  map[string]uint64
 	joined map[string]membership // rooms and the channels they imply
+	// joinedAt holds, for the rooms of a multi-room stream, the position
+	// (in epoch) each was joined at, kept in the session (see
+	// sessionEntries) so that a resume from a cursor written before a
+	// join replays the room from there.
+	joinedAt map[string]uint64
 	// left keeps the memberships of channels left while the stream is
 	// open, so that a late copy of an event delivered through one of
 	// them is not delivered again; nil until a channel is left.
@@ -584,8 +591,47 @@ func (c *Connection) resetEpoch(epoch string) {
 		c.joined[ch] = m
 	}
 	c.left, c.owed, c.owedCount = nil, nil, 0
+	for ch := range c.joinedAt {
+		c.joinedAt[ch] = 0 // every event of the new epoch came after the join
+	}
 	c.queue = append(c.queue, Delivery{Kind: KindReset, Reason: ResetHistoryLost, epoch: epoch})
 	c.signal()
+}
+
+// sessionEntries returns the multi-room session's entries: each room,
+// then, when the position it was joined at is known, NUL, the epoch, NUL
+// and that position (room names hold no NUL). Sessions saved before
+// join positions were kept hold bare names.
+func (c *Connection) sessionEntries() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.rooms))
+	for ch := range c.rooms {
+		if j, ok := c.joinedAt[ch]; ok {
+			ch += "\x00" + c.epoch + "\x00" + strconv.FormatUint(j, 10)
+		}
+		out = append(out, ch)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// parseSessionEntries splits the entries of a saved session into its rooms
+// and the join positions known for them in epoch.
+func parseSessionEntries(entries []string, epoch string) (rooms []string, joinedAt map[string]uint64) {
+	joinedAt = make(map[string]uint64)
+	for _, e := range entries {
+		ch, rest, found := strings.Cut(e, "\x00")
+		rooms = append(rooms, ch)
+		if !found {
+			continue
+		}
+		ep, pos, _ := strings.Cut(rest, "\x00")
+		if j, err := strconv.ParseUint(pos, 10, 64); err == nil && ep == epoch {
+			joinedAt[ch] = j
+		}
+	}
+	return rooms, joinedAt
 }
 
 // control queues a cursor bookkeeping item.

@@ -16,3 +16,9 @@ func ChannelConns(h *Hub, ch string) int {
 
 // ReplayWaiting returns how many resumes are reading history.
 func ReplayWaiting(h *Hub) int { return int(h.replayWaiting.Load()) }
+
+// SessionRooms returns the rooms of a saved session's entries.
+func SessionRooms(entries []string) []string {
+	rooms, _ := parseSessionEntries(entries, "")
+	return rooms
+}

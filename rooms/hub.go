@@ -355,6 +355,12 @@ func (h *Hub) join(conn *Connection, c *hubChannel) uint64 {
 	conn.mu.Lock()
 	conn.joined[c.name] = membership{c: c, from: head, got: head}
 	delete(conn.left, c.name)
+	if conn.multi && IsRoomChannel(c.name) {
+		if conn.joinedAt == nil {
+			conn.joinedAt = make(map[string]uint64)
+		}
+		conn.joinedAt[c.name] = head
+	}
 	if !conn.closed && conn.multi {
 		kind := KindJoined
 		if !IsRoomChannel(c.name) {
@@ -435,6 +441,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 		}
 	}
 	channels := slices.Clone(req.Channels)
+	var joinedAt map[string]uint64 // by the restored session
 	if req.Multi {
 		conn.Session = randomID(12)
 		if from != nil {
@@ -444,7 +451,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 				return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 			case ok:
 				conn.Session = from.Session
-				channels = saved
+				channels, joinedAt = parseSessionEntries(saved, epoch)
 			default:
 				resets = append(resets, Delivery{Kind: KindReset, Reason: ResetSessionExpired})
 			}
@@ -510,6 +517,13 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 		}
 		heads[ch] = h.join(conn, c)
 	}
+	conn.mu.Lock()
+	for ch, j := range joinedAt {
+		if _, ok := conn.joinedAt[ch]; ok {
+			conn.joinedAt[ch] = j // joined then, not now
+		}
+	}
+	conn.mu.Unlock()
 	h.mu.Lock()
 	if h.draining {
 		// Drain may have taken its snapshot while this connection was joining.
@@ -526,7 +540,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 	conn.registeredAt = time.Now()
 
 	conn.cursor = Cursor{Epoch: epoch, Session: conn.Session}
-	replay, err := h.replay(ctx, conn, from, heads, &resets)
+	replay, err := h.replay(ctx, conn, from, joinedAt, heads, &resets)
 	if err != nil {
 		h.Disconnect(conn)
 		return nil, err
@@ -536,7 +550,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 	// more, so that a refused stream leaves none of it behind. Nobody
 	// resumes the session before the stream has given out a cursor.
 	if req.Multi {
-		if err := h.bb.SaveSession(ctx, conn.Session, conn.Rooms(), h.opts.SessionTTL); err != nil {
+		if err := h.bb.SaveSession(ctx, conn.Session, conn.sessionEntries(), h.opts.SessionTTL); err != nil {
 			h.Disconnect(conn)
 			return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 		}
@@ -575,7 +589,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 // replay collects the retained events of each channel between the resume
 // cursor and the join point, merged into Seq order, each event once, and
 // sets the writer's starting positions.
-func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, heads map[string]uint64, resets *[]Delivery) ([]Delivery, error) {
+func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, joinedAt, heads map[string]uint64, resets *[]Delivery) ([]Delivery, error) {
 	var events []Delivery
 	for ch, head := range heads {
 		pos, ok := uint64(0), false
@@ -596,6 +610,13 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, heads 
 		start := head
 		if ok {
 			start = from.From(ch)
+		} else if j, known := joinedAt[ch]; known {
+			// A room of the session joined after the cursor was
+			// written: the stream had every event since the join
+			// (copies up to it came through sibling rooms).
+			pos, ok, start = j, true, j
+		}
+		if ok {
 			conn.mu.Lock()
 			m := conn.joined[ch]
 			m.from = start
@@ -889,6 +910,7 @@ func (h *Hub) leave(conn *Connection, channel, reason string) {
 	for _, ch := range parts {
 		if m, ok := conn.joined[ch]; ok {
 			delete(conn.joined, ch)
+			delete(conn.joinedAt, ch)
 			cs = append(cs, m.c)
 			conn.leftLocked(ch, m)
 		}
@@ -1050,7 +1072,7 @@ func implicitChannels(rooms []string) []string {
 }
 
 func (h *Hub) saveSession(ctx context.Context, conn *Connection) error {
-	if err := h.bb.SaveSession(ctx, conn.Session, conn.Rooms(), h.opts.SessionTTL); err != nil {
+	if err := h.bb.SaveSession(ctx, conn.Session, conn.sessionEntries(), h.opts.SessionTTL); err != nil {
 		return fmt.Errorf("%w: %w", ErrBackboneDown, err)
 	}
 	conn.mu.Lock()

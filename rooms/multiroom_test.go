@@ -1,6 +1,8 @@
 package rooms_test
 
 import (
+	"context"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -172,4 +174,86 @@ func TestMultiRoomVolatileOnce(t *testing.T) {
 		t.Fatalf("read %v; want the volatile event once, through b, then event %d", got, marker)
 	}
 	r.quiet()
+}
+
+// TestMultiRoomJoinLeaveResumeEveryCursor: a stream joins and leaves
+// rooms between bursts of events to random sets of rooms (in random
+// order); live, each event reaches it once iff it went to a room it held;
+// and a resume from every cursor it wrote since the last room change, or
+// just before it, brings exactly what came after it (a resume from before a join lost the
+// joined room's events since the join).
+func TestMultiRoomJoinLeaveResumeEveryCursor(t *testing.T) {
+	for seed := range uint64(20) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		e := newEnv(t, rooms.HubOptions{QueueSize: 100000}, memory.Options{})
+		all := []string{"r0", "r1", "r2", "r3"}
+		held := map[string]bool{"r0": true, "r1": true}
+		r := e.connect(rooms.ConnectRequest{Channels: []string{"r0", "r1"}, Multi: true})
+		anon := rooms.Identity{}
+		var live []item
+		for round := 0; round < 8; round++ {
+			ch := all[rng.IntN(4)]
+			if held[ch] && len(held) > 1 {
+				if err := e.hub.Leave(context.Background(), anon, r.conn.ID, ch); err != nil {
+					t.Fatal(err)
+				}
+				delete(held, ch)
+			} else if !held[ch] {
+				if err := e.hub.Join(context.Background(), anon, r.conn.ID, ch); err != nil {
+					t.Fatal(err)
+				}
+				held[ch] = true
+			}
+			var want []uint64
+			for range 30 {
+				n := 1 + rng.IntN(4)
+				rs := slices.Clone(all)
+				rng.Shuffle(len(rs), func(i, j int) { rs[i], rs[j] = rs[j], rs[i] })
+				rs = rs[:n]
+				seq := e.send(rs...)
+				for _, x := range rs {
+					if held[x] {
+						want = append(want, seq)
+						break
+					}
+				}
+			}
+			var anyHeld string
+			for x := range held {
+				anyHeld = x
+			}
+			marker := e.send(anyHeld)
+			want = append(want, marker)
+			got := r.untilSeq(marker)
+			if s := seqsOf(got); !slices.Equal(s, want) {
+				t.Fatalf("seed %d round %d: live %v want %v", seed, round, got, want)
+			}
+			start := len(live)
+			live = append(live, got...)
+			// Resume from every cursor of this round and from the last
+			// one before its room change (rooms unchanged since).
+			end := len(live)
+			for k := start - 1; k < end; k++ {
+				if k < 0 || live[k].cursor == "" {
+					continue
+				}
+				var rest []uint64
+				for _, it := range live[k+1:] {
+					if it.kind == rooms.KindEvent {
+						rest = append(rest, it.seq)
+					}
+				}
+				again := e.connect(rooms.ConnectRequest{Multi: true, Resume: live[k].cursor})
+				m2 := e.send(anyHeld)
+				g := again.untilSeq(m2)
+				e.hub.Disconnect(again.conn)
+				if s := seqsOf(g); !slices.Equal(s, append(slices.Clone(rest), m2)) {
+					t.Fatalf("seed %d round %d resume from item %d (%v): got %v want %v", seed, round, k, live[k], g, append(rest, m2))
+				}
+				// The live stream sees m2 as well.
+				got := r.untilSeq(m2)
+				live = append(live, got...)
+			}
+		}
+	}
 }
