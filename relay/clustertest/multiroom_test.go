@@ -378,3 +378,31 @@ func (s *stream) openingID(t testing.TB) string {
 	}
 	return f.ID
 }
+
+// TestMultiRoomResumeFromBeforeJoinOtherInstance: a stream on A joins room
+// qa, qa's events follow, and the client drops before it read any of it.
+// Resumed on B from its opening id (before the join), the session (in
+// Redis) brings qa back from where it was joined: none of qa's events
+// since the join is lost (qa restarted at its head lost them all).
+func TestMultiRoomResumeFromBeforeJoinOtherInstance(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2)
+	a, b := c.nodes[0], c.nodes[1]
+	publish(t, b, roomPath("qa"), "before the join")
+	s := open(t, a, "/v1/stream?room=qz", server())
+	opening := s.openingID(t)
+	ans := do(t, http.MethodPut, a.url+"/v1/connections/"+s.conn.Connection+"/rooms/qa", server(), "")
+	if ans.status != http.StatusNoContent {
+		t.Fatalf("join qa: %d %s", ans.status, ans.body)
+	}
+	var want []sent
+	for i := range 10 {
+		want = append(want, sent{publish(t, b, roomPath("qa"), fmt.Sprint("qa ", i)), []string{"qa"}})
+	}
+	want = append(want, sent{publishMulti(t, b, "both", "qz", "qa"), []string{"qz"}})
+	s.close()
+
+	back := open(t, b, "/v1/stream", server("Last-Event-ID", opening))
+	markers := publishMarkers(t, b, &want, "qa", "qz")
+	checkOnceInOrder(t, "resumed on B from before the join", deliveredUntil(t, back, markers...), want)
+}
