@@ -74,6 +74,8 @@ const randomID = (n = 16) => {
   const b = crypto.getRandomValues(new Uint8Array(n));
   return Array.from(b, (x) => 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_'[x & 63]).join('');
 };
+// TOKEN matches a bearer token (RFC 6750's token68).
+const TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 const isRoom = (room) => typeof room === 'string' && !room.startsWith('#');
 
 // userOf returns a JWT's sub without verifying it: only to tell users'
@@ -120,6 +122,7 @@ class Link {
     this.readers = []; // waiting for a connection
     this.reported = new Set(); // error codes told to the app since the last connection
     this.renewed = false; // getToken gave the token in use since the last connection
+    this.closer = new AbortController(); // aborts every request under way when the client closes
   }
 
   get desired() {
@@ -152,6 +155,8 @@ class Link {
     if (this.closed) return;
     this.closed = true;
     globalThis.removeEventListener?.('online', this.online);
+    this.closer.abort();
+    clearTimeout(this.tokenTimer);
     this.stop?.({ reason: 'client' });
     this.pollAbort?.abort();
     this.kick?.();
@@ -289,19 +294,21 @@ class Link {
     const abort = () => ctl.abort();
     const timer = setTimeout(abort, timeout);
     signal?.addEventListener('abort', abort);
+    this.closer.signal.addEventListener('abort', abort);
     let res, text;
     try {
-      if (signal?.aborted) throw new RoomcastError('aborted');
+      if (signal?.aborted || this.closed) throw new RoomcastError('aborted');
       res = await this.fetch(this.base + path, { method, headers: h, body, signal: ctl.signal, cache: 'no-store' });
       text = await res.text();
     } catch (e) {
-      if (signal?.aborted) return { aborted: true };
+      if (signal?.aborted || this.closed) return { aborted: true };
       if (ctl.signal.aborted) return { network: true, status: 0, code: 'timeout', message: `no answer within ${timeout} ms` };
       if (await this.refusedOrigin()) return { network: true, cors: true, status: 0, code: 'cors', message: String(e) };
       return { network: true, status: 0, code: 'network_error', message: String(e) };
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener('abort', abort);
+      this.closer.signal.removeEventListener('abort', abort);
     }
     let data = null;
     try {
@@ -346,14 +353,26 @@ class Link {
     }
   }
 
+  // refreshToken asks getToken for a new token. A getToken that throws,
+  // does not answer within requestTimeout, or gives something that is not
+  // a token fails like a getToken that rejects: the client never hangs on
+  // it, nor sends a stream or a request without the token it was given.
   refreshToken() {
     if (!this.o.getToken) return Promise.reject(new RoomcastError('invalid_token', 'the token was refused and there is no getToken'));
-    this.refreshing ??= Promise.resolve(this.o.getToken()).then(
+    this.refreshing ??= new Promise((res, rej) => {
+      this.tokenTimer = setTimeout(() => rej(new RoomcastError('timeout', `getToken did not answer within ${this.o.requestTimeout} ms`)), this.o.requestTimeout);
+      Promise.resolve()
+        .then(() => this.o.getToken())
+        .then(res, rej);
+    }).then(
       (t) => {
+        clearTimeout(this.tokenTimer);
         this.refreshing = null;
+        if (typeof t !== 'string' || !TOKEN.test(t)) throw new RoomcastError('invalid_token', `getToken gave no token (${typeof t === 'string' ? 'a string that is not one' : typeof t})`);
         this.token = t;
       },
       (e) => {
+        clearTimeout(this.tokenTimer);
         this.refreshing = null;
         throw e;
       },
@@ -382,6 +401,7 @@ class Link {
     let ticket;
     if (this.token) {
       const r = await this.req('POST', '/v1/tickets');
+      if (this.closed) return {};
       if (r.ok) ticket = r.body.ticket;
       else if (r.status === 401) return { refused: r, unreachable: true };
       else if (r.network || r.status >= 500 || r.status === 429) return { unreachable: true, delay: r.wait, cors: r.cors };
@@ -473,9 +493,9 @@ class Link {
     try {
       await this.refreshToken();
       const r = await this.req('POST', `/v1/connections/${enc(conn)}/token`);
-      if (!r.ok) this.life('error', new RoomcastError(r.code, r.message, r.status));
+      if (!r.ok && !this.closed) this.life('error', new RoomcastError(r.code, r.message, r.status));
     } catch (e) {
-      this.life('error', e);
+      if (!this.closed) this.life('error', e);
     }
   }
 
@@ -629,10 +649,10 @@ class Link {
         const todo = [...[...want].filter((r) => !this.confirmed.has(r)).map((r) => ['PUT', r]), ...[...this.confirmed].filter((r) => !want.has(r)).map((r) => ['DELETE', r])];
         for (const [method, room] of todo) {
           const r = await this.req(method, `/v1/connections/${enc(conn)}/rooms/${enc(room)}`);
-          if (conn !== this.conn) break;
+          if (conn !== this.conn || this.closed) break;
           if (r.ok) (method === 'PUT' ? this.confirmed.add(room) : this.confirmed.delete(room));
           else if (r.network || r.status >= 500 || r.status === 429) {
-            setTimeout(() => this.reconcile(), r.wait ?? backoff(0, this.o.backoffMin, this.o.backoffMax));
+            this.sleep(r.wait ?? backoff(0, this.o.backoffMin, this.o.backoffMax)).then(() => this.reconcile());
             break;
           } else if (r.code === 'unknown_connection') break; // the stream is gone; the next one catches up
           else if (method === 'PUT') this.drop(room, new RoomcastError(r.code, r.message, r.status));
@@ -648,6 +668,7 @@ class Link {
   presence(room) {
     return this.req('GET', `/v1/rooms/${enc(room)}/presence`).then((r) => {
       if (r.ok) return r.body;
+      if (this.closed) throw new RoomcastError('closed', 'the client was closed');
       throw new RoomcastError(r.code, r.message, r.status);
     });
   }
@@ -734,6 +755,7 @@ class Link {
   async tabToken(tab, room, signal) {
     if (this.tabTokens.has(tab)) return this.tabTokens.get(tab);
     for (let n = 0; ; n++) {
+      if (this.closed) throw new RoomcastError('closed', 'the client was closed');
       if (signal.aborted) throw new RoomcastError('timeout', 'timed out');
       const r = await this.req('GET', '/v1/poll' + query({ room, client: this.client + '-' + tab, timeout: 0 }), { signal });
       if (r.aborted) continue;
@@ -838,6 +860,8 @@ class Roomcast {
       this.post({ t: 'bye', tab: this.tab });
       this.channel.close();
       this.release?.();
+      for (const p of this.pending.values()) p.rej(new RoomcastError('closed', 'the client was closed'));
+      this.pending.clear();
     }
     this.link?.close();
   }

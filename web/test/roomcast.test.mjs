@@ -474,6 +474,72 @@ test('join, emit and presence settle with their own timeout while the relay is a
   rc.close();
 });
 
+test('a getToken that never settles is given up on after the request timeout: one unauthenticated error, and the client keeps trying', async () => {
+  let calls = 0;
+  let refuse = true;
+  const relay = new FakeRelay({
+    'POST /v1/tickets': (req) => (req.headers.Authorization === 'Bearer good' ? json(201, { ticket: 't', expires_in: 60 }) : error(401, 'invalid_token')),
+  });
+  const rc = connectTo(relay, {
+    token: TOKEN,
+    requestTimeout: 40,
+    getToken: () => (++calls === 1 ? new Promise(() => {}) : refuse ? 'refused' : 'good'),
+  });
+  await until('the error', () => rc.errors().length === 1);
+  assert.deepEqual(rc.errors(), ['unauthenticated']);
+  await until('getToken asked again', () => calls >= 2);
+  refuse = false;
+  await until('a stream', () => FakeEventSource.all.length === 1, 3000);
+  rc.close();
+});
+
+test('a getToken that throws, or returns no token, is an unauthenticated error, never a crash or a "Bearer undefined"', async () => {
+  for (const getToken of [
+    () => {
+      throw new Error('sync failure');
+    },
+    () => undefined,
+    async () => 42,
+    async () => 'bad\ntoken',
+  ]) {
+    const relay = new FakeRelay({ 'POST /v1/tickets': () => error(401, 'invalid_token') });
+    const rc = connectTo(relay, { token: TOKEN, getToken });
+    await until('the error of ' + getToken, () => rc.errors().length === 1);
+    await until('more attempts', () => relay.sent('POST', '/v1/tickets').length >= 4);
+    assert.deepEqual(rc.errors(), ['unauthenticated'], String(getToken));
+    for (const r of relay.sent('POST', '/v1/tickets')) assert.equal(r.headers.Authorization, 'Bearer ' + TOKEN, String(getToken));
+    rc.close();
+  }
+});
+
+test('a getToken that throws at once when the stream closes for an expired token does not stop the client', async () => {
+  const relay = new FakeRelay();
+  const rc = connectTo(relay, {
+    token: TOKEN,
+    getToken: () => {
+      throw new Error('sync failure');
+    },
+  });
+  await until('a stream', () => FakeEventSource.all.length === 1);
+  FakeEventSource.last().send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  await until('connected', () => rc.connected);
+  FakeEventSource.last().send('roomcast:closing', { reason: 'token_expired', reconnect_ms: 0 });
+  await until('another stream', () => FakeEventSource.all.length === 2);
+  rc.close();
+});
+
+test('close() while a ticket is on its way opens no stream', async () => {
+  let answer;
+  const relay = new FakeRelay({ 'POST /v1/tickets': () => new Promise((res) => (answer = res)) });
+  const rc = connectTo(relay, { token: TOKEN });
+  await until('the ticket request', () => answer);
+  rc.close();
+  answer(json(201, { ticket: 't', expires_in: 60 }));
+  await tick(30);
+  assert.equal(FakeEventSource.all.filter((es) => !es.closed).length, 0, 'a stream is open after close()');
+  assert.deepEqual(rc.seen.filter(([n]) => n === 'connect'), []);
+});
+
 // Fakes for testing roomcast.js without a browser: a relay answering fetch
 // from a route table, and an EventSource the test drives.
 
