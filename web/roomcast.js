@@ -123,6 +123,7 @@ class Link {
     this.reported = new Set(); // error codes told to the app since the last connection
     this.renewed = false; // getToken gave the token in use since the last connection
     this.closer = new AbortController(); // aborts every request under way when the client closes
+    this.reconcileFails = 0; // joins and leaves in a row the relay could not take (503, 429, no answer)
   }
 
   get desired() {
@@ -133,6 +134,13 @@ class Link {
 
   life(name, arg) {
     this.out({ t: 'life', name, arg, state: this.state, transport: this.transport, conn: this.conn, client: this.client });
+  }
+
+  // delay is how long to wait before retry n (0-based): the backoff, or
+  // longer when the relay says so (Retry-After, reconnect_ms). Never
+  // shorter: a proxy answering "Retry-After: 0" is not hammered.
+  delay(n, wait) {
+    return Math.max(wait ?? 0, backoff(n, this.o.backoffMin, this.o.backoffMax));
   }
 
   // report tells the app about a lasting problem with an error event, once
@@ -237,9 +245,9 @@ class Link {
       // Even after a connection that worked, the first retry waits a
       // little: a relay or proxy that drops every stream at once is not
       // hammered, and clients that lost the same relay spread out.
-      const delay = r.delay ?? backoff(Math.max(failures - 1, 0), this.o.backoffMin, this.o.backoffMax);
+      const delay = this.delay(Math.max(failures - 1, 0), r.delay);
       this.life('reconnect_attempt', ++attempt);
-      if (delay > 0) await this.sleep(delay);
+      await this.sleep(delay);
     }
   }
 
@@ -462,7 +470,7 @@ class Link {
         if (d.reason === 'banned') finish({ fatal: new RoomcastError('banned', d.message, 403), reason: 'banned' });
         else finish({ reason: d.reason, delay: d.reconnect_ms, refresh: d.reason === 'token_expired' });
       });
-      on('roomcast:error', (e) => finish({ reason: data(e).code, delay: backoff(0, this.o.backoffMin, this.o.backoffMax) }));
+      on('roomcast:error', (e) => finish({ reason: data(e).code }));
       on('roomcast:token-expiring', () => this.extend());
       // EventSource would reconnect by itself with the spent ticket: this
       // client reconnects instead, with a fresh one.
@@ -495,7 +503,7 @@ class Link {
       const r = await this.req('POST', `/v1/connections/${enc(conn)}/token`);
       if (!r.ok && !this.closed) this.life('error', new RoomcastError(r.code, r.message, r.status));
     } catch (e) {
-      if (!this.closed) this.life('error', e);
+      if (!this.closed) this.report('unauthenticated', 'getToken failed: ' + (e?.message || e) + '; the stream ends when its token expires', e);
     }
   }
 
@@ -650,9 +658,11 @@ class Link {
         for (const [method, room] of todo) {
           const r = await this.req(method, `/v1/connections/${enc(conn)}/rooms/${enc(room)}`);
           if (conn !== this.conn || this.closed) break;
-          if (r.ok) (method === 'PUT' ? this.confirmed.add(room) : this.confirmed.delete(room));
-          else if (r.network || r.status >= 500 || r.status === 429) {
-            this.sleep(r.wait ?? backoff(0, this.o.backoffMin, this.o.backoffMax)).then(() => this.reconcile());
+          if (r.ok) {
+            this.reconcileFails = 0;
+            method === 'PUT' ? this.confirmed.add(room) : this.confirmed.delete(room);
+          } else if (r.network || r.status >= 500 || r.status === 429) {
+            this.sleep(this.delay(this.reconcileFails++, r.wait)).then(() => this.reconcile());
             break;
           } else if (r.code === 'unknown_connection') break; // the stream is gone; the next one catches up
           else if (method === 'PUT') this.drop(room, new RoomcastError(r.code, r.message, r.status));
@@ -737,7 +747,7 @@ class Link {
       if (r.code === 'outcome_unknown' && r.key) it.key = r.key;
       if (r.network || r.status === 429 || r.status === 502 || r.status === 503 || r.status === 504) {
         if (it.volatile) return null;
-        await this.sleep(r.wait ?? backoff(n, this.o.backoffMin, this.o.backoffMax), signal);
+        await this.sleep(this.delay(n, r.wait), signal);
         continue;
       }
       if (r.status === 401 && this.o.getToken && !refreshed) {
@@ -764,7 +774,7 @@ class Link {
         return r.body.connection;
       }
       if (!(r.network || r.status >= 500 || r.status === 429)) throw new RoomcastError(r.code, r.message, r.status);
-      await this.sleep(r.wait ?? backoff(n, this.o.backoffMin, this.o.backoffMax), signal);
+      await this.sleep(this.delay(n, r.wait), signal);
     }
   }
 }

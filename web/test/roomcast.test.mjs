@@ -540,6 +540,64 @@ test('close() while a ticket is on its way opens no stream', async () => {
   assert.deepEqual(rc.seen.filter(([n]) => n === 'connect'), []);
 });
 
+test('a relay or proxy answering "Retry-After: 0" is not hammered: the backoff still applies, to streams, joins and emits', async () => {
+  // Answered after a turn of the event loop, as a network would: answered
+  // at once, a client that does not wait would starve the loop instead.
+  const busy = () => tick(0).then(() => error(503, 'busy', { 'Retry-After': '0' }));
+  const slow = { backoffMin: 20, backoffMax: 1000 };
+  // Without the backoff, each loop would send hundreds of requests in 300 ms;
+  // with it (20, 40, 80, 160 ms, jittered down to half) at most 9.
+  const tickets = new FakeRelay({ 'POST /v1/tickets': busy });
+  let rc = connectTo(tickets, { token: TOKEN, ...slow });
+  await tick(300);
+  rc.close();
+  assert.ok(tickets.sent('POST', '/v1/tickets').length <= 9, `${tickets.sent('POST', '/v1/tickets').length} ticket requests in 300 ms`);
+
+  const rooms = new FakeRelay({ 'PUT /v1/connections/*': busy, 'POST /v1/rooms/*': busy });
+  rc = await open(rooms, { ...slow, timeout: 5000 });
+  FakeEventSource.last().send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  await until('connected', () => rc.connected);
+  rc.join('lobby').catch(() => {});
+  rc.to('lobby').emit('chat', 'x').catch(() => {});
+  await tick(300);
+  rc.close();
+  assert.ok(rooms.sent('PUT', '/v1/connections/').length <= 9, `${rooms.sent('PUT', '/v1/connections/').length} joins in 300 ms`);
+  assert.ok(rooms.sent('POST', '/v1/rooms/').length <= 9, `${rooms.sent('POST', '/v1/rooms/').length} emits in 300 ms`);
+});
+
+test('a join the relay keeps answering 503 is retried with a growing backoff', async () => {
+  const relay = new FakeRelay({ 'PUT /v1/connections/*': () => error(503, 'busy') });
+  const rc = await open(relay, { backoffMin: 20, backoffMax: 1000, timeout: 5000 });
+  FakeEventSource.last().send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  await until('connected', () => rc.connected);
+  rc.join('lobby').catch(() => {});
+  await tick(600);
+  rc.close();
+  // Growing: 20, 40, 80, 160, 320 ms (at least half each): at most 7 in
+  // 600 ms; at a constant first delay it would be 30 or more.
+  assert.ok(relay.sent('PUT', '/v1/connections/').length <= 7, `${relay.sent('PUT', '/v1/connections/').length} joins in 600 ms`);
+});
+
+test('an error event always carries a RoomcastError with a code, also when getToken fails while extending a stream', async () => {
+  const relay = new FakeRelay();
+  const rc = connectTo(relay, {
+    token: TOKEN,
+    getToken: async () => {
+      throw new Error('sign-in service down');
+    },
+  });
+  await until('a stream', () => FakeEventSource.all.length === 1);
+  FakeEventSource.last().send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  await until('connected', () => rc.connected);
+  FakeEventSource.last().send('roomcast:token-expiring', { expires_in: 30 });
+  await until('the error', () => rc.seen.some(([n]) => n === 'error'));
+  const err = rc.seen.find(([n]) => n === 'error')[1];
+  assert.ok(err instanceof RoomcastError, `the error event passed ${err}`);
+  assert.equal(err.code, 'unauthenticated');
+  assert.equal(err.cause.message, 'sign-in service down');
+  rc.close();
+});
+
 // Fakes for testing roomcast.js without a browser: a relay answering fetch
 // from a route table, and an EventSource the test drives.
 
