@@ -307,3 +307,34 @@ func TestPlainEventShows(t *testing.T) {
 	carol := newUser(t, r.URL+"/", "Carol")
 	carol.waitMessage("anonymous", "hello")
 }
+
+// TestDemoStartsOverFromStorageItCannotUse: what an earlier visit (another
+// version of the demo, or someone's edit) left in localStorage in a shape
+// the demo cannot use does not break the page: a reload then showed a
+// blank page or an endless error, and only clearing the site's data
+// helped. The demo asks for a name again, and ignores unusable rooms.
+func TestDemoStartsOverFromStorageItCannotUse(t *testing.T) {
+	r := startRelay(t, relayOptions{})
+	for i, stored := range []struct{ identity, rooms string }{
+		{`not json`, ``},
+		{`{}`, ``},
+		{`{"token":42,"user":"dev-x","name":"X"}`, ``},
+		{`"a string"`, `{"not":"a list"}`},
+		{`null`, `[1, null, "ok-room", "bad room!"]`},
+	} {
+		p := newProfile(t, fmt.Sprintf("visitor%d", i))
+		p.do("open the demo", chromedp.Navigate(r.URL+"/"))
+		p.do("leave unusable data", evalVoid(fmt.Sprintf(`localStorage.setItem('roomcast-demo-identity', %s);
+			if (%s) localStorage.setItem('roomcast-demo-rooms', %s)`, jsString(stored.identity), jsString(stored.rooms), jsString(stored.rooms))))
+		p.signIn(r.URL+"/", "Visitor")
+		var rooms []string
+		p.eval(`[...document.querySelectorAll('#rooms button')].map(b => b.dataset.room)`, &rooms)
+		want := []string{"lobby", "random", "help"}
+		if strings.Contains(stored.rooms, "ok-room") {
+			want = append(want, "ok-room")
+		}
+		if !slices.Equal(rooms, want) {
+			t.Errorf("%q: rooms %q, want %q", stored.rooms, rooms, want)
+		}
+	}
+}
