@@ -607,6 +607,7 @@ class Link {
   // or rejects after the timeout; the room stays wanted (or not) meanwhile
   // and after, until the next join or leave of it.
   wait(room, join) {
+    if (this.closed) return join ? Promise.reject(new RoomcastError('closed', 'the client was closed')) : Promise.resolve();
     const p = new Promise((res, rej) => {
       const w = { room, join };
       const t = setTimeout(() => {
@@ -689,6 +690,7 @@ class Link {
   // the relay within the timeout. An emit whose request was under way
   // then may still have been published (once: its key is kept).
   emit(item) {
+    if (this.closed) return Promise.reject(new RoomcastError('closed', 'the client was closed'));
     return new Promise((res, rej) => {
       const it = { ...item, abort: new AbortController() };
       const t = setTimeout(() => {
@@ -888,6 +890,9 @@ class Roomcast {
   // call runs op on the link, here or in the leading tab.
   call(op, args) {
     if (this.link) return this.link[op](...args);
+    // A closed tab has no leader to ask; as a closed link does, it is done
+    // with leaves (and listening) and refuses the rest.
+    if (this.closed) return ['on', 'leave'].includes(op) ? Promise.resolve() : Promise.reject(new RoomcastError('closed', 'the client was closed'));
     return new Promise((res, rej) => {
       const id = this.tab + ++this.seq;
       // The leading tab times the operation out; this is for a leader

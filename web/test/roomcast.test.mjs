@@ -598,6 +598,20 @@ test('an error event always carries a RoomcastError with a code, also when getTo
   rc.close();
 });
 
+test('join, emit and presence after close() reject at once with code closed (a leave is done), leaving no timer', async () => {
+  const relay = new FakeRelay({ 'GET /v1/rooms/*': () => json(200, { room: 'lobby', users: 0, connections: 0, members: [], anonymous: 0 }) });
+  const rc = await open(relay, { timeout: 60000 });
+  rc.close();
+  const started = Date.now();
+  const results = await Promise.allSettled([rc.join('lobby'), rc.leave('lobby'), rc.to('lobby').emit('chat', 'x'), rc.presence('lobby')]);
+  assert.deepEqual(
+    results.map((r) => (r.status === 'rejected' ? r.reason.code : 'done')),
+    ['closed', 'done', 'closed', 'closed'],
+  );
+  assert.ok(Date.now() - started < 1000, 'rejected only after the timeout');
+  assert.deepEqual(relay.requests.filter((r) => r.path !== '/v1/tickets'), [], 'requests after close()');
+});
+
 // Fakes for testing roomcast.js without a browser: a relay answering fetch
 // from a route table, and an EventSource the test drives.
 
