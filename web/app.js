@@ -10,7 +10,8 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const IDENTITY = 'roomcast-demo-identity';
 const ROOMS = 'roomcast-demo-rooms';
-const ROOM_NAME = /^[A-Za-z0-9_.~@-]{1,64}$/;
+// As the relay's rule: not all dots ("." and ".." would be other URL paths).
+const ROOM_NAME = /^(?!\.+$)[A-Za-z0-9_.~@-]{1,64}$/;
 
 // stored is what an earlier visit kept under key, or fallback when that is
 // missing or not usable (another version's, or edited): a page that

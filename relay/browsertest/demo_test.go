@@ -338,3 +338,28 @@ func TestDemoStartsOverFromStorageItCannotUse(t *testing.T) {
 		}
 	}
 }
+
+// TestDemoRefusesRoomNamesTheRelayRefuses: a room name of dots ("." or
+// "..") passed the demo's check but not the relay's (and a URL path made of
+// it means another path): the demo does not offer such a room, nor open it
+// from ?room=.
+func TestDemoRefusesRoomNamesTheRelayRefuses(t *testing.T) {
+	r := startRelay(t, relayOptions{})
+	alice := newUser(t, r.URL+"/", "Alice")
+	for _, name := range []string{"..", ".", "ok.room"} {
+		alice.do("create room "+name, evalVoid(fmt.Sprintf(
+			`document.getElementById('room-name').value = %s; document.getElementById('new-room').requestSubmit()`, jsString(name))))
+	}
+	alice.waitFor("ok.room is open", `() => document.getElementById('room-title').textContent === '# ok.room'`)
+	var rooms []string
+	alice.eval(`[...document.querySelectorAll('#rooms button')].map(b => b.dataset.room)`, &rooms)
+	if want := []string{"lobby", "random", "help", "ok.room"}; !slices.Equal(rooms, want) {
+		t.Errorf("rooms %q, want %q", rooms, want)
+	}
+	alice.open(r.URL + "/?room=..")
+	var title string
+	alice.eval(`document.getElementById('room-title').textContent`, &title)
+	if title != "# lobby" {
+		t.Errorf("?room=.. opened %q, want # lobby", title)
+	}
+}
