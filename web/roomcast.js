@@ -70,6 +70,10 @@ export function query(params) {
 }
 
 const enc = encodeURIComponent;
+// dots is a name that the relay refuses and that a URL path takes for "."
+// or "..": /v1/users/../events is /v1/events to fetch, even encoded.
+const dots = (name) => /^\.+$/.test(name);
+const refuse = (code, what, name) => Promise.reject(new RoomcastError(code, `invalid ${what} ${JSON.stringify(name)}: not all dots`, 400));
 const randomID = (n = 16) => {
   const b = crypto.getRandomValues(new Uint8Array(n));
   return Array.from(b, (x) => 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_'[x & 63]).join('');
@@ -825,6 +829,7 @@ class Roomcast {
   /** join enters room; the promise resolves once the relay confirmed it. */
   join(room) {
     room = canonRoom(room);
+    if (dots(room)) return refuse('invalid_room', 'room', room);
     this.rooms.add(room);
     return this.call('join', [this.tab, room]);
   }
@@ -832,6 +837,7 @@ class Roomcast {
   /** leave leaves room; the promise resolves once the relay confirmed it. */
   leave(room) {
     room = canonRoom(room);
+    if (dots(room)) return refuse('invalid_room', 'room', room);
     this.rooms.delete(room);
     return this.call('leave', [this.tab, room]);
   }
@@ -844,19 +850,22 @@ class Roomcast {
   target(room, exclude) {
     const rooms = [].concat(room).map(canonRoom);
     const path = rooms.length > 1 ? '/v1/events' : `/v1/rooms/${enc(rooms[0])}/events`;
+    const bad = rooms.find(dots);
     const emit = (volatile) => (event, data) =>
-      this.send(path, { event, data, volatile, ...(rooms.length > 1 && { rooms }) }, exclude, rooms[0]);
+      bad !== undefined ? refuse('invalid_room', 'room', bad) : this.send(path, { event, data, volatile, ...(rooms.length > 1 && { rooms }) }, exclude, rooms[0]);
     return { emit: emit(false), volatile: { emit: emit(true) } };
   }
 
   /** user(id).emit(event, data) sends a private event to every connection of user id. */
   user(id) {
-    return { emit: (event, data) => this.send(`/v1/users/${enc(id)}/events`, { event, data }, false) };
+    return { emit: (event, data) => (dots(String(id)) ? refuse('invalid_user', 'user', id) : this.send(`/v1/users/${enc(id)}/events`, { event, data }, false)) };
   }
 
   /** presence(room) resolves with {room, users, connections, members, anonymous}. */
   presence(room) {
-    return this.call('presence', [canonRoom(room)]);
+    room = canonRoom(room);
+    if (dots(room)) return refuse('invalid_room', 'room', room);
+    return this.call('presence', [room]);
   }
 
   /** leading reports whether this tab holds the connection (always, unless tabs share one). */

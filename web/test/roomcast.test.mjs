@@ -612,6 +612,27 @@ test('join, emit and presence after close() reject at once with code closed (a l
   assert.deepEqual(relay.requests.filter((r) => r.path !== '/v1/tickets'), [], 'requests after close()');
 });
 
+test('a room or user named "." or ".." is refused before a request: fetch would send it to another path', async () => {
+  const relay = new FakeRelay({ 'POST /v1/events': () => json(202, { id: 'multi' }) });
+  const rc = await open(relay);
+  FakeEventSource.last().send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  await until('connected', () => rc.connected);
+  const results = await Promise.allSettled([
+    rc.user('..').emit('pm', 'x'),
+    rc.to('..').emit('chat', 'x'),
+    rc.to(['a', '.']).emit('chat', 'x'),
+    rc.join('..'),
+    rc.leave('.'),
+    rc.presence('..'),
+  ]);
+  assert.deepEqual(
+    results.map((r) => r.status === 'rejected' && r.reason.code),
+    ['invalid_user', 'invalid_room', 'invalid_room', 'invalid_room', 'invalid_room', 'invalid_room'],
+  );
+  assert.deepEqual(relay.requests.filter((r) => r.path !== '/v1/tickets').map((r) => r.method + ' ' + r.path), []);
+  rc.close();
+});
+
 // Fakes for testing roomcast.js without a browser: a relay answering fetch
 // from a route table, and an EventSource the test drives.
 
