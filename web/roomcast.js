@@ -876,9 +876,10 @@ class Roomcast {
   /** close ends the connection for good. */
   close() {
     if (this.closed) return;
+    // Goodbye first: post() sends nothing once the client is closed.
+    if (this.channel) this.post({ t: 'bye', tab: this.tab });
     this.closed = true;
     if (this.channel) {
-      this.post({ t: 'bye', tab: this.tab });
       this.channel.close();
       this.release?.();
       for (const p of this.pending.values()) p.rej(new RoomcastError('closed', 'the client was closed'));
