@@ -10,9 +10,21 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const IDENTITY = 'roomcast-demo-identity';
 const ROOMS = 'roomcast-demo-rooms';
-const ROOM_NAME = /^[A-Za-z0-9_.~@-]{1,64}$/;
+// As the relay's rule: not all dots ("." and ".." would be other URL paths).
+const ROOM_NAME = /^(?!\.+$)[A-Za-z0-9_.~@-]{1,64}$/;
 
-let me = JSON.parse(localStorage.getItem(IDENTITY) || 'null'); // {token, user, name}
+// stored is what an earlier visit kept under key, or fallback when that is
+// missing or not usable (another version's, or edited): a page that
+// cannot parse its storage must not stay broken across reloads.
+function stored(key, usable, fallback) {
+  try {
+    const v = JSON.parse(localStorage.getItem(key));
+    if (usable(v)) return v;
+  } catch {}
+  return fallback;
+}
+
+let me = stored(IDENTITY, (v) => ['token', 'user', 'name'].every((k) => typeof v?.[k] === 'string' && v[k]), null); // {token, user, name}
 let rc = null;
 let room = null; // the room shown
 let rooms = ['lobby', 'random', 'help'];
@@ -83,7 +95,8 @@ function start() {
   $('chat').hidden = false;
   $('me').hidden = false;
   $('me-name').textContent = me.name;
-  rooms = [...new Set([...rooms, ...JSON.parse(localStorage.getItem(ROOMS) || '[]')])];
+  const kept = stored(ROOMS, Array.isArray, []).filter((r) => typeof r === 'string' && ROOM_NAME.test(r));
+  rooms = [...new Set([...rooms, ...kept])];
   rc = roomcast.connect('', {
     token: me.token,
     shareAcrossTabs: params.has('share'),

@@ -57,7 +57,7 @@ export interface ConnectOptions {
   padding?: number;
   /** Ms a join(), leave(), emit() or presence() may stay pending before it rejects with code "timeout" (30000). */
   timeout?: number;
-  /** Ms an HTTP request may take; a long-poll, this more than its hold (15000). */
+  /** Ms an HTTP request, or a getToken call, may take; a long-poll, this more than its hold (15000). */
   requestTimeout?: number;
   /** Failed attempts in a row that, lasting unreachableAfter, make an "unreachable" error (5). */
   unreachableFailures?: number;

@@ -70,10 +70,16 @@ export function query(params) {
 }
 
 const enc = encodeURIComponent;
+// dots is a name that the relay refuses and that a URL path takes for "."
+// or "..": /v1/users/../events is /v1/events to fetch, even encoded.
+const dots = (name) => /^\.+$/.test(name);
+const refuse = (code, what, name) => Promise.reject(new RoomcastError(code, `invalid ${what} ${JSON.stringify(name)}: not all dots`, 400));
 const randomID = (n = 16) => {
   const b = crypto.getRandomValues(new Uint8Array(n));
   return Array.from(b, (x) => 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_'[x & 63]).join('');
 };
+// TOKEN matches a bearer token (RFC 6750's token68).
+const TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 const isRoom = (room) => typeof room === 'string' && !room.startsWith('#');
 
 // userOf returns a JWT's sub without verifying it: only to tell users'
@@ -120,6 +126,8 @@ class Link {
     this.readers = []; // waiting for a connection
     this.reported = new Set(); // error codes told to the app since the last connection
     this.renewed = false; // getToken gave the token in use since the last connection
+    this.closer = new AbortController(); // aborts every request under way when the client closes
+    this.reconcileFails = 0; // joins and leaves in a row the relay could not take (503, 429, no answer)
   }
 
   get desired() {
@@ -130,6 +138,13 @@ class Link {
 
   life(name, arg) {
     this.out({ t: 'life', name, arg, state: this.state, transport: this.transport, conn: this.conn, client: this.client });
+  }
+
+  // delay is how long to wait before retry n (0-based): the backoff, or
+  // longer when the relay says so (Retry-After, reconnect_ms). Never
+  // shorter: a proxy answering "Retry-After: 0" is not hammered.
+  delay(n, wait) {
+    return Math.max(wait ?? 0, backoff(n, this.o.backoffMin, this.o.backoffMax));
   }
 
   // report tells the app about a lasting problem with an error event, once
@@ -152,6 +167,8 @@ class Link {
     if (this.closed) return;
     this.closed = true;
     globalThis.removeEventListener?.('online', this.online);
+    this.closer.abort();
+    clearTimeout(this.tokenTimer);
     this.stop?.({ reason: 'client' });
     this.pollAbort?.abort();
     this.kick?.();
@@ -232,9 +249,9 @@ class Link {
       // Even after a connection that worked, the first retry waits a
       // little: a relay or proxy that drops every stream at once is not
       // hammered, and clients that lost the same relay spread out.
-      const delay = r.delay ?? backoff(Math.max(failures - 1, 0), this.o.backoffMin, this.o.backoffMax);
+      const delay = this.delay(Math.max(failures - 1, 0), r.delay);
       this.life('reconnect_attempt', ++attempt);
-      if (delay > 0) await this.sleep(delay);
+      await this.sleep(delay);
     }
   }
 
@@ -289,19 +306,21 @@ class Link {
     const abort = () => ctl.abort();
     const timer = setTimeout(abort, timeout);
     signal?.addEventListener('abort', abort);
+    this.closer.signal.addEventListener('abort', abort);
     let res, text;
     try {
-      if (signal?.aborted) throw new RoomcastError('aborted');
+      if (signal?.aborted || this.closed) throw new RoomcastError('aborted');
       res = await this.fetch(this.base + path, { method, headers: h, body, signal: ctl.signal, cache: 'no-store' });
       text = await res.text();
     } catch (e) {
-      if (signal?.aborted) return { aborted: true };
+      if (signal?.aborted || this.closed) return { aborted: true };
       if (ctl.signal.aborted) return { network: true, status: 0, code: 'timeout', message: `no answer within ${timeout} ms` };
       if (await this.refusedOrigin()) return { network: true, cors: true, status: 0, code: 'cors', message: String(e) };
       return { network: true, status: 0, code: 'network_error', message: String(e) };
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener('abort', abort);
+      this.closer.signal.removeEventListener('abort', abort);
     }
     let data = null;
     try {
@@ -346,14 +365,26 @@ class Link {
     }
   }
 
+  // refreshToken asks getToken for a new token. A getToken that throws,
+  // does not answer within requestTimeout, or gives something that is not
+  // a token fails like a getToken that rejects: the client never hangs on
+  // it, nor sends a stream or a request without the token it was given.
   refreshToken() {
     if (!this.o.getToken) return Promise.reject(new RoomcastError('invalid_token', 'the token was refused and there is no getToken'));
-    this.refreshing ??= Promise.resolve(this.o.getToken()).then(
+    this.refreshing ??= new Promise((res, rej) => {
+      this.tokenTimer = setTimeout(() => rej(new RoomcastError('timeout', `getToken did not answer within ${this.o.requestTimeout} ms`)), this.o.requestTimeout);
+      Promise.resolve()
+        .then(() => this.o.getToken())
+        .then(res, rej);
+    }).then(
       (t) => {
+        clearTimeout(this.tokenTimer);
         this.refreshing = null;
+        if (typeof t !== 'string' || !TOKEN.test(t)) throw new RoomcastError('invalid_token', `getToken gave no token (${typeof t === 'string' ? 'a string that is not one' : typeof t})`);
         this.token = t;
       },
       (e) => {
+        clearTimeout(this.tokenTimer);
         this.refreshing = null;
         throw e;
       },
@@ -382,6 +413,7 @@ class Link {
     let ticket;
     if (this.token) {
       const r = await this.req('POST', '/v1/tickets');
+      if (this.closed) return {};
       if (r.ok) ticket = r.body.ticket;
       else if (r.status === 401) return { refused: r, unreachable: true };
       else if (r.network || r.status >= 500 || r.status === 429) return { unreachable: true, delay: r.wait, cors: r.cors };
@@ -442,7 +474,7 @@ class Link {
         if (d.reason === 'banned') finish({ fatal: new RoomcastError('banned', d.message, 403), reason: 'banned' });
         else finish({ reason: d.reason, delay: d.reconnect_ms, refresh: d.reason === 'token_expired' });
       });
-      on('roomcast:error', (e) => finish({ reason: data(e).code, delay: backoff(0, this.o.backoffMin, this.o.backoffMax) }));
+      on('roomcast:error', (e) => finish({ reason: data(e).code }));
       on('roomcast:token-expiring', () => this.extend());
       // EventSource would reconnect by itself with the spent ticket: this
       // client reconnects instead, with a fresh one.
@@ -473,9 +505,9 @@ class Link {
     try {
       await this.refreshToken();
       const r = await this.req('POST', `/v1/connections/${enc(conn)}/token`);
-      if (!r.ok) this.life('error', new RoomcastError(r.code, r.message, r.status));
+      if (!r.ok && !this.closed) this.life('error', new RoomcastError(r.code, r.message, r.status));
     } catch (e) {
-      this.life('error', e);
+      if (!this.closed) this.report('unauthenticated', 'getToken failed: ' + (e?.message || e) + '; the stream ends when its token expires', e);
     }
   }
 
@@ -579,6 +611,7 @@ class Link {
   // or rejects after the timeout; the room stays wanted (or not) meanwhile
   // and after, until the next join or leave of it.
   wait(room, join) {
+    if (this.closed) return join ? Promise.reject(new RoomcastError('closed', 'the client was closed')) : Promise.resolve();
     const p = new Promise((res, rej) => {
       const w = { room, join };
       const t = setTimeout(() => {
@@ -629,10 +662,12 @@ class Link {
         const todo = [...[...want].filter((r) => !this.confirmed.has(r)).map((r) => ['PUT', r]), ...[...this.confirmed].filter((r) => !want.has(r)).map((r) => ['DELETE', r])];
         for (const [method, room] of todo) {
           const r = await this.req(method, `/v1/connections/${enc(conn)}/rooms/${enc(room)}`);
-          if (conn !== this.conn) break;
-          if (r.ok) (method === 'PUT' ? this.confirmed.add(room) : this.confirmed.delete(room));
-          else if (r.network || r.status >= 500 || r.status === 429) {
-            setTimeout(() => this.reconcile(), r.wait ?? backoff(0, this.o.backoffMin, this.o.backoffMax));
+          if (conn !== this.conn || this.closed) break;
+          if (r.ok) {
+            this.reconcileFails = 0;
+            method === 'PUT' ? this.confirmed.add(room) : this.confirmed.delete(room);
+          } else if (r.network || r.status >= 500 || r.status === 429) {
+            this.sleep(this.delay(this.reconcileFails++, r.wait)).then(() => this.reconcile());
             break;
           } else if (r.code === 'unknown_connection') break; // the stream is gone; the next one catches up
           else if (method === 'PUT') this.drop(room, new RoomcastError(r.code, r.message, r.status));
@@ -648,6 +683,7 @@ class Link {
   presence(room) {
     return this.req('GET', `/v1/rooms/${enc(room)}/presence`).then((r) => {
       if (r.ok) return r.body;
+      if (this.closed) throw new RoomcastError('closed', 'the client was closed');
       throw new RoomcastError(r.code, r.message, r.status);
     });
   }
@@ -658,6 +694,7 @@ class Link {
   // the relay within the timeout. An emit whose request was under way
   // then may still have been published (once: its key is kept).
   emit(item) {
+    if (this.closed) return Promise.reject(new RoomcastError('closed', 'the client was closed'));
     return new Promise((res, rej) => {
       const it = { ...item, abort: new AbortController() };
       const t = setTimeout(() => {
@@ -716,7 +753,7 @@ class Link {
       if (r.code === 'outcome_unknown' && r.key) it.key = r.key;
       if (r.network || r.status === 429 || r.status === 502 || r.status === 503 || r.status === 504) {
         if (it.volatile) return null;
-        await this.sleep(r.wait ?? backoff(n, this.o.backoffMin, this.o.backoffMax), signal);
+        await this.sleep(this.delay(n, r.wait), signal);
         continue;
       }
       if (r.status === 401 && this.o.getToken && !refreshed) {
@@ -734,6 +771,7 @@ class Link {
   async tabToken(tab, room, signal) {
     if (this.tabTokens.has(tab)) return this.tabTokens.get(tab);
     for (let n = 0; ; n++) {
+      if (this.closed) throw new RoomcastError('closed', 'the client was closed');
       if (signal.aborted) throw new RoomcastError('timeout', 'timed out');
       const r = await this.req('GET', '/v1/poll' + query({ room, client: this.client + '-' + tab, timeout: 0 }), { signal });
       if (r.aborted) continue;
@@ -742,7 +780,7 @@ class Link {
         return r.body.connection;
       }
       if (!(r.network || r.status >= 500 || r.status === 429)) throw new RoomcastError(r.code, r.message, r.status);
-      await this.sleep(r.wait ?? backoff(n, this.o.backoffMin, this.o.backoffMax), signal);
+      await this.sleep(this.delay(n, r.wait), signal);
     }
   }
 }
@@ -791,6 +829,7 @@ class Roomcast {
   /** join enters room; the promise resolves once the relay confirmed it. */
   join(room) {
     room = canonRoom(room);
+    if (dots(room)) return refuse('invalid_room', 'room', room);
     this.rooms.add(room);
     return this.call('join', [this.tab, room]);
   }
@@ -798,6 +837,7 @@ class Roomcast {
   /** leave leaves room; the promise resolves once the relay confirmed it. */
   leave(room) {
     room = canonRoom(room);
+    if (dots(room)) return refuse('invalid_room', 'room', room);
     this.rooms.delete(room);
     return this.call('leave', [this.tab, room]);
   }
@@ -810,19 +850,22 @@ class Roomcast {
   target(room, exclude) {
     const rooms = [].concat(room).map(canonRoom);
     const path = rooms.length > 1 ? '/v1/events' : `/v1/rooms/${enc(rooms[0])}/events`;
+    const bad = rooms.find(dots);
     const emit = (volatile) => (event, data) =>
-      this.send(path, { event, data, volatile, ...(rooms.length > 1 && { rooms }) }, exclude, rooms[0]);
+      bad !== undefined ? refuse('invalid_room', 'room', bad) : this.send(path, { event, data, volatile, ...(rooms.length > 1 && { rooms }) }, exclude, rooms[0]);
     return { emit: emit(false), volatile: { emit: emit(true) } };
   }
 
   /** user(id).emit(event, data) sends a private event to every connection of user id. */
   user(id) {
-    return { emit: (event, data) => this.send(`/v1/users/${enc(id)}/events`, { event, data }, false) };
+    return { emit: (event, data) => (dots(String(id)) ? refuse('invalid_user', 'user', id) : this.send(`/v1/users/${enc(id)}/events`, { event, data }, false)) };
   }
 
   /** presence(room) resolves with {room, users, connections, members, anonymous}. */
   presence(room) {
-    return this.call('presence', [canonRoom(room)]);
+    room = canonRoom(room);
+    if (dots(room)) return refuse('invalid_room', 'room', room);
+    return this.call('presence', [room]);
   }
 
   /** leading reports whether this tab holds the connection (always, unless tabs share one). */
@@ -833,11 +876,14 @@ class Roomcast {
   /** close ends the connection for good. */
   close() {
     if (this.closed) return;
+    // Goodbye first: post() sends nothing once the client is closed.
+    if (this.channel) this.post({ t: 'bye', tab: this.tab });
     this.closed = true;
     if (this.channel) {
-      this.post({ t: 'bye', tab: this.tab });
       this.channel.close();
       this.release?.();
+      for (const p of this.pending.values()) p.rej(new RoomcastError('closed', 'the client was closed'));
+      this.pending.clear();
     }
     this.link?.close();
   }
@@ -854,6 +900,9 @@ class Roomcast {
   // call runs op on the link, here or in the leading tab.
   call(op, args) {
     if (this.link) return this.link[op](...args);
+    // A closed tab has no leader to ask; as a closed link does, it is done
+    // with leaves (and listening) and refuses the rest.
+    if (this.closed) return ['on', 'leave'].includes(op) ? Promise.resolve() : Promise.reject(new RoomcastError('closed', 'the client was closed'));
     return new Promise((res, rej) => {
       const id = this.tab + ++this.seq;
       // The leading tab times the operation out; this is for a leader

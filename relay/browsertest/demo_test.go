@@ -307,3 +307,59 @@ func TestPlainEventShows(t *testing.T) {
 	carol := newUser(t, r.URL+"/", "Carol")
 	carol.waitMessage("anonymous", "hello")
 }
+
+// TestDemoStartsOverFromStorageItCannotUse: what an earlier visit (another
+// version of the demo, or someone's edit) left in localStorage in a shape
+// the demo cannot use does not break the page: a reload then showed a
+// blank page or an endless error, and only clearing the site's data
+// helped. The demo asks for a name again, and ignores unusable rooms.
+func TestDemoStartsOverFromStorageItCannotUse(t *testing.T) {
+	r := startRelay(t, relayOptions{})
+	for i, stored := range []struct{ identity, rooms string }{
+		{`not json`, ``},
+		{`{}`, ``},
+		{`{"token":42,"user":"dev-x","name":"X"}`, ``},
+		{`"a string"`, `{"not":"a list"}`},
+		{`null`, `[1, null, "ok-room", "bad room!"]`},
+	} {
+		p := newProfile(t, fmt.Sprintf("visitor%d", i))
+		p.do("open the demo", chromedp.Navigate(r.URL+"/"))
+		p.do("leave unusable data", evalVoid(fmt.Sprintf(`localStorage.setItem('roomcast-demo-identity', %s);
+			if (%s) localStorage.setItem('roomcast-demo-rooms', %s)`, jsString(stored.identity), jsString(stored.rooms), jsString(stored.rooms))))
+		p.signIn(r.URL+"/", "Visitor")
+		var rooms []string
+		p.eval(`[...document.querySelectorAll('#rooms button')].map(b => b.dataset.room)`, &rooms)
+		want := []string{"lobby", "random", "help"}
+		if strings.Contains(stored.rooms, "ok-room") {
+			want = append(want, "ok-room")
+		}
+		if !slices.Equal(rooms, want) {
+			t.Errorf("%q: rooms %q, want %q", stored.rooms, rooms, want)
+		}
+	}
+}
+
+// TestDemoRefusesRoomNamesTheRelayRefuses: a room name of dots ("." or
+// "..") passed the demo's check but not the relay's (and a URL path made of
+// it means another path): the demo does not offer such a room, nor open it
+// from ?room=.
+func TestDemoRefusesRoomNamesTheRelayRefuses(t *testing.T) {
+	r := startRelay(t, relayOptions{})
+	alice := newUser(t, r.URL+"/", "Alice")
+	for _, name := range []string{"..", ".", "ok.room"} {
+		alice.do("create room "+name, evalVoid(fmt.Sprintf(
+			`document.getElementById('room-name').value = %s; document.getElementById('new-room').requestSubmit()`, jsString(name))))
+	}
+	alice.waitFor("ok.room is open", `() => document.getElementById('room-title').textContent === '# ok.room'`)
+	var rooms []string
+	alice.eval(`[...document.querySelectorAll('#rooms button')].map(b => b.dataset.room)`, &rooms)
+	if want := []string{"lobby", "random", "help", "ok.room"}; !slices.Equal(rooms, want) {
+		t.Errorf("rooms %q, want %q", rooms, want)
+	}
+	alice.open(r.URL + "/?room=..")
+	var title string
+	alice.eval(`document.getElementById('room-title').textContent`, &title)
+	if title != "# lobby" {
+		t.Errorf("?room=.. opened %q, want # lobby", title)
+	}
+}

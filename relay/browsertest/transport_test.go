@@ -316,3 +316,31 @@ func (p *process) stop(t *testing.T) {
 		t.Errorf("roomcast did not stop within %s of SIGTERM", wait)
 	}
 }
+
+// TestSharedTabsLeaveTheRoomsOfAClosedTab: a tab sharing the stream of
+// another says goodbye when it closes, so that the shared stream leaves
+// the rooms only that tab was in. Its goodbye was never sent (the client
+// marked itself closed first), and Alice stayed listed in #random for as
+// long as her other tab stayed open.
+func TestSharedTabsLeaveTheRoomsOfAClosedTab(t *testing.T) {
+	r := startRelay(t, relayOptions{})
+	leader := newProfile(t, "alice-lobby")
+	leader.signIn(r.URL+"/?share=1", "Alice")
+	follower := leader.newTab("alice-random")
+	follower.open(r.URL + "/?share=1&room=random")
+	var leading bool
+	follower.eval(`roomcastDemo.rc.leading`, &leading)
+	if leading {
+		t.Fatal("the second tab leads")
+	}
+	inRandom := func() bool {
+		var p rooms.PresenceList
+		r.Get(t, "/v1/rooms/random/presence").JSON(t, &p)
+		return p.Users == 1
+	}
+	relaytest.Eventually(t, "Alice is listed in #random", inRandom)
+	follower.close()
+	relaytest.Eventually(t, "Alice is no longer listed in #random", func() bool { return !inRandom() })
+	leader.say("still in the lobby")
+	leader.waitMessage("Alice", "still in the lobby")
+}

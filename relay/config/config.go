@@ -355,6 +355,14 @@ func (c Config) validate() error {
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		errs = append(errs, fmt.Errorf("%s must start with redis:// or rediss://", c.Name("redis-url")))
 	}
+	// The file would be ignored: with a key configured development tokens
+	// are signed with it, and with Redis the instances share their key.
+	if c.DevTokenKeyFile != "" && c.KeysConfigured() {
+		errs = append(errs, fmt.Errorf("%s is for open mode (no key configured): with a key configured, development tokens are signed with %s", c.Name("dev-token-key-file"), c.Name("jwt-secret")))
+	}
+	if c.DevTokenKeyFile != "" && c.RedisURL != "" {
+		errs = append(errs, fmt.Errorf("%s is for the in-memory backbone: with Redis (%s), the instances share the development-token key through Redis", c.Name("dev-token-key-file"), c.Name("redis-url")))
+	}
 	return errors.Join(errs...)
 }
 

@@ -167,6 +167,11 @@ func TestLoadInvalid(t *testing.T) {
 		{"origin with query", []string{"-allowed-origins", "https://a.example?x=1"}, env(), []string{"no user, query or fragment"}},
 		{"origin with another scheme", []string{"-allowed-origins", "ftp://a.example"}, env(), []string{"http or https"}},
 		{"unknown command", []string{"serve"}, env(), []string{`unknown command "serve"`, "roomcast pub"}},
+		{"dev-token key file with a JWT secret", nil, env("ROOMCAST_DEV_TOKEN_KEY_FILE", "/tmp/k", "ROOMCAST_JWT_SECRET", strings.Repeat("s", 32)),
+			[]string{"ROOMCAST_DEV_TOKEN_KEY_FILE", "open mode"}},
+		{"dev-token key file with an API key", []string{"-dev-token-key-file", "/tmp/k", "-api-key", "k"}, env(), []string{"-dev-token-key-file"}},
+		{"dev-token key file with Redis", nil, env("ROOMCAST_DEV_TOKEN_KEY_FILE", "/tmp/k", "ROOMCAST_REDIS_URL", "redis://h"),
+			[]string{"ROOMCAST_DEV_TOKEN_KEY_FILE", "Redis"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

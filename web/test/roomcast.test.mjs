@@ -474,6 +474,165 @@ test('join, emit and presence settle with their own timeout while the relay is a
   rc.close();
 });
 
+test('a getToken that never settles is given up on after the request timeout: one unauthenticated error, and the client keeps trying', async () => {
+  let calls = 0;
+  let refuse = true;
+  const relay = new FakeRelay({
+    'POST /v1/tickets': (req) => (req.headers.Authorization === 'Bearer good' ? json(201, { ticket: 't', expires_in: 60 }) : error(401, 'invalid_token')),
+  });
+  const rc = connectTo(relay, {
+    token: TOKEN,
+    requestTimeout: 40,
+    getToken: () => (++calls === 1 ? new Promise(() => {}) : refuse ? 'refused' : 'good'),
+  });
+  await until('the error', () => rc.errors().length === 1);
+  assert.deepEqual(rc.errors(), ['unauthenticated']);
+  await until('getToken asked again', () => calls >= 2);
+  refuse = false;
+  await until('a stream', () => FakeEventSource.all.length === 1, 3000);
+  rc.close();
+});
+
+test('a getToken that throws, or returns no token, is an unauthenticated error, never a crash or a "Bearer undefined"', async () => {
+  for (const getToken of [
+    () => {
+      throw new Error('sync failure');
+    },
+    () => undefined,
+    async () => 42,
+    async () => 'bad\ntoken',
+  ]) {
+    const relay = new FakeRelay({ 'POST /v1/tickets': () => error(401, 'invalid_token') });
+    const rc = connectTo(relay, { token: TOKEN, getToken });
+    await until('the error of ' + getToken, () => rc.errors().length === 1);
+    await until('more attempts', () => relay.sent('POST', '/v1/tickets').length >= 4);
+    assert.deepEqual(rc.errors(), ['unauthenticated'], String(getToken));
+    for (const r of relay.sent('POST', '/v1/tickets')) assert.equal(r.headers.Authorization, 'Bearer ' + TOKEN, String(getToken));
+    rc.close();
+  }
+});
+
+test('a getToken that throws at once when the stream closes for an expired token does not stop the client', async () => {
+  const relay = new FakeRelay();
+  const rc = connectTo(relay, {
+    token: TOKEN,
+    getToken: () => {
+      throw new Error('sync failure');
+    },
+  });
+  await until('a stream', () => FakeEventSource.all.length === 1);
+  FakeEventSource.last().send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  await until('connected', () => rc.connected);
+  FakeEventSource.last().send('roomcast:closing', { reason: 'token_expired', reconnect_ms: 0 });
+  await until('another stream', () => FakeEventSource.all.length === 2);
+  rc.close();
+});
+
+test('close() while a ticket is on its way opens no stream', async () => {
+  let answer;
+  const relay = new FakeRelay({ 'POST /v1/tickets': () => new Promise((res) => (answer = res)) });
+  const rc = connectTo(relay, { token: TOKEN });
+  await until('the ticket request', () => answer);
+  rc.close();
+  answer(json(201, { ticket: 't', expires_in: 60 }));
+  await tick(30);
+  assert.equal(FakeEventSource.all.filter((es) => !es.closed).length, 0, 'a stream is open after close()');
+  assert.deepEqual(rc.seen.filter(([n]) => n === 'connect'), []);
+});
+
+test('a relay or proxy answering "Retry-After: 0" is not hammered: the backoff still applies, to streams, joins and emits', async () => {
+  // Answered after a turn of the event loop, as a network would: answered
+  // at once, a client that does not wait would starve the loop instead.
+  const busy = () => tick(0).then(() => error(503, 'busy', { 'Retry-After': '0' }));
+  const slow = { backoffMin: 20, backoffMax: 1000 };
+  // Without the backoff, each loop would send hundreds of requests in 300 ms;
+  // with it (20, 40, 80, 160 ms, jittered down to half) at most 9.
+  const tickets = new FakeRelay({ 'POST /v1/tickets': busy });
+  let rc = connectTo(tickets, { token: TOKEN, ...slow });
+  await tick(300);
+  rc.close();
+  assert.ok(tickets.sent('POST', '/v1/tickets').length <= 9, `${tickets.sent('POST', '/v1/tickets').length} ticket requests in 300 ms`);
+
+  const rooms = new FakeRelay({ 'PUT /v1/connections/*': busy, 'POST /v1/rooms/*': busy });
+  rc = await open(rooms, { ...slow, timeout: 5000 });
+  FakeEventSource.last().send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  await until('connected', () => rc.connected);
+  rc.join('lobby').catch(() => {});
+  rc.to('lobby').emit('chat', 'x').catch(() => {});
+  await tick(300);
+  rc.close();
+  assert.ok(rooms.sent('PUT', '/v1/connections/').length <= 9, `${rooms.sent('PUT', '/v1/connections/').length} joins in 300 ms`);
+  assert.ok(rooms.sent('POST', '/v1/rooms/').length <= 9, `${rooms.sent('POST', '/v1/rooms/').length} emits in 300 ms`);
+});
+
+test('a join the relay keeps answering 503 is retried with a growing backoff', async () => {
+  const relay = new FakeRelay({ 'PUT /v1/connections/*': () => error(503, 'busy') });
+  const rc = await open(relay, { backoffMin: 20, backoffMax: 1000, timeout: 5000 });
+  FakeEventSource.last().send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  await until('connected', () => rc.connected);
+  rc.join('lobby').catch(() => {});
+  await tick(600);
+  rc.close();
+  // Growing: 20, 40, 80, 160, 320 ms (at least half each): at most 7 in
+  // 600 ms; at a constant first delay it would be 30 or more.
+  assert.ok(relay.sent('PUT', '/v1/connections/').length <= 7, `${relay.sent('PUT', '/v1/connections/').length} joins in 600 ms`);
+});
+
+test('an error event always carries a RoomcastError with a code, also when getToken fails while extending a stream', async () => {
+  const relay = new FakeRelay();
+  const rc = connectTo(relay, {
+    token: TOKEN,
+    getToken: async () => {
+      throw new Error('sign-in service down');
+    },
+  });
+  await until('a stream', () => FakeEventSource.all.length === 1);
+  FakeEventSource.last().send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  await until('connected', () => rc.connected);
+  FakeEventSource.last().send('roomcast:token-expiring', { expires_in: 30 });
+  await until('the error', () => rc.seen.some(([n]) => n === 'error'));
+  const err = rc.seen.find(([n]) => n === 'error')[1];
+  assert.ok(err instanceof RoomcastError, `the error event passed ${err}`);
+  assert.equal(err.code, 'unauthenticated');
+  assert.equal(err.cause.message, 'sign-in service down');
+  rc.close();
+});
+
+test('join, emit and presence after close() reject at once with code closed (a leave is done), leaving no timer', async () => {
+  const relay = new FakeRelay({ 'GET /v1/rooms/*': () => json(200, { room: 'lobby', users: 0, connections: 0, members: [], anonymous: 0 }) });
+  const rc = await open(relay, { timeout: 60000 });
+  rc.close();
+  const started = Date.now();
+  const results = await Promise.allSettled([rc.join('lobby'), rc.leave('lobby'), rc.to('lobby').emit('chat', 'x'), rc.presence('lobby')]);
+  assert.deepEqual(
+    results.map((r) => (r.status === 'rejected' ? r.reason.code : 'done')),
+    ['closed', 'done', 'closed', 'closed'],
+  );
+  assert.ok(Date.now() - started < 1000, 'rejected only after the timeout');
+  assert.deepEqual(relay.requests.filter((r) => r.path !== '/v1/tickets'), [], 'requests after close()');
+});
+
+test('a room or user named "." or ".." is refused before a request: fetch would send it to another path', async () => {
+  const relay = new FakeRelay({ 'POST /v1/events': () => json(202, { id: 'multi' }) });
+  const rc = await open(relay);
+  FakeEventSource.last().send('roomcast:connected', { connection: 'c1', client: 'cl', rooms: [] });
+  await until('connected', () => rc.connected);
+  const results = await Promise.allSettled([
+    rc.user('..').emit('pm', 'x'),
+    rc.to('..').emit('chat', 'x'),
+    rc.to(['a', '.']).emit('chat', 'x'),
+    rc.join('..'),
+    rc.leave('.'),
+    rc.presence('..'),
+  ]);
+  assert.deepEqual(
+    results.map((r) => r.status === 'rejected' && r.reason.code),
+    ['invalid_user', 'invalid_room', 'invalid_room', 'invalid_room', 'invalid_room', 'invalid_room'],
+  );
+  assert.deepEqual(relay.requests.filter((r) => r.path !== '/v1/tickets').map((r) => r.method + ' ' + r.path), []);
+  rc.close();
+});
+
 // Fakes for testing roomcast.js without a browser: a relay answering fetch
 // from a route table, and an EventSource the test drives.
 
