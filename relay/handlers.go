@@ -159,9 +159,12 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 		// Keys are the caller's own: another caller's key never
 		// answers for this one. Backends holding the API key share
 		// theirs whatever address they retry from.
-		scope := s.rateKey(r, id)
-		if id.Server {
+		scope := "user:" + id.User
+		switch {
+		case id.Server:
 			scope = "server"
+		case id.User == "":
+			scope = "ip:" + s.clientIP(r)
 		}
 		key = scope + "|" + key
 	}

@@ -1,0 +1,143 @@
+package relay_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/netip"
+	"testing"
+
+	"github.com/roomcast/roomcast/relay"
+	"github.com/roomcast/roomcast/relay/auth"
+	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/rooms/redis/redistest"
+)
+
+// countAccepted sends n publishes, publish i built by req(i), and returns
+// how many were accepted; anything but 202 or 429 fails the test.
+func countAccepted(t *testing.T, n int, do func(i int) *relaytest.Response) int {
+	t.Helper()
+	accepted := 0
+	for i := range n {
+		switch resp := do(i); resp.Status {
+		case http.StatusAccepted:
+			accepted++
+		case http.StatusTooManyRequests:
+		default:
+			t.Fatalf("publish %d: status %d: %s", i, resp.Status, resp.Body)
+		}
+	}
+	return accepted
+}
+
+// proxied is a request that a trusted proxy forwarded for client address.
+func proxied(req relaytest.Request, addr string) relaytest.Request {
+	req.Header.Set("X-Forwarded-For", addr)
+	return req
+}
+
+// loopbackProxy trusts the test client (on loopback) as a proxy.
+var loopbackProxy = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+// TestCallerTotalIPv6Prefix: an anonymous IPv6 caller is its /64, the
+// block one subscriber gets: a host that picks a new address of its /64
+// for every publish is still one caller, for the publish total, the
+// namespace rates and the connection limit.
+func TestCallerTotalIPv6Prefix(t *testing.T) {
+	t.Parallel()
+	limits := relay.Limits{PublishCallerRate: 0.01, PublishCallerBurst: 3, PublishRate: 0.01, PublishBurst: 2,
+		MaxConnsPerIP: 1, TrustedProxies: loopbackProxy}
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{Limits: limits}})
+	publish := func(ns string, i int, addr string) *relaytest.Response {
+		return r.Do(t, proxied(jsonPost(fmt.Sprintf("/v1/rooms/%s:r%d/events", ns, i), `{"data":1}`), addr))
+	}
+	if got := countAccepted(t, 10, func(i int) *relaytest.Response {
+		return publish(fmt.Sprintf("ns%d", i), i, fmt.Sprintf("2001:db8:1:2::%x", i+1))
+	}); got != 3 {
+		t.Errorf("%d of 10 publishes from one /64 over 10 namespaces accepted, want the caller's total of 3", got)
+	}
+	if got := countAccepted(t, 5, func(i int) *relaytest.Response {
+		return publish("one", i, fmt.Sprintf("2001:db8:1:9:%x::1", i+1))
+	}); got != 2 {
+		// A fresh /64 has its own total, but one namespace's rate.
+		t.Errorf("%d of 5 publishes from one /64 to one namespace accepted, want the namespace's burst of 2", got)
+	}
+	// An IPv4-mapped address is the IPv4 caller.
+	if got := countAccepted(t, 5, func(i int) *relaytest.Response {
+		addr := "192.0.2.7"
+		if i%2 == 1 {
+			addr = "::ffff:192.0.2.7"
+		}
+		return publish(fmt.Sprintf("v4n%d", i), i, addr)
+	}); got != 3 {
+		t.Errorf("%d of 5 publishes from one IPv4 address (plain and mapped) accepted, want 3", got)
+	}
+
+	// The connection limit (1 per address) counts the /64 too.
+	r.OpenRaw(t, "/v1/rooms/lobby/events", http.Header{"X-Forwarded-For": {"2001:db8:5:6::1"}})
+	second := r.Open(t, proxied(relaytest.Request{Path: "/v1/rooms/lobby/events", Header: http.Header{}}, "2001:db8:5:6::2"))
+	wantError(t, second, http.StatusTooManyRequests, "too_many_connections")
+}
+
+// TestCallerTotalIPv6PrefixAcrossInstances is TestCallerTotalIPv6Prefix's
+// publish total on two instances sharing a real Redis.
+func TestCallerTotalIPv6PrefixAcrossInstances(t *testing.T) {
+	t.Parallel()
+	url, prefix := redistest.SharedURL(t), redistest.Prefix(t)
+	limits := relay.Limits{PublishRate: 1e6, PublishBurst: 1e6, PublishCallerRate: 0.01, PublishCallerBurst: 5,
+		TrustedProxies: loopbackProxy}
+	bases := []string{startOnRedis(t, url, prefix, limits), startOnRedis(t, url, prefix, limits)}
+	got := countAccepted(t, 20, func(i int) *relaytest.Response {
+		req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("%s/v1/rooms/ns%d:r1/events", bases[i%2], i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Forwarded-For", fmt.Sprintf("2001:db8:7:8:%x::%x", i, i+1))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return &relaytest.Response{Status: resp.StatusCode}
+	})
+	if got != 5 {
+		t.Errorf("%d of 20 publishes from one /64 over two instances accepted, want the caller's total of 5", got)
+	}
+}
+
+// TestCallerTotalDevTokens: development tokens are handed to anyone who
+// asks, so the identity they carry is no better than the address that
+// asked for it: a caller minting tokens (20 at once are allowed) and
+// publishing with each in turn is one caller.
+func TestCallerTotalDevTokens(t *testing.T) {
+	t.Parallel()
+	a := relaytest.NewAuth(t, auth.Config{})
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{Auth: a, DevTokenKey: []byte(relaytest.JWTSecret),
+		Limits: relay.Limits{PublishCallerRate: 0.01, PublishCallerBurst: 3}}})
+	tokens := make([]string, 8)
+	for i := range tokens {
+		var tok devTokenAnswer
+		resp := postDevToken(t, r, `{"name":"mallory"}`, nil)
+		if resp.Status != http.StatusOK {
+			t.Fatalf("dev token %d: status %d: %s", i, resp.Status, resp.Body)
+		}
+		resp.JSON(t, &tok)
+		tokens[i] = tok.Token
+	}
+	if got := countAccepted(t, len(tokens), func(i int) *relaytest.Response {
+		req := jsonPost(fmt.Sprintf("/v1/rooms/ns%d:r/events", i), `{"data":1}`)
+		req.Header.Set("Authorization", "Bearer "+tokens[i])
+		return r.Do(t, req)
+	}); got != 3 {
+		t.Errorf("%d of %d publishes with fresh development tokens accepted, want the address's total of 3", got, len(tokens))
+	}
+	// A real user's token is its own caller, whatever the address.
+	if got := countAccepted(t, 1, func(int) *relaytest.Response {
+		req := jsonPost("/v1/rooms/other:r/events", `{"data":1}`)
+		for k, v := range userHeader(t, "dev-lookalike") {
+			req.Header[k] = v
+		}
+		return r.Do(t, req)
+	}); got != 1 {
+		t.Error("a backend's token of user dev-lookalike was charged to the address's development tokens")
+	}
+}
