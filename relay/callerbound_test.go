@@ -1,10 +1,14 @@
 package relay_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/auth"
@@ -139,5 +143,59 @@ func TestCallerTotalDevTokens(t *testing.T) {
 		return r.Do(t, req)
 	}); got != 1 {
 		t.Error("a backend's token of user dev-lookalike was charged to the address's development tokens")
+	}
+}
+
+// TestPublishLimitHoldsWhileRedisStalls: a rate check that Redis does not
+// answer in time refuses the publish (503) instead of asking the
+// instance's own, full, buckets: the publish goes to the same Redis, so
+// when Redis answered again in time for it, each instance let a fresh
+// burst through past the shared limit.
+func TestPublishLimitHoldsWhileRedisStalls(t *testing.T) {
+	t.Parallel()
+	srv := redistest.NewServer(t)
+	prefix := redistest.Prefix(t)
+	limits := relay.Limits{PublishCallerRate: 0.001, PublishCallerBurst: 3}
+	bases := []string{startOnRedis(t, srv.URL(), prefix, limits), startOnRedis(t, srv.URL(), prefix, limits)}
+	publish := func(base string, i int) int {
+		resp, err := http.Post(fmt.Sprintf("%s/v1/rooms/ns%d:r/events", base, i), "application/json", strings.NewReader(`{"data":1}`))
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range 3 {
+		if status := publish(bases[i%2], i); status != http.StatusAccepted {
+			t.Fatalf("publish %d within the total: status %d", i, status)
+		}
+	}
+	// Every script waits out the pause: longer than a call's 2 s
+	// timeout, shorter than two.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Client().Do(ctx, "CLIENT", "PAUSE", "2500", "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	statuses := make([]int, 6)
+	var wg sync.WaitGroup
+	for i := range statuses {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i] = publish(bases[i%2], 10+i)
+		}()
+	}
+	wg.Wait()
+	for i, status := range statuses {
+		if status == http.StatusAccepted {
+			t.Errorf("publish %d over the total, while Redis stalled: accepted (statuses %v)", i, statuses)
+			break
+		}
+	}
+	// Once Redis answers, the total still holds.
+	if status := publish(bases[0], 99); status != http.StatusTooManyRequests {
+		t.Errorf("publish over the total after the stall: status %d, want 429", status)
 	}
 }

@@ -285,8 +285,8 @@ func (s *Server) chargePublish(r *http.Request, id rooms.Identity, charges []roo
 		}
 		var err error
 		if ok, wait, err = shared.TakeAll(r.Context(), keyed); err != nil {
-			// As takeToken: the local buckets still protect this instance.
-			ok, wait = s.buckets.takeAll(charges, suffix, time.Now())
+			// As takeToken: a limit that cannot be checked refuses.
+			return err
 		}
 	} else {
 		ok, wait = s.buckets.takeAll(charges, suffix, time.Now())
@@ -305,11 +305,15 @@ func (s *Server) takeToken(r *http.Request, id rooms.Identity, kind string, rt f
 	var ok bool
 	var wait time.Duration
 	if shared, isShared := rooms.BackboneAs[rooms.Limiter](s.hub.Backbone()); isShared {
-		// Limits hold across every instance; if the backbone cannot
-		// answer, the local bucket still protects this one.
+		// Limits hold across every instance. If the backbone cannot
+		// answer, the request is refused (503): this instance's own
+		// bucket, full, would let a burst through on every instance
+		// whenever Redis stalls, and the requests limited here need
+		// Redis to succeed anyway (publishes, joins, refreshes,
+		// tickets' redemption).
 		var err error
 		if ok, wait, err = shared.Take(r.Context(), key, rt, burst); err != nil {
-			ok, wait = s.buckets.take(key, rt, burst, time.Now())
+			return err
 		}
 	} else {
 		ok, wait = s.buckets.take(key, rt, burst, time.Now())
