@@ -172,9 +172,15 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	if err != nil {
 		return rooms.Message{}, "", nil, err
 	}
-	// The body is read up to its targets' limit (when they are in the
-	// body, the largest any target has); the policy decides on its size.
-	body, err := readBody(w, r, s.publishPolicy.PayloadLimit(t.channels))
+	// A caller who may not publish to the targets named in the URL is
+	// refused before its body is read; the body is read up to its
+	// targets' limit (when they are in the body, the largest of the
+	// namespaces the caller may publish in); the policy decides on its
+	// size.
+	if err := s.publishPolicy.Authorize(id, t.channels); err != nil {
+		return rooms.Message{}, "", nil, err
+	}
+	body, err := readBody(w, r, s.publishPolicy.PayloadLimit(id, t.channels))
 	if err != nil {
 		return rooms.Message{}, "", nil, err
 	}
