@@ -212,6 +212,12 @@ func (p *PublishPolicy) authorize(id Identity, ch string) error {
 		if id.Anonymous() {
 			return fmt.Errorf("%w: anonymous callers cannot send private messages", ErrUnauthenticated)
 		}
+		// A token's publish patterns limit everything it publishes: a
+		// private message needs one matching "#user:<recipient>" ("*",
+		// "#user:*"), as a broadcast needs one matching "ns:*".
+		if !id.Server && id.Publish != nil && !matchAny(id.Publish, ch) {
+			return fmt.Errorf("%w: the token does not allow private messages to %q", ErrForbidden, strings.TrimPrefix(ch, userChannelPrefix))
+		}
 		return nil
 	}
 	if p.Namespaces == nil {
