@@ -246,3 +246,60 @@ func TestPublishBodyBoundedByWhatTheCallerMayPublish(t *testing.T) {
 		})
 	}
 }
+
+// TestKeptStateBoundedPerCaller: the per-caller bounds on kept state count
+// the same caller as the rate limits: idempotency keys of an IPv6 /64,
+// and the idempotency keys and tickets of development users minted for
+// one address, are one caller's. (The keys still answer only for their
+// exact sender.)
+func TestKeptStateBoundedPerCaller(t *testing.T) {
+	t.Parallel()
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{
+		Auth: relaytest.NewAuth(t, auth.Config{}), DevTokenKey: []byte(relaytest.JWTSecret),
+		Limits: relay.Limits{MaxIdempotencyKeysPerCaller: 2, MaxTicketsPerUser: 2, TrustedProxies: loopbackProxy}}})
+	keyed := func(i int, h http.Header) *relaytest.Response {
+		req := jsonPost(fmt.Sprintf("/v1/rooms/k%d/events", i), `{"data":1}`)
+		for k, v := range h {
+			req.Header[k] = v
+		}
+		req.Header.Set("Idempotency-Key", fmt.Sprintf("key-%d", i))
+		return r.Do(t, req)
+	}
+	for i := range 3 {
+		resp := keyed(i, http.Header{"X-Forwarded-For": {fmt.Sprintf("2001:db8:3:4::%x", i+1)}})
+		if i < 2 && resp.Status != http.StatusAccepted {
+			t.Fatalf("keyed publish %d: status %d: %s", i, resp.Status, resp.Body)
+		}
+		if i == 2 {
+			wantError(t, resp, http.StatusTooManyRequests, "limit_exceeded")
+		}
+	}
+
+	dev := func() http.Header {
+		var tok devTokenAnswer
+		resp := postDevToken(t, r, `{"name":"mallory"}`, http.Header{"X-Forwarded-For": {"192.0.2.9"}})
+		if resp.Status != http.StatusOK {
+			t.Fatalf("dev token: status %d: %s", resp.Status, resp.Body)
+		}
+		resp.JSON(t, &tok)
+		return http.Header{"Authorization": {"Bearer " + tok.Token}, "X-Forwarded-For": {"192.0.2.9"}}
+	}
+	for i := range 3 {
+		resp := keyed(10+i, dev())
+		if i < 2 && resp.Status != http.StatusAccepted {
+			t.Fatalf("keyed publish %d with a development token: status %d: %s", i, resp.Status, resp.Body)
+		}
+		if i == 2 {
+			wantError(t, resp, http.StatusTooManyRequests, "limit_exceeded")
+		}
+	}
+	for i := range 3 {
+		resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/tickets", Header: dev()})
+		if i < 2 && resp.Status != http.StatusCreated {
+			t.Fatalf("ticket %d with a development token: status %d: %s", i, resp.Status, resp.Body)
+		}
+		if i == 2 {
+			wantError(t, resp, http.StatusTooManyRequests, "limit_exceeded")
+		}
+	}
+}

@@ -221,7 +221,7 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	}
 	// The key and the rate are spent last, so that a publish refused for
 	// what it is holds no key and uses up none of the caller's allowance.
-	release, err = s.holdIdempotencyKey(key)
+	release, err = s.holdIdempotencyKey(s.rateKey(r, id), key)
 	if err != nil {
 		return rooms.Message{}, "", nil, err
 	}
@@ -253,17 +253,18 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	return msg, key, release, nil
 }
 
-// holdIdempotencyKey counts a scoped idempotency key (scope|key) against its
-// caller's bound for as long as the backbone remembers it; release takes a
-// key counted by this call back, for a publish that failed. Keys of the
-// API key ("server") count only globally.
-func (s *Server) holdIdempotencyKey(key string) (release func(), err error) {
+// holdIdempotencyKey counts a scoped idempotency key (scope|key) against
+// caller's bound (its rateKey: the limits' caller, an IPv6 /64 or a
+// development user's address, not the key's exact scope) for as long as
+// the backbone remembers it; release takes a key counted by this call
+// back, for a publish that failed. Keys of the API key ("server") count
+// only globally.
+func (s *Server) holdIdempotencyKey(caller, key string) (release func(), err error) {
 	release = func() {}
 	if key == "" {
 		return release, nil
 	}
-	caller, _, _ := strings.Cut(key, "|")
-	if caller == "server" {
+	if scope, _, _ := strings.Cut(key, "|"); scope == "server" {
 		// Backends are trusted with any number of their own keys; the
 		// global bound still holds for them.
 		caller = "server\x00" + key
