@@ -216,14 +216,14 @@ func (c *counters) release(key string) {
 }
 
 // rateKey is who a limit applies to: the user, else the caller's address
-// (callerAddr). A development token's user is the address's too: the relay
+// (clientIP). A development token's user is the address's too: the relay
 // hands those to anyone who asks, so a caller minting one per publish
 // would otherwise get a fresh allowance with each.
 func (s *Server) rateKey(r *http.Request, id rooms.Identity) string {
 	if id.User != "" && !s.mintedForAnyone(r, id) {
 		return "user:" + id.User
 	}
-	return "ip:" + s.callerAddr(r)
+	return "ip:" + s.clientIP(r)
 }
 
 // mintedForAnyone reports whether id is a development user this relay
@@ -235,25 +235,6 @@ func (s *Server) mintedForAnyone(r *http.Request, id rooms.Identity) bool {
 	}
 	claims := s.ownDevToken(bearerToken(r))
 	return claims != nil && claims["sub"] == id.User
-}
-
-// callerAddr is the client address as limits count it: an IPv4 address
-// whole, an IPv6 one by its /64. A /64 is the smallest block a network
-// gives one subscriber, and a host picks any of its 2^64 addresses at will:
-// keyed by the whole address, one caller would be as many callers as it
-// likes. IPv4-mapped IPv6 addresses are their IPv4 address.
-func (s *Server) callerAddr(r *http.Request) string {
-	ip := s.clientIP(r)
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip
-	}
-	a = a.Unmap().WithZone("")
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.String()
-	}
-	return a.String()
 }
 
 // limitRequest applies the request rate limit of kind to the caller.
@@ -372,7 +353,7 @@ func (s *Server) acquireConnection(r *http.Request, id rooms.Identity) (*connSlo
 		c.id = rooms.NewClientID()
 	}
 	c.keys, c.limits = c.keyBuf[:0], c.limitBuf[:0]
-	c.keys = append(c.keys, "ip:"+s.callerAddr(r))
+	c.keys = append(c.keys, "ip:"+s.clientIP(r))
 	c.limits = append(c.limits, s.opts.Limits.MaxConnsPerIP)
 	if id.User != "" {
 		c.keys = append(c.keys, "user:"+id.User)
