@@ -161,11 +161,14 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	// backends'); an anonymous caller's token is a bare capability, since
 	// its resend may come from another address (a phone that changed
 	// networks).
-	scope, tokenScope := s.rateKey(r, id), ""
+	// (Scopes are by exact sender, not by the rate limits' caller key,
+	// which groups development users and IPv6 /64s.)
+	scope, tokenScope := "ip:"+s.clientIP(r), ""
 	switch {
 	case id.Server:
 		scope, tokenScope = "server", "server"
 	case id.User != "":
+		scope = "user:" + id.User
 		tokenScope = scope
 	}
 	if key != "" {
@@ -175,9 +178,15 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	if err != nil {
 		return rooms.Message{}, "", nil, err
 	}
-	// The body is read up to its targets' limit (when they are in the
-	// body, the largest any target has); the policy decides on its size.
-	body, err := readBody(w, r, s.publishPolicy.PayloadLimit(t.channels))
+	// A caller who may not publish to the targets named in the URL is
+	// refused before its body is read; the body is read up to its
+	// targets' limit (when they are in the body, the largest of the
+	// namespaces the caller may publish in); the policy decides on its
+	// size.
+	if err := s.publishPolicy.Authorize(id, t.channels); err != nil {
+		return rooms.Message{}, "", nil, err
+	}
+	body, err := readBody(w, r, s.publishPolicy.PayloadLimit(id, t.channels))
 	if err != nil {
 		return rooms.Message{}, "", nil, err
 	}
@@ -218,7 +227,7 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	}
 	// The key and the rate are spent last, so that a publish refused for
 	// what it is holds no key and uses up none of the caller's allowance.
-	release, err = s.holdIdempotencyKey(key)
+	release, err = s.holdIdempotencyKey(s.rateKey(r, id), key)
 	if err != nil {
 		return rooms.Message{}, "", nil, err
 	}
@@ -251,17 +260,18 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	return msg, key, release, nil
 }
 
-// holdIdempotencyKey counts a scoped idempotency key (scope|key) against its
-// caller's bound for as long as the backbone remembers it; release takes a
-// key counted by this call back, for a publish that failed. Keys of the
-// API key ("server") count only globally.
-func (s *Server) holdIdempotencyKey(key string) (release func(), err error) {
+// holdIdempotencyKey counts a scoped idempotency key (scope|key) against
+// caller's bound (its rateKey: the limits' caller, an IPv6 /64 or a
+// development user's address, not the key's exact scope) for as long as
+// the backbone remembers it; release takes a key counted by this call
+// back, for a publish that failed. Keys of the API key ("server") count
+// only globally.
+func (s *Server) holdIdempotencyKey(caller, key string) (release func(), err error) {
 	release = func() {}
 	if key == "" {
 		return release, nil
 	}
-	caller, _, _ := strings.Cut(key, "|")
-	if caller == "server" {
+	if scope, _, _ := strings.Cut(key, "|"); scope == "server" {
 		// Backends are trusted with any number of their own keys; the
 		// global bound still holds for them.
 		caller = "server\x00" + key

@@ -119,9 +119,10 @@ func (s *Server) ticket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t, ttl, err := s.opts.Auth.IssueTicket(id)
-	// A ticket counts against its user until its key, once spent, is
-	// forgotten: the bound holds the backbone's claims too.
-	if err == nil && !s.tickets.Take("user:"+id.User, time.Now().Add(s.opts.Auth.TicketHeld(ttl)), t) {
+	// A ticket counts against its user (rateKey: a development user's
+	// address) until its key, once spent, is forgotten: the bound holds
+	// the backbone's claims too.
+	if err == nil && !s.tickets.Take(s.rateKey(r, id), time.Now().Add(s.opts.Auth.TicketHeld(ttl)), t) {
 		// The ticket is dropped unsent: nothing is held for it.
 		err = fmt.Errorf("%w: at most %d unexpired tickets per user", rooms.ErrLimitExceeded, s.opts.Limits.MaxTicketsPerUser)
 	}

@@ -215,12 +215,26 @@ func (c *counters) release(key string) {
 	}
 }
 
-// rateKey is who a limit applies to: the user, else the client address.
+// rateKey is who a limit applies to: the user, else the caller's address
+// (clientIP). A development token's user is the address's too: the relay
+// hands those to anyone who asks, so a caller minting one per publish
+// would otherwise get a fresh allowance with each.
 func (s *Server) rateKey(r *http.Request, id rooms.Identity) string {
-	if id.User != "" {
+	if id.User != "" && !s.mintedForAnyone(r, id) {
 		return "user:" + id.User
 	}
 	return "ip:" + s.clientIP(r)
+}
+
+// mintedForAnyone reports whether id is a development user this relay
+// minted, proven by r's bearer token (renewals keep the user, and with it
+// the address's limits).
+func (s *Server) mintedForAnyone(r *http.Request, id rooms.Identity) bool {
+	if len(s.opts.DevTokenKey) == 0 || !strings.HasPrefix(id.User, devUserPrefix) {
+		return false
+	}
+	claims := s.ownDevToken(bearerToken(r))
+	return claims != nil && claims["sub"] == id.User
 }
 
 // limitRequest applies the request rate limit of kind to the caller.
@@ -252,8 +266,8 @@ func (s *Server) chargePublish(r *http.Request, id rooms.Identity, charges []roo
 		}
 		var err error
 		if ok, wait, err = shared.TakeAll(r.Context(), keyed); err != nil {
-			// As takeToken: the local buckets still protect this instance.
-			ok, wait = s.buckets.takeAll(charges, suffix, time.Now())
+			// As takeToken: a limit that cannot be checked refuses.
+			return err
 		}
 	} else {
 		ok, wait = s.buckets.takeAll(charges, suffix, time.Now())
@@ -272,11 +286,15 @@ func (s *Server) takeToken(r *http.Request, id rooms.Identity, kind string, rt f
 	var ok bool
 	var wait time.Duration
 	if shared, isShared := rooms.BackboneAs[rooms.Limiter](s.hub.Backbone()); isShared {
-		// Limits hold across every instance; if the backbone cannot
-		// answer, the local bucket still protects this one.
+		// Limits hold across every instance. If the backbone cannot
+		// answer, the request is refused (503): this instance's own
+		// bucket, full, would let a burst through on every instance
+		// whenever Redis stalls, and the requests limited here need
+		// Redis to succeed anyway (publishes, joins, refreshes,
+		// tickets' redemption).
 		var err error
 		if ok, wait, err = shared.Take(r.Context(), key, rt, burst); err != nil {
-			ok, wait = s.buckets.take(key, rt, burst, time.Now())
+			return err
 		}
 	} else {
 		ok, wait = s.buckets.take(key, rt, burst, time.Now())

@@ -71,9 +71,9 @@ func policyNamespaces() *rooms.Namespaces {
 
 // TestPublishPolicyEveryPath runs every publish rule through every publish
 // path over HTTP: one policy decides them all. Private messages go to no
-// namespace: the namespace rules (who may publish, publish patterns,
-// strict namespaces, a namespace's payload and rate) do not apply to them,
-// the rest does.
+// namespace: the namespace rules (who may publish, strict namespaces, a
+// namespace's payload and rate) do not apply to them, the rest does — the
+// token's publish patterns included ("#user:<recipient>").
 func TestPublishPolicyEveryPath(t *testing.T) {
 	t.Parallel()
 	alice := func(t *testing.T) http.Header { return userHeader(t, "alice") }
@@ -111,7 +111,15 @@ func TestPublishPolicyEveryPath(t *testing.T) {
 		{name: "publish patterns", caller: func(t *testing.T) http.Header {
 			return relaytest.Bearer(relaytest.Token(t, "alice", time.Hour, relaytest.Claims{"rooms": map[string]any{
 				"publish": []string{"pub:*", "auth:allowed"}}}))
-		}, ns: "auth", data: small, want: outcome{403, "forbidden"}, private: &accepted},
+		}, ns: "auth", data: small, want: outcome{403, "forbidden"}},
+		{name: "publish patterns that allow every path", caller: func(t *testing.T) http.Header {
+			return relaytest.Bearer(relaytest.Token(t, "alice", time.Hour, relaytest.Claims{"rooms": map[string]any{
+				"publish": []string{"pub:*", "auth:*", "#user:*"}}}))
+		}, ns: "auth", data: small, want: accepted},
+		{name: "publish patterns: none", caller: func(t *testing.T) http.Header {
+			return relaytest.Bearer(relaytest.Token(t, "alice", time.Hour, relaytest.Claims{"rooms": map[string]any{
+				"publish": []string{}}}))
+		}, ns: "pub", data: small, want: outcome{403, "forbidden"}},
 		{name: "bans", caller: alice, ns: "pub", data: small, want: outcome{403, "banned"},
 			setup: func(t *testing.T, r *relaytest.Relay) {
 				if resp := postJSON(t, r, "/v1/moderation/bans", server(), `{"user":"alice","duration":"10m"}`); resp.Status != http.StatusCreated {

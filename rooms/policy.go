@@ -79,10 +79,8 @@ func (p *PublishPolicy) Check(ctx context.Context, id Identity, channels []strin
 	if len(channels) == 0 {
 		return PublishDecision{}, fmt.Errorf("%w: a publish needs a target", ErrInvalidRoom)
 	}
-	for _, ch := range channels {
-		if err := p.authorize(id, ch); err != nil {
-			return PublishDecision{}, err
-		}
+	if err := p.Authorize(id, channels); err != nil {
+		return PublishDecision{}, err
 	}
 	if p.Bans != nil {
 		if err := p.Bans.CheckBan(ctx, id); err != nil {
@@ -121,22 +119,62 @@ func (p *PublishPolicy) Check(ctx context.Context, id Identity, channels []strin
 	return d, nil
 }
 
-// PayloadLimit is the largest body a publish to channels may have; for
-// no channels (the targets are in the body, not read yet), the largest any
-// target may have.
-func (p *PublishPolicy) PayloadLimit(channels []string) int64 {
+// Authorize applies the namespace rules and the token's limits to every
+// target: the part of Check that needs neither the body nor the backbone,
+// so that a caller who may not publish there is refused before its body
+// is read.
+func (p *PublishPolicy) Authorize(id Identity, channels []string) error {
+	for _, ch := range channels {
+		if err := p.authorize(id, ch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PayloadLimit is the largest body id may send to channels; for no
+// channels (the targets are in the body, not read yet), the largest limit
+// of the namespaces whose publish rule lets id in: a namespace that takes
+// large bodies from the server or from users does not make the relay read
+// that much from anyone else.
+func (p *PublishPolicy) PayloadLimit(id Identity, channels []string) int64 {
 	if len(channels) > 0 {
 		limit, _ := p.payloadLimit(channels)
 		return limit
 	}
-	limit := p.Limits.MaxPayload
-	if p.Namespaces != nil {
-		limit = max(limit, p.Namespaces.Default.MaxPayload)
-		for _, o := range p.Namespaces.Named {
-			limit = max(limit, o.MaxPayload)
+	if p.Namespaces == nil {
+		return p.Limits.MaxPayload
+	}
+	limit := int64(0)
+	consider := func(o NamespaceOptions) {
+		if mayPublishIn(id, o) {
+			limit = max(limit, cmpPositive(o.MaxPayload, p.Limits.MaxPayload))
 		}
 	}
+	consider(p.Namespaces.Default)
+	for _, o := range p.Namespaces.Named {
+		consider(o)
+	}
+	if limit == 0 {
+		// Published nowhere: the body is read (at the global limit) only
+		// to name the rooms in the refusal.
+		limit = p.Limits.MaxPayload
+	}
 	return limit
+}
+
+// mayPublishIn reports whether a namespace's publish rule admits id; the
+// token's patterns, which need the room, are left to Check.
+func mayPublishIn(id Identity, o NamespaceOptions) bool {
+	switch {
+	case id.Server:
+		return true
+	case o.Publish == PublishServer:
+		return false
+	case o.Publish == PublishAuthenticated:
+		return !id.Anonymous()
+	}
+	return true
 }
 
 // payloadLimit is the smallest limit of channels' namespaces and the
@@ -174,6 +212,12 @@ func (p *PublishPolicy) authorize(id Identity, ch string) error {
 		if id.Anonymous() {
 			return fmt.Errorf("%w: anonymous callers cannot send private messages", ErrUnauthenticated)
 		}
+		// A token's publish patterns limit everything it publishes: a
+		// private message needs one matching "#user:<recipient>" ("*",
+		// "#user:*"), as a broadcast needs one matching "ns:*".
+		if !id.Server && id.Publish != nil && !matchAny(id.Publish, ch) {
+			return fmt.Errorf("%w: the token does not allow private messages to %q", ErrForbidden, strings.TrimPrefix(ch, userChannelPrefix))
+		}
 		return nil
 	}
 	if p.Namespaces == nil {
@@ -202,7 +246,7 @@ func targetNamespace(ch string) (ns string, ok bool) {
 }
 
 // cmpPositive is v when it is set (above zero), else fallback.
-func cmpPositive[T int | float64](v, fallback T) T {
+func cmpPositive[T int | int64 | float64](v, fallback T) T {
 	if v > 0 {
 		return v
 	}
