@@ -82,7 +82,6 @@ func startRedisMetered(t *testing.T, o relaytest.Options) *relaytest.Relay {
 		_ = bb.Close()
 		t.Fatal(err)
 	}
-	o.Relay.ClientKey = []byte("bounded test client key, 32 bytes")
 	o.Relay.Logger = slog.New(slog.DiscardHandler)
 	lim := &o.Relay.Limits
 	lim.PublishRate, lim.PublishBurst, lim.RequestRate, lim.RequestBurst = 1e6, 1e6, 1e6, 1e6
