@@ -187,7 +187,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		PollDefault:       cfg.PollTimeout,
 		PollMax:           cfg.PollMax,
 		Logger:            log,
-		ClientKey:         cursorKey,
 		Compress:          cfg.Compress,
 		DisableHijack:     !cfg.Hijack,
 		WriteCoalesce:     cfg.WriteCoalesce,

@@ -560,19 +560,21 @@ func TestPollSessionOptions(t *testing.T) {
 	// for 100 ms: only a held poll leaves its place behind.
 	pollTwice := func(t *testing.T, base, client string) {
 		t.Helper()
-		var cursor string
+		var cursor, proof string
 		for _, q := range []string{"timeout=0", "timeout=0.1&cursor="} {
-			resp, err := http.Get(base + "/v1/rooms/polled/poll?client=" + client + "&" + q + url.QueryEscape(cursor))
+			// The second poll proves the (anonymous) poller's id with the
+			// proof the first answer gave.
+			resp, err := http.Get(base + "/v1/rooms/polled/poll?client=" + client + "&proof=" + url.QueryEscape(proof) + "&" + q + url.QueryEscape(cursor))
 			if err != nil {
 				t.Fatal(err)
 			}
-			var ans struct{ Cursor string }
+			var ans struct{ Cursor, Connection string }
 			err = json.NewDecoder(resp.Body).Decode(&ans)
 			resp.Body.Close()
 			if err != nil || resp.StatusCode != http.StatusOK || ans.Cursor == "" {
 				t.Fatalf("poll %s: %s (%v)", q, resp.Status, err)
 			}
-			cursor = ans.Cursor
+			cursor, proof = ans.Cursor, ans.Connection
 		}
 	}
 	for _, tc := range []struct {

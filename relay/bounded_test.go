@@ -82,7 +82,6 @@ func startRedisMetered(t *testing.T, o relaytest.Options) *relaytest.Relay {
 		_ = bb.Close()
 		t.Fatal(err)
 	}
-	o.Relay.ClientKey = []byte("bounded test client key, 32 bytes")
 	o.Relay.Logger = slog.New(slog.DiscardHandler)
 	lim := &o.Relay.Limits
 	lim.PublishRate, lim.PublishBurst, lim.RequestRate, lim.RequestBurst = 1e6, 1e6, 1e6, 1e6
@@ -184,9 +183,13 @@ func refusedCases(withAuth bool) []refusedCase {
 	// A held poll that returns at once (an event follows its cursor) and
 	// parks its session for the next poll.
 	parkSession := func(t *testing.T, r *relaytest.Relay, room, client string) string {
-		cur := firstCursor(t, r, "/v1/rooms/"+room+"/poll?client="+client)
+		first := r.Get(t, "/v1/rooms/"+room+"/poll?client="+client)
+		var a struct{ Cursor, Connection string }
+		first.JSON(t, &a)
+		cur := a.Cursor
 		r.PublishJSON(t, room, map[string]string{"event": "e", "data": "x"})
-		resp := r.Get(t, "/v1/rooms/"+room+"/poll?timeout=30&client="+client+"&cursor="+url.QueryEscape(cur))
+		// The anonymous poller keeps its id with the proof it was given.
+		resp := r.Get(t, "/v1/rooms/"+room+"/poll?timeout=30&client="+client+"&proof="+url.QueryEscape(a.Connection)+"&cursor="+url.QueryEscape(cur))
 		if resp.Status != http.StatusOK {
 			t.Fatalf("held poll: status %d: %s", resp.Status, resp.Body)
 		}

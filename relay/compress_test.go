@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -109,15 +110,21 @@ func TestPollGzip(t *testing.T) {
 		{"below 4 KiB", on, "small", "gzip", false},
 		{"compression off", off, "big", "gzip", false},
 	}
-	for _, tc := range cases {
+	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := rawClient(t, tc.relay)
-			url := tc.relay.URL + "/v1/rooms/" + tc.room + "/poll?timeout=0&client=gzip-poller&cursor=" + cursors[tc.relay][tc.room]
+			url := tc.relay.URL + "/v1/rooms/" + tc.room + "/poll?timeout=0&client=gzip-poller-" + strconv.Itoa(i) + "&cursor=" + cursors[tc.relay][tc.room]
 			plainResp := getRaw(t, c, url, "")
 			plain, err := io.ReadAll(plainResp.Body)
 			if err != nil || plainResp.StatusCode != http.StatusOK || plainResp.Header.Get("Content-Encoding") != "" {
 				t.Fatalf("plain poll: %s %v %v", plainResp.Status, plainResp.Header, err)
 			}
+			// The same anonymous poller again: its id's proof comes along.
+			var first struct{ Connection string }
+			if err := json.Unmarshal(plain, &first); err != nil {
+				t.Fatal(err)
+			}
+			url += "&proof=" + first.Connection
 			if big := tc.room == "big"; big != (len(plain) >= 4096) {
 				t.Fatalf("room %s answers %d bytes", tc.room, len(plain))
 			}

@@ -54,6 +54,8 @@ var domainErrors = []struct {
 	{rooms.ErrTooManyRooms, http.StatusBadRequest, "too_many_rooms"},
 	{rooms.ErrPayloadTooLarge, http.StatusRequestEntityTooLarge, codePayloadTooLarge},
 	{rooms.ErrUnknownConnection, http.StatusNotFound, "unknown_connection"},
+	{rooms.ErrClientInUse, http.StatusConflict, "client_in_use"},
+	{rooms.ErrClientsFull, http.StatusServiceUnavailable, "overloaded"},
 	{rooms.ErrSingleRoom, http.StatusConflict, "single_room_stream"},
 	{rooms.ErrDraining, http.StatusServiceUnavailable, "draining"},
 	{auth.ErrInvalidToken, http.StatusUnauthorized, "invalid_token"},

@@ -174,7 +174,7 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	if key != "" {
 		key = scope + "|" + key
 	}
-	client, err := s.senderClient(r.Context(), r.Header.Get("Roomcast-Connection"))
+	client, err := s.senderClient(r.Context(), id, r.Header.Get("Roomcast-Connection"))
 	if err != nil {
 		return rooms.Message{}, "", nil, err
 	}

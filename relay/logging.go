@@ -65,7 +65,7 @@ func noteConnection(ctx context.Context, id string) {
 }
 
 // secretParams are query parameters whose values never reach a log.
-var secretParams = []string{"access_token", "ticket", "token", "lastEventId", "cursor"}
+var secretParams = []string{"access_token", "ticket", "token", "lastEventId", "cursor", "proof"}
 
 // redactedURI is the request path and query with secrets replaced.
 func redactedURI(u *url.URL) string {

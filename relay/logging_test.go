@@ -231,6 +231,21 @@ func TestLogRedactsSecrets(t *testing.T) {
 			t.Errorf("logged URI %q", line.URI)
 		}
 	}
+	// A client id's proof is a secret too, though the poll's answer
+	// hands it to its owner.
+	const proof = "logged-client.HiddenProof_1"
+	if resp := r.Do(t, relaytest.Request{Path: "/v1/rooms/secret/poll?timeout=0&proof=" + proof}); resp.Status != http.StatusOK {
+		t.Fatalf("poll with a proof: %d %s", resp.Status, resp.Body)
+	}
+	relaytest.Eventually(t, "the poll with a proof is logged", func() bool {
+		for _, l := range log.requests(t) {
+			if strings.Contains(l.URI, "proof=REDACTED") {
+				return true
+			}
+		}
+		return false
+	})
+	secrets = append(secrets, "HiddenProof_1")
 	out := log.String()
 	for _, secret := range secrets {
 		if strings.Contains(out, secret) {

@@ -42,9 +42,8 @@ func startRedisRelay(t *testing.T, url string, opTimeout time.Duration) *relayte
 		t.Fatal(err)
 	}
 	srv := relay.New(hub, relay.Options{
-		Auth:      relaytest.NewAuth(t, auth.Config{}),
-		ClientKey: key,
-		Logger:    slog.New(slog.DiscardHandler),
+		Auth:   relaytest.NewAuth(t, auth.Config{}),
+		Logger: slog.New(slog.DiscardHandler),
 		Limits: relay.Limits{PublishRate: 1e6, PublishBurst: 1e6, RequestRate: 1e6, RequestBurst: 1e6,
 			MaxConnsPerIP: 1e6, MaxConnsPerUser: 1e6},
 	})

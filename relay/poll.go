@@ -18,8 +18,9 @@ type pollAnswer struct {
 	Events []json.RawMessage `json:"events"`
 	Cursor string            `json:"cursor"`
 	Reset  bool              `json:"reset,omitempty"`
-	// Client is the poller's client id and Connection a token proving it,
-	// to send as Roomcast-Connection when publishing with exclude_self.
+	// Client is the poller's client id and Connection its proof, to send
+	// as ?proof= to use the id again and as Roomcast-Connection when
+	// publishing.
 	Client     string `json:"client"`
 	Connection string `json:"connection"`
 }
@@ -75,10 +76,9 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string,
 		}
 		timeout = time.Duration(n * float64(time.Second))
 	}
-	client := query.Get(raw, "client")
-	named := validClientID(client)
-	if !named {
-		client = rooms.NewClientID()
+	client, proof := query.Get(raw, "client"), query.Get(raw, "proof")
+	if !validClientID(client) {
+		client = ""
 	}
 	if s.draining.Load() {
 		timeout = 0
@@ -98,20 +98,20 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string,
 		Cursor:   query.Get(raw, "cursor"),
 		Client:   client,
 		Caller:   s.rateKey(r, id),
+		Proof:    proof,
 		Timeout:  timeout,
 		Identity: id,
 		Multi:    multi,
 		// A client that names itself can be known again at its next
 		// poll; one that does not gets a new id every time.
-		KeepSession: named,
+		KeepSession: client != "" || proof != "",
 	})
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	bp := answerBufs.Get().(*[]byte)
-	var token [128]byte
-	b := appendPollAnswer((*bp)[:0], res, client, s.appendClientToken(token[:0], client))
+	b := appendPollAnswer((*bp)[:0], res)
 	s.writeBodyMaybeGzip(w, r, http.StatusOK, b)
 	if cap(b) <= 1<<20 {
 		*bp = b[:0]
@@ -125,7 +125,7 @@ var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return 
 // events' envelopes are already JSON, encoded once per event for every
 // poller and stream, and go out as they are, neither re-encoded nor
 // re-validated.
-func appendPollAnswer(b []byte, res rooms.PollResult, client string, connection []byte) []byte {
+func appendPollAnswer(b []byte, res rooms.PollResult) []byte {
 	b = append(b, `{"events":[`...)
 	for i, d := range res.Events {
 		if i > 0 {
@@ -139,9 +139,9 @@ func appendPollAnswer(b []byte, res rooms.PollResult, client string, connection 
 		b = append(b, `,"reset":true`...)
 	}
 	b = append(b, `,"client":`...)
-	b = appendJSONString(b, client)
+	b = appendJSONString(b, res.Client)
 	b = append(b, `,"connection":`...)
-	b = appendJSONString(b, connection)
+	b = appendJSONString(b, res.Proof)
 	return append(b, "}\n"...)
 }
 

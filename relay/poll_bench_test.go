@@ -31,7 +31,7 @@ func BenchmarkPollHandler(b *testing.B) {
 		}
 		return w.Body.Bytes()
 	}
-	var ans struct{ Cursor string }
+	var ans struct{ Cursor, Connection string }
 	if err := json.Unmarshal(get("/v1/rooms/bench/poll?timeout=0&client=bench-client-1"), &ans); err != nil {
 		b.Fatal(err)
 	}
@@ -46,7 +46,8 @@ func BenchmarkPollHandler(b *testing.B) {
 		b.StopTimer()
 		publish()
 		b.StartTimer()
-		body := get("/v1/rooms/bench/poll?client=bench-client-1&timeout=25&cursor=" + url.QueryEscape(ans.Cursor))
+		body := get("/v1/rooms/bench/poll?client=bench-client-1&proof=" + url.QueryEscape(ans.Connection) +
+			"&timeout=25&cursor=" + url.QueryEscape(ans.Cursor))
 		if err := json.Unmarshal(body, &ans); err != nil || !strings.Contains(string(body), `"n":1`) {
 			b.Fatalf("poll answered %s (%v)", body, err)
 		}

@@ -14,7 +14,7 @@ func FuzzPollAnswer(f *testing.F) {
 	f.Add("", "", "", true)
 	f.Add("<script>\"&'\\\u2028\x00é", "\x7f\xff", "a\nb", true)
 	f.Fuzz(func(t *testing.T, cursor, client, connection string, reset bool) {
-		got := appendPollAnswer(nil, rooms.PollResult{Cursor: cursor, Reset: reset}, client, []byte(connection))
+		got := appendPollAnswer(nil, rooms.PollResult{Cursor: cursor, Reset: reset, Client: client, Proof: connection})
 		want, err := json.Marshal(pollAnswer{Events: []json.RawMessage{}, Cursor: cursor, Reset: reset,
 			Client: client, Connection: connection})
 		if err != nil {

@@ -94,7 +94,7 @@ func TestPollHeld(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	go func() {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+"/v1/rooms/held/poll?timeout=30&client=held-client&cursor="+tail.Cursor, nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+"/v1/rooms/held/poll?timeout=30&client=held-client&proof="+tail.Connection+"&cursor="+tail.Cursor, nil)
 		resp, err := r.Client().Do(req)
 		if err != nil {
 			done <- result{err: err}

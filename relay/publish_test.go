@@ -168,9 +168,11 @@ func TestPublishExcludeSelf(t *testing.T) {
 	const alice, bob = "alice-client", "bob-client-1"
 	path := func(client string) string { return "/v1/rooms/chat/events?client=" + client }
 	alice1 := r.Subscribe(t, path(alice), relaytest.StreamOptions{})
-	alice2 := r.Subscribe(t, path(alice), relaytest.StreamOptions{})
+	first := alice1.Connected(t)
+	sender := first.Connection
+	// Alice's id is hers: her other streams come with its proof.
+	alice2 := r.Subscribe(t, path(alice)+"&proof="+first.Proof, relaytest.StreamOptions{})
 	bobS := r.Subscribe(t, path(bob), relaytest.StreamOptions{})
-	sender := alice1.Connected(t).Connection
 	alice2.Connected(t)
 	bobS.Connected(t)
 	from := http.Header{"Roomcast-Connection": {sender}}
@@ -204,7 +206,7 @@ func TestPublishExcludeSelf(t *testing.T) {
 	alice2.Close()
 	excluded = publish(`{"data":"missed, not for alice","exclude_self":true}`)
 	marker = r.PublishJSON(t, "chat", map[string]any{"event": "marker"})
-	back := r.Subscribe(t, path(alice), relaytest.StreamOptions{LastEventID: cursor})
+	back := r.Subscribe(t, path(alice)+"&proof="+first.Proof, relaytest.StreamOptions{LastEventID: cursor})
 	back.Connected(t)
 	if got := back.NextEvent(t); got.Event != "marker" || got.EventID(t) != marker {
 		t.Errorf("alice on replay got %q %s, want only the marker", got.Event, got.Data)
@@ -230,7 +232,7 @@ func TestPublishExcludeSelfPoller(t *testing.T) {
 		http.Header{"Roomcast-Connection": {first.Connection}}).ID
 	kept := r.PublishJSON(t, "pc", map[string]any{"data": 2})
 	var own, other pollAnswer
-	r.Get(t, "/v1/rooms/pc/poll?client=poller-0001&cursor="+first.Cursor).JSON(t, &own)
+	r.Get(t, "/v1/rooms/pc/poll?client=poller-0001&proof="+first.Connection+"&cursor="+first.Cursor).JSON(t, &own)
 	if got := envelopeIDs(t, own.Events); !slices.Equal(got, []string{kept}) {
 		t.Errorf("the sender polled %v, want only %s", got, kept)
 	}
@@ -276,8 +278,9 @@ func TestPublishMultiRoom(t *testing.T) {
 	r := relaytest.Start(t, relaytest.Options{})
 	const multiPath = "/v1/stream?room=a&room=b&client=multi-client"
 	multi := r.Subscribe(t, multiPath, relaytest.StreamOptions{})
-	if c := multi.Connected(t); !slices.Equal(c.Rooms, []string{"a", "b"}) {
-		t.Fatalf("rooms %v", c.Rooms)
+	first := multi.Connected(t)
+	if !slices.Equal(first.Rooms, []string{"a", "b"}) {
+		t.Fatalf("rooms %v", first.Rooms)
 	}
 	single := r.Subscribe(t, "/v1/rooms/c/events", relaytest.StreamOptions{})
 	single.Connected(t)
@@ -321,7 +324,7 @@ func TestPublishMultiRoom(t *testing.T) {
 	multi.Close()
 	missed := publish("a", "b", "c")
 	marker := r.PublishJSON(t, "a", map[string]any{})
-	back := r.Subscribe(t, multiPath, relaytest.StreamOptions{LastEventID: cursor})
+	back := r.Subscribe(t, multiPath+"&proof="+first.Proof, relaytest.StreamOptions{LastEventID: cursor})
 	back.Connected(t)
 	checkOnce(back, missed, marker)
 

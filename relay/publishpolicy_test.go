@@ -257,7 +257,7 @@ func startOnRedis(t *testing.T, url, prefix string, limits relay.Limits) string 
 		_ = bb.Close()
 		t.Fatal(err)
 	}
-	srv := relay.New(hub, relay.Options{ClientKey: []byte("publish policy test client key!!"), Limits: limits,
+	srv := relay.New(hub, relay.Options{Limits: limits,
 		Logger: slog.New(slog.DiscardHandler)})
 	srv.SetReady()
 	ts := httptest.NewServer(srv)

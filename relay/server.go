@@ -6,14 +6,9 @@ package relay
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
-	"hash"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,9 +37,6 @@ type Options struct {
 	MaxPadding int
 	// Logger receives the server's logs (default slog.Default()).
 	Logger *slog.Logger
-	// ClientKey signs the client tokens poll answers carry; it must be at
-	// least 16 bytes.
-	ClientKey []byte
 	// Compress says what is gzipped for clients that accept it: CompressOff,
 	// CompressPolls (default) or CompressAll (polls and streams).
 	Compress string
@@ -125,9 +117,6 @@ type Server struct {
 	// and the tickets outstanding, by caller (Limits bound them).
 	idemKeys *rooms.Quota
 	tickets  *rooms.Quota
-	// clientMACs are keyed HMACs for client tokens, reused: keying one
-	// costs two hash blocks and allocations, once per poll otherwise.
-	clientMACs sync.Pool
 	// requests numbers requests for their log lines' ids, after idPrefix.
 	requests atomic.Uint64
 	idPrefix string
@@ -189,7 +178,6 @@ func New(hub *rooms.Hub, opts Options) *Server {
 		},
 		Bans: hub,
 	}
-	s.clientMACs.New = func() any { return &clientMAC{h: hmac.New(sha256.New, opts.ClientKey)} }
 	s.idPrefix = rooms.NewClientID()[:8]
 	if len(opts.AllowedHosts) > 0 {
 		// A list with no usable entry allows nothing rather than anything.
@@ -212,6 +200,12 @@ func (s *Server) registerGauges(m *metrics.Metrics) {
 	m.Gauge("roomcast_poll_presence_leases", "Presence entries held for long-pollers by this instance (they outlive the poll by its hold).", s.hub.PollPresenceLeases)
 	m.Gauge("roomcast_idempotency_keys", "Idempotency-Key values of callers' publishes this instance counts as remembered.", s.idemKeys.Held)
 	m.Gauge("roomcast_tickets", "Tickets this instance issued whose key may still be held: until they expire, and a spent one's key is forgotten.", s.tickets.Held)
+	m.Gauge("roomcast_client_bindings", "Client ids bound to their owners on the backbone (with Redis, all instances' together).", func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, _ := s.hub.ClientBindings(ctx)
+		return n
+	})
 	if bb, ok := rooms.BackboneAs[interface{ Channels() int }](s.hub.Backbone()); ok {
 		m.Gauge("roomcast_backbone_channels", "Channels the backbone keeps in this process: the embedded one's with history or subscribers, Redis's subscriptions.", bb.Channels)
 	}
@@ -279,61 +273,15 @@ func (s *Server) retryDelay() time.Duration {
 	return s.opts.RetryMin + rand.N(span+1)
 }
 
-// appendClientToken appends a proof that its holder was given client id
-// (poll answers carry one so that pollers can publish with exclude_self):
-// the id, a dot and its MAC.
-func (s *Server) appendClientToken(dst []byte, client string) []byte {
-	dst = append(dst, client...)
-	dst = append(dst, '.')
-	return s.appendClientMAC(dst, client)
-}
-
-func (s *Server) clientMAC(client string) string { return string(s.appendClientMAC(nil, client)) }
-
-// clientMAC is a keyed HMAC with buffers of its own: bytes handed to a
-// hash.Hash escape to the heap.
-type clientMAC struct {
-	h   hash.Hash
-	in  []byte
-	sum []byte
-}
-
-func (s *Server) appendClientMAC(dst []byte, client string) []byte {
-	m := s.clientMACs.Get().(*clientMAC)
-	m.h.Reset()
-	m.in = append(append(m.in[:0], "roomcast client\x00"...), client...)
-	m.h.Write(m.in)
-	m.sum = m.h.Sum(m.sum[:0])
-	dst = base64.RawURLEncoding.AppendEncode(dst, m.sum[:16])
-	s.clientMACs.Put(m)
-	return dst
-}
-
-// senderClient resolves a Roomcast-Connection header: a live connection id,
-// or a client token from a poll answer. "" means no header.
-func (s *Server) senderClient(ctx context.Context, header string) (string, error) {
+// senderClient resolves a Roomcast-Connection header to the client id it
+// proves for caller: a client proof, or the id of a live connection. ""
+// means no header.
+func (s *Server) senderClient(ctx context.Context, caller rooms.Identity, header string) (string, error) {
 	if header == "" {
 		return "", nil
 	}
-	if client, mac, ok := strings.Cut(header, "."); ok {
-		if validClientID(client) && hmac.Equal([]byte(mac), []byte(s.clientMAC(client))) {
-			return client, nil
-		}
-		return "", rooms.ErrUnknownConnection
-	}
-	return s.hub.ClientOf(ctx, header)
+	return s.hub.ProveClient(ctx, caller, header)
 }
 
 // validClientID reports whether id is 8 to 64 URL-safe characters.
-func validClientID(id string) bool {
-	if len(id) < 8 || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+func validClientID(id string) bool { return rooms.ValidClientID(id) }

@@ -84,9 +84,12 @@ func (s *Server) streamUser(w http.ResponseWriter, r *http.Request) {
 
 // connectedData is the data of roomcast:connected.
 type connectedData struct {
-	Connection string   `json:"connection"`
-	Client     string   `json:"client"`
-	Rooms      []string `json:"rooms"`
+	Connection string `json:"connection"`
+	Client     string `json:"client"`
+	// Proof proves Client: sent as ?proof=, it lets an anonymous client
+	// use its id again on its next stream or poll.
+	Proof string   `json:"proof"`
+	Rooms []string `json:"rooms"`
 }
 
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.ConnectRequest, userStream bool) {
@@ -111,6 +114,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	if c := q.Get("client"); validClientID(c) {
 		req.Client = c
 	}
+	req.Proof = q.Get("proof")
 	req.Resume = r.Header.Get("Last-Event-ID")
 	if req.Resume == "" {
 		req.Resume = q.Get("lastEventId")
@@ -192,7 +196,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	h.Set("Cache-Control", "no-cache, no-transform")
 	h.Set("X-Accel-Buffering", "no")
 
-	hello, _ := json.Marshal(connectedData{Connection: conn.ID, Client: conn.Client, Rooms: displayNames(conn.Rooms())})
+	hello, _ := json.Marshal(connectedData{Connection: conn.ID, Client: conn.Client, Proof: conn.Proof, Rooms: displayNames(conn.Rooms())})
 	first := sse.AppendRetry(make([]byte, 0, 512+padding), s.retryDelay().Milliseconds())
 	first = sse.AppendPadding(first, padding)
 	first = sse.AppendEvent(first, "", "roomcast:connected", hello)

@@ -82,7 +82,8 @@ func TestStreamOpening(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			room := "open" + strconv.Itoa(i)
-			s := r.OpenRaw(t, "/v1/rooms/"+room+"/events?client=reader-0001"+tc.query, nil)
+			client := "reader-000" + strconv.Itoa(i)
+			s := r.OpenRaw(t, "/v1/rooms/"+room+"/events?client="+client+tc.query, nil)
 			checkStreamHeaders(t, s.Header)
 
 			first := s.Frame(t)
@@ -104,7 +105,7 @@ func TestStreamOpening(t *testing.T) {
 				t.Fatalf("connected frame %q, want exactly an event and a data line", hello)
 			}
 			data := strings.TrimSuffix(strings.TrimPrefix(hello, head), "\n\n")
-			if got, want := objectKeys(t, []byte(data)), sorted("connection", "client", "rooms"); !slices.Equal(got, want) {
+			if got, want := objectKeys(t, []byte(data)), sorted("connection", "client", "proof", "rooms"); !slices.Equal(got, want) {
 				t.Errorf("connected keys %v, want %v", got, want)
 			}
 			var c relaytest.Connected
@@ -114,8 +115,8 @@ func TestStreamOpening(t *testing.T) {
 			if id, err := base64.RawURLEncoding.DecodeString(c.Connection); err != nil || len(id) != 16 {
 				t.Errorf("connection %q is not 128 random bits in base64url", c.Connection)
 			}
-			if c.Client != "reader-0001" || !slices.Equal(c.Rooms, []string{room}) {
-				t.Errorf("connected = %+v, want client reader-0001 and rooms [%s]", c, room)
+			if c.Client != client || !slices.Equal(c.Rooms, []string{room}) || !strings.HasPrefix(c.Proof, client+".") {
+				t.Errorf("connected = %+v, want client %s, its proof and rooms [%s]", c, client, room)
 			}
 
 			before := time.Now().UnixMilli()

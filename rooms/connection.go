@@ -96,6 +96,9 @@ type Connection struct {
 	ID string
 	// Client is the client id, stable across a client's reconnects.
 	Client string
+	// Proof proves Client (see clientid.go): the stream hands it to its
+	// client, to use the id again and to name itself when publishing.
+	Proof string
 	// Session is the multi-room session id, "" for single-room streams and polls.
 	Session string
 	// sessionCaller is who the session counts against (Hub.sessions).
@@ -153,6 +156,7 @@ type Connection struct {
 	touchedAt    time.Time // session last saved
 	registeredAt time.Time // directory entry last written
 	presentAt    time.Time // presence last renewed
+	boundAt      time.Time // client id binding last renewed
 
 	// Owned by the writer.
 	cursor Cursor

@@ -33,6 +33,9 @@ type ConnectionInfo struct {
 	ID     string `json:"id"`
 	Owner  string `json:"owner"`
 	Client string `json:"client"`
+	// Holder is who may name the connection as an event's sender: "u:"
+	// and its user, "s:" for the server, "a:" for anonymous connections.
+	Holder string `json:"holder,omitempty"`
 }
 
 // Command is an operation on a connection, carried to its owner.

@@ -32,6 +32,10 @@ var (
 	// message of its caller (other rooms, event or body): answering it with
 	// that publish's event would confirm an event stored nowhere.
 	ErrPublishTokenReused = errors.New("publish token reused for another message")
+	// ErrClientInUse: the client id is bound to another caller.
+	ErrClientInUse = errors.New("client id in use")
+	// ErrClientsFull: the store of client-id bindings is at its bound.
+	ErrClientsFull = errors.New("too many client ids")
 )
 
 // OutcomeUnknownError is a publish that may have been stored. Publishing

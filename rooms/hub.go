@@ -66,6 +66,10 @@ type HubOptions struct {
 	// PresenceRenew is how often a stream renews its presence (default 15 s);
 	// it must be well below the presence store's member lease.
 	PresenceRenew time.Duration
+	// ClientTTL is how long a client id stays bound to its owner after its
+	// last stream or poll (default 2 minutes); streams and pollers renew
+	// it every quarter of it.
+	ClientTTL time.Duration
 }
 
 // Hub is an instance's local fan-out: it holds the instance's connections,
@@ -80,6 +84,8 @@ type Hub struct {
 	dir Directory
 	// presence is set when the backbone keeps presence.
 	presence PresenceStore
+	// clients is set when the backbone binds client ids to their owners.
+	clients ClientRegistry
 
 	// replays shares history reads between resumes of one room from one
 	// position.
@@ -160,6 +166,9 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 	if opts.PresenceRenew <= 0 {
 		opts.PresenceRenew = 15 * time.Second
 	}
+	if opts.ClientTTL <= 0 {
+		opts.ClientTTL = 2 * time.Minute
+	}
 	h := &Hub{
 		bb:       bb,
 		codec:    codec,
@@ -173,6 +182,9 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 	}
 	if p, ok := BackboneAs[PresenceStore](bb); ok {
 		h.presence = p
+	}
+	if c, ok := BackboneAs[ClientRegistry](bb); ok {
+		h.clients = c
 	}
 	if dir, ok := BackboneAs[Directory](bb); ok {
 		h.dir = dir
@@ -215,29 +227,12 @@ func (h *Hub) forward(ctx context.Context, caller Identity, op, id, channel stri
 		User: caller.User, Server: caller.Server})
 }
 
-// ClientOf returns the client id of the live connection id, wherever it is held.
-func (h *Hub) ClientOf(ctx context.Context, id string) (string, error) {
-	if conn, err := h.Lookup(id); err == nil {
-		return conn.Client, nil
-	}
-	if h.dir == nil {
-		return "", ErrUnknownConnection
-	}
-	info, ok, err := h.dir.LookupConnection(ctx, id)
-	if err != nil {
-		return "", err
-	}
-	if !ok {
-		return "", ErrUnknownConnection
-	}
-	return info.Client, nil
-}
-
 func (h *Hub) register(ctx context.Context, conn *Connection) error {
 	if h.dir == nil {
 		return nil
 	}
-	return h.dir.RegisterConnection(ctx, ConnectionInfo{ID: conn.ID, Owner: h.dir.Instance(), Client: conn.Client}, registrationTTL)
+	return h.dir.RegisterConnection(ctx, ConnectionInfo{ID: conn.ID, Owner: h.dir.Instance(), Client: conn.Client,
+		Holder: connectionHolder(conn.Identity())}, registrationTTL)
 }
 
 // Backbone returns the hub's backbone.
@@ -387,8 +382,12 @@ func (h *Hub) part(conn *Connection, c *hubChannel) {
 type ConnectRequest struct {
 	// Channels are the canonical channels named by the request.
 	Channels []string
-	// Client is the client id; "" makes the hub generate one.
+	// Client is the client id; "" makes the hub generate one (or take
+	// the one Proof names).
 	Client string
+	// Proof is the client id's proof, which an anonymous caller must send
+	// to use an id again (see clientid.go).
+	Proof string
 	// Multi makes a multi-room stream: it has a session, and rooms can be
 	// joined and left while it is open.
 	Multi bool
@@ -421,7 +420,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 	if err := h.checkBan(ctx, req.Identity); err != nil {
 		return nil, err
 	}
-	conn := h.newConnection(req.Client, req.Multi)
+	conn := h.newConnection(claimedClient(req.Client, req.Proof), req.Multi)
 	conn.connecting = true
 	conn.epoch = epoch
 	conn.identity = req.Identity
@@ -481,6 +480,12 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 		allowed = append(allowed, ch)
 	}
 	channels = allowed
+	// Bound once the request is known to be valid, so that a refused
+	// stream leaves no binding behind.
+	if _, conn.Proof, err = h.claimClient(ctx, req.Identity, conn.Client, req.Proof); err != nil {
+		return nil, err
+	}
+	conn.boundAt = time.Now()
 	conn.rooms = make(map[string]bool, len(channels))
 	for _, ch := range channels {
 		conn.rooms[ch] = true
@@ -1089,12 +1094,22 @@ func (h *Hub) Touch(ctx context.Context, conn *Connection) error {
 	conn.mu.Lock()
 	register := h.dir != nil && now.Sub(conn.registeredAt) > registrationTTL/4
 	session := conn.multi && now.Sub(conn.touchedAt) > h.opts.SessionTTL/4
+	bind := now.Sub(conn.boundAt) > h.opts.ClientTTL/4
 	if register {
 		conn.registeredAt = now
+	}
+	if bind {
+		conn.boundAt = now
 	}
 	conn.mu.Unlock()
 	if register {
 		if err := h.register(ctx, conn); err != nil {
+			return err
+		}
+	}
+	if bind {
+		// The stream keeps its client id for as long as it lives.
+		if err := h.renewClient(ctx, conn.Identity(), conn.Proof); err != nil && !errors.Is(err, ErrClientInUse) {
 			return err
 		}
 	}

@@ -32,6 +32,23 @@ type env struct {
 	hub   *rooms.Hub
 	codec *rooms.CursorCodec
 	n     atomic.Int64
+	// proofs are the client proofs handed out, by client id: an
+	// anonymous caller sends its id's proof to use the id again.
+	proofs sync.Map
+}
+
+// proof returns the proof of client handed out so far ("" for none).
+func (e *env) proof(client string) string {
+	p, _ := e.proofs.Load(client)
+	s, _ := p.(string)
+	return s
+}
+
+// keep records the proof a stream or poll handed out.
+func (e *env) keep(client, proof string) {
+	if client != "" && proof != "" {
+		e.proofs.Store(client, proof)
+	}
 }
 
 func newEnv(t *testing.T, hubOpts rooms.HubOptions, memOpts memory.Options) *env {
@@ -75,10 +92,14 @@ func (e *env) send(channels ...string) uint64 {
 
 func (e *env) connect(req rooms.ConnectRequest) *reader {
 	e.t.Helper()
+	if req.Proof == "" {
+		req.Proof = e.proof(req.Client)
+	}
 	conn, err := e.hub.Connect(context.Background(), req)
 	if err != nil {
 		e.t.Fatalf("Connect(%+v): %v", req, err)
 	}
+	e.keep(conn.Client, conn.Proof)
 	e.t.Cleanup(func() { e.hub.Disconnect(conn) })
 	return &reader{t: e.t, conn: conn}
 }
@@ -1057,10 +1078,14 @@ func TestConnectValidation(t *testing.T) {
 
 func (e *env) poll(req rooms.PollRequest) rooms.PollResult {
 	e.t.Helper()
+	if req.Proof == "" {
+		req.Proof = e.proof(req.Client)
+	}
 	res, err := e.hub.Poll(context.Background(), req)
 	if err != nil {
 		e.t.Fatalf("Poll: %v", err)
 	}
+	e.keep(res.Client, res.Proof)
 	return res
 }
 
@@ -1139,13 +1164,15 @@ func TestPollAnswersAtOnce(t *testing.T) {
 	defer cancel()
 	out := make(chan rooms.PollResult, 1)
 	go func() {
-		res, err := e.hub.Poll(ctx, rooms.PollRequest{Channels: []string{"b", "a"}, Cursor: tail, Client: client, Timeout: time.Minute})
+		res, err := e.hub.Poll(ctx, rooms.PollRequest{Channels: []string{"b", "a"}, Cursor: tail, Client: client,
+			Proof: e.proof(client), Timeout: time.Minute})
 		if err != nil {
 			t.Errorf("Poll: %v", err)
 		}
 		out <- res
 	}()
 	res := answer(t, out, cancel, "events were waiting")
+	e.keep(res.Client, res.Proof)
 	if got := pollSeqs(res); !slices.Equal(got, want) || res.Reset {
 		t.Fatalf("poll = %v reset=%v; want %v", got, res.Reset, want)
 	}

@@ -14,12 +14,16 @@ type PollRequest struct {
 	Channels []string
 	// Cursor is where the previous answer left off ("" for a first poll).
 	Cursor string
-	// Client is the polling client's id, for exclude_self.
+	// Client is the polling client's id, for exclude_self; "" makes the
+	// hub generate one (or take the one Proof names).
 	Client string
 	// Caller is who the state the poll keeps (its session, its presence
 	// leases) counts against: the user, else the client's address. ""
 	// bounds it only in all (HubOptions.MaxPollSessions, MaxPollPresence).
 	Caller string
+	// Proof is the client id's proof, which an anonymous caller must send
+	// to use an id again (see clientid.go).
+	Proof string
 	// Timeout is how long to hold the poll when nothing is waiting.
 	Timeout time.Duration
 	// Identity is who polls; an authenticated poll of several rooms also
@@ -42,6 +46,8 @@ type PollResult struct {
 	// Reset is set when the cursor was older than retention or from a
 	// lost history: Events then start at the oldest retained event.
 	Reset bool
+	// Client is the poller's client id and Proof its proof.
+	Client, Proof string
 }
 
 // Poll answers a long-poll from its cursor: at once when events follow it,
@@ -77,19 +83,31 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	channels = slices.Compact(channels)
 	if req.Cursor != "" && req.Timeout > 0 && req.KeepSession {
 		if ps := h.takePollSession(req, channels); ps != nil {
-			// The lease is renewed once a quarter of it has passed, not
-			// at every poll (with Redis, a round trip each).
-			if now := time.Now(); now.Sub(ps.presentAt) >= req.Timeout/2 {
+			// The lease and the client id's binding are renewed once a
+			// quarter of them has passed, not at every poll (with
+			// Redis, a round trip each).
+			now := time.Now()
+			if now.Sub(ps.boundAt) >= h.opts.ClientTTL/4 {
+				if err := h.renewClient(ctx, req.Identity, ps.proof); err != nil {
+					h.Disconnect(ps.conn)
+					return PollResult{}, err
+				}
+				ps.boundAt = now
+			}
+			if now.Sub(ps.presentAt) >= req.Timeout/2 {
 				if _, err := h.enterPresence(ctx, req, rooms); err == nil {
 					ps.presentAt = now
 				}
 			}
-			return h.pollFrom(ctx, ps, req.Timeout, PollResult{})
+			return h.pollFrom(ctx, ps, req.Timeout, PollResult{Client: ps.client, Proof: ps.proof})
 		}
 	}
 	// Everything that can refuse the poll is checked before the poll
 	// creates anything (presence, a connection, a session): a refused
 	// poll leaves nothing behind.
+	// The client id (not yet bound: that comes last) is the one given,
+	// the one the proof names, or a fresh one.
+	req.Client = claimedClient(req.Client, req.Proof)
 	epoch, err := h.bb.Epoch(ctx)
 	if err != nil {
 		return PollResult{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
@@ -144,6 +162,12 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 			return PollResult{}, err
 		}
 	}
+	// Bound before the poll is made present under it: presence is keyed
+	// by the client id, which must be the caller's.
+	if _, res.Proof, err = h.claimClient(ctx, req.Identity, req.Client, req.Proof); err != nil {
+		return PollResult{}, err
+	}
+	res.Client = req.Client
 	present := time.Now()
 	unpresent, err := h.enterPresence(ctx, req, rooms)
 	if err != nil {
@@ -174,8 +198,9 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 		}
 		h.join(conn, c)
 	}
-	ps := &pollSession{conn: conn, client: req.Client, user: req.Identity.User, caller: req.Caller,
-		channels: channels, cur: cur, keep: req.KeepSession, presentAt: present}
+	ps := &pollSession{conn: conn, client: req.Client, owner: clientOwner(req.Identity, proofSecret(res.Proof)),
+		proof: res.Proof, caller: req.Caller, channels: channels, cur: cur, keep: req.KeepSession,
+		presentAt: present, boundAt: present}
 	res, err = h.pollFrom(ctx, ps, req.Timeout, res)
 	if err != nil {
 		unpresent()

@@ -19,9 +19,12 @@ import (
 // may wait.
 
 type pollSession struct {
-	conn     *Connection
-	client   string
-	user     string
+	conn   *Connection
+	client string
+	// owner is who the client id is bound to, and proof its proof: a
+	// session is only continued by its owner.
+	owner    string
+	proof    string
 	caller   string   // who the session counts against (PollRequest.Caller)
 	channels []string // sorted, implied channels included
 	cursor   string   // the answer's cursor text
@@ -30,8 +33,10 @@ type pollSession struct {
 	// from then on the queue has everything after cur.
 	caughtUp bool
 	keep     bool // parked after the answer
-	// presentAt is when the poller's presence lease was last renewed.
+	// presentAt is when the poller's presence lease was last renewed,
+	// boundAt its client id's binding.
 	presentAt time.Time
+	boundAt   time.Time
 	timer     *time.Timer
 	parked    uint64 // parkings so far, guarded by pollSessions.mu
 	batch     []Delivery
@@ -82,7 +87,14 @@ func (h *Hub) takePollSession(req PollRequest, channels []string) *pollSession {
 	ps := &h.polls
 	ps.mu.Lock()
 	s := ps.byID[req.Client]
-	if s == nil {
+	if s == nil && req.Client == "" {
+		// A poll may name its client by its proof alone.
+		if c, _, ok := parseClientProof(req.Proof); ok {
+			s = ps.byID[c]
+		}
+	}
+	if s == nil || s.owner != clientOwner(req.Identity, proofSecret(req.Proof)) {
+		// Another caller naming the client's id leaves its session be.
 		ps.mu.Unlock()
 		return nil
 	}
@@ -90,7 +102,7 @@ func (h *Hub) takePollSession(req PollRequest, channels []string) *pollSession {
 	ps.remove(s)
 	s.timer.Stop()
 	ps.mu.Unlock()
-	fits := s.cursor == req.Cursor && s.user == req.Identity.User && slices.Equal(s.channels, channels)
+	fits := s.cursor == req.Cursor && slices.Equal(s.channels, channels)
 	select {
 	case <-s.conn.Done():
 		fits = false // closed meanwhile: too slow, or shut down

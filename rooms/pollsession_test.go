@@ -155,7 +155,8 @@ func TestPollSessionConcurrentPublish(t *testing.T) {
 			deadline := time.Now().Add(wait)
 			for len(results[i]) < events && time.Now().Before(deadline) {
 				res, err := e.hub.Poll(context.Background(), rooms.PollRequest{Channels: []string{"a", "b"},
-					Cursor: cursor, Client: "loop-client-" + string(rune('a'+i)), Timeout: time.Second, KeepSession: true})
+					Cursor: cursor, Client: "loop-client-" + string(rune('a'+i)), Timeout: time.Second, KeepSession: true,
+					Proof: e.proof("loop-client-" + string(rune('a'+i)))})
 				if err != nil {
 					t.Errorf("Poll: %v", err)
 					return

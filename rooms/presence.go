@@ -48,8 +48,14 @@ const (
 // (after a grace period in which a reconnect cancels the leave), are
 // announced to the room as volatile roomcast:join and roomcast:leave events
 // when announce is set, each exactly once.
+//
+// A user is listed iff their join was announced (or, without announce,
+// would have been) and their leave was not since: through the grace
+// period too. Each announcement is published in the same atomic step as
+// the change of the list it announces, so no crash separates the two.
 type PresenceStore interface {
-	// Enter records m in room (or renews a poller's lease).
+	// Enter records m in room (or renews its lease). A connection entered
+	// again for another user counts for that user from then on.
 	Enter(ctx context.Context, room string, m Member, announce bool) error
 	// Leave removes connection conn from room.
 	Leave(ctx context.Context, room, conn string) error

@@ -105,6 +105,10 @@ class Link {
     this.ES = 'EventSource' in o ? o.EventSource : globalThis.EventSource;
     this.token = o.token;
     this.client = init.client || randomID();
+    // proof proves client (the relay hands it out with the id): an id is
+    // its first user's, and an anonymous client sends the proof to use
+    // it again.
+    this.proof = init.proof || null;
     this.cursor = init.cursor || null; // where to resume
     this.cursorKind = init.cursorKind || null; // 'sse' (a stream's id) or 'poll' (a poll's cursor)
     this.tabs = new Map(); // tab -> Set of rooms it joined
@@ -137,7 +141,7 @@ class Link {
   }
 
   life(name, arg) {
-    this.out({ t: 'life', name, arg, state: this.state, transport: this.transport, conn: this.conn, client: this.client });
+    this.out({ t: 'life', name, arg, state: this.state, transport: this.transport, conn: this.conn, client: this.client, proof: this.proof });
   }
 
   // delay is how long to wait before retry n (0-based): the backoff, or
@@ -426,7 +430,7 @@ class Link {
     const url =
       this.base +
       '/v1/stream' +
-      query({ room: [...this.desired], client: this.client, ticket, lastEventId: resume, padding: this.padding ? this.o.padding : null });
+      query({ room: [...this.desired], client: this.client, proof: this.proof, ticket, lastEventId: resume, padding: this.padding ? this.o.padding : null });
     this.padding = false;
     return new Promise((resolve) => {
       const es = new this.ES(url);
@@ -452,6 +456,7 @@ class Link {
         opened = true;
         clearTimeout(timer);
         this.sseFails = 0;
+        if (d.proof) this.proof = d.proof;
         if (catchUp) this.held = [];
         this.connected('sse', d.connection, d.rooms);
         if (catchUp) await this.catchUp(catchUp, d.rooms);
@@ -488,7 +493,7 @@ class Link {
   // then the live events held meanwhile, each once.
   async catchUp(cursor, rooms) {
     for (let i = 0; i < 20 && cursor && rooms.length; i++) {
-      const r = await this.req('GET', '/v1/poll' + query({ room: rooms, cursor, client: this.client, timeout: 0 }));
+      const r = await this.req('GET', '/v1/poll' + query({ room: rooms, cursor, client: this.client, proof: this.proof, timeout: 0 }));
       if (!r.ok || !r.body.events.length) break;
       cursor = r.body.cursor;
       for (const env of r.body.events) this.deliver(env, null, null, true);
@@ -527,7 +532,7 @@ class Link {
       const quick = !this.cursor || this.quick;
       this.quick = false;
       this.pollAbort = new AbortController();
-      const params = { cursor: this.cursor, client: this.client, timeout: quick ? 0 : this.o.pollTimeout };
+      const params = { cursor: this.cursor, client: this.client, proof: this.proof, timeout: quick ? 0 : this.o.pollTimeout };
       const path = rooms.length ? '/v1/poll' + query({ room: rooms, ...params }) : '/v1/users/me/poll' + query(params);
       this.kick = () => {
         this.quick = true;
@@ -539,6 +544,7 @@ class Link {
       if (r.aborted) continue;
       if (r.ok) {
         const d = r.body;
+        this.proof = d.connection;
         if (!opened) {
           opened = true;
           this.connected('poll', d.connection, rooms);
@@ -558,6 +564,13 @@ class Link {
       }
       if (opened) this.disconnected(r.code);
       opened = false;
+      if (r.code === 'client_in_use') {
+        // The id is another caller's (or its proof was lost): go on
+        // under a fresh one.
+        this.client = randomID();
+        this.proof = null;
+        continue;
+      }
       if (r.code === 'invalid_cursor') {
         this.cursor = null;
         this.life('reset', { reason: 'cursor_invalid' });
@@ -766,8 +779,8 @@ class Link {
   }
 
   // tabToken proves a tab's own client id, so that exclude_self skips only
-  // that tab when tabs share one stream: a poll that does not wait returns
-  // a signed token for any client id.
+  // that tab when tabs share one stream: a poll that does not wait binds
+  // the tab's id to this client's caller and returns its proof.
   async tabToken(tab, room, signal) {
     if (this.tabTokens.has(tab)) return this.tabTokens.get(tab);
     for (let n = 0; ; n++) {
@@ -922,6 +935,7 @@ class Roomcast {
       this.transport = m.transport;
       this.id = m.conn;
       this.client = m.client;
+      this.proof = m.proof;
       return this.dispatch(m.name, m.arg);
     }
     const env = m.env;
@@ -963,7 +977,7 @@ class Roomcast {
     const link = new Link(this.base, this.o, (m) => {
       this.receive(m);
       this.post(m);
-    }, { client: this.client, cursor: this.cursor, cursorKind: this.cursorKind });
+    }, { client: this.client, proof: this.proof, cursor: this.cursor, cursorKind: this.cursorKind });
     link.addTab(this.tab, this.rooms, this.handlers.keys());
     this.link = link;
     this.post({ t: 'leader', tab: this.tab });
@@ -982,7 +996,7 @@ class Roomcast {
       const link = this.link;
       if (m.t === 'hello') {
         link.addTab(m.tab, m.rooms, m.names);
-        this.post({ t: 'state', to: m.tab, state: link.state, transport: link.transport, conn: link.conn, client: link.client, cursor: link.cursor, kind: link.cursorKind });
+        this.post({ t: 'state', to: m.tab, state: link.state, transport: link.transport, conn: link.conn, client: link.client, proof: link.proof, cursor: link.cursor, kind: link.cursorKind });
       } else if (m.t === 'bye') link.removeTab(m.tab);
       else if (m.t === 'rpc')
         run(link, m.op, m.args).then(
@@ -1001,7 +1015,7 @@ class Roomcast {
       this.pending.delete(m.id);
       if (p) m.ok ? p.res(m.v) : p.rej(new RoomcastError(m.code, m.message, m.status));
     } else if (m.t === 'state') {
-      Object.assign(this, { client: m.client, cursor: m.cursor, cursorKind: m.kind, transport: m.transport, id: m.conn });
+      Object.assign(this, { client: m.client, proof: m.proof, cursor: m.cursor, cursorKind: m.kind, transport: m.transport, id: m.conn });
       if (m.state === 'connected' && !this.connected) {
         this.connected = true;
         this.dispatch('transport', m.transport);

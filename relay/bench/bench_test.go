@@ -73,7 +73,6 @@ func startCluster(t *testing.T, n int) []string {
 		srv := relay.New(hub, relay.Options{
 			Auth:       relaytest.NewAuth(t, auth.Config{}),
 			Namespaces: ns,
-			ClientKey:  key,
 			Logger:     slog.New(slog.DiscardHandler),
 			Limits:     relay.Limits{MaxConnsPerIP: 1e6, MaxConnsPerUser: 1e6},
 		})

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -633,5 +632,3 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
-
-func itoa(i int) string { return strconv.Itoa(i) }

@@ -295,6 +295,9 @@ type pollAnswer struct {
 	Events []json.RawMessage `json:"events"`
 	Cursor string            `json:"cursor"`
 	Reset  bool              `json:"reset"`
+	// Connection is the proof of the client id the first poll was given:
+	// the next polls send it to keep the id (and the relay's place).
+	Connection string `json:"connection"`
 }
 
 // poll long-polls until the run stops it: first without a cursor for a
@@ -306,7 +309,7 @@ type pollAnswer struct {
 func (s *subscriber) poll(deadline time.Time) {
 	p := &poller{s: s, t: s.r.targets[s.target]}
 	defer p.close()
-	path := "/v1/rooms/" + url.PathEscape(s.r.cfg.Room) + "/poll?client=bench-poll-" + itoa(s.index) + "&timeout="
+	path := "/v1/rooms/" + url.PathEscape(s.r.cfg.Room) + "/poll?timeout="
 	hold := fmt.Sprintf("%.3f", s.r.cfg.PollHold.Seconds())
 
 	start := time.Now()
@@ -315,11 +318,13 @@ func (s *subscriber) poll(deadline time.Time) {
 		s.onReady(err)
 		return
 	}
+	// The relay named the poller; its proof keeps that id.
+	path += hold + "&proof=" + url.QueryEscape(ans.Connection) + "&cursor="
 	s.connectTime = time.Since(start)
 	cursor := ans.Cursor
 	s.onReady(nil)
 	for s.ctx.Err() == nil {
-		ans, err := p.get(time.Time{}, path+hold+"&cursor="+url.QueryEscape(cursor))
+		ans, err := p.get(time.Time{}, path+url.QueryEscape(cursor))
 		if err != nil {
 			if s.ctx.Err() == nil && !s.r.stopping.Load() {
 				s.ended, s.err = true, err

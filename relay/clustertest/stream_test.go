@@ -67,6 +67,7 @@ func (f frame) text(t testing.TB) string {
 type system struct {
 	Connection string   `json:"connection"`
 	Client     string   `json:"client"`
+	Proof      string   `json:"proof"`
 	Rooms      []string `json:"rooms"`
 	Reason     string   `json:"reason"`
 	Room       string   `json:"room"`

@@ -72,7 +72,6 @@ func start(t *testing.T, opts relay.Options, hub rooms.HubOptions) *instrumented
 	}
 	opts.Metrics = m
 	opts.Logger = slog.New(slog.DiscardHandler)
-	opts.ClientKey = testKey
 	if opts.Limits.PublishRate == 0 {
 		opts.Limits.PublishRate, opts.Limits.PublishBurst = 1e6, 1e6
 	}
@@ -271,11 +270,12 @@ func TestMetricsAtRest(t *testing.T) {
 // for its next poll, and the gauge shows it until it expires.
 func TestMetricsPollSessions(t *testing.T) {
 	r := start(t, relay.Options{}, rooms.HubOptions{PollSessionTTL: time.Second})
-	var named struct{ Cursor string }
+	var named struct{ Cursor, Connection string }
 	r.Get(t, "/v1/rooms/quiet/poll?timeout=0&client=named-poller").JSON(t, &named)
 	r.PublishJSON(t, "quiet", map[string]any{"data": "for the named poller"})
-	r.Get(t, "/v1/rooms/quiet/poll?timeout=30&client=named-poller&cursor="+named.Cursor).JSON(t, &named)
-	r.expect(t, map[metric]float64{series("roomcast_poll_sessions"): 1, series("roomcast_rooms"): 1})
+	r.Get(t, "/v1/rooms/quiet/poll?timeout=30&client=named-poller&proof="+named.Connection+"&cursor="+named.Cursor).JSON(t, &named)
+	r.expect(t, map[metric]float64{series("roomcast_poll_sessions"): 1, series("roomcast_rooms"): 1,
+		series("roomcast_client_bindings"): 1})
 	r.expect(t, map[metric]float64{series("roomcast_poll_sessions"): 0, series("roomcast_rooms"): 0})
 }
 

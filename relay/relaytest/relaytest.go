@@ -79,9 +79,6 @@ func Start(t testing.TB, opts Options) *Relay {
 		_ = bb.Close()
 		t.Fatal(err)
 	}
-	if opts.Relay.ClientKey == nil {
-		opts.Relay.ClientKey = testKey
-	}
 	// Tests publish and connect far faster than people do, all from one
 	// address: lift the limits a test does not set itself.
 	lim := &opts.Relay.Limits

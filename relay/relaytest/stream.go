@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -56,6 +57,7 @@ func (e Event) EventID(t testing.TB) string {
 type Connected struct {
 	Connection string   `json:"connection"`
 	Client     string   `json:"client"`
+	Proof      string   `json:"proof"`
 	Rooms      []string `json:"rooms"`
 }
 
@@ -68,7 +70,9 @@ type StreamOptions struct {
 	Header map[string]string
 	// Reconnect makes the stream behave like a browser's EventSource:
 	// when the server ends it, it reconnects to the same URL with the
-	// last id it saw. Without it, the stream ends with the response.
+	// last id it saw, and (as roomcast.js does) the client proof of its
+	// last roomcast:connected as ?proof=, so that an anonymous client
+	// keeps its id. Without it, the stream ends with the response.
 	Reconnect bool
 	// ReconnectGate, when set, is received from before each reconnect,
 	// so a test can act while the client is away.
@@ -86,6 +90,7 @@ type Stream struct {
 	notify chan struct{}
 
 	mu          sync.Mutex
+	proof       string // of the last roomcast:connected
 	events      []Event
 	read        int
 	header      http.Header
@@ -159,6 +164,11 @@ func (r *Relay) Subscribe(t testing.TB, path string, opts StreamOptions) *Stream
 				case <-ctx.Done():
 				}
 			}
+			s.mu.Lock()
+			if s.proof != "" {
+				c.URL = withQuery(r.URL+path, "proof", s.proof)
+			}
+			s.mu.Unlock()
 		}
 	}()
 	t.Cleanup(s.Close)
@@ -167,6 +177,12 @@ func (r *Relay) Subscribe(t testing.TB, path string, opts StreamOptions) *Stream
 
 func (s *Stream) add(msg *sse.Event) {
 	s.mu.Lock()
+	if string(msg.Event) == "roomcast:connected" {
+		var c Connected
+		if json.Unmarshal(msg.Data, &c) == nil && c.Proof != "" {
+			s.proof = c.Proof
+		}
+	}
 	s.events = append(s.events, Event{ID: string(msg.ID), Event: string(msg.Event), Data: string(msg.Data), Retry: string(msg.Retry)})
 	s.mu.Unlock()
 	s.signal()
@@ -306,4 +322,16 @@ func (s *Stream) WaitEnded(t testing.TB) {
 
 func isSystem(name string) bool {
 	return len(name) >= len("roomcast:") && name[:len("roomcast:")] == "roomcast:"
+}
+
+// withQuery returns u with the query parameter name set to value.
+func withQuery(u, name, value string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	q := p.Query()
+	q.Set(name, value)
+	p.RawQuery = q.Encode()
+	return p.String()
 }

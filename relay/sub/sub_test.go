@@ -86,7 +86,6 @@ func (r *testRelay) instance() *relay.Server {
 		RetryMin:      150 * time.Millisecond,
 		RetryMax:      300 * time.Millisecond,
 		Logger:        slog.New(slog.DiscardHandler),
-		ClientKey:     r.key,
 	})
 }
 

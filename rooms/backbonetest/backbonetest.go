@@ -79,6 +79,7 @@ func Run(t *testing.T, newBackbone Factory) {
 		{"PublishTokenBound", defaultConfig, testPublishTokenBound},
 		{"Volatile", defaultConfig, testVolatile},
 		{"Sessions", defaultConfig, testSessions},
+		{"ClientBindings", defaultConfig, testClientBindings},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1091,5 +1092,54 @@ func testPublishTokenBound(t *testing.T, s *suite) {
 	}
 	if p := s.publish(t, bob, ""); !p.Duplicate || p.Seq != first.Seq {
 		t.Fatalf("Bob's resend answered %+v; want %+v with Duplicate", p, first)
+	}
+}
+
+// testClientBindings checks rooms.ClientRegistry, which every backbone of
+// this project implements: a client id is bound to its first owner until
+// its binding expires, renewed by that owner alone, and counted.
+func testClientBindings(t *testing.T, s *suite) {
+	reg, ok := rooms.BackboneAs[rooms.ClientRegistry](s.bb)
+	if !ok {
+		t.Fatal("the backbone does not bind client ids (rooms.ClientRegistry)")
+	}
+	ctx := context.Background()
+	client := s.channel("client")
+	bind := func(owner, secret string, ttl time.Duration) (string, error) {
+		t.Helper()
+		return reg.BindClient(ctx, client, owner, secret, ttl)
+	}
+	if got, err := bind("u:bob", "secret-1", time.Minute); err != nil || got != "secret-1" {
+		t.Fatalf("first bind = %q, %v; want secret-1", got, err)
+	}
+	owner, secret, ok, err := reg.ClientBinding(ctx, client)
+	if err != nil || !ok || owner != "u:bob" || secret != "secret-1" {
+		t.Fatalf("ClientBinding = %q %q %v %v; want u:bob secret-1", owner, secret, ok, err)
+	}
+	// The owner renews it and keeps the secret it was bound with.
+	if got, err := bind("u:bob", "secret-2", time.Minute); err != nil || got != "secret-1" {
+		t.Fatalf("renewal = %q, %v; want the bound secret-1", got, err)
+	}
+	if _, err := bind("u:mallory", "secret-3", time.Minute); !errors.Is(err, rooms.ErrClientInUse) {
+		t.Fatalf("bind by another owner: %v, want ErrClientInUse", err)
+	}
+	if n, err := reg.ClientBindings(ctx); err != nil || n < 1 {
+		t.Fatalf("ClientBindings = %d, %v; want at least 1", n, err)
+	}
+	if _, _, ok, err := reg.ClientBinding(ctx, s.channel("never-bound")); err != nil || ok {
+		t.Fatalf("ClientBinding of a free id = %v, %v", ok, err)
+	}
+
+	// An expired binding frees the id for anyone.
+	short := s.channel("short")
+	if _, err := reg.BindClient(ctx, short, "a:x", "x", 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the binding expires", func() bool {
+		_, _, ok, err := reg.ClientBinding(ctx, short)
+		return err == nil && !ok
+	})
+	if got, err := reg.BindClient(ctx, short, "a:y", "y", time.Minute); err != nil || got != "y" {
+		t.Fatalf("bind after expiry = %q, %v; want y", got, err)
 	}
 }

@@ -37,6 +37,10 @@ type Options struct {
 	// rooms.ErrLimitExceeded. Per caller, channels are bounded by the
 	// connections, their rooms and the publish rate.
 	MaxChannels int
+	// MaxClientBindings bounds the client ids bound at once (default
+	// rooms.DefaultMaxClientBindings); past it, new ids are refused with
+	// rooms.ErrClientsFull until bindings expire.
+	MaxClientBindings int
 }
 
 // Backbone is an in-memory rooms.Backbone. It is safe for concurrent use;
@@ -61,9 +65,14 @@ type Backbone struct {
 	// tokens holds the publish tokens of resends, apart from the callers'
 	// idempotency keys: each lives PublishTokenWindow, bounded by the
 	// publish rate, and counts against no caller's key allowance.
-	tokens map[[16]byte]tokenEntry // by Message.TokenRecord's name
+	tokens  map[[16]byte]tokenEntry // by Message.TokenRecord's name
+	clients map[string]clientBinding
+	// clientsSwept is when a full binding store was last swept.
+	clientsSwept time.Time
 
-	// pmu guards presence; it is never held while publishing.
+	// pmu guards presence. A presence change and its announcement happen
+	// under it, so that they are never seen apart; it is taken before mu,
+	// never after.
 	pmu            sync.Mutex
 	presence       map[string]*presenceRoom
 	presenceClosed bool
@@ -133,6 +142,9 @@ func New(opts Options) *Backbone {
 	if opts.MaxChannels <= 0 {
 		opts.MaxChannels = 1_000_000
 	}
+	if opts.MaxClientBindings <= 0 {
+		opts.MaxClientBindings = rooms.DefaultMaxClientBindings
+	}
 	var e [4]byte
 	_, _ = rand.Read(e[:])
 	b := &Backbone{
@@ -144,6 +156,7 @@ func New(opts Options) *Backbone {
 		sessions: make(map[string]session),
 		presence: make(map[string]*presenceRoom),
 		bans:     make(map[string]time.Time),
+		clients:  make(map[string]clientBinding),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -509,6 +522,7 @@ func (b *Backbone) sweep() {
 			delete(b.bans, user)
 		}
 	}
+	b.sweepClients(now)
 }
 
 // claimPrefix marks the single-use claims among the idempotency keys.

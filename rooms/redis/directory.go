@@ -55,6 +55,16 @@ func (b *Backbone) LookupConnection(ctx context.Context, id string) (rooms.Conne
 	if err := json.Unmarshal(raw, &info); err != nil {
 		return rooms.ConnectionInfo{}, false, nil
 	}
+	// An entry outlives a killed instance by up to its TTL: a connection
+	// is held only while its owner still listens on its control channel
+	// (Redis drops a dead client's subscriptions as its socket closes).
+	n, err := b.rdb.PubSubNumSub(ctx, b.controlKey(info.Owner)).Result()
+	if err != nil {
+		return rooms.ConnectionInfo{}, false, down("lookup connection", err)
+	}
+	if n[b.controlKey(info.Owner)] == 0 {
+		return rooms.ConnectionInfo{}, false, nil
+	}
 	return info, true, nil
 }
 

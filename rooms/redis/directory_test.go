@@ -84,12 +84,15 @@ func TestCommandsReachTheOwner(t *testing.T) {
 	conn := connect(t, a.hub, rooms.ConnectRequest{Multi: true, Client: "client-1", Identity: owner})
 	single := connect(t, a.hub, rooms.ConnectRequest{Channels: []string{"lobby"}})
 
-	client, err := b.hub.ClientOf(ctx, conn.ID)
+	client, err := b.hub.ProveClient(ctx, owner, conn.ID)
 	if err != nil || client != "client-1" {
-		t.Errorf("ClientOf from B = %q, %v; want client-1", client, err)
+		t.Errorf("ProveClient from B = %q, %v; want client-1", client, err)
 	}
-	if _, err := b.hub.ClientOf(ctx, "no-such-connection"); !errors.Is(err, rooms.ErrUnknownConnection) {
-		t.Errorf("ClientOf(unknown) from B: %v, want ErrUnknownConnection", err)
+	if _, err := b.hub.ProveClient(ctx, rooms.Identity{User: "u2"}, conn.ID); !errors.Is(err, rooms.ErrClientInUse) {
+		t.Errorf("ProveClient(another user's connection) from B: %v, want ErrClientInUse", err)
+	}
+	if _, err := b.hub.ProveClient(ctx, owner, "no-such-connection"); !errors.Is(err, rooms.ErrUnknownConnection) {
+		t.Errorf("ProveClient(unknown) from B: %v, want ErrUnknownConnection", err)
 	}
 
 	if err := b.hub.Join(ctx, owner, conn.ID, "room"); err != nil {

@@ -19,14 +19,17 @@ var _ rooms.PresenceStore = (*Backbone)(nil)
 //
 //	p:{room}   hash  connection -> member JSON (with its expiry)
 //	pu:{room}  hash  user -> live connections
-//	pn:{room}  hash  user -> {"name","announce"} while the user is present or leaving
+//	pn:{room}  hash  user -> userInfo JSON: the users listed (announced, and
+//	                 not announced as gone since)
 //	pexp       zset  "room\x00conn" scored by member expiry (ms)
 //	pgrace     zset  "room\x00user" scored by the end of the user's grace period (ms)
 //
 // Every member expires unless its owner refreshes it, so an instance that
 // dies takes its members with it within MemberTTL; whichever instance's
 // sweep removes a user's last member announces the leave, exactly once,
-// because the removal is one atomic script.
+// because the removal is one atomic script. Each script that lists or
+// unlists a user publishes the join or leave itself: no crash can separate
+// the event from the change.
 
 // presenceMember is a member as stored.
 type presenceMember struct {
@@ -36,27 +39,27 @@ type presenceMember struct {
 	Expires int64  `json:"e"`
 }
 
-// enterScript records a member. It returns 1 when the user was not present
-// (nor within the grace period): the join is to be announced.
+// presenceLua holds the functions the presence scripts share; pfx is the
+// key prefix.
 //
-// KEYS: p, pu, pn, pexp, pgrace. ARGV: conn, member JSON, user, expiry ms,
-// "room\x00conn", "room\x00user", user info JSON.
-var enterScript = goredis.NewScript(`
-local renew = redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
-if renew or ARGV[3] == '' then return 0 end
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[7])
-local n = redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
-if n ~= 1 then return 0 end
-if redis.call('ZREM', KEYS[5], ARGV[6]) == 1 then return 0 end
-return 1
-`)
+// announce publishes body (a volatile message's live body, "" for none)
+// live on room, as the publish script does with a volatile message.
+//
+// leave removes one member (room, conn) and starts the user's grace period
+// when it was their last connection; the user stays listed meanwhile.
+const presenceLua = `
+local function announce(pfx, room, body, epochCandidate)
+  if body == nil or body == '' then return end
+  local epoch = redis.call('GET', pfx .. 'epoch')
+  if not epoch then
+    epoch = epochCandidate
+    redis.call('SET', pfx .. 'epoch', epoch)
+  end
+  local t = redis.call('TIME')
+  local ts = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('PUBLISH', pfx .. 'l:' .. room, '1|' .. epoch .. '|0|' .. ts .. '|0|0|' .. body)
+end
 
-// leaveLua removes one member (room, conn) and starts the user's grace
-// period when it was their last connection. It is shared by the leave and
-// sweep scripts; pfx is the key prefix.
-const leaveLua = `
 local function leave(pfx, room, conn, graceEnd)
   local p = pfx .. 'p:' .. room
   local raw = redis.call('HGET', p, conn)
@@ -75,43 +78,88 @@ local function leave(pfx, room, conn, graceEnd)
 end
 `
 
+// enterScript records a member. A user not listed is listed, and their
+// join published, in the same step; a listed one within the grace period
+// is kept, with neither leave nor join. It returns 1 when the user was
+// listed by this call.
+//
+// ARGV: prefix, room, conn, member JSON, user, expiry ms, user info JSON,
+// grace end ms, epoch candidate, join body ("" when not announced).
+var enterScript = goredis.NewScript(presenceLua + `
+local pfx, room, conn, user = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local p = pfx .. 'p:' .. room
+local old = redis.call('HGET', p, conn)
+if old then
+  local om = cjson.decode(old)
+  if (om.u or '') ~= user then
+    -- The connection now speaks for someone else: the previous user's
+    -- count drops with it.
+    leave(pfx, room, conn, tonumber(ARGV[8]))
+    old = nil
+  end
+end
+redis.call('HSET', p, conn, ARGV[4])
+redis.call('ZADD', pfx .. 'pexp', ARGV[6], room .. '\0' .. conn)
+if old or user == '' then return 0 end
+redis.call('HINCRBY', pfx .. 'pu:' .. room, user, 1)
+local pn = pfx .. 'pn:' .. room
+if redis.call('HEXISTS', pn, user) == 1 then
+  redis.call('ZREM', pfx .. 'pgrace', room .. '\0' .. user)
+  return 0
+end
+redis.call('HSET', pn, user, ARGV[7])
+announce(pfx, room, ARGV[10], ARGV[9])
+return 1
+`)
+
 // leaveScript removes a member. ARGV: prefix, room, conn, grace end ms.
-var leaveScript = goredis.NewScript(leaveLua + `
+var leaveScript = goredis.NewScript(presenceLua + `
 leave(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]))
 return 0
 `)
 
-// sweepScript removes members whose lease ran out and ends grace periods.
-// It returns room, user, user info triples of users who left.
-// ARGV: prefix, now ms, grace ms, limit.
-var sweepScript = goredis.NewScript(leaveLua + `
+// sweepScript removes members whose lease ran out and ends grace periods:
+// a user with no connection left is unlisted and their leave published in
+// the same step. It returns how many users left.
+// ARGV: prefix, now ms, grace ms, limit, epoch candidate.
+var sweepScript = goredis.NewScript(presenceLua + `
 local pfx, now, grace, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 for _, item in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'pexp', '-inf', now, 'LIMIT', 0, limit)) do
   local sep = string.find(item, '\0', 1, true)
   leave(pfx, string.sub(item, 1, sep - 1), string.sub(item, sep + 1), now + grace)
 end
-local out = {}
+local gone = 0
 for _, item in ipairs(redis.call('ZRANGEBYSCORE', pfx .. 'pgrace', '-inf', now, 'LIMIT', 0, limit)) do
   redis.call('ZREM', pfx .. 'pgrace', item)
   local sep = string.find(item, '\0', 1, true)
   local room, user = string.sub(item, 1, sep - 1), string.sub(item, sep + 1)
-  if not redis.call('HGET', pfx .. 'pu:' .. room, user) then
-    local info = redis.call('HGET', pfx .. 'pn:' .. room, user) or '{}'
+  local info = redis.call('HGET', pfx .. 'pn:' .. room, user)
+  if info and not redis.call('HGET', pfx .. 'pu:' .. room, user) then
     redis.call('HDEL', pfx .. 'pn:' .. room, user)
-    table.insert(out, room)
-    table.insert(out, user)
-    table.insert(out, info)
+    gone = gone + 1
+    announce(pfx, room, cjson.decode(info).leave, ARGV[5])
   end
 end
-return out
+return gone
 `)
 
+// userInfo is a listed user: their name and, when joins and leaves are
+// announced, the live body of their leave, published by the sweep that
+// unlists them.
 type userInfo struct {
-	Name     string `json:"name"`
-	Announce bool   `json:"announce"`
+	Name  string `json:"name"`
+	Leave string `json:"leave,omitempty"`
 }
 
 func (b *Backbone) memberTTL() time.Duration { return b.opts.MemberTTL }
+
+// liveBody is what a volatile message's live publication carries after
+// its "1|epoch|seq|ts|i|n|" head, as publishScript sends it.
+func liveBody(m rooms.Message) string {
+	raw, _ := json.Marshal(body{Channels: m.Channels, Event: m.Event, Data: m.Data, Base64: m.Base64,
+		From: m.From, Client: m.Client, Exclude: m.Exclude, Volatile: m.Volatile})
+	return string(raw)
+}
 
 // Enter implements rooms.PresenceStore. Streams are stored with a lease of
 // MemberTTL that the owner renews by entering again (the hub does on every
@@ -124,16 +172,18 @@ func (b *Backbone) Enter(ctx context.Context, room string, m rooms.Member, annou
 		exp = time.Now().Add(b.memberTTL())
 	}
 	raw, _ := json.Marshal(presenceMember{User: m.User, Name: m.Name, Client: m.Client, Expires: exp.UnixMilli()})
-	info, _ := json.Marshal(userInfo{Name: m.Name, Announce: announce})
-	first, err := enterScript.Run(ctx, b.rdb,
-		[]string{b.key("p:", room), b.key("pu:", room), b.key("pn:", room), b.key("", "pexp"), b.key("", "pgrace")},
-		m.Conn, raw, m.User, exp.UnixMilli(), room+"\x00"+m.Conn, room+"\x00"+m.User, info).Int()
+	info := userInfo{Name: m.Name}
+	join := ""
+	if announce && m.User != "" {
+		info.Leave = liveBody(rooms.PresenceMessage(rooms.EventLeave, room, m.User, m.Name, ""))
+		join = liveBody(rooms.PresenceMessage(rooms.EventJoin, room, m.User, m.Name, m.Client))
+	}
+	infoRaw, _ := json.Marshal(info)
+	graceEnd := time.Now().Add(b.opts.PresenceGrace).UnixMilli()
+	err := enterScript.Run(ctx, b.rdb, nil, b.opts.Prefix, room, m.Conn, raw, m.User, exp.UnixMilli(),
+		infoRaw, graceEnd, newEpoch(), join).Err()
 	if err != nil {
 		return down("presence", err)
-	}
-	if first == 1 && announce {
-		_, err := b.Publish(ctx, rooms.PresenceMessage(rooms.EventJoin, room, m.User, m.Name, m.Client), "")
-		return err
 	}
 	return nil
 }
@@ -149,18 +199,24 @@ func (b *Backbone) Leave(ctx context.Context, room, conn string) error {
 	return nil
 }
 
-// List implements rooms.PresenceStore.
+// List implements rooms.PresenceStore: the listed users, each with their
+// live connections (0 during a grace period).
 func (b *Backbone) List(ctx context.Context, room string) (rooms.PresenceList, error) {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	all, err := b.rdb.HGetAll(ctx, b.key("p:", room)).Result()
+	var members, users *goredis.MapStringStringCmd
+	_, err := b.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		members = p.HGetAll(ctx, b.key("p:", room))
+		users = p.HGetAll(ctx, b.key("pn:", room))
+		return nil
+	})
 	if err != nil {
 		return rooms.PresenceList{}, down("presence", err)
 	}
 	out := rooms.PresenceList{Room: rooms.DisplayName(room), Members: []rooms.PresentUser{}}
 	now := time.Now().UnixMilli()
-	byUser := map[string]*rooms.PresentUser{}
-	for _, raw := range all {
+	byUser := map[string]int{}
+	for _, raw := range members.Val() {
 		var m presenceMember
 		if json.Unmarshal([]byte(raw), &m) != nil || m.Expires < now {
 			continue
@@ -170,38 +226,26 @@ func (b *Backbone) List(ctx context.Context, room string) (rooms.PresenceList, e
 			out.Anonymous++
 			continue
 		}
-		u := byUser[m.User]
-		if u == nil {
-			u = &rooms.PresentUser{User: m.User, Name: m.Name}
-			byUser[m.User] = u
-		}
-		u.Connections++
+		byUser[m.User]++
 	}
-	for _, u := range byUser {
-		out.Members = append(out.Members, *u)
+	for user, raw := range users.Val() {
+		var info userInfo
+		_ = json.Unmarshal([]byte(raw), &info)
+		out.Members = append(out.Members, rooms.PresentUser{User: user, Name: info.Name, Connections: byUser[user]})
 	}
 	slices.SortFunc(out.Members, func(a, b rooms.PresentUser) int { return strings.Compare(a.User, b.User) })
 	out.Users = len(out.Members)
 	return out, nil
 }
 
-// sweepPresence expires members and ends grace periods, announcing users
-// who left. Every instance sweeps; each departure is seen by one sweep.
+// sweepPresence expires members and ends grace periods; the script
+// announces the users who left. Every instance sweeps; each departure is
+// seen by one sweep.
 func (b *Backbone) sweepPresence(ctx context.Context) {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	res, err := sweepScript.Run(ctx, b.rdb, nil, b.opts.Prefix, time.Now().UnixMilli(),
-		b.opts.PresenceGrace.Milliseconds(), 500).StringSlice()
-	if err != nil {
-		return
-	}
-	for i := 0; i+2 < len(res); i += 3 {
-		var info userInfo
-		_ = json.Unmarshal([]byte(res[i+2]), &info)
-		if info.Announce {
-			_, _ = b.Publish(ctx, rooms.PresenceMessage(rooms.EventLeave, res[i], res[i+1], info.Name, ""), "")
-		}
-	}
+	_ = sweepScript.Run(ctx, b.rdb, nil, b.opts.Prefix, time.Now().UnixMilli(),
+		b.opts.PresenceGrace.Milliseconds(), 500, newEpoch()).Err()
 }
 
 // sweepLoop runs sweepPresence until the backbone closes.

@@ -48,6 +48,11 @@ type Options struct {
 	// SweepEvery is how often each instance expires members and ends grace
 	// periods (default 1 s).
 	SweepEvery time.Duration
+	// MaxClientBindings bounds the client ids bound at once, for every
+	// instance sharing the Redis (default rooms.DefaultMaxClientBindings);
+	// past it, new ids are refused with rooms.ErrClientsFull until
+	// bindings expire.
+	MaxClientBindings int
 }
 
 // Backbone is a Redis rooms.Backbone. Close stops its goroutines.
@@ -120,6 +125,9 @@ func NewClient(ctx context.Context, rdb *goredis.Client, opts Options) (*Backbon
 	}
 	if opts.MemberTTL <= 0 {
 		opts.MemberTTL = 45 * time.Second
+	}
+	if opts.MaxClientBindings <= 0 {
+		opts.MaxClientBindings = rooms.DefaultMaxClientBindings
 	}
 	if opts.SweepEvery <= 0 {
 		opts.SweepEvery = time.Second

@@ -241,6 +241,44 @@ test('roomcast:closing reconnects after reconnect_ms from the last cursor, with 
   rc.close();
 });
 
+test("the client id's proof from roomcast:connected goes with the next stream, so an anonymous client keeps its id", async () => {
+  const relay = new FakeRelay();
+  const rc = await open(relay);
+  let es = FakeEventSource.last();
+  const client = es.query.get('client');
+  assert.equal(es.query.get('proof'), null, 'no proof before the relay gave one');
+  es.send('roomcast:connected', { connection: 'c1', client, proof: client + '.s1', rooms: [] });
+  es.send('roomcast:closing', { reason: 'shutdown', message: 'bye', reconnect_ms: 1 });
+  await until('a second stream', () => FakeEventSource.all.length === 2);
+  es = FakeEventSource.last();
+  assert.equal(es.query.get('client'), client);
+  assert.equal(es.query.get('proof'), client + '.s1');
+  rc.close();
+});
+
+test('a poll refused with client_in_use goes on under a fresh id, then sends that id\'s proof', async () => {
+  let refused = false;
+  const relay = new FakeRelay({
+    'GET /v1/poll': (req) => {
+      if (!refused) {
+        refused = true;
+        return error(409, 'client_in_use');
+      }
+      const client = req.query.get('client');
+      return json(200, { events: [], cursor: 'p0', client, connection: client + '.s2' });
+    },
+  });
+  const rc = roomcast.connect('http://relay.test', { ...fast, fetch: relay.fetch, EventSource: undefined });
+  await rc.join('lobby');
+  await until('three polls', () => relay.sent('GET', '/v1/poll').length >= 3);
+  const [first, second, third] = relay.sent('GET', '/v1/poll');
+  assert.notEqual(second.query.get('client'), first.query.get('client'));
+  assert.equal(second.query.get('proof'), null);
+  assert.equal(third.query.get('client'), second.query.get('client'));
+  assert.equal(third.query.get('proof'), second.query.get('client') + '.s2');
+  rc.close();
+});
+
 test('a banned client stops; a reset is surfaced', async () => {
   const relay = new FakeRelay();
   const rc = await open(relay);
