@@ -378,10 +378,13 @@ func TestShutdownGivesUpAfterDrainTimeout(t *testing.T) {
 	}
 	p.signal(t, syscall.SIGTERM)
 	signalled := time.Now()
-	if code := p.wait(t, 3*time.Second); code != 0 {
+	// The publish would hold the process for the 15 s body timeout: the
+	// upper bound is loose (a race-built process on a loaded machine
+	// takes seconds to exit), far below that.
+	if code := p.wait(t, 12*time.Second); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
 	}
-	if d := time.Since(signalled); d < time.Second || d > 2500*time.Millisecond {
+	if d := time.Since(signalled); d < time.Second || d > 10*time.Second {
 		t.Errorf("exited %s after SIGTERM, want about the 1s drain timeout", d)
 	}
 	if !strings.Contains(p.stderr.String(), "shutdown incomplete") {

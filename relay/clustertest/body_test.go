@@ -50,6 +50,9 @@ func TestSlowBodiesCountAcrossInstances(t *testing.T) {
 		code   string
 		err    error
 	}
+	// A publisher allowed to publish there: its handler reads the body
+	// (a refused one is answered before its body is read).
+	publisher := userToken(t, "publisher", nil)
 	var conns []net.Conn
 	results := make(chan result, 3)
 	for i, n := range []*node{a, b, a} {
@@ -59,7 +62,8 @@ func TestSlowBodiesCountAcrossInstances(t *testing.T) {
 		}
 		t.Cleanup(func() { conn.Close() })
 		conns = append(conns, conn)
-		head := "POST /v1/rooms/lobby/events HTTP/1.1\r\nHost: relay.test\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n"
+		head := "POST /v1/rooms/lobby/events HTTP/1.1\r\nHost: relay.test\r\nAuthorization: Bearer " + publisher +
+			"\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n"
 		if _, err := io.WriteString(conn, head); err != nil {
 			t.Fatal(err)
 		}
