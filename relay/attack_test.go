@@ -1,0 +1,78 @@
+package relay_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/roomcast/roomcast/relay"
+	"github.com/roomcast/roomcast/relay/relaytest"
+)
+
+// metric scrapes /metrics and returns the value of the sample name, and
+// whether it was there.
+func metric(t *testing.T, r *relaytest.Relay, name string) (float64, bool) {
+	t.Helper()
+	resp := r.Get(t, "/metrics")
+	if resp.Status != http.StatusOK {
+		t.Fatalf("/metrics: status %d", resp.Status)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(resp.Body))
+	for sc.Scan() {
+		sample, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || sample != name {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatalf("/metrics %s: %v", name, err)
+		}
+		return v, true
+	}
+	return 0, false
+}
+
+// TestRateBucketsAreBoundedGlobally: the in-memory rate-limit buckets are
+// keyed by caller, and callers behind a trusted proxy (or with IPv6
+// addresses) are many; one publish from each new address must not grow
+// them past ROOMCAST_MAX_RATE_BUCKETS, and a new caller is served again
+// once buckets refill (issue 12, item 2).
+func TestRateBucketsAreBoundedGlobally(t *testing.T) {
+	const maxBuckets = 20
+	o := relaytest.Options{Relay: relay.Options{Limits: relay.Limits{
+		MaxRateBuckets: maxBuckets,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+	}}}
+	r := startMetered(t, o)
+	from := func(i int) http.Header {
+		return http.Header{"X-Forwarded-For": {fmt.Sprintf("10.%d.%d.1", i/256, i%256)}}
+	}
+	publish := func(i int) int {
+		return r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/rooms/lobby/events",
+			Header: from(i), Body: []byte(`{"event":"e","data":"x"}`)}).Status
+	}
+	for i := range 200 {
+		status := publish(i)
+		if status != http.StatusAccepted && status != http.StatusOK && status != http.StatusTooManyRequests {
+			t.Fatalf("publish from address %d: status %d", i, status)
+		}
+		if i%20 == 19 {
+			n, ok := metric(t, r, "roomcast_rate_buckets")
+			if !ok {
+				t.Fatal("no roomcast_rate_buckets gauge")
+			}
+			if n > maxBuckets {
+				t.Fatalf("after %d addresses published, %v rate buckets kept, bound %d", i+1, n, maxBuckets)
+			}
+		}
+	}
+	relaytest.Eventually(t, "a new address is served once buckets refill", func() bool {
+		s := publish(1000)
+		return s == http.StatusAccepted || s == http.StatusOK
+	})
+}
