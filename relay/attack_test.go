@@ -76,3 +76,33 @@ func TestRateBucketsAreBoundedGlobally(t *testing.T) {
 		return s == http.StatusAccepted || s == http.StatusOK
 	})
 }
+
+// TestIPv6CallersAreCountedByNetwork: an anonymous IPv6 client owns its
+// whole /64 and can send from any address in it; per-address bounds count
+// the /64, so rotating addresses does not make it a new caller, while a
+// client in another /64 is one.
+func TestIPv6CallersAreCountedByNetwork(t *testing.T) {
+	o := relaytest.Options{Relay: relay.Options{Limits: relay.Limits{
+		MaxIdempotencyKeysPerCaller: 1,
+		TrustedProxies:              []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+	}}}
+	r := startMetered(t, o)
+	publish := func(from, key string) *relaytest.Response {
+		return r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/rooms/lobby/events",
+			Header: http.Header{"X-Forwarded-For": {from}, "Idempotency-Key": {key}},
+			Body:   []byte(`{"event":"e","data":"x"}`)})
+	}
+	if resp := publish("2001:db8:1:2::1", "k1"); resp.Status >= 300 {
+		t.Fatalf("first key: %d %s", resp.Status, resp.Body)
+	}
+	resp := publish("2001:db8:1:2:ffff:1234:5678:9abc", "k2")
+	if resp.Status != http.StatusTooManyRequests || errorCode(t, resp) != "limit_exceeded" {
+		t.Fatalf("a second key from another address of the same /64: %d %s, want 429 limit_exceeded", resp.Status, resp.Body)
+	}
+	if resp := publish("2001:db8:1:3::1", "k3"); resp.Status >= 300 {
+		t.Fatalf("a key from another /64: %d %s", resp.Status, resp.Body)
+	}
+	if resp := publish("192.0.2.7", "k4"); resp.Status >= 300 {
+		t.Fatalf("a key from an IPv4 address: %d %s", resp.Status, resp.Body)
+	}
+}
