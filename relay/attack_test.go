@@ -3,15 +3,20 @@ package relay_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/memory"
 )
 
 // metric scrapes /metrics and returns the value of the sample name, and
@@ -104,5 +109,51 @@ func TestIPv6CallersAreCountedByNetwork(t *testing.T) {
 	}
 	if resp := publish("192.0.2.7", "k4"); resp.Status >= 300 {
 		t.Fatalf("a key from an IPv4 address: %d %s", resp.Status, resp.Body)
+	}
+}
+
+// TestFreedChannelsDoNotExpireQuietCursors: the embedded backbone frees a
+// channel with history a retention age after it emptied; freeing many
+// (here enough names to reach every bucket of names it summarises) must not
+// answer a quiet room's cursor with cursor_expired — that room lost nothing
+// — while a cursor of a freed room from before its events still is one.
+func TestFreedChannelsDoNotExpireQuietCursors(t *testing.T) {
+	const many = 1 << 15
+	o := relaytest.Options{
+		Memory: memory.Options{HistoryAge: 300 * time.Millisecond},
+		Relay: relay.Options{Limits: relay.Limits{PublishRate: 1e6, PublishBurst: 1e6,
+			PublishCallerRate: 1e6, PublishCallerBurst: 1e6}},
+	}
+	r := startMetered(t, o)
+	baseline := gauges(t, r)["roomcast_backbone_channels"]
+	quiet := firstCursor(t, r, "/v1/rooms/quiet/poll?timeout=0")
+	gone := firstCursor(t, r, "/v1/rooms/gone/poll?timeout=0")
+	r.PublishJSON(t, "gone", map[string]string{"event": "e", "data": "lost to retention"})
+	for i := 0; i < many; i += rooms.MaxEventRooms {
+		names := make([]string, rooms.MaxEventRooms)
+		for j := range names {
+			names[j] = fmt.Sprintf("busy-%d", i+j)
+		}
+		body, _ := json.Marshal(map[string]any{"rooms": names, "event": "e", "data": "x"})
+		if resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/events", Body: body,
+			Header: http.Header{"Content-Type": {"application/json"}}}); resp.Status >= 300 {
+			t.Fatalf("publish: %d %s", resp.Status, resp.Body)
+		}
+	}
+	relaytest.Eventually(t, "every channel with history is freed", func() bool {
+		return gauges(t, r)["roomcast_backbone_channels"] <= baseline
+	})
+	var a struct {
+		Events []json.RawMessage
+		Reset  bool
+	}
+	r.Get(t, "/v1/rooms/quiet/poll?timeout=0&cursor="+url.QueryEscape(quiet)).JSON(t, &a)
+	if a.Reset || len(a.Events) != 0 {
+		t.Errorf("the quiet room's cursor, after other rooms were freed: reset %v, %d events; want neither", a.Reset, len(a.Events))
+	}
+	a.Reset = false
+	r.Get(t, "/v1/rooms/gone/poll?timeout=0&cursor="+url.QueryEscape(gone)).JSON(t, &a)
+	if !a.Reset {
+		t.Errorf("a cursor from before a freed room's events: no reset; its events were lost")
 	}
 }

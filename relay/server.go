@@ -223,6 +223,9 @@ func (s *Server) registerGauges(m *metrics.Metrics) {
 	}](s.hub.Backbone()); ok {
 		// The embedded backbone keeps history, keys and presence in this
 		// process; a shared one keeps them in Redis, under its own TTLs.
+		if freed, ok := rooms.BackboneAs[interface{ FreedChannels() int }](s.hub.Backbone()); ok {
+			m.Gauge("roomcast_backbone_freed_channels", "Freed channels whose last position the embedded backbone remembers by name, so that their old cursors read as gaps and no other's does (a day, ROOMCAST_MAX_CHANNELS at most).", freed.FreedChannels)
+		}
 		m.Gauge("roomcast_presence_entries", "Presence members and users (in their grace period included) the embedded backbone keeps.", mem.PresenceEntries)
 		m.Gauge("roomcast_backbone_idempotency_keys", "Idempotency keys the embedded backbone remembers.", func() int { n, _, _ := mem.Keys(); return n })
 		m.Gauge("roomcast_backbone_claims", "Redeemed tickets the embedded backbone remembers, so that none is used twice.", func() int { _, n, _ := mem.Keys(); return n })
