@@ -157,3 +157,65 @@ func TestFreedChannelsDoNotExpireQuietCursors(t *testing.T) {
 		t.Errorf("a cursor from before a freed room's events: no reset; its events were lost")
 	}
 }
+
+// TestIdempotencyKeysBoundedUnderRacingRetries: publishes racing with the
+// same new key, some refused by a rate and one stored, must leave the key
+// counted: a caller storing keys past its bound only had to send, beside
+// each publish, copies of it that its rate refuses, when a refused copy
+// that had held the key first took it back.
+func TestIdempotencyKeysBoundedUnderRacingRetries(t *testing.T) {
+	const copies = 8
+	ns := &rooms.Namespaces{
+		Default: rooms.NamespaceOptions{Anonymous: true, Publish: rooms.PublishAnyone},
+		// A rate spent at once: every publish there past the first is
+		// refused, after its key was held.
+		Named: map[string]rooms.NamespaceOptions{"spent": {Anonymous: true, Publish: rooms.PublishAnyone,
+			PublishRate: 0.001, PublishBurst: 1}},
+	}
+	o := relaytest.Options{
+		Relay: relay.Options{Namespaces: ns, Limits: relay.Limits{MaxIdempotencyKeysPerCaller: 1000,
+			PublishCallerRate: 1e6, PublishCallerBurst: 1e6}},
+		Hub: rooms.HubOptions{Namespaces: ns},
+	}
+	r := startMetered(t, o)
+	send := func(room, key string) int {
+		req, err := http.NewRequest(http.MethodPost, r.URL+"/v1/rooms/"+room+"/events", strings.NewReader(`{"event":"e","data":"x"}`))
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if key != "" {
+			req.Header.Set("Idempotency-Key", key)
+		}
+		resp, err := r.Client().Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := send("spent:r", ""); s != http.StatusAccepted {
+		t.Fatalf("spending the namespace's rate: %d", s)
+	}
+	for i := range 200 {
+		key := fmt.Sprintf("retry-%d", i)
+		statuses := make(chan int, copies+1)
+		for j := range copies + 1 {
+			room := "spent:r"
+			if j == copies/2 {
+				room = "lobby"
+			}
+			go func() { statuses <- send(room, key) }()
+		}
+		for range copies + 1 {
+			<-statuses
+		}
+	}
+	// Every key the backbone stored for the caller is one it counts.
+	g := gauges(t, r)
+	if counted, stored := g["roomcast_idempotency_keys"], g["roomcast_backbone_idempotency_keys"]; counted < stored || stored == 0 {
+		t.Fatalf("%v keys counted against the caller, %v stored", counted, stored)
+	}
+}

@@ -125,6 +125,9 @@ type Server struct {
 	// and the tickets outstanding, by caller (Limits bound them).
 	idemKeys *rooms.Quota
 	tickets  *rooms.Quota
+	// idemMu guards idemInFlight, the publishes holding each key now.
+	idemMu       sync.Mutex
+	idemInFlight map[string]*keyInFlight
 	// clientMACs are keyed HMACs for client tokens, reused: keying one
 	// costs two hash blocks and allocations, once per poll otherwise.
 	clientMACs sync.Pool
@@ -195,6 +198,7 @@ func New(hub *rooms.Hub, opts Options) *Server {
 		// A list with no usable entry allows nothing rather than anything.
 		s.hosts = append(make([]hostPattern, 0, len(opts.AllowedHosts)), parseHostPatterns(opts.AllowedHosts)...)
 	}
+	s.idemInFlight = make(map[string]*keyInFlight)
 	s.idemKeys = rooms.NewQuota(opts.Limits.MaxIdempotencyKeysPerCaller, opts.Limits.MaxIdempotencyKeys)
 	s.tickets = rooms.NewQuota(opts.Limits.MaxTicketsPerUser, opts.Limits.MaxTickets)
 	s.buckets.max = opts.Limits.MaxRateBuckets
