@@ -49,9 +49,8 @@ type Limits struct {
 	MaxTickets        int
 	// MaxRateBuckets bounds the rate-limit buckets this instance keeps in
 	// memory (default 1,000,000, ~250 bytes each): one per caller and
-	// kind of request, and per caller and target namespace of a publish;
-	// with a shared backbone they are only the fallback when it cannot
-	// answer. Full buckets are forgotten (a new one is the same); when the
+	// kind of request, and per caller and target namespace of a publish
+	// (with a backbone that keeps limits, such as Redis, none). Full buckets are forgotten (a new one is the same); when the
 	// bound is reached with none full, a request that needs a new bucket
 	// is refused with 429 until some refill — an attacker would have to
 	// keep every one of them spent.

@@ -216,7 +216,7 @@ func (s *Server) registerGauges(m *metrics.Metrics) {
 	m.Gauge("roomcast_sessions", "Multi-room sessions this instance counts as kept: of its open streams, and of streams that ended within the session TTL.", s.hub.Sessions)
 	m.Gauge("roomcast_poll_presence_leases", "Presence entries held for long-pollers by this instance (they outlive the poll by its hold).", s.hub.PollPresenceLeases)
 	m.Gauge("roomcast_idempotency_keys", "Idempotency-Key values of callers' publishes this instance counts as remembered.", s.idemKeys.Held)
-	m.Gauge("roomcast_rate_buckets", "Rate-limit buckets this instance keeps in memory (with a shared backbone, its fallback when the backbone cannot answer).", s.buckets.len)
+	m.Gauge("roomcast_rate_buckets", "Rate-limit buckets this instance keeps in memory (with a backbone that keeps rate limits, none).", s.buckets.len)
 	m.Gauge("roomcast_tickets", "Tickets this instance issued whose key may still be held: until they expire, and a spent one's key is forgotten.", s.tickets.Held)
 	if bb, ok := rooms.BackboneAs[interface{ Channels() int }](s.hub.Backbone()); ok {
 		m.Gauge("roomcast_backbone_channels", "Channels the backbone keeps in this process: the embedded one's with history or subscribers, Redis's subscriptions.", bb.Channels)
