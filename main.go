@@ -215,6 +215,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			MaxIdempotencyKeys:          cfg.MaxIdempotencyKeys,
 			MaxTicketsPerUser:           cfg.MaxTicketsPerUser,
 			MaxTickets:                  cfg.MaxTickets,
+			MaxRateBuckets:              cfg.MaxRateBuckets,
 		},
 	})
 	if err := hub.Start(ctx); err != nil {

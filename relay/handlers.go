@@ -88,14 +88,15 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, t publishTarget
 	if m := s.opts.Metrics; m != nil {
 		defer func(start time.Time) { m.PublishTime.Observe(time.Since(start).Seconds()) }(time.Now())
 	}
-	msg, key, release, err := s.readPublish(w, r, &t)
+	msg, key, keyDone, err := s.readPublish(w, r, &t)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	res, err := s.hub.Backbone().Publish(r.Context(), msg, key)
+	var unknown *rooms.OutcomeUnknownError
+	keyDone(err == nil || errors.As(err, &unknown))
 	if err != nil {
-		var unknown *rooms.OutcomeUnknownError
 		if errors.As(err, &unknown) {
 			// The caller resends with this key: its own when it sent one
 			// (the same script recorded both), else the publish's token.
@@ -104,9 +105,6 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, t publishTarget
 				resend = unknown.Token.String()
 			}
 			w.Header().Set("Idempotency-Key", resend)
-		} else {
-			// Not stored: the key is not remembered either.
-			release()
 		}
 		writeError(w, err)
 		return
@@ -132,8 +130,8 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, t publishTarget
 // readPublish authenticates and parses a publish request, has the publish
 // policy decide on it and spends the rate allowances it names; it returns
 // the message to publish and its scoped idempotency key, counted against
-// the caller's bound until release is called (for a publish that failed).
-func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishTarget) (msg rooms.Message, key string, release func(), err error) {
+// the caller's bound; keyDone must be called once the publish is over.
+func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishTarget) (msg rooms.Message, key string, keyDone func(stored bool), err error) {
 	id, err := s.identify(r, auth.StateChanging)
 	if err != nil {
 		return rooms.Message{}, "", nil, err
@@ -227,12 +225,12 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	}
 	// The key and the rate are spent last, so that a publish refused for
 	// what it is holds no key and uses up none of the caller's allowance.
-	release, err = s.holdIdempotencyKey(s.rateKey(r, id), key)
+	keyDone, err = s.holdIdempotencyKey(s.rateKey(r, id), key)
 	if err != nil {
 		return rooms.Message{}, "", nil, err
 	}
 	if err := s.chargePublish(r, id, decision.Charges); err != nil {
-		release()
+		keyDone(false)
 		return rooms.Message{}, "", nil, err
 	}
 	msg = rooms.Message{
@@ -257,17 +255,18 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	if req.ExcludeSelf {
 		msg.Exclude = append(msg.Exclude, client)
 	}
-	return msg, key, release, nil
+	return msg, key, keyDone, nil
 }
 
 // holdIdempotencyKey counts a scoped idempotency key (scope|key) against
 // caller's bound (its rateKey: the limits' caller, an IPv6 /64 or a
 // development user's address, not the key's exact scope) for as long as
-// the backbone remembers it; release takes a key counted by this call
-// back, for a publish that failed. Keys of the API key ("server") count
-// only globally.
-func (s *Server) holdIdempotencyKey(caller, key string) (release func(), err error) {
-	release = func() {}
+// the backbone remembers it. The publish calls done once, saying whether
+// the key may have been stored: a key counted by this call alone is taken
+// back when it was not. Keys of the API key ("server") count only
+// globally.
+func (s *Server) holdIdempotencyKey(caller, key string) (done func(stored bool), err error) {
+	release := func(bool) {}
 	if key == "" {
 		return release, nil
 	}
@@ -276,15 +275,42 @@ func (s *Server) holdIdempotencyKey(caller, key string) (release func(), err err
 		// global bound still holds for them.
 		caller = "server\x00" + key
 	}
+	// Requests in flight with the same key: a failed one may take the
+	// key back only if no other held it meanwhile — the other may have
+	// stored it, and releasing it then would let a caller store keys past
+	// its bound (two at once, one refused, one accepted).
+	s.idemMu.Lock()
+	defer s.idemMu.Unlock()
 	fresh := len(s.idemKeys.Missing(caller, key)) > 0
 	if !s.idemKeys.Take(caller, time.Now().Add(s.opts.IdempotencyTTL), key) {
 		return release, fmt.Errorf("%w: too many idempotency keys remembered for this caller (at most %d within %s)",
 			rooms.ErrLimitExceeded, s.opts.Limits.MaxIdempotencyKeysPerCaller, s.opts.IdempotencyTTL)
 	}
-	if !fresh {
-		return release, nil
+	f := s.idemInFlight[key]
+	if f == nil {
+		f = &keyInFlight{}
+		s.idemInFlight[key] = f
 	}
-	return func() { s.idemKeys.Release(caller, key) }, nil
+	f.requests++
+	f.shared = f.shared || f.requests > 1 || !fresh
+	return func(stored bool) {
+		s.idemMu.Lock()
+		defer s.idemMu.Unlock()
+		if !stored && !f.shared {
+			s.idemKeys.Release(caller, key)
+		}
+		if f.requests--; f.requests == 0 {
+			delete(s.idemInFlight, key)
+		}
+	}, nil
+}
+
+// keyInFlight counts the publishes holding one idempotency key at once.
+type keyInFlight struct {
+	requests int
+	// shared: another request held the key while one did, or it was
+	// held before: a failure must then leave it counted.
+	shared bool
 }
 
 func validIdempotencyKey(k string) bool {

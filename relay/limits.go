@@ -47,6 +47,14 @@ type Limits struct {
 	// 100,000).
 	MaxTicketsPerUser int
 	MaxTickets        int
+	// MaxRateBuckets bounds the rate-limit buckets this instance keeps in
+	// memory (default 1,000,000, ~250 bytes each): one per caller and
+	// kind of request, and per caller and target namespace of a publish
+	// (with a backbone that keeps limits, such as Redis, none). Full buckets are forgotten (a new one is the same); when the
+	// bound is reached with none full, a request that needs a new bucket
+	// is refused with 429 until some refill — an attacker would have to
+	// keep every one of them spent.
+	MaxRateBuckets int
 	// TrustedProxies are the peers whose forwarding headers are believed
 	// about the client's address and scheme (X-Forwarded-Proto).
 	TrustedProxies []netip.Prefix
@@ -96,10 +104,15 @@ func (l *Limits) defaults() {
 	if l.MaxTickets <= 0 {
 		l.MaxTickets = 100_000
 	}
+	if l.MaxRateBuckets <= 0 {
+		l.MaxRateBuckets = 1_000_000
+	}
 }
 
-// buckets holds one token bucket per key, forgetting keys unused for a while.
+// buckets holds one token bucket per key, forgetting keys unused for a
+// while, and at most max of them.
 type buckets struct {
+	max     int // set before first use
 	mu      sync.Mutex
 	m       map[string]*bucket
 	checked time.Time
@@ -113,30 +126,26 @@ type bucket struct {
 // idleBucket is how long an unused bucket is kept; it is full again by then.
 const idleBucket = 10 * time.Minute
 
+// fullSweepEvery bounds how often reaching max sweeps every bucket.
+const fullSweepEvery = time.Second
+
 // take spends one token of key's bucket, created with r and burst, and
 // says how long to wait when there is none.
 func (b *buckets) take(key string, r float64, burst int, now time.Time) (bool, time.Duration) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.sweep(now)
-	res := b.bucket(key, r, burst, now).ReserveN(now, 1)
-	if !res.OK() {
-		return false, time.Second
-	}
-	if d := res.DelayFrom(now); d > 0 {
-		res.CancelAt(now)
-		return false, d
-	}
-	return true, 0
+	return b.takeAll([]rooms.RateLimit{{Key: key, Rate: r, Burst: burst}}, "", now)
 }
 
 // takeAll spends one token of each limit's bucket (under the limit's key
 // with suffix appended), or none when one has none left; it then says
-// how long to wait for all of them.
+// how long to wait for all of them. Buckets it would have to create past
+// max are refused like a spent bucket, creating none.
 func (b *buckets) takeAll(limits []rooms.RateLimit, suffix string, now time.Time) (bool, time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.sweep(now)
+	if !b.room(limits, suffix, now) {
+		return false, fullSweepEvery
+	}
 	taken := make([]*rate.Reservation, 0, len(limits))
 	var wait time.Duration
 	for _, l := range limits {
@@ -155,6 +164,32 @@ func (b *buckets) takeAll(limits []rooms.RateLimit, suffix string, now time.Time
 		res.CancelAt(now)
 	}
 	return false, wait
+}
+
+// room reports whether the buckets of limits that do not exist yet fit
+// under max, sweeping full buckets (at most every fullSweepEvery) to make
+// room; b.mu is held.
+func (b *buckets) room(limits []rooms.RateLimit, suffix string, now time.Time) bool {
+	if b.max <= 0 {
+		return true
+	}
+	fits := func() bool {
+		n := len(b.m)
+		for _, l := range limits {
+			if _, ok := b.m[l.Key+suffix]; !ok {
+				n++
+			}
+		}
+		return n <= b.max
+	}
+	if fits() {
+		return true
+	}
+	if now.Sub(b.checked) < fullSweepEvery {
+		return false
+	}
+	b.forget(now)
+	return fits()
 }
 
 // bucket returns key's limiter, made anew when its settings changed; b.mu
@@ -176,16 +211,29 @@ func (b *buckets) sweep(now time.Time) {
 		b.m = make(map[string]*bucket)
 	}
 	if now.Sub(b.checked) > time.Minute {
-		for k, v := range b.m {
-			// A full bucket is what a new one would be: forgetting it
-			// changes nothing, and keeps the map to the callers active
-			// in the last minute or so.
-			if now.Sub(v.used) > idleBucket || v.lim.TokensAt(now) >= float64(v.lim.Burst()) {
-				delete(b.m, k)
-			}
-		}
-		b.checked = now
+		b.forget(now)
 	}
+}
+
+// forget drops the buckets that are full or unused for idleBucket; b.mu is
+// held.
+func (b *buckets) forget(now time.Time) {
+	for k, v := range b.m {
+		// A full bucket is what a new one would be: forgetting it
+		// changes nothing, and keeps the map to the callers active in
+		// the last minute or so.
+		if now.Sub(v.used) > idleBucket || v.lim.TokensAt(now) >= float64(v.lim.Burst()) {
+			delete(b.m, k)
+		}
+	}
+	b.checked = now
+}
+
+// len is how many buckets are kept.
+func (b *buckets) len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.m)
 }
 
 // counters count open connections per key.

@@ -117,6 +117,9 @@ type Server struct {
 	// and the tickets outstanding, by caller (Limits bound them).
 	idemKeys *rooms.Quota
 	tickets  *rooms.Quota
+	// idemMu guards idemInFlight, the publishes holding each key now.
+	idemMu       sync.Mutex
+	idemInFlight map[string]*keyInFlight
 	// requests numbers requests for their log lines' ids, after idPrefix.
 	requests atomic.Uint64
 	idPrefix string
@@ -183,8 +186,10 @@ func New(hub *rooms.Hub, opts Options) *Server {
 		// A list with no usable entry allows nothing rather than anything.
 		s.hosts = append(make([]hostPattern, 0, len(opts.AllowedHosts)), parseHostPatterns(opts.AllowedHosts)...)
 	}
+	s.idemInFlight = make(map[string]*keyInFlight)
 	s.idemKeys = rooms.NewQuota(opts.Limits.MaxIdempotencyKeysPerCaller, opts.Limits.MaxIdempotencyKeys)
 	s.tickets = rooms.NewQuota(opts.Limits.MaxTicketsPerUser, opts.Limits.MaxTickets)
+	s.buckets.max = opts.Limits.MaxRateBuckets
 	s.handler = s.routes()
 	if m := opts.Metrics; m != nil {
 		s.registerGauges(m)
@@ -199,6 +204,7 @@ func (s *Server) registerGauges(m *metrics.Metrics) {
 	m.Gauge("roomcast_sessions", "Multi-room sessions this instance counts as kept: of its open streams, and of streams that ended within the session TTL.", s.hub.Sessions)
 	m.Gauge("roomcast_poll_presence_leases", "Presence entries held for long-pollers by this instance (they outlive the poll by its hold).", s.hub.PollPresenceLeases)
 	m.Gauge("roomcast_idempotency_keys", "Idempotency-Key values of callers' publishes this instance counts as remembered.", s.idemKeys.Held)
+	m.Gauge("roomcast_rate_buckets", "Rate-limit buckets this instance keeps in memory (with a backbone that keeps rate limits, none).", s.buckets.len)
 	m.Gauge("roomcast_tickets", "Tickets this instance issued whose key may still be held: until they expire, and a spent one's key is forgotten.", s.tickets.Held)
 	m.Gauge("roomcast_client_bindings", "Client ids bound to their owners on the backbone (with Redis, all instances' together).", func() int {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -215,6 +221,9 @@ func (s *Server) registerGauges(m *metrics.Metrics) {
 	}](s.hub.Backbone()); ok {
 		// The embedded backbone keeps history, keys and presence in this
 		// process; a shared one keeps them in Redis, under its own TTLs.
+		if freed, ok := rooms.BackboneAs[interface{ FreedChannels() int }](s.hub.Backbone()); ok {
+			m.Gauge("roomcast_backbone_freed_channels", "Freed channels whose last position the embedded backbone remembers by name, so that their old cursors read as gaps and no other's does (a day, ROOMCAST_MAX_CHANNELS at most).", freed.FreedChannels)
+		}
 		m.Gauge("roomcast_presence_entries", "Presence members and users (in their grace period included) the embedded backbone keeps.", mem.PresenceEntries)
 		m.Gauge("roomcast_backbone_idempotency_keys", "Idempotency keys the embedded backbone remembers.", func() int { n, _, _ := mem.Keys(); return n })
 		m.Gauge("roomcast_backbone_claims", "Redeemed tickets the embedded backbone remembers, so that none is used twice.", func() int { _, n, _ := mem.Keys(); return n })

@@ -90,6 +90,7 @@ type Config struct {
 	MaxIdempotencyKeys          int
 	MaxTicketsPerUser           int
 	MaxTickets                  int
+	MaxRateBuckets              int
 	MaxChannels                 int
 	MaxSessionsPerCaller        int
 	MaxSessions                 int
@@ -194,6 +195,7 @@ func bindings(c *Config) []binding {
 		{Option{"max-idempotency-keys", "ROOMCAST_MAX_IDEMPOTENCY_KEYS", "1000000", "Idempotency-Key values remembered through this instance in all"}, intVar(&c.MaxIdempotencyKeys, 1, 100_000_000)},
 		{Option{"max-tickets-per-user", "ROOMCAST_MAX_TICKETS_PER_USER", "100", "unexpired tickets per user; POST /v1/tickets past it gets 429 limit_exceeded"}, intVar(&c.MaxTicketsPerUser, 1, 10_000_000)},
 		{Option{"max-tickets", "ROOMCAST_MAX_TICKETS", "100000", "unexpired tickets issued by this instance in all"}, intVar(&c.MaxTickets, 1, 100_000_000)},
+		{Option{"max-rate-buckets", "ROOMCAST_MAX_RATE_BUCKETS", "1000000", "rate-limit buckets kept in memory by this instance"}, intVar(&c.MaxRateBuckets, 1, 100_000_000)},
 		{Option{"max-sessions-per-caller", "ROOMCAST_MAX_SESSIONS_PER_CALLER", "1000", "multi-room sessions one user (or address) may have kept, while their stream is open and ROOMCAST_SESSION_TTL after; a /v1/stream past it gets 429 too_many_sessions"}, intVar(&c.MaxSessionsPerCaller, 1, 10_000_000)},
 		{Option{"max-sessions", "ROOMCAST_MAX_SESSIONS", "1000000", "multi-room sessions kept through this instance in all"}, intVar(&c.MaxSessions, 1, 100_000_000)},
 		{Option{"max-channels", "ROOMCAST_MAX_CHANNELS", "1000000", "embedded backbone: channels kept at once (with history or subscribed); a publish or stream that needs one more gets 429 limit_exceeded"}, intVar(&c.MaxChannels, 1, 100_000_000)},

@@ -58,10 +58,18 @@ type Backbone struct {
 	// one value for all, keep freeing one channel (or many that were only
 	// subscribed) from making every other quiet channel's cursor look old.
 	forgotten [forgottenBuckets]uint64
-	idem      map[string]idemEntry
-	claims    int // how many of idem are single-use claims
-	sessions  map[string]session
-	bans      map[string]time.Time
+	// freed remembers, by name, the head of each channel with history
+	// freed in the last freedKept (MaxChannels of them at most, oldest
+	// first out into forgotten): a bucket mixes names, so a cursor of a
+	// quiet channel would read as a gap whenever any other channel of its
+	// bucket was freed after the cursor was taken — at scale, nearly every
+	// quiet cursor some minutes old. freedOrder is the order they came in.
+	freed      map[string]freedChannel
+	freedOrder []freedName
+	idem       map[string]idemEntry
+	claims     int // how many of idem are single-use claims
+	sessions   map[string]session
+	bans       map[string]time.Time
 	// tokens holds the publish tokens of resends, apart from the callers'
 	// idempotency keys: each lives PublishTokenWindow, bounded by the
 	// publish rate, and counts against no caller's key allowance.
@@ -92,6 +100,19 @@ func bucket(name string) int {
 		h = (h ^ uint64(name[i])) * 1099511628211
 	}
 	return int(h % forgottenBuckets)
+}
+
+// freedKept is how long a freed channel's head is remembered by name.
+const freedKept = 24 * time.Hour
+
+type freedChannel struct {
+	head uint64
+	at   time.Time
+}
+
+type freedName struct {
+	name string
+	at   time.Time
 }
 
 type channel struct {
@@ -151,6 +172,7 @@ func New(opts Options) *Backbone {
 		opts:     opts,
 		epoch:    hex.EncodeToString(e[:]),
 		channels: make(map[string]*channel),
+		freed:    make(map[string]freedChannel),
 		idem:     make(map[string]idemEntry),
 		tokens:   make(map[[16]byte]tokenEntry),
 		sessions: make(map[string]session),
@@ -250,7 +272,10 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 			if m.Volatile {
 				continue
 			}
-			c = &channel{trimmed: b.forgotten[bucket(name)]}
+			// It holds history from now on: its trimmed position
+			// carries what was forgotten of it until it is freed again.
+			c = &channel{trimmed: b.forgottenHead(name)}
+			delete(b.freed, name)
 			b.channels[name] = c
 		}
 		if !m.Volatile {
@@ -317,7 +342,9 @@ func (b *Backbone) Subscribe(ctx context.Context, name string, r rooms.Receiver)
 		// channel was freed still read as gaps, and a cursor of a channel
 		// that was only ever subscribed (and freed when unsubscribed)
 		// resumes without a history read.
-		f := b.forgotten[bucket(name)]
+		// Its freed head, if any, stays remembered: freeing this
+		// subscribe-only channel keeps no record of its own.
+		f := b.forgottenHead(name)
 		c = &channel{trimmed: f, head: f}
 		b.channels[name] = c
 	}
@@ -348,6 +375,40 @@ func (b *Backbone) full() error {
 	return fmt.Errorf("%w: the relay keeps at most %d channels", rooms.ErrLimitExceeded, b.opts.MaxChannels)
 }
 
+// forgottenHead is the highest position of channel name that the backbone
+// no longer holds, for a channel it does not keep: its head when it was
+// freed, else its bucket's; b.mu is held.
+func (b *Backbone) forgottenHead(name string) uint64 {
+	if f, ok := b.freed[name]; ok {
+		return f.head
+	}
+	return b.forgotten[bucket(name)]
+}
+
+// forget remembers the head of channel name, freed at now; b.mu is held.
+func (b *Backbone) forget(name string, head uint64, now time.Time) {
+	// A channel is re-created with the head it was freed with at least,
+	// so the name's record only grows.
+	head = max(head, b.forgottenHead(name))
+	b.freed[name] = freedChannel{head: head, at: now}
+	b.freedOrder = append(b.freedOrder, freedName{name: name, at: now})
+	for len(b.freedOrder) > b.opts.MaxChannels {
+		b.dropFreed()
+	}
+}
+
+// dropFreed moves the oldest freed head into its bucket; b.mu is held.
+func (b *Backbone) dropFreed() {
+	n := b.freedOrder[0]
+	b.freedOrder[0] = freedName{}
+	b.freedOrder = b.freedOrder[1:]
+	if f, ok := b.freed[n.name]; ok && f.at.Equal(n.at) {
+		// Not re-created or freed again since this entry.
+		delete(b.freed, n.name)
+		b.forgotten[bucket(n.name)] = max(b.forgotten[bucket(n.name)], f.head)
+	}
+}
+
 // neverHeld reports that no event was ever appended to c: it was created
 // by a subscription, and its positions say nothing a fresh one would not.
 func (c *channel) neverHeld() bool { return len(c.events) == 0 && c.emptied.IsZero() }
@@ -358,6 +419,14 @@ func (b *Backbone) Channels() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.channels)
+}
+
+// FreedChannels returns how many freed channels' heads are remembered by
+// name (at most MaxChannels, each at most a day).
+func (b *Backbone) FreedChannels() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.freedOrder)
 }
 
 // PresenceEntries returns how many members and users (those in their grace
@@ -392,7 +461,7 @@ func (b *Backbone) Since(ctx context.Context, name string, after uint64, limit i
 	defer b.mu.Unlock()
 	c := b.channels[name]
 	if c == nil {
-		return rooms.History{Truncated: after < b.forgotten[bucket(name)]}, nil
+		return rooms.History{Truncated: after < b.forgottenHead(name)}, nil
 	}
 	b.trim(c, b.opts.Now())
 	h := rooms.History{Truncated: after < c.trimmed}
@@ -495,9 +564,12 @@ func (b *Backbone) sweep() {
 		case c.neverHeld():
 			delete(b.channels, name)
 		case len(c.events) == 0 && now.Sub(c.emptied) > b.opts.HistoryAge:
-			b.forgotten[bucket(name)] = max(b.forgotten[bucket(name)], c.head)
+			b.forget(name, c.head, now)
 			delete(b.channels, name)
 		}
+	}
+	for len(b.freedOrder) > 0 && now.Sub(b.freedOrder[0].at) > freedKept {
+		b.dropFreed()
 	}
 	for k, e := range b.idem {
 		if !now.Before(e.expires) {
