@@ -203,10 +203,16 @@ func refusal(resp *http.Response, answer []byte) string {
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
 		msg += " (pass a user token with -token or $ROOMCAST_TOKEN, or the API key with -api-key)"
-	case http.StatusTooManyRequests:
-		if ra := resp.Header.Get("Retry-After"); ra != "" {
-			msg += " (retry after " + ra + " s)"
-		}
+	}
+	if ra := resp.Header.Get("Retry-After"); ra != "" {
+		msg += " (retry after " + ra + " s)"
+	}
+	// After 503 outcome_unknown the event may be stored: only a resend
+	// with the answer's key is stored once, and the key is in a header
+	// the user would not otherwise see.
+	if key := resp.Header.Get("Idempotency-Key"); key != "" && resp.StatusCode == http.StatusServiceUnavailable {
+		msg += "\nthe event may have been published: resend it with -idempotency-key " + key +
+			" (and the same ROOM, DATA and flags), which publishes it at most once; a plain re-run may publish it twice"
 	}
 	return msg
 }
