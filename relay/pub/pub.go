@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/roomcast/roomcast/relay/config"
 	"github.com/roomcast/roomcast/rooms"
@@ -23,7 +24,8 @@ const usage = `Usage: roomcast pub [flags] ROOM DATA
        roomcast pub [flags] -user USER DATA
        roomcast pub [flags] -namespace NS DATA
 
-Publishes DATA (a string; a JSON value with -json; - reads it from stdin)
+Publishes DATA (a string; a JSON value with -json; - reads it from stdin;
+bytes that are not UTF-8 arrive base64-encoded, with "encoding":"base64")
 to ROOM, to several rooms as one event (ROOM is a comma-separated list), to
 a user's private channel (-user) or to every subscriber of a namespace
 (-namespace), and prints the relay's answer. Exits 0 when the relay
@@ -32,6 +34,10 @@ why), 2 for a usage error.
 
 Flags:
 `
+
+// maxStdin bounds DATA read from stdin: the relay's -max-payload is at
+// most 16 MiB.
+const maxStdin = 16 << 20
 
 // Main runs the command with args (after "pub"), reading DATA "-" from
 // stdin, and returns its exit code.
@@ -73,9 +79,13 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	}
 	dataArg := fs.Arg(want - 1)
 	if dataArg == "-" {
-		b, err := io.ReadAll(io.LimitReader(stdin, 64<<20))
+		b, err := io.ReadAll(io.LimitReader(stdin, maxStdin+1))
 		if err != nil {
 			return fail(fmt.Errorf("reading stdin: %w", err))
+		}
+		if len(b) > maxStdin {
+			// Cut short, it would be published truncated.
+			return fail(fmt.Errorf("stdin holds more than %d MiB, more than any relay accepts", maxStdin>>20))
 		}
 		dataArg = string(b)
 	}
@@ -141,14 +151,30 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 		}
 	}
 
+	contentType, payload := "application/json", []byte(nil)
+	if !*isJSON && !utf8.ValidString(dataArg) {
+		// A JSON string cannot hold these bytes (encoding would replace
+		// them with U+FFFD): the relay takes them as a raw body and
+		// delivers them base64-encoded, as it does for curl --data-binary.
+		if body.From != nil || body.Exclude != nil || body.Rooms != nil {
+			return fail(errors.New("DATA is not UTF-8 text: such data goes to the relay as a raw body, which -as, -exclude and several rooms cannot go with"))
+		}
+		q := url.Values{"event": {body.Event}}
+		if body.Volatile {
+			q.Set("volatile", "true")
+		}
+		contentType, payload, target = "application/octet-stream", []byte(dataArg), target+"?"+q.Encode()
+	} else {
+		payload, _ = json.Marshal(body)
+	}
+
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	payload, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(payload))
 	if err != nil {
 		return fail(err)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("User-Agent", "roomcast-pub")
 	if credential != "" {
 		req.Header.Set("Authorization", "Bearer "+credential)
