@@ -595,16 +595,21 @@ func serialiseOrigin(s string) (string, error) {
 		return "", fmt.Errorf("no user, query or fragment; %s", form)
 	}
 	host, port := strings.ToLower(u.Hostname()), u.Port()
-	if port != "" && !validPort(port) {
-		return "", fmt.Errorf("port %q is not a port number", port)
+	if port != "" {
+		if !validPort(port) {
+			return "", fmt.Errorf("port %q is not a port number", port)
+		}
+		n, _ := strconv.Atoi(port)
+		port = strconv.Itoa(n) // browsers send 8080 for 08080
 	}
 	if scheme == "http" && port == "80" || scheme == "https" && port == "443" {
 		port = ""
 	}
-	out := scheme + "://" + host
-	if strings.Contains(host, ":") {
-		out = scheme + "://[" + host + "]"
+	host, err = serialiseHost(host)
+	if err != nil {
+		return "", err
 	}
+	out := scheme + "://" + host
 	if port != "" {
 		out += ":" + port
 	}
@@ -621,6 +626,44 @@ func (c Config) Hosts() ([]string, error) {
 		}
 	}
 	return hosts, nil
+}
+
+// serialiseHost is a lower-case host as browsers write it in Origin (the
+// WHATWG URL standard): IPv6 addresses compressed, in brackets, IPv4
+// addresses in dotted decimal, domain names in ASCII.
+func serialiseHost(host string) (string, error) {
+	if strings.Contains(host, ":") {
+		a, err := netip.ParseAddr(host)
+		if err != nil || a.Zone() != "" {
+			return "", fmt.Errorf("%q is not an IPv6 address", host)
+		}
+		if a.Is4In6() {
+			// netip writes ::ffff:127.0.0.1; browsers ::ffff:7f00:1.
+			b := a.As16()
+			return fmt.Sprintf("[::ffff:%x:%x]", uint16(b[12])<<8|uint16(b[13]), uint16(b[14])<<8|uint16(b[15])), nil
+		}
+		return "[" + a.String() + "]", nil
+	}
+	for _, r := range host {
+		switch {
+		case r > 0x7e:
+			return "", errors.New("browsers send an international domain name in its ASCII form (xn--…): write that")
+		case r == '*':
+			return "", errors.New("an origin names one host (no wildcards): list each origin, or * for any")
+		}
+	}
+	// A host whose last label is a number is an IPv4 address to browsers,
+	// which write 127.1 or 0x7f.0.0.1 as 127.0.0.1.
+	labels := strings.Split(strings.TrimSuffix(host, "."), ".")
+	last := labels[len(labels)-1]
+	if last != "" && (strings.TrimLeft(last, "0123456789") == "" || strings.HasPrefix(last, "0x")) {
+		a, err := netip.ParseAddr(strings.TrimSuffix(host, "."))
+		if err != nil || !a.Is4() {
+			return "", fmt.Errorf("%q ends in a number, so browsers read it as an IPv4 address: write that address as four decimal numbers, such as 127.0.0.1", host)
+		}
+		return a.String(), nil
+	}
+	return host, nil
 }
 
 // Proxies parses the trusted proxy ranges.
