@@ -624,8 +624,59 @@ func (c Config) Hosts() ([]string, error) {
 			strings.Contains(h, "*") && !strings.HasPrefix(h, "*.") {
 			return nil, fmt.Errorf("%s: %q is not a host name, name:port or *.domain", c.Name("allowed-hosts"), h)
 		}
+		if want, err := serialiseAllowedHost(h); err != nil {
+			return nil, fmt.Errorf("%s: %q: %w", c.Name("allowed-hosts"), h, err)
+		} else if want != "" {
+			return nil, fmt.Errorf("%s: %q can never match, since browsers send the host as %q: write that", c.Name("allowed-hosts"), h, want)
+		}
 	}
 	return hosts, nil
+}
+
+// serialiseAllowedHost checks an allowed host (name, name:port, *.domain,
+// an IPv6 address bare or in brackets) against what browsers send in Host,
+// as serialiseOrigin does for origins: it returns the form to write when
+// h's differs in more than case or a trailing dot, which the relay
+// ignores.
+func serialiseAllowedHost(h string) (string, error) {
+	name, port, bracketed := h, "", false
+	switch {
+	case strings.HasPrefix(h, "["):
+		end := strings.IndexByte(h, ']')
+		if end < 0 {
+			return "", errors.New("no closing ]")
+		}
+		name, port, bracketed = h[1:end], strings.TrimPrefix(h[end+1:], ":"), true
+	case strings.Count(h, ":") == 1:
+		name, port, _ = strings.Cut(h, ":")
+	}
+	given := port
+	if port != "" {
+		if !validPort(port) {
+			return "", fmt.Errorf("port %q is not a port number (0 to 65535)", port)
+		}
+		n, _ := strconv.Atoi(port)
+		port = strconv.Itoa(n) // browsers send 8080 for 08080
+	}
+	wildcard := strings.HasPrefix(name, "*.")
+	host, err := serialiseHost(strings.ToLower(strings.TrimPrefix(name, "*.")))
+	if err != nil {
+		return "", err
+	}
+	want := strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if want == strings.TrimSuffix(strings.ToLower(strings.TrimPrefix(name, "*.")), ".") && port == given {
+		return "", nil
+	}
+	if wildcard {
+		want = "*." + want
+	}
+	if bracketed || strings.Contains(want, ":") && port != "" {
+		want = "[" + want + "]"
+	}
+	if port != "" {
+		want += ":" + port
+	}
+	return want, nil
 }
 
 // serialiseHost is a lower-case host as browsers write it in Origin (the
