@@ -232,6 +232,60 @@ func TestListeningLogNamesDemo(t *testing.T) {
 	}
 }
 
+// The demo URL of the start-up log answered 421 host_not_allowed when the
+// relay has a Host allow-list without 127.0.0.1 (ROOMCAST_ALLOWED_HOSTS
+// with a key), and an open relay on another loopback address (127.0.0.2)
+// answered no request at all by that address. The URL is now a host the
+// relay answers to, and the open relay answers to its own address.
+func TestListeningLogDemoIsAnswered(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		env  []string
+		addr string // the relay's host
+		args []string
+		want string // the demo URL's host, without the port
+		host string // the Host header a browser at the demo URL sends
+	}{
+		{"keyed with allowed hosts", []string{"ROOMCAST_API_KEY=" + strings.Repeat("k", 32)}, "127.0.0.1",
+			[]string{"-allowed-hosts", "*.relay.test,relay.test"}, "relay.test", "relay.test"},
+		{"open on another loopback address", nil, "127.0.0.2", nil, "127.0.0.2", "127.0.0.2"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			port := strconv.Itoa(relaytest.FreePort(t))
+			p := start(t, tt.env, append([]string{"-addr", tt.addr + ":" + port}, tt.args...)...)
+			var line struct{ Demo string }
+			raw := p.stderr.AwaitMatch(t, regexp.MustCompile(`\{[^\n]*"msg":"roomcast listening"[^\n]*\}`))[0]
+			if err := json.Unmarshal([]byte(raw), &line); err != nil {
+				t.Fatal(err)
+			}
+			if want := "http://" + tt.want + ":" + port + "/"; line.Demo != want {
+				t.Errorf("demo %q, want %q", line.Demo, want)
+			}
+			// What a browser at the demo URL asks, sent to the relay's
+			// address (relay.test resolves nowhere).
+			req, err := http.NewRequest(http.MethodGet, "http://"+tt.addr+":"+port+"/", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = tt.host + ":" + port
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET the demo with Host %s: %s", req.Host, resp.Status)
+			}
+			p.signal(t, syscall.SIGTERM)
+			if code := p.wait(t, waitFor); code != 0 {
+				t.Errorf("exit %d after SIGTERM", code)
+			}
+		})
+	}
+}
+
 // TestCommandUsageErrors: every command answers a bad flag with the error
 // and a hint, not with its whole usage; -h still prints the usage.
 func TestCommandUsageErrors(t *testing.T) {
