@@ -117,6 +117,10 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	if err != nil || (b.Scheme != "http" && b.Scheme != "https") || b.Host == "" {
 		return fail(fmt.Errorf("-url %q: must be an http:// or https:// URL", *base))
 	}
+	if b.RawQuery != "" || b.ForceQuery || b.Fragment != "" {
+		// The route is appended to the URL: it would land in its query.
+		return fail(fmt.Errorf("-url %q: the relay's base URL takes no query or fragment", *base))
+	}
 	target := b.String()
 	switch {
 	case *user != "":

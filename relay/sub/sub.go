@@ -133,6 +133,10 @@ func streamURL(base, arg string, multi bool) (string, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", fmt.Errorf("-url %q: must be an http:// or https:// URL", base)
 	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		// The routes are appended to the URL: they would land in its query.
+		return "", fmt.Errorf("-url %q: the relay's base URL takes no query or fragment", base)
+	}
 	if !multi {
 		room, err := rooms.ParseRoom(arg)
 		if err != nil {
