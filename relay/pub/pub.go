@@ -67,6 +67,11 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 		}
 		return fail(err)
 	}
+	if *timeout <= 0 {
+		// It would expire before the request is sent, reading as if the
+		// relay were unreachable.
+		return fail(errors.New("-timeout must be above 0"))
+	}
 	targets := 0
 	for _, s := range []string{*user, *namespace} {
 		if s != "" {

@@ -164,6 +164,7 @@ func TestRefused(t *testing.T) {
 		{"bad JSON", url, []string{"-json", "lobby", "{"}, 2, []string{"not a JSON value"}},
 		{"bad URL", map[string]string{"ROOMCAST_URL": "localhost:8080"}, []string{"lobby", "x"}, 2, []string{"-url"}},
 		{"URL with a query", map[string]string{"ROOMCAST_URL": r.URL + "/?x=1"}, []string{"lobby", "x"}, 2, []string{"-url", "no query or fragment"}},
+		{"no time to publish", url, []string{"-timeout", "0s", "lobby", "x"}, 2, []string{"-timeout must be above 0"}},
 		{"two targets", url, []string{"-user", "bob", "-namespace", "chat", "x"}, 2, []string{"give ROOM and DATA"}},
 	}
 	for _, tt := range tests {
