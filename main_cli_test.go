@@ -121,6 +121,44 @@ func TestConfigurationMessages(t *testing.T) {
 	}
 }
 
+// TestHelpHidesSecrets: -h printed each flag's default, which for the
+// credentials is the value of their environment variable: the JWT secret,
+// the API key, the cursor key, the metrics token, a token and a Redis
+// password went to the terminal (or a CI log) of anyone asking for help.
+func TestHelpHidesSecrets(t *testing.T) {
+	t.Parallel()
+	secrets := map[string]string{
+		"ROOMCAST_JWT_SECRET":    "jwt-secret-that-is-32-bytes-long-0",
+		"ROOMCAST_API_KEY":       "api-key-secret-1",
+		"ROOMCAST_CURSOR_KEY":    "cursor-key-secret-2",
+		"ROOMCAST_METRICS_TOKEN": "metrics-token-secret-3",
+		"ROOMCAST_TOKEN":         "user-token-secret-4",
+		"ROOMCAST_REDIS_URL":     "redis://:redis-password-secret-5@127.0.0.1:1",
+	}
+	var env []string
+	for k, v := range secrets {
+		env = append(env, k+"="+v)
+	}
+	for _, cmd := range [][]string{{"-h"}, {"token", "-h"}, {"pub", "-h"}, {"sub", "-h"}, {"bench", "-h"}} {
+		t.Run(strings.Join(cmd, " "), func(t *testing.T) {
+			t.Parallel()
+			p := start(t, env, cmd...)
+			if code := p.wait(t, waitFor); code != 0 {
+				t.Errorf("exit %d; stderr:\n%s", code, p.stderr.String())
+			}
+			out := p.stdout.String() + p.stderr.String()
+			if !strings.Contains(out, "Usage") {
+				t.Fatalf("no usage printed:\n%s", out)
+			}
+			for k, v := range secrets {
+				if strings.Contains(out, v) || strings.Contains(out, "redis-password") && k == "ROOMCAST_REDIS_URL" {
+					t.Errorf("the usage shows %s's value:\n%s", k, out)
+				}
+			}
+		})
+	}
+}
+
 // TestHelpAndVersion: the ways a user asks what the binary is and does.
 func TestHelpAndVersion(t *testing.T) {
 	t.Parallel()

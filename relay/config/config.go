@@ -263,6 +263,12 @@ func Load(args []string, getenv func(string) string, usageOut io.Writer) (Config
 			return Config{}, fmt.Errorf("default of -%s: %w", b.Flag, err)
 		}
 	}
+	// Registered before the environment is read: -h shows each flag's
+	// default as its value at registration, and the environment's values
+	// include secrets (the JWT secret, the API key, a Redis password).
+	for _, b := range bs {
+		fs.Var(b.value, b.Flag, b.Usage+" ($"+b.Env+")")
+	}
 	aliases := map[string]string{"ROOMCAST_ADDR": "PORT", "ROOMCAST_REDIS_URL": "REDIS_URL"}
 	for _, b := range bs {
 		name, v := b.Env, getenv(b.Env)
@@ -282,9 +288,6 @@ func Load(args []string, getenv func(string) string, usageOut io.Writer) (Config
 			return Config{}, fmt.Errorf("%s=%q: %w", name, v, err)
 		}
 		c.given[b.Flag] = name
-	}
-	for _, b := range bs {
-		fs.Var(b.value, b.Flag, b.Usage+" ($"+b.Env+")")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -56,6 +56,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	tok := fs.String("token", getenv("ROOMCAST_TOKEN"), "user token (JWT) sent as Authorization: Bearer ($ROOMCAST_TOKEN)")
 	apiKey := fs.String("api-key", getenv("ROOMCAST_API_KEY"), "server API key sent as Authorization: Bearer ($ROOMCAST_API_KEY); -token wins")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound of the request")
+	config.HideDefaults(fs, "token", "api-key")
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "roomcast pub:", err)
 		fmt.Fprintln(stderr, config.CommandHint("pub"))

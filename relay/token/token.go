@@ -42,6 +42,7 @@ func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) i
 	ttl := fs.Duration("ttl", time.Hour, "lifetime (the exp claim)")
 	issuer := fs.String("issuer", getenv("ROOMCAST_JWT_ISSUER"), "iss claim ($ROOMCAST_JWT_ISSUER)")
 	audience := fs.String("audience", getenv("ROOMCAST_JWT_AUDIENCE"), "aud claim ($ROOMCAST_JWT_AUDIENCE)")
+	config.HideDefaults(fs, "secret")
 	err := config.ParseCommand(fs, args, usage, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
