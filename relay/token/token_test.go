@@ -77,6 +77,8 @@ func TestTokenUsage(t *testing.T) {
 		{"short secret", nil, []string{"-secret", "short", "alice"}, "at least 32 bytes"},
 		{"no user", secret, nil, "exactly one USER"},
 		{"bad user", secret, []string{"al\x01ice"}, "invalid user id"},
+		// Minted for "al\ufffdice": JSON cannot carry the byte.
+		{"user not UTF-8", secret, []string{"al\xffice"}, "must be UTF-8"},
 		{"no lifetime", secret, []string{"-ttl", "0s", "alice"}, "-ttl"},
 		// exp is in whole seconds: the token was expired when minted.
 		{"lifetime below a second", secret, []string{"-ttl", "500ms", "alice"}, "-ttl must be at least 1s"},
