@@ -18,6 +18,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -254,7 +255,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go func() { served <- httpSrv.Serve(ln) }()
 	srv.SetReady()
 	log.Info("roomcast listening", "addr", ln.Addr().String(), "backbone", backboneName(cfg), "version", version,
-		"demo", demoURL(ln.Addr()))
+		"demo", demoURL(ln.Addr(), hosts, srv.AnswersHost))
 
 	select {
 	case err := <-served:
@@ -277,7 +278,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 // demoURL is where a browser on this machine finds the demo chat served
 // at /: the listening address, with an unspecified host (":8080",
 // "0.0.0.0") replaced by loopback.
-func demoURL(addr net.Addr) string {
+//
+// A relay with a Host allow-list answers 421 to a host it does not list:
+// the URL then names the first listed host it answers to (a name, not a
+// *.domain), or is empty when there is none.
+func demoURL(addr net.Addr, hosts []string, answers func(host string) bool) string {
 	host, port, err := net.SplitHostPort(addr.String())
 	if err != nil {
 		return ""
@@ -285,7 +290,23 @@ func demoURL(addr net.Addr) string {
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, port) + "/"
+	candidates := []string{net.JoinHostPort(host, port)}
+	for _, h := range hosts {
+		if strings.HasPrefix(h, "*.") {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(h); err == nil {
+			candidates = append(candidates, h) // behind a proxy on that port
+		} else {
+			candidates = append(candidates, net.JoinHostPort(strings.Trim(h, "[]"), port))
+		}
+	}
+	for _, c := range candidates {
+		if answers(c) {
+			return "http://" + c + "/"
+		}
+	}
+	return ""
 }
 
 // serveDebug serves net/http/pprof on its own listener, apart from the
@@ -383,7 +404,13 @@ func allowedHosts(cfg config.Config, open bool) ([]string, error) {
 		return hosts, err
 	}
 	if cfg.LoopbackOnly() {
-		return append(hosts, relay.LoopbackHosts()...), nil
+		hosts = append(hosts, relay.LoopbackHosts()...)
+		// The address it listens on, such as 127.0.0.2, which the usual
+		// names do not reach; an address is no name DNS could rebind.
+		if h, _, err := net.SplitHostPort(cfg.Addr); err == nil && net.ParseIP(h) != nil {
+			hosts = append(hosts, h)
+		}
+		return hosts, nil
 	}
 	if open && !cfg.Open {
 		return nil, fmt.Errorf("no ROOMCAST_JWT_SECRET, ROOMCAST_JWT_PUBLIC_KEY or ROOMCAST_API_KEY is configured and %s is not a loopback address: "+

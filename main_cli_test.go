@@ -55,6 +55,30 @@ func TestConfigurationMessages(t *testing.T) {
 			want: []string{"-allowed-origins", `"http://host:8095"`}},
 		{name: "origin with the default port", args: []string{"-allowed-origins", "https://app.example:443"}, code: 2,
 			want: []string{`"https://app.example"`}},
+		// Origins a browser writes otherwise were accepted and never matched.
+		{name: "origin with an international name", args: []string{"-allowed-origins", "https://bücher.example"}, code: 2,
+			want: []string{`"https://bücher.example" is not an origin`, "ASCII form (xn--"}},
+		{name: "origin with an uncompressed IPv6 address", args: []string{"-allowed-origins", "http://[0:0:0:0:0:0:0:1]:3000"}, code: 2,
+			want: []string{`"http://[::1]:3000"`}},
+		{name: "origin with an IPv4-mapped IPv6 address", args: []string{"-allowed-origins", "http://[::ffff:127.0.0.1]"}, code: 2,
+			want: []string{`"http://[::ffff:7f00:1]"`}},
+		{name: "origin with a short IPv4 address", args: []string{"-allowed-origins", "http://127.1:3000"}, code: 2,
+			want: []string{`"http://127.1:3000" is not an origin`, "IPv4"}},
+		{name: "origin with a trailing dot after an IPv4 address", args: []string{"-allowed-origins", "http://127.0.0.1.:3000"}, code: 2,
+			want: []string{`"http://127.0.0.1:3000"`}},
+		{name: "origin with a zero-padded port", args: []string{"-allowed-origins", "http://localhost:03000"}, code: 2,
+			want: []string{`"http://localhost:3000"`}},
+		{name: "origin with a wildcard", args: []string{"-allowed-origins", "https://*.app.example"}, code: 2,
+			want: []string{`"https://*.app.example" is not an origin`, "no wildcards"}},
+		// Allowed hosts too: browsers send the Host header in those forms.
+		{name: "host with an international name", args: []string{"-allowed-hosts", "bücher.example"}, code: 2,
+			want: []string{"-allowed-hosts", `"bücher.example"`, "ASCII form (xn--"}},
+		{name: "host with an uncompressed IPv6 address", args: []string{"-allowed-hosts", "[0:0::1]:8080"}, code: 2,
+			want: []string{`"[::1]:8080"`}},
+		{name: "host with a zero-padded port", args: []string{"-allowed-hosts", "app.example:08080"}, code: 2,
+			want: []string{`"app.example:8080"`}},
+		{name: "host with a short IPv4 address", args: []string{"-allowed-hosts", "127.1"}, code: 2,
+			want: []string{"IPv4"}},
 		{name: "join and leave events without presence", code: 1,
 			namespaces: "[namespaces.chat]\npresence = false\njoin_leave_events = true\n",
 			want:       []string{"[namespaces.chat]", "join_leave_events = true needs presence = true"}},
@@ -92,6 +116,44 @@ func TestConfigurationMessages(t *testing.T) {
 			}
 			if strings.Contains(stderr, "roomcast listening") {
 				t.Error("it listened anyway")
+			}
+		})
+	}
+}
+
+// TestHelpHidesSecrets: -h printed each flag's default, which for the
+// credentials is the value of their environment variable: the JWT secret,
+// the API key, the cursor key, the metrics token, a token and a Redis
+// password went to the terminal (or a CI log) of anyone asking for help.
+func TestHelpHidesSecrets(t *testing.T) {
+	t.Parallel()
+	secrets := map[string]string{
+		"ROOMCAST_JWT_SECRET":    "jwt-secret-that-is-32-bytes-long-0",
+		"ROOMCAST_API_KEY":       "api-key-secret-1",
+		"ROOMCAST_CURSOR_KEY":    "cursor-key-secret-2",
+		"ROOMCAST_METRICS_TOKEN": "metrics-token-secret-3",
+		"ROOMCAST_TOKEN":         "user-token-secret-4",
+		"ROOMCAST_REDIS_URL":     "redis://:redis-password-secret-5@127.0.0.1:1",
+	}
+	var env []string
+	for k, v := range secrets {
+		env = append(env, k+"="+v)
+	}
+	for _, cmd := range [][]string{{"-h"}, {"token", "-h"}, {"pub", "-h"}, {"sub", "-h"}, {"bench", "-h"}} {
+		t.Run(strings.Join(cmd, " "), func(t *testing.T) {
+			t.Parallel()
+			p := start(t, env, cmd...)
+			if code := p.wait(t, waitFor); code != 0 {
+				t.Errorf("exit %d; stderr:\n%s", code, p.stderr.String())
+			}
+			out := p.stdout.String() + p.stderr.String()
+			if !strings.Contains(out, "Usage") {
+				t.Fatalf("no usage printed:\n%s", out)
+			}
+			for k, v := range secrets {
+				if strings.Contains(out, v) || strings.Contains(out, "redis-password") && k == "ROOMCAST_REDIS_URL" {
+					t.Errorf("the usage shows %s's value:\n%s", k, out)
+				}
 			}
 		})
 	}
@@ -205,6 +267,60 @@ func TestListeningLogNamesDemo(t *testing.T) {
 		if code := p.wait(t, waitFor); code != 0 {
 			t.Errorf("exit %d after SIGTERM", code)
 		}
+	}
+}
+
+// The demo URL of the start-up log answered 421 host_not_allowed when the
+// relay has a Host allow-list without 127.0.0.1 (ROOMCAST_ALLOWED_HOSTS
+// with a key), and an open relay on another loopback address (127.0.0.2)
+// answered no request at all by that address. The URL is now a host the
+// relay answers to, and the open relay answers to its own address.
+func TestListeningLogDemoIsAnswered(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		env  []string
+		addr string // the relay's host
+		args []string
+		want string // the demo URL's host, without the port
+		host string // the Host header a browser at the demo URL sends
+	}{
+		{"keyed with allowed hosts", []string{"ROOMCAST_API_KEY=" + strings.Repeat("k", 32)}, "127.0.0.1",
+			[]string{"-allowed-hosts", "*.relay.test,relay.test"}, "relay.test", "relay.test"},
+		{"open on another loopback address", nil, "127.0.0.2", nil, "127.0.0.2", "127.0.0.2"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			port := strconv.Itoa(relaytest.FreePort(t))
+			p := start(t, tt.env, append([]string{"-addr", tt.addr + ":" + port}, tt.args...)...)
+			var line struct{ Demo string }
+			raw := p.stderr.AwaitMatch(t, regexp.MustCompile(`\{[^\n]*"msg":"roomcast listening"[^\n]*\}`))[0]
+			if err := json.Unmarshal([]byte(raw), &line); err != nil {
+				t.Fatal(err)
+			}
+			if want := "http://" + tt.want + ":" + port + "/"; line.Demo != want {
+				t.Errorf("demo %q, want %q", line.Demo, want)
+			}
+			// What a browser at the demo URL asks, sent to the relay's
+			// address (relay.test resolves nowhere).
+			req, err := http.NewRequest(http.MethodGet, "http://"+tt.addr+":"+port+"/", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = tt.host + ":" + port
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET the demo with Host %s: %s", req.Host, resp.Status)
+			}
+			p.signal(t, syscall.SIGTERM)
+			if code := p.wait(t, waitFor); code != 0 {
+				t.Errorf("exit %d after SIGTERM", code)
+			}
+		})
 	}
 }
 

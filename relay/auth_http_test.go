@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -609,6 +610,33 @@ func TestCORS(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCORSVaryOrigin: with allowed origins configured, an answer depends on
+// Origin even when it carries no CORS headers. Only answers to allowed
+// origins said Vary: Origin, so a cache (the browser's own, or a CDN) that
+// stored /roomcast.js or a history page fetched without Origin served it
+// again, without Access-Control-Allow-Origin, to the allowed app's page,
+// which the browser then refused.
+func TestCORSVaryOrigin(t *testing.T) {
+	t.Parallel()
+	const app = "https://app.example"
+	r := startSecured(t, func(o *relaytest.Options) { o.Relay.AllowedOrigins = []string{app} })
+	for _, path := range []string{"/roomcast.js", "/v1/rooms/public:lobby/history"} {
+		for _, origin := range []string{"", "https://other.example", app} {
+			h := http.Header{}
+			if origin != "" {
+				h.Set("Origin", origin)
+			}
+			resp := r.Do(t, relaytest.Request{Path: path, Header: h})
+			if resp.Status != http.StatusOK {
+				t.Fatalf("GET %s (Origin %q): %d %s", path, origin, resp.Status, resp.Body)
+			}
+			if !slices.Contains(resp.Header.Values("Vary"), "Origin") {
+				t.Errorf("GET %s with Origin %q: Vary %q lacks Origin", path, origin, resp.Header.Values("Vary"))
+			}
+		}
 	}
 }
 

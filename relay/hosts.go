@@ -95,6 +95,10 @@ func (s *Server) hostAllowed(host string) bool {
 	return false
 }
 
+// AnswersHost reports whether the relay answers requests for host (as a
+// Host header: name or name:port), rather than 421 host_not_allowed.
+func (s *Server) AnswersHost(host string) bool { return s.hostAllowed(host) }
+
 // checkHost refuses requests for a host the relay does not answer to, with
 // 421 host_not_allowed. The health probes and /metrics answer whatever the
 // Host: platforms and scrapers call them by a machine's address, and they

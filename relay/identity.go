@@ -60,6 +60,13 @@ func (s *Server) cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
 		preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+		if len(s.opts.AllowedOrigins) > 0 {
+			// Every answer depends on Origin, also one without CORS
+			// headers: a cache must not serve an answer stored for a
+			// request without Origin (or of another origin) to an
+			// allowed one, which the browser would then refuse.
+			w.Header().Add("Vary", "Origin")
+		}
 		if origin != "" && preflight && !s.originAllowed(origin) && !s.sameOrigin(origin, r) {
 			// No route answers OPTIONS: without this a refused preflight
 			// would read 405 method_not_allowed, hiding the reason.
@@ -71,7 +78,6 @@ func (s *Server) cors(next http.Handler) http.Handler {
 			return
 		}
 		h := w.Header()
-		h.Add("Vary", "Origin")
 		if slices.Contains(s.opts.AllowedOrigins, origin) {
 			h.Set("Access-Control-Allow-Origin", origin)
 			h.Set("Access-Control-Allow-Credentials", "true")

@@ -314,6 +314,9 @@ func TestUserStreams(t *testing.T) {
 	// somebody else's user stream through a resume cursor.
 	wantError(t, postJSON(t, r, "/v1/users/alice/events", nil, `{}`), http.StatusUnauthorized, "unauthenticated")
 	wantError(t, postJSON(t, r, "/v1/users/"+strings.Repeat("u", 300)+"/events", carol, `{}`), http.StatusBadRequest, "invalid_user")
+	// A user id that is not UTF-8 names nobody a token can be: tokens
+	// are JSON, whose sub would read U+FFFD.
+	wantError(t, postJSON(t, r, "/v1/users/al%FFice/events", carol, `{}`), http.StatusBadRequest, "invalid_user")
 	spy := r.Subscribe(t, "/v1/stream", relaytest.StreamOptions{Header: relaytest.BearerMap(relaytest.Token(t, "mallory", time.Hour, nil)), LastEventID: multi.LastEventID()})
 	spy.Connected(t)
 	postJSON(t, r, "/v1/users/alice/events", server(), `{"data":"secret"}`)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Errors of identity and policy.
@@ -45,11 +46,15 @@ func (id Identity) Sender() *Sender {
 	return &Sender{User: id.User, Name: id.Name}
 }
 
-// ValidateUserID checks a user id taken from a URL: 1 to 256 bytes, no
-// control characters.
+// ValidateUserID checks a user id taken from a URL: 1 to 256 bytes of
+// UTF-8, no control characters. Other bytes would reach JSON (a token's
+// sub, an event's from) as U+FFFD: another user's id.
 func ValidateUserID(user string) error {
 	if len(user) == 0 || len(user) > 256 {
 		return fmt.Errorf("%w: must be 1 to 256 bytes", ErrInvalidUser)
+	}
+	if !utf8.ValidString(user) {
+		return fmt.Errorf("%w: must be UTF-8 text", ErrInvalidUser)
 	}
 	for _, r := range user {
 		if r < 0x20 || r == 0x7f {

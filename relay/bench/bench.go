@@ -116,6 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (cfg Config, format, jsonFile s
 	fs.DurationVar(&cfg.Warmup, "warmup", 3*time.Second, "idle time with every subscriber connected before publishing (idle memory and CPU are measured over it)")
 	fs.BoolVar(&cfg.Volatile, "volatile", false, "publish volatile events (losses are then allowed)")
 	fs.StringVar(&cfg.APIKey, "api-key", os.Getenv("ROOMCAST_API_KEY"), "API key sent as Authorization: Bearer on publishes ($ROOMCAST_API_KEY)")
+	config.HideDefaults(fs, "api-key")
 	fs.StringVar(&cfg.SubscriberToken, "subscriber-token", "", "bearer token sent by subscribers (default: anonymous)")
 	var pids pidList
 	fs.Var(&pids, "server-pid", "pid of a relay under test, for CPU and memory figures (repeat for several)")

@@ -263,6 +263,12 @@ func Load(args []string, getenv func(string) string, usageOut io.Writer) (Config
 			return Config{}, fmt.Errorf("default of -%s: %w", b.Flag, err)
 		}
 	}
+	// Registered before the environment is read: -h shows each flag's
+	// default as its value at registration, and the environment's values
+	// include secrets (the JWT secret, the API key, a Redis password).
+	for _, b := range bs {
+		fs.Var(b.value, b.Flag, b.Usage+" ($"+b.Env+")")
+	}
 	aliases := map[string]string{"ROOMCAST_ADDR": "PORT", "ROOMCAST_REDIS_URL": "REDIS_URL"}
 	for _, b := range bs {
 		name, v := b.Env, getenv(b.Env)
@@ -282,9 +288,6 @@ func Load(args []string, getenv func(string) string, usageOut io.Writer) (Config
 			return Config{}, fmt.Errorf("%s=%q: %w", name, v, err)
 		}
 		c.given[b.Flag] = name
-	}
-	for _, b := range bs {
-		fs.Var(b.value, b.Flag, b.Usage+" ($"+b.Env+")")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -595,16 +598,21 @@ func serialiseOrigin(s string) (string, error) {
 		return "", fmt.Errorf("no user, query or fragment; %s", form)
 	}
 	host, port := strings.ToLower(u.Hostname()), u.Port()
-	if port != "" && !validPort(port) {
-		return "", fmt.Errorf("port %q is not a port number", port)
+	if port != "" {
+		if !validPort(port) {
+			return "", fmt.Errorf("port %q is not a port number", port)
+		}
+		n, _ := strconv.Atoi(port)
+		port = strconv.Itoa(n) // browsers send 8080 for 08080
 	}
 	if scheme == "http" && port == "80" || scheme == "https" && port == "443" {
 		port = ""
 	}
-	out := scheme + "://" + host
-	if strings.Contains(host, ":") {
-		out = scheme + "://[" + host + "]"
+	host, err = serialiseHost(host)
+	if err != nil {
+		return "", err
 	}
+	out := scheme + "://" + host
 	if port != "" {
 		out += ":" + port
 	}
@@ -619,8 +627,97 @@ func (c Config) Hosts() ([]string, error) {
 			strings.Contains(h, "*") && !strings.HasPrefix(h, "*.") {
 			return nil, fmt.Errorf("%s: %q is not a host name, name:port or *.domain", c.Name("allowed-hosts"), h)
 		}
+		if want, err := serialiseAllowedHost(h); err != nil {
+			return nil, fmt.Errorf("%s: %q: %w", c.Name("allowed-hosts"), h, err)
+		} else if want != "" {
+			return nil, fmt.Errorf("%s: %q can never match, since browsers send the host as %q: write that", c.Name("allowed-hosts"), h, want)
+		}
 	}
 	return hosts, nil
+}
+
+// serialiseAllowedHost checks an allowed host (name, name:port, *.domain,
+// an IPv6 address bare or in brackets) against what browsers send in Host,
+// as serialiseOrigin does for origins: it returns the form to write when
+// h's differs in more than case or a trailing dot, which the relay
+// ignores.
+func serialiseAllowedHost(h string) (string, error) {
+	name, port, bracketed := h, "", false
+	switch {
+	case strings.HasPrefix(h, "["):
+		end := strings.IndexByte(h, ']')
+		if end < 0 {
+			return "", errors.New("no closing ]")
+		}
+		name, port, bracketed = h[1:end], strings.TrimPrefix(h[end+1:], ":"), true
+	case strings.Count(h, ":") == 1:
+		name, port, _ = strings.Cut(h, ":")
+	}
+	given := port
+	if port != "" {
+		if !validPort(port) {
+			return "", fmt.Errorf("port %q is not a port number (0 to 65535)", port)
+		}
+		n, _ := strconv.Atoi(port)
+		port = strconv.Itoa(n) // browsers send 8080 for 08080
+	}
+	wildcard := strings.HasPrefix(name, "*.")
+	host, err := serialiseHost(strings.ToLower(strings.TrimPrefix(name, "*.")))
+	if err != nil {
+		return "", err
+	}
+	want := strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if want == strings.TrimSuffix(strings.ToLower(strings.TrimPrefix(name, "*.")), ".") && port == given {
+		return "", nil
+	}
+	if wildcard {
+		want = "*." + want
+	}
+	if bracketed || strings.Contains(want, ":") && port != "" {
+		want = "[" + want + "]"
+	}
+	if port != "" {
+		want += ":" + port
+	}
+	return want, nil
+}
+
+// serialiseHost is a lower-case host as browsers write it in Origin (the
+// WHATWG URL standard): IPv6 addresses compressed, in brackets, IPv4
+// addresses in dotted decimal, domain names in ASCII.
+func serialiseHost(host string) (string, error) {
+	if strings.Contains(host, ":") {
+		a, err := netip.ParseAddr(host)
+		if err != nil || a.Zone() != "" {
+			return "", fmt.Errorf("%q is not an IPv6 address", host)
+		}
+		if a.Is4In6() {
+			// netip writes ::ffff:127.0.0.1; browsers ::ffff:7f00:1.
+			b := a.As16()
+			return fmt.Sprintf("[::ffff:%x:%x]", uint16(b[12])<<8|uint16(b[13]), uint16(b[14])<<8|uint16(b[15])), nil
+		}
+		return "[" + a.String() + "]", nil
+	}
+	for _, r := range host {
+		switch {
+		case r > 0x7e:
+			return "", errors.New("browsers send an international domain name in its ASCII form (xn--…): write that")
+		case r == '*':
+			return "", errors.New("an origin names one host (no wildcards): list each origin, or * for any")
+		}
+	}
+	// A host whose last label is a number is an IPv4 address to browsers,
+	// which write 127.1 or 0x7f.0.0.1 as 127.0.0.1.
+	labels := strings.Split(strings.TrimSuffix(host, "."), ".")
+	last := labels[len(labels)-1]
+	if last != "" && (strings.TrimLeft(last, "0123456789") == "" || strings.HasPrefix(last, "0x")) {
+		a, err := netip.ParseAddr(strings.TrimSuffix(host, "."))
+		if err != nil || !a.Is4() {
+			return "", fmt.Errorf("%q ends in a number, so browsers read it as an IPv4 address: write that address as four decimal numbers, such as 127.0.0.1", host)
+		}
+		return a.String(), nil
+	}
+	return host, nil
 }
 
 // Proxies parses the trusted proxy ranges.

@@ -29,3 +29,14 @@ func ParseCommand(fs *flag.FlagSet, args []string, usage string, out io.Writer) 
 func CommandHint(command string) string {
 	return "roomcast " + command + " -h lists its flags"
 }
+
+// HideDefaults keeps -h from printing the defaults of the named flags,
+// which a command takes from the environment: credentials (a token, the
+// API key, the JWT secret) must not end up on a terminal or in a log.
+func HideDefaults(fs *flag.FlagSet, names ...string) {
+	for _, name := range names {
+		if f := fs.Lookup(name); f != nil {
+			f.DefValue = ""
+		}
+	}
+}

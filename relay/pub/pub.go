@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/roomcast/roomcast/relay/config"
 	"github.com/roomcast/roomcast/rooms"
@@ -23,7 +24,8 @@ const usage = `Usage: roomcast pub [flags] ROOM DATA
        roomcast pub [flags] -user USER DATA
        roomcast pub [flags] -namespace NS DATA
 
-Publishes DATA (a string; a JSON value with -json; - reads it from stdin)
+Publishes DATA (a string; a JSON value with -json; - reads it from stdin;
+bytes that are not UTF-8 arrive base64-encoded, with "encoding":"base64")
 to ROOM, to several rooms as one event (ROOM is a comma-separated list), to
 a user's private channel (-user) or to every subscriber of a namespace
 (-namespace), and prints the relay's answer. Exits 0 when the relay
@@ -32,6 +34,10 @@ why), 2 for a usage error.
 
 Flags:
 `
+
+// maxStdin bounds DATA read from stdin: the relay's -max-payload is at
+// most 16 MiB.
+const maxStdin = 16 << 20
 
 // Main runs the command with args (after "pub"), reading DATA "-" from
 // stdin, and returns its exit code.
@@ -50,6 +56,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	tok := fs.String("token", getenv("ROOMCAST_TOKEN"), "user token (JWT) sent as Authorization: Bearer ($ROOMCAST_TOKEN)")
 	apiKey := fs.String("api-key", getenv("ROOMCAST_API_KEY"), "server API key sent as Authorization: Bearer ($ROOMCAST_API_KEY); -token wins")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound of the request")
+	config.HideDefaults(fs, "token", "api-key")
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "roomcast pub:", err)
 		fmt.Fprintln(stderr, config.CommandHint("pub"))
@@ -60,6 +67,11 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 			return 0
 		}
 		return fail(err)
+	}
+	if *timeout <= 0 {
+		// It would expire before the request is sent, reading as if the
+		// relay were unreachable.
+		return fail(errors.New("-timeout must be above 0"))
 	}
 	targets := 0
 	for _, s := range []string{*user, *namespace} {
@@ -73,9 +85,13 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	}
 	dataArg := fs.Arg(want - 1)
 	if dataArg == "-" {
-		b, err := io.ReadAll(io.LimitReader(stdin, 64<<20))
+		b, err := io.ReadAll(io.LimitReader(stdin, maxStdin+1))
 		if err != nil {
 			return fail(fmt.Errorf("reading stdin: %w", err))
+		}
+		if len(b) > maxStdin {
+			// Cut short, it would be published truncated.
+			return fail(fmt.Errorf("stdin holds more than %d MiB, more than any relay accepts", maxStdin>>20))
 		}
 		dataArg = string(b)
 	}
@@ -106,6 +122,10 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	b, err := url.Parse(strings.TrimRight(*base, "/"))
 	if err != nil || (b.Scheme != "http" && b.Scheme != "https") || b.Host == "" {
 		return fail(fmt.Errorf("-url %q: must be an http:// or https:// URL", *base))
+	}
+	if b.RawQuery != "" || b.ForceQuery || b.Fragment != "" {
+		// The route is appended to the URL: it would land in its query.
+		return fail(fmt.Errorf("-url %q: the relay's base URL takes no query or fragment", *base))
 	}
 	target := b.String()
 	switch {
@@ -141,14 +161,30 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 		}
 	}
 
+	contentType, payload := "application/json", []byte(nil)
+	if !*isJSON && !utf8.ValidString(dataArg) {
+		// A JSON string cannot hold these bytes (encoding would replace
+		// them with U+FFFD): the relay takes them as a raw body and
+		// delivers them base64-encoded, as it does for curl --data-binary.
+		if body.From != nil || body.Exclude != nil || body.Rooms != nil {
+			return fail(errors.New("DATA is not UTF-8 text: such data goes to the relay as a raw body, which -as, -exclude and several rooms cannot go with"))
+		}
+		q := url.Values{"event": {body.Event}}
+		if body.Volatile {
+			q.Set("volatile", "true")
+		}
+		contentType, payload, target = "application/octet-stream", []byte(dataArg), target+"?"+q.Encode()
+	} else {
+		payload, _ = json.Marshal(body)
+	}
+
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	payload, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(payload))
 	if err != nil {
 		return fail(err)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("User-Agent", "roomcast-pub")
 	if credential != "" {
 		req.Header.Set("Authorization", "Bearer "+credential)
@@ -203,10 +239,16 @@ func refusal(resp *http.Response, answer []byte) string {
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
 		msg += " (pass a user token with -token or $ROOMCAST_TOKEN, or the API key with -api-key)"
-	case http.StatusTooManyRequests:
-		if ra := resp.Header.Get("Retry-After"); ra != "" {
-			msg += " (retry after " + ra + " s)"
-		}
+	}
+	if ra := resp.Header.Get("Retry-After"); ra != "" {
+		msg += " (retry after " + ra + " s)"
+	}
+	// After 503 outcome_unknown the event may be stored: only a resend
+	// with the answer's key is stored once, and the key is in a header
+	// the user would not otherwise see.
+	if key := resp.Header.Get("Idempotency-Key"); key != "" && resp.StatusCode == http.StatusServiceUnavailable {
+		msg += "\nthe event may have been published: resend it with -idempotency-key " + key +
+			" (and the same ROOM, DATA and flags), which publishes it at most once; a plain re-run may publish it twice"
 	}
 	return msg
 }

@@ -83,10 +83,15 @@ func TestPublish(t *testing.T) {
 		data     string // JSON
 		from     string // JSON
 		volatile bool
+		encoding string
 	}{
 		{name: "a string", args: []string{"lobby", "hello"}, stream: lobby, event: "message", data: `"hello"`, from: `{"user":"alice","name":"Alice"}`},
 		{name: "event name and JSON", args: []string{"-event", "chat", "-json", "lobby", `{"text":"hi"}`}, stream: lobby, event: "chat", data: `{"text":"hi"}`, from: `{"user":"alice","name":"Alice"}`},
 		{name: "from stdin", stdin: "line one\nline two", args: []string{"lobby", "-"}, stream: lobby, event: "message", data: `"line one\nline two"`, from: `{"user":"alice","name":"Alice"}`},
+		// Bytes that are not UTF-8 were replaced by U+FFFD on the way
+		// into a JSON string; they now arrive as curl --data-binary's do.
+		{name: "binary from stdin", stdin: "\xff\xfe\x00\x01", args: []string{"-event", "blob", "lobby", "-"}, stream: lobby, event: "blob", data: `"//4AAQ=="`, from: `{"user":"alice","name":"Alice"}`, encoding: "base64"},
+		{name: "binary private message", args: []string{"-user", "bob", "-event", "blob", "-volatile", "\xffx"}, stream: bob, event: "blob", data: `"/3g="`, from: `{"user":"alice","name":"Alice"}`, volatile: true, encoding: "base64"},
 		{name: "volatile", args: []string{"-volatile", "-event", "typing", "lobby", "x"}, stream: lobby, event: "typing", data: `"x"`, from: `{"user":"alice","name":"Alice"}`, volatile: true},
 		{name: "several rooms", args: []string{"-event", "notice", "lobby,news", "both"}, stream: news, event: "notice", data: `"both"`, from: `{"user":"alice","name":"Alice"}`},
 		{name: "private message", args: []string{"-user", "bob", "-event", "pm", "psst"}, stream: bob, event: "pm", data: `"psst"`, from: `{"user":"alice","name":"Alice"}`},
@@ -113,8 +118,8 @@ func TestPublish(t *testing.T) {
 				lobby.Expect(t, tt.event) // the same event reached both rooms
 			}
 			env := tt.stream.Expect(t, tt.event).Envelope(t)
-			if string(env.Data) != tt.data || string(env.From) != tt.from || (env.ID == nil) != tt.volatile {
-				t.Errorf("received data %s from %s id %v, want %s from %s", env.Data, env.From, env.ID, tt.data, tt.from)
+			if string(env.Data) != tt.data || string(env.From) != tt.from || (env.ID == nil) != tt.volatile || env.Encoding != tt.encoding {
+				t.Errorf("received data %s (encoding %q) from %s id %v, want %s (%q) from %s", env.Data, env.Encoding, env.From, env.ID, tt.data, tt.encoding, tt.from)
 			}
 		})
 	}
@@ -158,6 +163,8 @@ func TestRefused(t *testing.T) {
 		{"bad room", url, []string{"bad room", "x"}, 2, []string{"invalid room"}},
 		{"bad JSON", url, []string{"-json", "lobby", "{"}, 2, []string{"not a JSON value"}},
 		{"bad URL", map[string]string{"ROOMCAST_URL": "localhost:8080"}, []string{"lobby", "x"}, 2, []string{"-url"}},
+		{"URL with a query", map[string]string{"ROOMCAST_URL": r.URL + "/?x=1"}, []string{"lobby", "x"}, 2, []string{"-url", "no query or fragment"}},
+		{"no time to publish", url, []string{"-timeout", "0s", "lobby", "x"}, 2, []string{"-timeout must be above 0"}},
 		{"two targets", url, []string{"-user", "bob", "-namespace", "chat", "x"}, 2, []string{"give ROOM and DATA"}},
 	}
 	for _, tt := range tests {
@@ -175,5 +182,41 @@ func TestRefused(t *testing.T) {
 	}
 	if resp := r.Get(t, "/readyz"); resp.Status != http.StatusOK {
 		t.Errorf("relay: %d", resp.Status)
+	}
+}
+
+// DATA that pub cannot send as it is, it refuses rather than altering it:
+// bytes that are not UTF-8 with options only a JSON body carries, and stdin
+// beyond what any relay accepts (it was cut at 64 MiB and sent truncated).
+func TestDataRefused(t *testing.T) {
+	r := startRelay(t, 1000)
+	env := map[string]string{"ROOMCAST_URL": r.URL, "ROOMCAST_API_KEY": relaytest.APIKey}
+	lobby := r.Subscribe(t, "/v1/rooms/lobby/events", relaytest.StreamOptions{})
+	lobby.Expect(t, "roomcast:connected")
+	tests := []struct {
+		name  string
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"binary as a user", "", []string{"-as", "support", "lobby", "\xff"}, "not UTF-8"},
+		{"binary to several rooms", "", []string{"lobby,news", "\xff"}, "not UTF-8"},
+		{"binary with -exclude", "", []string{"-exclude", "c1", "lobby", "\xff"}, "not UTF-8"},
+		{"stdin too large", strings.Repeat("x", 16<<20+1), []string{"lobby", "-"}, "more than 16 MiB"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := pub(t, env, tt.stdin, tt.args...)
+			if code != 2 || stdout != "" || !strings.Contains(stderr, tt.want) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 2 and %q", code, stdout, stderr, tt.want)
+			}
+		})
+	}
+	// Nothing reached the room: the next event is the marker.
+	if code, _, stderr := pub(t, env, "", "lobby", "marker"); code != 0 {
+		t.Fatalf("marker: %s", stderr)
+	}
+	if got := lobby.Expect(t, "message").Envelope(t); string(got.Data) != `"marker"` {
+		t.Errorf("the room received %s before the marker", got.Data)
 	}
 }

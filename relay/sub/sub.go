@@ -69,6 +69,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	lastID := fs.String("last-event-id", "", "start after this cursor (the stream's id: field, which sub prints when it stops)")
 	multi := fs.Bool("multi", false, "ROOM is a comma-separated list of rooms carried by one stream")
 	tok := fs.String("token", os.Getenv("ROOMCAST_TOKEN"), "user token (JWT) or API key sent as Authorization: Bearer ($ROOMCAST_TOKEN; mint one with roomcast token)")
+	config.HideDefaults(fs, "token")
 	idle := fs.Duration("idle-timeout", time.Minute,
 		"reconnect when the stream stays silent this long; the relay pings every 15s by default (0 disables)")
 	fail := func(err error) int {
@@ -132,6 +133,10 @@ func streamURL(base, arg string, multi bool) (string, error) {
 	u, err := url.Parse(strings.TrimRight(base, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", fmt.Errorf("-url %q: must be an http:// or https:// URL", base)
+	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		// The routes are appended to the URL: they would land in its query.
+		return "", fmt.Errorf("-url %q: the relay's base URL takes no query or fragment", base)
 	}
 	if !multi {
 		room, err := rooms.ParseRoom(arg)

@@ -306,6 +306,10 @@ func TestSubUsage(t *testing.T) {
 		{"invalid room in list", []string{"-multi", "a,,b"}, 2, "invalid room"},
 		{"bad format", []string{"-format", "xml", "a"}, 2, "-format"},
 		{"bad url", []string{"-url", "ftp://example.com", "a"}, 2, "-url"},
+		// The route was appended to the query: the relay's demo page
+		// answered, read as a stream that never came.
+		{"url with a query", []string{"-url", "http://127.0.0.1:1/?x=1", "a"}, 2, "no query or fragment"},
+		{"url with a fragment", []string{"-multi", "-url", "http://127.0.0.1:1#top", "a,b"}, 2, "no query or fragment"},
 		{"unknown flag", []string{"-nope", "a"}, 2, "-nope"},
 		{"help", []string{"-h"}, 0, "Usage: roomcast sub"},
 	}

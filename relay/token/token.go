@@ -42,9 +42,19 @@ func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) i
 	ttl := fs.Duration("ttl", time.Hour, "lifetime (the exp claim)")
 	issuer := fs.String("issuer", getenv("ROOMCAST_JWT_ISSUER"), "iss claim ($ROOMCAST_JWT_ISSUER)")
 	audience := fs.String("audience", getenv("ROOMCAST_JWT_AUDIENCE"), "aud claim ($ROOMCAST_JWT_AUDIENCE)")
+	config.HideDefaults(fs, "secret")
 	err := config.ParseCommand(fs, args, usage, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	if err == nil {
+		// A flag given with no pattern (-subscribe "$ROOMS", ROOMS empty)
+		// would mint a token with no limit at all: refuse it.
+		fs.Visit(func(f *flag.Flag) {
+			if err == nil && (f.Name == "subscribe" || f.Name == "publish") {
+				err = checkPatterns(f.Name, f.Value.String())
+			}
+		})
 	}
 	var tok string
 	if err == nil {
@@ -72,8 +82,9 @@ func mint(args []string, secret, name, subscribe, publish string, ttl time.Durat
 		return "", errors.New("no secret: set ROOMCAST_JWT_SECRET (the relay's) or pass -secret")
 	case len(secret) < minSecret:
 		return "", fmt.Errorf("the secret must be at least %d bytes, as the relay's ROOMCAST_JWT_SECRET", minSecret)
-	case ttl <= 0:
-		return "", errors.New("-ttl must be above 0")
+	case ttl < time.Second:
+		// exp is in whole seconds: less would be expired when minted.
+		return "", errors.New("-ttl must be at least 1s")
 	}
 	claims := jwt.MapClaims{"sub": user, "iat": now.Unix(), "exp": now.Add(ttl).Unix()}
 	if name != "" {
@@ -102,4 +113,28 @@ func mint(args []string, secret, name, subscribe, publish string, ttl time.Durat
 		claims["rooms"] = limits
 	}
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
+}
+
+// checkPatterns refuses a -subscribe or -publish list that names no
+// pattern, or a pattern no room name can match, which would fail silently.
+func checkPatterns(flagName, list string) error {
+	n := 0
+	for _, p := range strings.Split(list, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		n++
+		if name, ok := strings.CutPrefix(p, rooms.DefaultNamespace+":"); ok {
+			return fmt.Errorf("-%s %q: rooms of the default namespace are matched by their name alone (%q, not %q)", flagName, p, name, p)
+		}
+		// '*' stands for at least nothing; "x" in its place must make a
+		// room name for the pattern to match one.
+		if _, err := rooms.ParseRoom(strings.ReplaceAll(p, "*", "x")); err != nil {
+			return fmt.Errorf("-%s %q matches no room: %w", flagName, p, err)
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("-%s names no room pattern (leave it out for what the namespace allows)", flagName)
+	}
+	return nil
 }

@@ -77,7 +77,19 @@ func TestTokenUsage(t *testing.T) {
 		{"short secret", nil, []string{"-secret", "short", "alice"}, "at least 32 bytes"},
 		{"no user", secret, nil, "exactly one USER"},
 		{"bad user", secret, []string{"al\x01ice"}, "invalid user id"},
+		// Minted for "al\ufffdice": JSON cannot carry the byte.
+		{"user not UTF-8", secret, []string{"al\xffice"}, "must be UTF-8"},
 		{"no lifetime", secret, []string{"-ttl", "0s", "alice"}, "-ttl"},
+		// exp is in whole seconds: the token was expired when minted.
+		{"lifetime below a second", secret, []string{"-ttl", "500ms", "alice"}, "-ttl must be at least 1s"},
+		// -subscribe "$ROOMS" with ROOMS empty minted a token without any
+		// limit, and -publish ' ' one allowed nothing.
+		{"empty -subscribe", secret, []string{"-subscribe", "", "alice"}, "-subscribe names no room pattern"},
+		{"blank -publish", secret, []string{"-publish", " , ", "alice"}, "-publish names no room pattern"},
+		// Patterns no room can match denied everything silently.
+		{"default namespace prefix", secret, []string{"-subscribe", "lobby,default:news", "alice"}, `("news", not "default:news")`},
+		{"upper-case namespace", secret, []string{"-publish", "Chat:*", "alice"}, `-publish "Chat:*" matches no room`},
+		{"space in a pattern", secret, []string{"-publish", "team a", "alice"}, `-publish "team a" matches no room`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
