@@ -237,8 +237,11 @@ func (h *Hub) enterPresence(ctx context.Context, req PollRequest, rooms []string
 	if caller == "" {
 		caller = "\x00" + member // its own: bounded only in all
 	}
-	added := h.pollPresence.Missing(caller, ids...)
-	if !h.pollPresence.Take(caller, lease, ids...) {
+	// Two polls of one client may enter at once: the taking tells which
+	// entries this one added, and a failed poll takes back only those no
+	// other poll renewed since (that one holds the entry now).
+	taking, ok := h.pollPresence.Hold(caller, lease, ids...)
+	if !ok {
 		return unpresent, fmt.Errorf("%w: at most %d presence leases of long-polls per caller", ErrLimitExceeded, h.opts.MaxPollPresencePerCaller)
 	}
 	for _, ch := range on {
@@ -247,9 +250,11 @@ func (h *Hub) enterPresence(ctx context.Context, req PollRequest, rooms []string
 			User: req.Identity.User, Name: req.Identity.Name, Expires: lease}, announce)
 	}
 	return func() {
-		for _, i := range added {
-			h.pollPresence.Release(caller, ids[i])
-			h.exit(member, on[i])
+		undone := h.pollPresence.Undo(taking)
+		for i, ch := range on {
+			if slices.Contains(undone, ids[i]) {
+				h.exit(member, ch)
+			}
 		}
 	}, nil
 }
