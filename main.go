@@ -176,6 +176,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		MaxPollSessionsPerCaller: cfg.MaxPollSessionsPerCaller,
 		MaxPollPresencePerCaller: cfg.MaxPollPresencePerCaller,
 		MaxPollPresence:          cfg.MaxPollPresence,
+		MaxClientIDsPerCaller:    cfg.MaxClientIDsPerCaller,
 		MaxSessionsPerCaller:     cfg.MaxSessionsPerCaller,
 		MaxSessions:              cfg.MaxSessions,
 	})

@@ -2,11 +2,13 @@ package relay_test
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
 )
 
@@ -172,4 +174,63 @@ func TestPresenceListFollowsEvents(t *testing.T) {
 	if got, want := presenceOf(t, r, room, nil).summary(), "users=0 connections=1 anonymous=1"; got != want {
 		t.Errorf("after the leave: presence %s, want %s", got, want)
 	}
+}
+
+// TestClientIDsBoundedPerCaller: one caller minting fresh client ids (a
+// first poll without ?client= binds a new one each time) is refused with
+// 429 limit_exceeded past its own bound, instead of filling the store of
+// bindings that every caller shares; its ids keep working with their
+// proofs, and another caller still binds new ones.
+func TestClientIDsBoundedPerCaller(t *testing.T) {
+	t.Parallel()
+	const bound = 3
+	var bind func(*rooms.Hub)
+	r := startSecured(t, func(o *relaytest.Options) {
+		o.Hub.MaxClientIDsPerCaller = bound
+		bind = withMetrics(&o.Relay)
+	})
+	bind(r.Hub)
+	const path = "/v1/rooms/public:minted/poll?timeout=0"
+	var mine []pollAnswer
+	for range bound {
+		var a pollAnswer
+		r.Do(t, relaytest.Request{Path: path}).JSON(t, &a)
+		if a.Connection == "" {
+			t.Fatalf("poll answer %+v: no proof", a)
+		}
+		mine = append(mine, a)
+	}
+	wantError(t, r.Do(t, relaytest.Request{Path: path}), http.StatusTooManyRequests, "limit_exceeded")
+	if n, err := r.Hub.ClientBindings(t.Context()); err != nil || n != bound {
+		t.Errorf("bindings %d (%v), want %d: the refused poll bound nothing", n, err, bound)
+	}
+	if got := gaugeValue(t, r, "roomcast_client_ids_held"); got != bound {
+		t.Errorf("roomcast_client_ids_held = %v, want %d", got, bound)
+	}
+	again := r.Do(t, relaytest.Request{Path: path + "&proof=" + mine[0].Connection})
+	var a pollAnswer
+	again.JSON(t, &a)
+	if again.Status != http.StatusOK || a.Client != mine[0].Client {
+		t.Errorf("a poll with an id already bound: %d %s", again.Status, again.Body)
+	}
+	if other := r.Do(t, relaytest.Request{Path: path, Header: namedUser(t, "carol")}); other.Status != http.StatusOK {
+		t.Errorf("another caller's poll: %d %s", other.Status, other.Body)
+	}
+}
+
+// gaugeValue scrapes /metrics over HTTP for one unlabelled gauge.
+func gaugeValue(t *testing.T, r *relaytest.Relay, name string) float64 {
+	t.Helper()
+	resp := r.Get(t, "/metrics")
+	for line := range strings.Lines(string(resp.Body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", name)
+	return 0
 }

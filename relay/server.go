@@ -206,6 +206,7 @@ func (s *Server) registerGauges(m *metrics.Metrics) {
 	m.Gauge("roomcast_idempotency_keys", "Idempotency-Key values of callers' publishes this instance counts as remembered.", s.idemKeys.Held)
 	m.Gauge("roomcast_rate_buckets", "Rate-limit buckets this instance keeps in memory (with a backbone that keeps rate limits, none).", s.buckets.len)
 	m.Gauge("roomcast_tickets", "Tickets this instance issued whose key may still be held: until they expire, and a spent one's key is forgotten.", s.tickets.Held)
+	m.Gauge("roomcast_client_ids_held", "Client ids this instance counts as bound for its callers (each for the binding's TTL after its last use; ROOMCAST_MAX_CLIENT_IDS_PER_CALLER).", s.hub.ClientIDsHeld)
 	m.Gauge("roomcast_client_bindings", "Client ids bound to their owners on the backbone (with Redis, all instances' together).", func() int {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

@@ -103,7 +103,7 @@ func connectionHolder(id Identity) string {
 // returns the id (a fresh one when client and proof name none) and its
 // proof. A proof names the id when client does not; a proof for another id
 // than client is ignored.
-func (h *Hub) claimClient(ctx context.Context, id Identity, client, proof string) (string, string, error) {
+func (h *Hub) claimClient(ctx context.Context, id Identity, caller, client, proof string) (string, string, error) {
 	client = claimedClient(client, proof)
 	var secret string
 	if c, s, ok := parseClientProof(proof); ok && c == client {
@@ -115,7 +115,18 @@ func (h *Hub) claimClient(ctx context.Context, id Identity, client, proof string
 	if secret == "" {
 		secret = randomID(16)
 	}
+	// Counted against the caller first, so that one caller cannot fill
+	// the backbone's store (its bound is everyone's); a binding refused
+	// by the backbone is not counted.
+	taking, ok := h.bindings.Hold(caller, time.Now().Add(h.opts.ClientTTL), client)
+	if !ok {
+		return "", "", fmt.Errorf("%w: at most %d client ids of one caller are bound at once (each for %s after its last use); reuse your id with its proof",
+			ErrLimitExceeded, h.opts.MaxClientIDsPerCaller, h.opts.ClientTTL)
+	}
 	bound, err := h.clients.BindClient(ctx, client, clientOwner(id, secret), secret, h.opts.ClientTTL)
+	if err != nil {
+		h.bindings.Undo(taking)
+	}
 	switch {
 	case errors.Is(err, ErrClientInUse):
 		return "", "", fmt.Errorf("%w: client id %q belongs to another caller; send its proof or use another id", ErrClientInUse, client)
@@ -140,10 +151,15 @@ func claimedClient(client, proof string) string {
 }
 
 // renewClient keeps a live stream's or poller's client id bound.
-func (h *Hub) renewClient(ctx context.Context, id Identity, proof string) error {
+func (h *Hub) renewClient(ctx context.Context, id Identity, caller, proof string) error {
 	client, secret, ok := parseClientProof(proof)
 	if h.clients == nil || !ok {
 		return nil
+	}
+	// Renewed in the caller's count too: refused only when the count
+	// lapsed meanwhile and the caller is at its bound.
+	if !h.bindings.Take(caller, time.Now().Add(h.opts.ClientTTL), client) {
+		return fmt.Errorf("%w: at most %d client ids of one caller are bound at once", ErrLimitExceeded, h.opts.MaxClientIDsPerCaller)
 	}
 	_, err := h.clients.BindClient(ctx, client, clientOwner(id, secret), secret, h.opts.ClientTTL)
 	return err
@@ -199,6 +215,10 @@ func (h *Hub) clientOf(ctx context.Context, caller Identity, id string) (string,
 	}
 	return info.Client, nil
 }
+
+// ClientIDsHeld returns how many client ids this instance counts as bound
+// for its callers (HubOptions.MaxClientIDsPerCaller).
+func (h *Hub) ClientIDsHeld() int { return h.bindings.Held() }
 
 // ClientBindings returns how many client ids the backbone holds bound (0
 // when it binds none).

@@ -103,6 +103,9 @@ type Connection struct {
 	Session string
 	// sessionCaller is who the session counts against (Hub.sessions).
 	sessionCaller string
+	// bindCaller is who the client id's binding counts against
+	// (Hub.bindings).
+	bindCaller string
 
 	hub        *Hub
 	queueLimit int

@@ -70,6 +70,12 @@ type HubOptions struct {
 	// last stream or poll (default 2 minutes); streams and pollers renew
 	// it every quarter of it.
 	ClientTTL time.Duration
+	// MaxClientIDsPerCaller bounds the client ids one caller
+	// (ConnectRequest.Caller, PollRequest.Caller) holds bound through this
+	// instance at once — each for ClientTTL after its last use — (default
+	// 4,096); a stream or poll that would bind one more is refused with
+	// ErrLimitExceeded. The backbone bounds them in all.
+	MaxClientIDsPerCaller int
 }
 
 // Hub is an instance's local fan-out: it holds the instance's connections,
@@ -104,6 +110,8 @@ type Hub struct {
 	pollPresence *Quota
 	// sessions counts the multi-room sessions kept, by caller.
 	sessions *Quota
+	// bindings counts the client ids bound for callers, by caller.
+	bindings *Quota
 }
 
 // registrationTTL is how long a connection stays registered in a shared
@@ -169,6 +177,9 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 	if opts.ClientTTL <= 0 {
 		opts.ClientTTL = 2 * time.Minute
 	}
+	if opts.MaxClientIDsPerCaller <= 0 {
+		opts.MaxClientIDsPerCaller = 4096
+	}
 	h := &Hub{
 		bb:       bb,
 		codec:    codec,
@@ -179,6 +190,7 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 
 		pollPresence: NewQuota(opts.MaxPollPresencePerCaller, opts.MaxPollPresence),
 		sessions:     NewQuota(opts.MaxSessionsPerCaller, opts.MaxSessions),
+		bindings:     NewQuota(opts.MaxClientIDsPerCaller, DefaultMaxClientBindings),
 	}
 	if p, ok := BackboneAs[PresenceStore](bb); ok {
 		h.presence = p
@@ -482,7 +494,8 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 	channels = allowed
 	// Bound once the request is known to be valid, so that a refused
 	// stream leaves no binding behind.
-	if _, conn.Proof, err = h.claimClient(ctx, req.Identity, conn.Client, req.Proof); err != nil {
+	conn.bindCaller = cmp.Or(req.Caller, "\x00"+conn.Client)
+	if _, conn.Proof, err = h.claimClient(ctx, req.Identity, conn.bindCaller, conn.Client, req.Proof); err != nil {
 		return nil, err
 	}
 	conn.boundAt = time.Now()
@@ -1109,7 +1122,7 @@ func (h *Hub) Touch(ctx context.Context, conn *Connection) error {
 	}
 	if bind {
 		// The stream keeps its client id for as long as it lives.
-		if err := h.renewClient(ctx, conn.Identity(), conn.Proof); err != nil && !errors.Is(err, ErrClientInUse) {
+		if err := h.renewClient(ctx, conn.Identity(), conn.bindCaller, conn.Proof); err != nil && !errors.Is(err, ErrClientInUse) {
 			return err
 		}
 	}

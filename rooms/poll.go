@@ -88,7 +88,7 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 			// Redis, a round trip each).
 			now := time.Now()
 			if now.Sub(ps.boundAt) >= h.opts.ClientTTL/4 {
-				if err := h.renewClient(ctx, req.Identity, ps.proof); err != nil {
+				if err := h.renewClient(ctx, req.Identity, bindCaller(req), ps.proof); err != nil {
 					h.Disconnect(ps.conn)
 					return PollResult{}, err
 				}
@@ -164,7 +164,7 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	}
 	// Bound before the poll is made present under it: presence is keyed
 	// by the client id, which must be the caller's.
-	if _, res.Proof, err = h.claimClient(ctx, req.Identity, req.Client, req.Proof); err != nil {
+	if _, res.Proof, err = h.claimClient(ctx, req.Identity, bindCaller(req), req.Client, req.Proof); err != nil {
 		return PollResult{}, err
 	}
 	res.Client = req.Client
@@ -207,6 +207,9 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	}
 	return res, err
 }
+
+// bindCaller is who a poll's client-id binding counts against.
+func bindCaller(req PollRequest) string { return cmp.Or(req.Caller, "\x00"+req.Client) }
 
 // enterPresence makes a long-poller present in rooms while its lease,
 // twice its hold, lasts; the leases count against the caller's quota, and

@@ -86,6 +86,7 @@ type Config struct {
 	MaxPollSessionsPerCaller    int
 	MaxPollPresencePerCaller    int
 	MaxPollPresence             int
+	MaxClientIDsPerCaller       int
 	MaxIdempotencyKeysPerCaller int
 	MaxIdempotencyKeys          int
 	MaxTicketsPerUser           int
@@ -191,6 +192,7 @@ func bindings(c *Config) []binding {
 		{Option{"max-poll-sessions-per-caller", "ROOMCAST_MAX_POLL_SESSIONS_PER_CALLER", "500", "long-pollers one user (or address) may keep joined between polls; a poll past it gets 429 too_many_sessions"}, intVar(&c.MaxPollSessionsPerCaller, 1, 10_000_000)},
 		{Option{"max-poll-presence-per-caller", "ROOMCAST_MAX_POLL_PRESENCE_PER_CALLER", "4096", "presence entries (one per room) one user (or address) may hold through long-polls; a poll past it gets 429 limit_exceeded"}, intVar(&c.MaxPollPresencePerCaller, 1, 10_000_000)},
 		{Option{"max-poll-presence", "ROOMCAST_MAX_POLL_PRESENCE", "1048576", "presence entries long-polls may hold on this instance in all"}, intVar(&c.MaxPollPresence, 1, 100_000_000)},
+		{Option{"max-client-ids-per-caller", "ROOMCAST_MAX_CLIENT_IDS_PER_CALLER", "4096", "client ids one user (or address) may hold bound through this instance (each for 2 minutes after its last stream or poll); a stream or poll binding one more gets 429 limit_exceeded"}, intVar(&c.MaxClientIDsPerCaller, 1, 10_000_000)},
 		{Option{"max-idempotency-keys-per-caller", "ROOMCAST_MAX_IDEMPOTENCY_KEYS_PER_CALLER", "1000", "Idempotency-Key values remembered per user (or address) within the history age; a publish with a new key past it gets 429 limit_exceeded"}, intVar(&c.MaxIdempotencyKeysPerCaller, 1, 10_000_000)},
 		{Option{"max-idempotency-keys", "ROOMCAST_MAX_IDEMPOTENCY_KEYS", "1000000", "Idempotency-Key values remembered through this instance in all"}, intVar(&c.MaxIdempotencyKeys, 1, 100_000_000)},
 		{Option{"max-tickets-per-user", "ROOMCAST_MAX_TICKETS_PER_USER", "100", "unexpired tickets per user; POST /v1/tickets past it gets 429 limit_exceeded"}, intVar(&c.MaxTicketsPerUser, 1, 10_000_000)},
