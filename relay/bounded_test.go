@@ -331,6 +331,11 @@ func TestRefusedRequestLeavesNoState(t *testing.T) {
 					present[room] = connectionsIn(t, r, room)
 				}
 				conns := r.Hub.Connections()
+				bindings, err := r.Hub.ClientBindings(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				held := r.Hub.ClientIDsHeld()
 
 				resp := r.Do(t, req)
 				if resp.Status != c.status || errorCode(t, resp) != c.code {
@@ -350,6 +355,15 @@ func TestRefusedRequestLeavesNoState(t *testing.T) {
 				}
 				if got := r.Hub.Connections(); got != conns {
 					t.Errorf("hub connections: %d after the refusal, %d before", got, conns)
+				}
+				// Client-id bindings last minutes: a refused request
+				// binds none (their gauges are not stateGauges, which
+				// soak tests expect back at their baseline at once).
+				if got, _ := r.Hub.ClientBindings(t.Context()); got != bindings {
+					t.Errorf("client-id bindings: %d after the refusal, %d before", got, bindings)
+				}
+				if got := r.Hub.ClientIDsHeld(); got != held {
+					t.Errorf("client ids counted for callers: %d after the refusal, %d before", got, held)
 				}
 			})
 		}

@@ -25,10 +25,13 @@ type ClientRegistry interface {
 	// BindClient binds client to owner with secret for ttl when the id is
 	// free (never bound, or its binding expired), or renews the binding
 	// when owner holds it already. It returns the binding's secret: the
-	// given one for a new binding, the stored one for a renewal. It
-	// returns ErrClientInUse when another owner holds the id, and
-	// ErrClientsFull when a new binding would pass the store's bound.
-	BindClient(ctx context.Context, client, owner, secret string, ttl time.Duration) (string, error)
+	// given one for a new binding (created is set), the stored one for a
+	// renewal. It returns ErrClientInUse when another owner holds the id,
+	// and ErrClientsFull when a new binding would pass the store's bound.
+	BindClient(ctx context.Context, client, owner, secret string, ttl time.Duration) (bound string, created bool, err error)
+	// UnbindClient frees client's binding when owner holds it with
+	// secret: a request refused after it bound a new id takes it back.
+	UnbindClient(ctx context.Context, client, owner, secret string) error
 	// ClientBinding returns the owner and secret of client's binding; ok
 	// is false when it is free.
 	ClientBinding(ctx context.Context, client string) (owner, secret string, ok bool, err error)
@@ -102,15 +105,18 @@ func connectionHolder(id Identity) string {
 // claimClient binds the client id a stream or poll uses to its caller and
 // returns the id (a fresh one when client and proof name none) and its
 // proof. A proof names the id when client does not; a proof for another id
-// than client is ignored.
-func (h *Hub) claimClient(ctx context.Context, id Identity, caller, client, proof string) (string, string, error) {
+// than client is ignored. A request refused after the claim calls undo,
+// which takes back a binding the claim created (nothing else: a binding
+// renewed was in use before), so that a refusal leaves none behind.
+func (h *Hub) claimClient(ctx context.Context, id Identity, caller, client, proof string) (_, _ string, undo func(), err error) {
+	undo = func() {}
 	client = claimedClient(client, proof)
 	var secret string
 	if c, s, ok := parseClientProof(proof); ok && c == client {
 		secret = s
 	}
 	if h.clients == nil {
-		return client, "", nil
+		return client, "", undo, nil
 	}
 	if secret == "" {
 		secret = randomID(16)
@@ -120,22 +126,31 @@ func (h *Hub) claimClient(ctx context.Context, id Identity, caller, client, proo
 	// by the backbone is not counted.
 	taking, ok := h.bindings.Hold(caller, time.Now().Add(h.opts.ClientTTL), client)
 	if !ok {
-		return "", "", fmt.Errorf("%w: at most %d client ids of one caller are bound at once (each for %s after its last use); reuse your id with its proof",
+		return "", "", nil, fmt.Errorf("%w: at most %d client ids of one caller are bound at once (each for %s after its last use); reuse your id with its proof",
 			ErrLimitExceeded, h.opts.MaxClientIDsPerCaller, h.opts.ClientTTL)
 	}
-	bound, err := h.clients.BindClient(ctx, client, clientOwner(id, secret), secret, h.opts.ClientTTL)
+	owner := clientOwner(id, secret)
+	bound, created, err := h.clients.BindClient(ctx, client, owner, secret, h.opts.ClientTTL)
 	if err != nil {
 		h.bindings.Undo(taking)
 	}
 	switch {
 	case errors.Is(err, ErrClientInUse):
-		return "", "", fmt.Errorf("%w: client id %q belongs to another caller; send its proof or use another id", ErrClientInUse, client)
+		return "", "", nil, fmt.Errorf("%w: client id %q belongs to another caller; send its proof or use another id", ErrClientInUse, client)
 	case errors.Is(err, ErrClientsFull):
-		return "", "", err
+		return "", "", nil, err
 	case err != nil:
-		return "", "", fmt.Errorf("%w: %w", ErrBackboneDown, err)
+		return "", "", nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 	}
-	return client, client + "." + bound, nil
+	undo = func() {
+		h.bindings.Undo(taking)
+		if created {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			_ = h.clients.UnbindClient(ctx, client, owner, bound)
+		}
+	}
+	return client, client + "." + bound, undo, nil
 }
 
 // claimedClient is the client id a stream or poll names: client, else the
@@ -161,7 +176,7 @@ func (h *Hub) renewClient(ctx context.Context, id Identity, caller, proof string
 	if !h.bindings.Take(caller, time.Now().Add(h.opts.ClientTTL), client) {
 		return fmt.Errorf("%w: at most %d client ids of one caller are bound at once", ErrLimitExceeded, h.opts.MaxClientIDsPerCaller)
 	}
-	_, err := h.clients.BindClient(ctx, client, clientOwner(id, secret), secret, h.opts.ClientTTL)
+	_, _, err := h.clients.BindClient(ctx, client, clientOwner(id, secret), secret, h.opts.ClientTTL)
 	return err
 }
 

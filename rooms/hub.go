@@ -495,9 +495,16 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 	// Bound once the request is known to be valid, so that a refused
 	// stream leaves no binding behind.
 	conn.bindCaller = cmp.Or(req.Caller, "\x00"+conn.Client)
-	if _, conn.Proof, err = h.claimClient(ctx, req.Identity, conn.bindCaller, conn.Client, req.Proof); err != nil {
+	_, proof, unclaim, err := h.claimClient(ctx, req.Identity, conn.bindCaller, conn.Client, req.Proof)
+	if err != nil {
 		return nil, err
 	}
+	conn.Proof = proof
+	defer func() {
+		if err != nil {
+			unclaim() // a refused stream binds no new id
+		}
+	}()
 	conn.boundAt = time.Now()
 	conn.rooms = make(map[string]bool, len(channels))
 	for _, ch := range channels {

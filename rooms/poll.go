@@ -54,7 +54,7 @@ type PollResult struct {
 // otherwise once one arrives or Timeout passes. Any instance can answer any
 // poll from history; the instance that answered a poller's last poll
 // answers its next one from the connection it kept (pollsession.go).
-func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
+func (h *Hub) Poll(ctx context.Context, req PollRequest) (_ PollResult, err error) {
 	channels := slices.Clone(req.Channels)
 	slices.Sort(channels)
 	channels = slices.Compact(channels)
@@ -164,9 +164,16 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (PollResult, error) {
 	}
 	// Bound before the poll is made present under it: presence is keyed
 	// by the client id, which must be the caller's.
-	if _, res.Proof, err = h.claimClient(ctx, req.Identity, bindCaller(req), req.Client, req.Proof); err != nil {
+	_, proof, unclaim, err := h.claimClient(ctx, req.Identity, bindCaller(req), req.Client, req.Proof)
+	if err != nil {
 		return PollResult{}, err
 	}
+	res.Proof = proof
+	defer func() {
+		if err != nil {
+			unclaim() // a refused poll binds no new id
+		}
+	}()
 	res.Client = req.Client
 	present := time.Now()
 	unpresent, err := h.enterPresence(ctx, req, rooms)

@@ -1107,7 +1107,8 @@ func testClientBindings(t *testing.T, s *suite) {
 	client := s.channel("client")
 	bind := func(owner, secret string, ttl time.Duration) (string, error) {
 		t.Helper()
-		return reg.BindClient(ctx, client, owner, secret, ttl)
+		bound, _, err := reg.BindClient(ctx, client, owner, secret, ttl)
+		return bound, err
 	}
 	if got, err := bind("u:bob", "secret-1", time.Minute); err != nil || got != "secret-1" {
 		t.Fatalf("first bind = %q, %v; want secret-1", got, err)
@@ -1132,14 +1133,32 @@ func testClientBindings(t *testing.T, s *suite) {
 
 	// An expired binding frees the id for anyone.
 	short := s.channel("short")
-	if _, err := reg.BindClient(ctx, short, "a:x", "x", 100*time.Millisecond); err != nil {
+	if _, _, err := reg.BindClient(ctx, short, "a:x", "x", 100*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the binding expires", func() bool {
 		_, _, ok, err := reg.ClientBinding(ctx, short)
 		return err == nil && !ok
 	})
-	if got, err := reg.BindClient(ctx, short, "a:y", "y", time.Minute); err != nil || got != "y" {
-		t.Fatalf("bind after expiry = %q, %v; want y", got, err)
+	if got, created, err := reg.BindClient(ctx, short, "a:y", "y", time.Minute); err != nil || got != "y" || !created {
+		t.Fatalf("bind after expiry = %q, %v, %v; want y, created", got, created, err)
+	}
+	// Only its owner, with its secret, takes a binding back.
+	if _, created, err := reg.BindClient(ctx, short, "a:y", "y", time.Minute); err != nil || created {
+		t.Fatalf("renewal: created %v, %v; want a renewal", created, err)
+	}
+	for _, other := range [][2]string{{"a:x", "y"}, {"a:y", "x"}} {
+		if err := reg.UnbindClient(ctx, short, other[0], other[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if owner, _, ok, err := reg.ClientBinding(ctx, short); err != nil || !ok || owner != "a:y" {
+		t.Fatalf("after others' unbinds: %q %v %v; want a:y's binding kept", owner, ok, err)
+	}
+	if err := reg.UnbindClient(ctx, short, "a:y", "y"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok, err := reg.ClientBinding(ctx, short); err != nil || ok {
+		t.Fatalf("after the owner's unbind: bound %v, %v", ok, err)
 	}
 }

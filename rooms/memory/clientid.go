@@ -16,17 +16,17 @@ type clientBinding struct {
 }
 
 // BindClient implements rooms.ClientRegistry.
-func (b *Backbone) BindClient(_ context.Context, client, owner, secret string, ttl time.Duration) (string, error) {
+func (b *Backbone) BindClient(_ context.Context, client, owner, secret string, ttl time.Duration) (string, bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.opts.Now()
 	if cb, ok := b.clients[client]; ok && now.Before(cb.expires) {
 		if cb.owner != owner {
-			return "", rooms.ErrClientInUse
+			return "", false, rooms.ErrClientInUse
 		}
 		cb.expires = now.Add(ttl)
 		b.clients[client] = cb
-		return cb.secret, nil
+		return cb.secret, false, nil
 	}
 	if _, ok := b.clients[client]; !ok && len(b.clients) >= b.opts.MaxClientBindings {
 		// Full: free what expired since the last sweep, at most once a
@@ -36,11 +36,21 @@ func (b *Backbone) BindClient(_ context.Context, client, owner, secret string, t
 			b.sweepClients(now)
 		}
 		if len(b.clients) >= b.opts.MaxClientBindings {
-			return "", rooms.ErrClientsFull
+			return "", false, rooms.ErrClientsFull
 		}
 	}
 	b.clients[client] = clientBinding{owner: owner, secret: secret, expires: now.Add(ttl)}
-	return secret, nil
+	return secret, true, nil
+}
+
+// UnbindClient implements rooms.ClientRegistry.
+func (b *Backbone) UnbindClient(_ context.Context, client, owner, secret string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if cb, ok := b.clients[client]; ok && cb.owner == owner && cb.secret == secret {
+		delete(b.clients, client)
+	}
+	return nil
 }
 
 // ClientBinding implements rooms.ClientRegistry.

@@ -83,18 +83,18 @@ func TestClientBindingsBounded(t *testing.T) {
 	t.Cleanup(func() { _ = b.Close() })
 	ctx := context.Background()
 	for _, c := range []string{"client-a", "client-b"} {
-		if _, err := b.BindClient(ctx, c, "a:"+c, c, time.Minute); err != nil {
+		if _, _, err := b.BindClient(ctx, c, "a:"+c, c, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := b.BindClient(ctx, "client-c", "a:c", "c", time.Minute); !errors.Is(err, rooms.ErrClientsFull) {
+	if _, _, err := b.BindClient(ctx, "client-c", "a:c", "c", time.Minute); !errors.Is(err, rooms.ErrClientsFull) {
 		t.Fatalf("a third binding: %v, want ErrClientsFull", err)
 	}
-	if _, err := b.BindClient(ctx, "client-a", "a:client-a", "client-a", time.Minute); err != nil {
+	if _, _, err := b.BindClient(ctx, "client-a", "a:client-a", "client-a", time.Minute); err != nil {
 		t.Fatalf("a renewal at the bound: %v", err)
 	}
 	clk.Add(2 * time.Minute)
-	if _, err := b.BindClient(ctx, "client-c", "a:c", "c", time.Minute); err != nil {
+	if _, _, err := b.BindClient(ctx, "client-c", "a:c", "c", time.Minute); err != nil {
 		t.Fatalf("a binding once the others expired: %v", err)
 	}
 	if n, _ := b.ClientBindings(ctx); n != 1 {

@@ -42,8 +42,9 @@ end
 `
 
 // bindScript binds a client id or renews its owner's binding. It returns
-// {1, secret} when bound, {0, ""} when another owner holds it, {2, ""}
-// when the store is full.
+// {3, secret} when it bound a free id, {1, secret} when it renewed the
+// owner's binding, {0, ""} when another owner holds it, {2, ""} when the
+// store is full.
 //
 // KEYS: cb, cbexp. ARGV: client, owner, secret, ttl ms, bound.
 var bindScript = goredis.NewScript(bindLua + `
@@ -60,7 +61,17 @@ end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return {2, ''} end
 redis.call('HSET', KEYS[1], client, ARGV[3] .. '\n' .. owner)
 redis.call('ZADD', KEYS[2], expires, client)
-return {1, ARGV[3]}
+return {3, ARGV[3]}
+`)
+
+// unbindScript frees a client's binding when it is still owner's with
+// secret. KEYS: cb, cbexp. ARGV: client, "secret\nowner".
+var unbindScript = goredis.NewScript(`
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return 0
 `)
 
 // bindingScript returns a client's live binding, or false.
@@ -79,26 +90,36 @@ return redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')
 func (b *Backbone) bindingKeys() []string { return []string{b.key("", "cb"), b.key("", "cbexp")} }
 
 // BindClient implements rooms.ClientRegistry.
-func (b *Backbone) BindClient(ctx context.Context, client, owner, secret string, ttl time.Duration) (string, error) {
+func (b *Backbone) BindClient(ctx context.Context, client, owner, secret string, ttl time.Duration) (string, bool, error) {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	res, err := bindScript.Run(ctx, b.rdb, b.bindingKeys(), client, owner, secret, ttl.Milliseconds(),
 		b.opts.MaxClientBindings).Slice()
 	if err != nil {
-		return "", down("bind client", err)
+		return "", false, down("bind client", err)
 	}
 	if len(res) != 2 {
-		return "", down("bind client", errors.New("unexpected reply"))
+		return "", false, down("bind client", errors.New("unexpected reply"))
 	}
 	code, _ := res[0].(int64)
 	bound, _ := res[1].(string)
 	switch code {
-	case 1:
-		return bound, nil
+	case 1, 3:
+		return bound, code == 3, nil
 	case 0:
-		return "", rooms.ErrClientInUse
+		return "", false, rooms.ErrClientInUse
 	}
-	return "", rooms.ErrClientsFull
+	return "", false, rooms.ErrClientsFull
+}
+
+// UnbindClient implements rooms.ClientRegistry.
+func (b *Backbone) UnbindClient(ctx context.Context, client, owner, secret string) error {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	if err := unbindScript.Run(ctx, b.rdb, b.bindingKeys(), client, secret+"\n"+owner).Err(); err != nil {
+		return down("unbind client", err)
+	}
+	return nil
 }
 
 // ClientBinding implements rooms.ClientRegistry. A binding past its expiry

@@ -148,21 +148,21 @@ func TestClientBindingsBounded(t *testing.T) {
 	b := sharedBackbone(t, Options{MaxClientBindings: 2})
 	ctx := context.Background()
 	for _, c := range []string{"client-a", "client-b"} {
-		if _, err := b.BindClient(ctx, c, "a:"+c, c, 300*time.Millisecond); err != nil {
+		if _, _, err := b.BindClient(ctx, c, "a:"+c, c, 300*time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := b.BindClient(ctx, "client-c", "a:c", "c", time.Minute); !errors.Is(err, rooms.ErrClientsFull) {
+	if _, _, err := b.BindClient(ctx, "client-c", "a:c", "c", time.Minute); !errors.Is(err, rooms.ErrClientsFull) {
 		t.Fatalf("a third binding: %v, want ErrClientsFull", err)
 	}
-	if _, err := b.BindClient(ctx, "client-a", "a:client-a", "client-a", 300*time.Millisecond); err != nil {
+	if _, _, err := b.BindClient(ctx, "client-a", "a:client-a", "client-a", 300*time.Millisecond); err != nil {
 		t.Fatalf("a renewal at the bound: %v", err)
 	}
 	if n, err := b.ClientBindings(ctx); err != nil || n != 2 {
 		t.Fatalf("ClientBindings = %d, %v; want 2", n, err)
 	}
 	eventually(t, "the bindings expire and a new one fits", func() bool {
-		_, err := b.BindClient(ctx, "client-c", "a:c", "c", time.Minute)
+		_, _, err := b.BindClient(ctx, "client-c", "a:c", "c", time.Minute)
 		return err == nil
 	})
 	if n, err := b.ClientBindings(ctx); err != nil || n != 1 {
