@@ -4,12 +4,15 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/relaytest"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
+	"github.com/roomcast/roomcast/rooms/redis/redistest"
 )
 
 // namedUser is the bearer header of a token of user, named after them.
@@ -233,4 +236,37 @@ func gaugeValue(t *testing.T, r *relaytest.Relay, name string) float64 {
 	}
 	t.Fatalf("/metrics has no %s", name)
 	return 0
+}
+
+// TestFreshClientIDRaceAcrossInstances: many anonymous callers claim one
+// fresh client id at once through two instances sharing Redis: exactly one
+// gets it (and its proof), every other gets 409 client_in_use.
+func TestFreshClientIDRaceAcrossInstances(t *testing.T) {
+	t.Parallel()
+	url, prefix := redistest.SharedURL(t), redistest.Prefix(t)
+	lim := relay.Limits{RequestRate: 1e6, RequestBurst: 1e6, MaxConnsPerIP: 1e6, MaxConnsPerUser: 1e6}
+	bases := []string{startOnRedis(t, url, prefix, lim), startOnRedis(t, url, prefix, lim)}
+	const claims = 32
+	statuses := make(chan int, claims)
+	var wg sync.WaitGroup
+	for i := range claims {
+		wg.Go(func() {
+			resp, err := http.Get(bases[i%2] + "/v1/rooms/race/poll?timeout=0&client=fresh-race-id")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_ = resp.Body.Close()
+			statuses <- resp.StatusCode
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	counts := map[int]int{}
+	for s := range statuses {
+		counts[s]++
+	}
+	if counts[http.StatusOK] != 1 || counts[http.StatusConflict] != claims-1 {
+		t.Errorf("answers by status %v, want one 200 and %d 409", counts, claims-1)
+	}
 }
