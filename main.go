@@ -172,6 +172,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Namespaces:      &namespaces,
 		// Renew shared presence well within its lease.
 		PresenceRenew: min(cfg.Heartbeat, cfg.PresenceTTL/3),
+		ClientTTL:     clientTTL(cfg),
 
 		MaxPollSessionsPerCaller: cfg.MaxPollSessionsPerCaller,
 		MaxPollPresencePerCaller: cfg.MaxPollPresencePerCaller,
@@ -545,4 +546,13 @@ func leeway(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// clientTTL is how long a client id stays bound after its last renewal:
+// 2 minutes, or longer when streams renew less often (at the first
+// heartbeat after a quarter of it) or a poller's next poll may come later
+// (after a hold of up to poll-max, and its parked session): a binding that
+// lapsed under a live stream or poller would let anyone claim its id.
+func clientTTL(cfg config.Config) time.Duration {
+	return max(2*time.Minute, 4*cfg.Heartbeat, 2*(cfg.PollMax+cfg.PollSessionTTL))
 }
