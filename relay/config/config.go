@@ -344,6 +344,13 @@ func (c Config) validate() error {
 	if c.PollTimeout > c.PollMax {
 		errs = append(errs, fmt.Errorf("%s (%s) is above %s (%s)", c.Name("poll-timeout"), c.PollTimeout, c.Name("poll-max"), c.PollMax))
 	}
+	// Streams renew their shared presence at heartbeats: a member whose
+	// lease ran out between two would be announced gone (and back) while
+	// its stream lives. A third of the lease is left for Redis and sweeps.
+	if c.RedisURL != "" && c.Heartbeat > c.PresenceTTL*2/3 {
+		errs = append(errs, fmt.Errorf("%s (%s) is above two thirds of %s (%s): streams renew their presence at heartbeats",
+			c.Name("heartbeat"), c.Heartbeat, c.Name("presence-ttl"), c.PresenceTTL))
+	}
 	if c.CursorKey != "" && len(c.CursorKey) < 16 {
 		errs = append(errs, fmt.Errorf("%s must be at least 16 bytes", c.Name("cursor-key")))
 	}

@@ -156,6 +156,7 @@ func TestLoadInvalid(t *testing.T) {
 		{"retry-max below retry-min", []string{"-retry-min", "5s", "-retry-max", "1s"}, env(), []string{"-retry-max", "-retry-min"}},
 		{"retry-max below retry-min from env", nil, env("ROOMCAST_RETRY_MIN", "10s"), []string{"-retry-max", "ROOMCAST_RETRY_MIN"}},
 		{"poll-timeout above poll-max", []string{"-poll-timeout", "60s"}, env(), []string{"-poll-timeout", "-poll-max"}},
+		{"heartbeat beyond the presence lease", []string{"-heartbeat", "60s"}, env("ROOMCAST_REDIS_URL", "redis://h"), []string{"-heartbeat", "-presence-ttl", "two thirds"}},
 		{"short cursor key", nil, env("ROOMCAST_CURSOR_KEY", "short"), []string{"ROOMCAST_CURSOR_KEY", "16 bytes"}},
 		{"redis URL scheme", nil, env("REDIS_URL", "http://h"), []string{"REDIS_URL", "redis://"}},
 		{"port above 65535", []string{"-addr", ":65536"}, env(), []string{"-addr", "0 to 65535"}},
