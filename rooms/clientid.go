@@ -143,8 +143,10 @@ func (h *Hub) claimClient(ctx context.Context, id Identity, caller, client, proo
 		return "", "", nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 	}
 	undo = func() {
-		h.bindings.Undo(taking)
-		if created {
+		// Only while no later request of the caller renewed the id: two
+		// streams of one user may claim it at once, and the one still
+		// running holds the binding the failed one created.
+		if undone := h.bindings.Undo(taking); created && len(undone) > 0 {
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			defer cancel()
 			_ = h.clients.UnbindClient(ctx, client, owner, bound)

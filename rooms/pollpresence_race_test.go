@@ -82,3 +82,50 @@ func TestFailedPollLeavesConcurrentPollsPresence(t *testing.T) {
 	cancel()
 	<-held
 }
+
+// Two polls of one user claim a fresh client id at once: the first binds
+// it, the second renews the binding and is held; the first then fails.
+// The binding is the held poll's: the failed poll must not take it back
+// (it did: the held poller's proof was refused, and anyone could claim
+// its id).
+func TestFailedPollLeavesConcurrentPollsBinding(t *testing.T) {
+	bb := memory.New(memory.Options{})
+	t.Cleanup(func() { _ = bb.Close() })
+	gate := &failingSince{Backbone: bb, fail: "x", watch: "r", release: make(chan struct{})}
+	e := newEnvOn(t, bb, gate, rooms.HubOptions{})
+	bob := rooms.Identity{User: "bob"}
+	start := e.poll(rooms.PollRequest{Channels: []string{"r", "x"}, Client: "other-client", Identity: bob})
+
+	const client = "client-race-2"
+	req := rooms.PollRequest{Channels: []string{"r", "x"}, Client: client, Identity: bob, Caller: "bob",
+		Cursor: start.Cursor, Timeout: time.Minute}
+	failed := make(chan error, 1)
+	go func() {
+		_, err := e.hub.Poll(context.Background(), req)
+		failed <- err
+	}()
+	eventually(t, "the first poll to read r's history", func() bool { return gate.watched.Load() == 1 })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req.Channels = []string{"r"}
+	held := make(chan rooms.PollResult, 1)
+	go func() {
+		res, _ := e.hub.Poll(ctx, req)
+		held <- res
+	}()
+	eventually(t, "the second poll to read r's history", func() bool { return gate.watched.Load() == 2 })
+	close(gate.release)
+	if err := <-failed; err == nil {
+		t.Fatal("the first poll did not fail")
+	}
+	if owner, _, ok, err := bb.ClientBinding(context.Background(), client); err != nil || !ok || owner != "u:bob" {
+		t.Errorf("while the second poll is held, the binding of %s: %q %v %v; want bob's", client, owner, ok, err)
+	}
+	if _, err := e.hub.Poll(context.Background(), rooms.PollRequest{Channels: []string{"r"}, Client: client,
+		Identity: rooms.Identity{User: "mallory"}}); !errors.Is(err, rooms.ErrClientInUse) {
+		t.Errorf("mallory claiming the held poller's id: %v, want ErrClientInUse", err)
+	}
+	cancel()
+	<-held
+}
