@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -38,5 +39,31 @@ func TestQuota(t *testing.T) {
 	var none *Quota
 	if !none.Take("x", time.Time{}, "1") || none.Held() != 0 {
 		t.Fatal("a nil quota refuses or holds")
+	}
+}
+
+// TestQuotaUndo: a taking is undone only for the ids it added and no later
+// taking renewed.
+func TestQuotaUndo(t *testing.T) {
+	q := NewQuota(10, 100)
+	first, ok := q.Hold("c", time.Time{}, "a", "b")
+	if !ok || !first.Added("a") || !first.Added("b") {
+		t.Fatalf("first taking %+v %v, want a and b added", first, ok)
+	}
+	second, ok := q.Hold("c", time.Time{}, "b", "c")
+	if !ok || second.Added("b") || !second.Added("c") {
+		t.Fatalf("second taking %+v %v, want c added and b renewed", second, ok)
+	}
+	if undone := q.Undo(first); !slices.Equal(undone, []string{"a"}) {
+		t.Errorf("first undone %v, want [a]: b was renewed since", undone)
+	}
+	if undone := q.Undo(second); !slices.Equal(undone, []string{"c"}) {
+		t.Errorf("second undone %v, want [c]: it only renewed b", undone)
+	}
+	if n := q.Held(); n != 1 {
+		t.Errorf("held %d, want b alone", n)
+	}
+	if undone := q.Undo(first); len(undone) != 0 {
+		t.Errorf("undone twice: %v", undone)
 	}
 }
