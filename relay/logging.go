@@ -2,10 +2,13 @@ package relay
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -67,10 +70,24 @@ func noteConnection(ctx context.Context, id string) {
 // secretParams are query parameters whose values never reach a log.
 var secretParams = []string{"access_token", "ticket", "token", "lastEventId", "cursor", "proof"}
 
-// redactedURI is the request path and query with secrets replaced.
+// connectionsPath is where the routes that act on a connection start.
+const connectionsPath = "/v1/connections/"
+
+// redactedURI is the request path and query with secrets replaced: the
+// values of secretParams, and a connection id in the path, which lets
+// whoever holds an anonymous connection's id change it (its fingerprint
+// stands in its place, as in the line's connection field).
 func redactedURI(u *url.URL) string {
+	path := u.Path
+	if rest, ok := strings.CutPrefix(path, connectionsPath); ok {
+		id, tail, _ := strings.Cut(rest, "/")
+		path = connectionsPath + connectionFingerprint(id)
+		if tail != "" {
+			path += "/" + tail
+		}
+	}
 	if u.RawQuery == "" {
-		return u.Path
+		return path
 	}
 	q := u.Query()
 	for _, p := range secretParams {
@@ -78,7 +95,16 @@ func redactedURI(u *url.URL) string {
 			q.Set(p, "REDACTED")
 		}
 	}
-	return u.Path + "?" + q.Encode()
+	return path + "?" + q.Encode()
+}
+
+// connectionFingerprint names a connection in logs without its id, which is
+// a credential for an anonymous connection: "fp-" and 64 bits of its
+// SHA-256, enough to tell a connection's lines apart and to match them
+// with connectionFingerprint of an id known from elsewhere.
+func connectionFingerprint(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "fp-" + base64.RawURLEncoding.EncodeToString(sum[:8])
 }
 
 // requestID is the client's X-Request-Id when it sent a usable one, else
@@ -153,7 +179,7 @@ func (s *Server) logRequest(n *requestNote, status int, written int64) {
 		slog.String("remote", n.remote),
 	}
 	if id := n.connection.Load(); id != nil {
-		attrs = append(attrs, slog.String("connection", *id))
+		attrs = append(attrs, slog.String("connection", connectionFingerprint(*id)))
 	}
 	s.log.LogAttrs(ctx, level, "request", attrs...)
 }

@@ -3,6 +3,8 @@ package relay_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -110,8 +112,8 @@ func TestRequestLog(t *testing.T) {
 	conn := s.Connected(t).Connection
 	s.Close()
 	line := log.await(t, http.MethodGet, "/v1/rooms/logged/events")
-	if line.Connection == nil || *line.Connection != conn || line.Status != http.StatusOK || line.RequestID == "" {
-		t.Errorf("stream log line %+v, want connection %s", line, conn)
+	if line.Connection == nil || *line.Connection != fingerprint(conn) || line.Status != http.StatusOK || line.RequestID == "" {
+		t.Errorf("stream log line %+v, want connection %s (the fingerprint of %s)", line, fingerprint(conn), conn)
 	}
 
 	// One line per request, each with its own id.
@@ -246,6 +248,24 @@ func TestLogRedactsSecrets(t *testing.T) {
 		return false
 	})
 	secrets = append(secrets, "HiddenProof_1")
+	// An anonymous connection's id lets its holder change the
+	// connection: neither its stream's line nor a join's path shows it.
+	s := r.Subscribe(t, "/v1/stream?room=secret", relaytest.StreamOptions{})
+	conn := s.Connected(t).Connection
+	joinPath := "/v1/connections/" + conn + "/rooms/other"
+	if resp := r.Do(t, relaytest.Request{Method: http.MethodPut, Path: joinPath}); resp.Status != http.StatusNoContent {
+		t.Fatalf("join: %d %s", resp.Status, resp.Body)
+	}
+	s.Close()
+	relaytest.Eventually(t, "the join and the stream are logged", func() bool {
+		var join, stream bool
+		for _, l := range log.requests(t) {
+			join = join || l.URI == "/v1/connections/"+fingerprint(conn)+"/rooms/other"
+			stream = stream || l.Connection != nil && *l.Connection == fingerprint(conn)
+		}
+		return join && stream
+	})
+	secrets = append(secrets, conn)
 	out := log.String()
 	for _, secret := range secrets {
 		if strings.Contains(out, secret) {
@@ -314,4 +334,11 @@ func TestStreamLoggedAtEnd(t *testing.T) {
 	if l := streamLine(); l.Status != 200 || l.Bytes == nil || *l.Bytes < 500 {
 		t.Errorf("stream logged with status %d and %v bytes, want 200 and the event's 500+", l.Status, l.Bytes)
 	}
+}
+
+// fingerprint is how logs name connection id: "fp-" and 64 bits of its
+// SHA-256, in base64url.
+func fingerprint(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "fp-" + base64.RawURLEncoding.EncodeToString(sum[:8])
 }
