@@ -164,3 +164,88 @@ func TestMultiRoomResumeFromBeforeJoin(t *testing.T) {
 		again.Close()
 	}
 }
+
+// framesUntil reads s's events up to and including the one with envelope
+// id last and returns them as envelope ids, "left:<room>" for a
+// roomcast:left and "joined:<room>" for a roomcast:joined (other system
+// events skipped).
+func framesUntil(t *testing.T, s *relaytest.RawStream, last string) []string {
+	t.Helper()
+	var got []string
+	for {
+		_, ev := s.EventFrame(t)
+		switch ev.Type {
+		case "roomcast:left", "roomcast:joined":
+			var d struct {
+				Room string `json:"room"`
+			}
+			if err := json.Unmarshal([]byte(ev.Data), &d); err != nil {
+				t.Fatalf("%s %q: %v", ev.Type, ev.Data, err)
+			}
+			got = append(got, strings.TrimPrefix(ev.Type, "roomcast:")+":"+d.Room)
+			continue
+		}
+		if strings.HasPrefix(ev.Type, "roomcast:") {
+			continue
+		}
+		var env struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal([]byte(ev.Data), &env); err != nil {
+			t.Fatalf("event %q: %v", ev.Data, err)
+		}
+		got = append(got, env.ID)
+		if env.ID == last {
+			return got
+		}
+	}
+}
+
+// TestMultiRoomResumeFromBeforeLeave: a stream holds rooms a and z, gets
+// a's events, leaves a, and the client drops before it read the
+// roomcast:left. Resumed from its cursor of before those events, the saved
+// session no longer has a: the resumed stream must still bring a's events
+// up to the leave, then roomcast:left, then nothing more of a — what the
+// dropped stream sent (a's events were lost, and roomcast:left never came).
+func TestMultiRoomResumeFromBeforeLeave(t *testing.T) {
+	r := relaytest.Start(t, relaytest.Options{})
+	first, connection, _ := rawOpening(t, r, "/v1/stream?room=z&room=a", "")
+	// The cursor the client resumes from: written with both rooms held,
+	// before any of the events below.
+	start := r.PublishJSON(t, "z", map[string]any{"data": "start"})
+	var cursor string
+	for cursor == "" {
+		_, ev := first.EventFrame(t)
+		if strings.Contains(ev.Data, start) {
+			cursor = ev.LastEventID
+		}
+	}
+	want := []string{
+		r.PublishJSON(t, "a", map[string]any{"data": 1}),
+		publishRooms(t, r, "a", "z"),
+		r.PublishJSON(t, "z", map[string]any{"data": 2}),
+		publishRooms(t, r, "z", "a"),
+		r.PublishJSON(t, "a", map[string]any{"data": 3}),
+	}
+	changeRoom(t, r, http.MethodDelete, connection, "a")
+	after := []string{
+		r.PublishJSON(t, "a", map[string]any{"data": "after the leave"}),
+		publishRooms(t, r, "a", "z"),
+	}
+	last := r.PublishJSON(t, "z", map[string]any{"data": "last"})
+	want = append(want, "left:a", after[1], last)
+	if got := framesUntil(t, first, last); !slices.Equal(got, want) {
+		t.Fatalf("live: %v, want %v", got, want)
+	}
+	first.Close()
+
+	for range 2 { // the resumed stream saves the session again: the left room must survive
+		again, _, _ := rawOpening(t, r, "/v1/stream", cursor)
+		marker := r.PublishJSON(t, "z", map[string]any{"data": "marker"})
+		want = append(want, marker)
+		if got := framesUntil(t, again, marker); !slices.Equal(got, want) {
+			t.Fatalf("resumed from before the leave: %v, want %v", got, want)
+		}
+		again.Close()
+	}
+}

@@ -87,6 +87,23 @@ const (
 // Connection.left): past it they are forgotten at once.
 const maxLeftKept = 64
 
+// maxLeftInSession bounds the left rooms a multi-room session keeps (see
+// Connection.leftRooms): a resume from a cursor written before the leave
+// of an older one replays that room up to the resume's live start.
+const maxLeftInSession = 16
+
+// leftRoom is a room a multi-room stream left: events of it up to
+// position leave reached the stream, and roomcast:left came after them.
+type leftRoom struct {
+	name   string
+	leave  uint64
+	reason string // of the roomcast:left
+}
+
+// leftSessionPrefix starts a session entry for a left room. It is not a
+// room name, so that a relay that does not know the entry drops it.
+const leftSessionPrefix = "#left\x00"
+
 // Connection is one subscriber: a live stream or a held poll. Events are
 // queued by the Hub without blocking and taken by the connection's single
 // writer, which owns the cursor.
@@ -128,6 +145,12 @@ type Connection struct {
 	// sessionEntries) so that a resume from a cursor written before a
 	// join replays the room from there.
 	joinedAt map[string]uint64
+	// leftRooms holds, for a multi-room stream, the rooms it left most
+	// recently (at most maxLeftInSession, oldest first) with the position
+	// each was left at, kept in the session so that a resume from a
+	// cursor written before a roomcast:left replays the room up to there
+	// and then sends the roomcast:left again.
+	leftRooms []leftRoom
 	// left keeps the memberships of channels left while the stream is
 	// open, so that a late copy of an event delivered through one of
 	// them is not delivered again; nil until a channel is left.
@@ -199,6 +222,16 @@ func (c *Connection) Rooms() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// rememberLeftLocked records that room ch was left at position leave, the
+// latest leave last, forgetting the oldest past maxLeftInSession.
+func (c *Connection) rememberLeftLocked(ch string, leave uint64, reason string) {
+	c.leftRooms = slices.DeleteFunc(c.leftRooms, func(l leftRoom) bool { return l.name == ch })
+	if len(c.leftRooms) >= maxLeftInSession {
+		c.leftRooms = slices.Delete(c.leftRooms, 0, len(c.leftRooms)-maxLeftInSession+1)
+	}
+	c.leftRooms = append(c.leftRooms, leftRoom{name: ch, leave: leave, reason: reason})
 }
 
 // Identity returns who the connection belongs to.
@@ -601,14 +634,17 @@ func (c *Connection) resetEpoch(epoch string) {
 	for ch := range c.joinedAt {
 		c.joinedAt[ch] = 0 // every event of the new epoch came after the join
 	}
+	c.leftRooms = nil // their positions are of the old epoch
 	c.queue = append(c.queue, Delivery{Kind: KindReset, Reason: ResetHistoryLost, epoch: epoch})
 	c.signal()
 }
 
 // sessionEntries returns the multi-room session's entries: each room,
 // then, when the position it was joined at is known, NUL, the epoch, NUL
-// and that position (room names hold no NUL). Sessions saved before
-// join positions were kept hold bare names.
+// and that position (room names hold no NUL); and each room left (see
+// leftRooms): leftSessionPrefix, the room, NUL, the epoch, NUL, the
+// position it was left at, NUL and the leave's reason. Sessions saved
+// before join positions were kept hold bare names.
 func (c *Connection) sessionEntries() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -619,15 +655,28 @@ func (c *Connection) sessionEntries() []string {
 		}
 		out = append(out, ch)
 	}
+	for _, l := range c.leftRooms {
+		out = append(out, leftSessionPrefix+l.name+"\x00"+c.epoch+"\x00"+strconv.FormatUint(l.leave, 10)+"\x00"+l.reason)
+	}
 	slices.Sort(out)
 	return out
 }
 
-// parseSessionEntries splits the entries of a saved session into its rooms
-// and the join positions known for them in epoch.
-func parseSessionEntries(entries []string, epoch string) (rooms []string, joinedAt map[string]uint64) {
+// parseSessionEntries splits the entries of a saved session into its rooms,
+// the join positions known for them in epoch, and the rooms left in epoch
+// (at most maxLeftInSession; a room held again is not left).
+func parseSessionEntries(entries []string, epoch string) (rooms []string, joinedAt map[string]uint64, left []leftRoom) {
 	joinedAt = make(map[string]uint64)
 	for _, e := range entries {
+		if l, ok := strings.CutPrefix(e, leftSessionPrefix); ok {
+			ch, rest, _ := strings.Cut(l, "\x00")
+			ep, rest, _ := strings.Cut(rest, "\x00")
+			pos, reason, _ := strings.Cut(rest, "\x00")
+			if p, err := strconv.ParseUint(pos, 10, 64); err == nil && ep == epoch && ch != "" && IsRoomChannel(ch) {
+				left = append(left, leftRoom{name: ch, leave: p, reason: reason})
+			}
+			continue
+		}
 		ch, rest, found := strings.Cut(e, "\x00")
 		rooms = append(rooms, ch)
 		if !found {
@@ -638,7 +687,11 @@ func parseSessionEntries(entries []string, epoch string) (rooms []string, joined
 			joinedAt[ch] = j
 		}
 	}
-	return rooms, joinedAt
+	left = slices.DeleteFunc(left, func(l leftRoom) bool { return slices.Contains(rooms, l.name) })
+	if len(left) > maxLeftInSession {
+		left = left[:maxLeftInSession]
+	}
+	return rooms, joinedAt, left
 }
 
 // control queues a cursor bookkeeping item.

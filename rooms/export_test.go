@@ -19,6 +19,6 @@ func ReplayWaiting(h *Hub) int { return int(h.replayWaiting.Load()) }
 
 // SessionRooms returns the rooms of a saved session's entries.
 func SessionRooms(entries []string) []string {
-	rooms, _ := parseSessionEntries(entries, "")
+	rooms, _, _ := parseSessionEntries(entries, "")
 	return rooms
 }

@@ -367,6 +367,7 @@ func (h *Hub) join(conn *Connection, c *hubChannel) uint64 {
 			conn.joinedAt = make(map[string]uint64)
 		}
 		conn.joinedAt[c.name] = head
+		conn.leftRooms = slices.DeleteFunc(conn.leftRooms, func(l leftRoom) bool { return l.name == c.name })
 	}
 	if !conn.closed && conn.multi {
 		kind := KindJoined
@@ -381,13 +382,17 @@ func (h *Hub) join(conn *Connection, c *hubChannel) uint64 {
 	return head
 }
 
-func (h *Hub) part(conn *Connection, c *hubChannel) {
+// part takes conn out of c and returns the channel's head at that moment:
+// no event above it reaches conn.
+func (h *Hub) part(conn *Connection, c *hubChannel) uint64 {
 	c.mu.Lock()
 	if i := slices.Index(c.conns, conn); i >= 0 {
 		c.conns = slices.Delete(c.conns, i, i+1)
 	}
+	head := c.head
 	c.mu.Unlock()
 	h.release(c)
+	return head
 }
 
 // ConnectRequest describes a new stream.
@@ -453,6 +458,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 	}
 	channels := slices.Clone(req.Channels)
 	var joinedAt map[string]uint64 // by the restored session
+	var left []leftRoom            // by the restored session
 	if req.Multi {
 		conn.Session = randomID(12)
 		if from != nil {
@@ -462,7 +468,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 				return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 			case ok:
 				conn.Session = from.Session
-				channels, joinedAt = parseSessionEntries(saved, epoch)
+				channels, joinedAt, left = parseSessionEntries(saved, epoch)
 			default:
 				resets = append(resets, Delivery{Kind: KindReset, Reason: ResetSessionExpired})
 			}
@@ -492,6 +498,8 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 		allowed = append(allowed, ch)
 	}
 	channels = allowed
+	// A left room is replayed only while the token still allows it.
+	left = slices.DeleteFunc(left, func(l leftRoom) bool { return h.authorize(req.Identity, l.name) != nil })
 	// Bound once the request is known to be valid, so that a refused
 	// stream leaves no binding behind.
 	conn.bindCaller = cmp.Or(req.Caller, "\x00"+conn.Client)
@@ -548,6 +556,9 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 			conn.joinedAt[ch] = j // joined then, not now
 		}
 	}
+	// Kept until a cursor past their roomcast:left is all a resume can
+	// come from: a second resume from the same old cursor needs them too.
+	conn.leftRooms = left
 	conn.mu.Unlock()
 	h.mu.Lock()
 	if h.draining {
@@ -566,6 +577,9 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 
 	conn.cursor = Cursor{Epoch: epoch, Session: conn.Session}
 	replay, err := h.replay(ctx, conn, from, joinedAt, heads, &resets)
+	if err == nil {
+		replay, err = h.replayLeft(ctx, conn, from, left, replay, &resets)
+	}
 	if err != nil {
 		h.Disconnect(conn)
 		return nil, err
@@ -715,6 +729,72 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, joined
 	// others move their channel's position.
 	slices.SortStableFunc(events, func(a, b Delivery) int { return cmp.Compare(a.Event.Seq, b.Event.Seq) })
 	return events, nil
+}
+
+// replayLeft adds to replay, the resume's events, the events of each room
+// the session left that the cursor still holds, from the cursor up to where
+// the room was left, then the roomcast:left the stream sent after them: so
+// the resumed stream goes on exactly as the one it resumes did. The room is
+// not joined again; its copies of multi-channel events count as those of a
+// room left (Connection.left), which decides, with the other rooms' copies,
+// which one delivers each.
+func (h *Hub) replayLeft(ctx context.Context, conn *Connection, from *Cursor, left []leftRoom, replay []Delivery, resets *[]Delivery) ([]Delivery, error) {
+	if from == nil || len(left) == 0 {
+		return replay, nil
+	}
+	var lefts []Delivery
+	for _, l := range left {
+		pos, ok := from.Get(l.name)
+		if !ok {
+			// Written after the roomcast:left, or before the join.
+			continue
+		}
+		start := from.From(l.name)
+		conn.cursor.Set(l.name, pos)
+		if start <= pos {
+			conn.cursor.setFrom(l.name, start)
+		}
+		got := l.leave
+		if pos < l.leave {
+			hist, err := h.replayFrom(ctx, l.name, pos)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
+			}
+			if hist.Truncated || (hist.More && hist.Events[len(hist.Events)-1].Seq < l.leave) {
+				*resets = append(*resets, Delivery{Kind: KindReset, Channel: l.name, Reason: ResetCursorExpired})
+				start, got = l.leave, l.leave // none of its copies comes
+			} else {
+				for _, ev := range hist.Events {
+					i := ev.ChannelIndex(l.name)
+					if ev.Position(i) > l.leave {
+						break
+					}
+					if !ev.Excludes(conn.Client) {
+						replay = append(replay, Delivery{Kind: KindEvent, Event: ev, Index: i})
+					}
+				}
+			}
+		}
+		conn.mu.Lock()
+		if conn.left == nil {
+			conn.left = make(map[string]membership)
+		}
+		conn.left[l.name] = membership{from: start, got: got}
+		conn.mu.Unlock()
+		lefts = append(lefts, Delivery{Kind: KindLeft, Channel: l.name, Reason: l.reason})
+	}
+	slices.SortStableFunc(replay, func(a, b Delivery) int { return cmp.Compare(a.Event.Seq, b.Event.Seq) })
+	// Each roomcast:left follows the room's last replayed event.
+	for _, d := range lefts {
+		at := 0
+		for k, r := range replay {
+			if r.Kind == KindEvent && r.Event.Channels[r.Index] == d.Channel {
+				at = k + 1
+			}
+		}
+		replay = slices.Insert(replay, at, d)
+	}
+	return replay, nil
 }
 
 // replayFrom reads the history a resume needs. When many clients of one
@@ -932,17 +1012,31 @@ func (h *Hub) leave(conn *Connection, channel, reason string) {
 		parts = append(parts, ns)
 	}
 	var cs []*hubChannel
+	leftAt := uint64(0) // the room's position at the leave
 	for _, ch := range parts {
 		if m, ok := conn.joined[ch]; ok {
 			delete(conn.joined, ch)
 			delete(conn.joinedAt, ch)
 			cs = append(cs, m.c)
 			conn.leftLocked(ch, m)
+			if ch == channel {
+				leftAt = m.got
+			}
 		}
 	}
 	conn.mu.Unlock()
 	for _, c := range cs {
-		h.part(conn, c)
+		head := h.part(conn, c)
+		if c.name == channel {
+			// Events of the room up to its head when it let the
+			// connection go were queued ahead of the roomcast:left.
+			leftAt = max(leftAt, head)
+		}
+	}
+	if conn.multi && IsRoomChannel(channel) && len(cs) > 0 {
+		conn.mu.Lock()
+		conn.rememberLeftLocked(channel, leftAt, reason)
+		conn.mu.Unlock()
 	}
 	h.exit(conn.ID, channel)
 	if !conn.multi && reason != "" {
