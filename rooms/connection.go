@@ -460,14 +460,17 @@ type owedCopy struct {
 // the connection, or did: j is held, or was held when that copy came.
 func (c *Connection) reaches(ev *Event, j int) bool {
 	ch := ev.Channels[j]
-	m, held := c.joined[ch]
-	if !held {
-		if m, held = c.left[ch]; !held || ev.Volatile {
-			return false
-		}
-		return ev.Position(j) > m.from && ev.Position(j) <= m.got
+	if m, held := c.joined[ch]; held && (ev.Volatile || ev.Position(j) > m.from) {
+		return true
 	}
-	return ev.Volatile || ev.Position(j) > m.from
+	// Held before, up to a leave (and joined again since): so a late copy
+	// through another channel of an event it delivered then is not
+	// delivered again, and a resume replays what it delivered.
+	m, held := c.left[ch]
+	if !held || ev.Volatile {
+		return false
+	}
+	return ev.Position(j) > m.from && ev.Position(j) <= m.got
 }
 
 // deliveringLocked returns the index of the channel through which the
@@ -664,7 +667,7 @@ func (c *Connection) sessionEntries() []string {
 
 // parseSessionEntries splits the entries of a saved session into its rooms,
 // the join positions known for them in epoch, and the rooms left in epoch
-// (at most maxLeftInSession; a room held again is not left).
+// (at most maxLeftInSession; a room may be held again since).
 func parseSessionEntries(entries []string, epoch string) (rooms []string, joinedAt map[string]uint64, left []leftRoom) {
 	joinedAt = make(map[string]uint64)
 	for _, e := range entries {
@@ -687,7 +690,6 @@ func parseSessionEntries(entries []string, epoch string) (rooms []string, joined
 			joinedAt[ch] = j
 		}
 	}
-	left = slices.DeleteFunc(left, func(l leftRoom) bool { return slices.Contains(rooms, l.name) })
 	if len(left) > maxLeftInSession {
 		left = left[:maxLeftInSession]
 	}

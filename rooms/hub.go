@@ -360,14 +360,14 @@ func (h *Hub) join(conn *Connection, c *hubChannel) uint64 {
 	defer c.mu.Unlock()
 	head := c.head
 	conn.mu.Lock()
+	// A left span of the channel stays (Connection.reaches): its
+	// positions are all at or below head.
 	conn.joined[c.name] = membership{c: c, from: head, got: head}
-	delete(conn.left, c.name)
 	if conn.multi && IsRoomChannel(c.name) {
 		if conn.joinedAt == nil {
 			conn.joinedAt = make(map[string]uint64)
 		}
 		conn.joinedAt[c.name] = head
-		conn.leftRooms = slices.DeleteFunc(conn.leftRooms, func(l leftRoom) bool { return l.name == c.name })
 	}
 	if !conn.closed && conn.multi {
 		kind := KindJoined
@@ -576,10 +576,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 	conn.registeredAt = time.Now()
 
 	conn.cursor = Cursor{Epoch: epoch, Session: conn.Session}
-	replay, err := h.replay(ctx, conn, from, joinedAt, heads, &resets)
-	if err == nil {
-		replay, err = h.replayLeft(ctx, conn, from, left, replay, &resets)
-	}
+	replay, err := h.replay(ctx, conn, from, joinedAt, left, heads, &resets)
 	if err != nil {
 		h.Disconnect(conn)
 		return nil, err
@@ -628,8 +625,13 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 // replay collects the retained events of each channel between the resume
 // cursor and the join point, merged into Seq order, each event once, and
 // sets the writer's starting positions.
-func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, joinedAt, heads map[string]uint64, resets *[]Delivery) ([]Delivery, error) {
+func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, joinedAt map[string]uint64, left []leftRoom, heads map[string]uint64, resets *[]Delivery) ([]Delivery, error) {
 	var events []Delivery
+	var marks []leaveMark
+	leftBy := make(map[string]leftRoom, len(left))
+	for _, l := range left {
+		leftBy[l.name] = l
+	}
 	for ch, head := range heads {
 		pos, ok := uint64(0), false
 		if from != nil {
@@ -696,6 +698,24 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, joined
 			startAt(head)
 			continue
 		}
+		// A room left after the cursor was written and joined again:
+		// the stream had its events up to the leave, roomcast:left,
+		// roomcast:joined, then its events since the join.
+		l, rejoined := leftBy[ch]
+		j, joinKnown := joinedAt[ch]
+		// A cursor written after the join has the room at j or past it.
+		rejoined = rejoined && joinKnown && pos <= l.leave && l.leave < j && j <= head
+		if rejoined {
+			conn.mu.Lock()
+			m := conn.joined[ch]
+			m.from = j
+			conn.joined[ch] = m
+			if conn.left == nil {
+				conn.left = make(map[string]membership)
+			}
+			conn.left[ch] = membership{from: start, got: l.leave}
+			conn.mu.Unlock()
+		}
 		startAt(pos)
 		hist, err := h.replayFrom(ctx, ch, pos)
 		if err != nil {
@@ -710,91 +730,123 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, joined
 			m := conn.joined[ch]
 			m.from = head
 			conn.joined[ch] = m
+			if rejoined {
+				conn.left[ch] = membership{from: head, got: head} // none of its copies comes
+			}
 			conn.mu.Unlock()
 			startAt(head)
 			continue
 		}
 		for _, ev := range hist.Events {
 			i := ev.ChannelIndex(ch)
-			if ev.Position(i) > head {
+			p := ev.Position(i)
+			if p > head {
 				break
+			}
+			if rejoined && p > l.leave && p <= j {
+				continue // published while the room was not held
 			}
 			if !ev.Excludes(conn.Client) {
 				events = append(events, Delivery{Kind: KindEvent, Event: ev, Index: i})
 			}
+		}
+		if rejoined {
+			marks = append(marks, leaveMark{channel: ch, leave: l.leave, ds: []Delivery{
+				{Kind: KindLeft, Channel: ch, Reason: l.reason},
+				{Kind: KindJoined, Channel: ch, seq: j},
+			}})
+		}
+	}
+	for _, l := range left {
+		if _, held := heads[l.name]; held {
+			continue
+		}
+		ds, mark, err := h.replayLeft(ctx, conn, from, l, resets)
+		if err != nil {
+			return nil, err
+		}
+		events = append(events, ds...)
+		if mark.channel != "" {
+			marks = append(marks, mark)
 		}
 	}
 	// Every copy is kept, each channel's in its order: Connect decides
 	// which one of a multi-channel event's copies delivers it, and the
 	// others move their channel's position.
 	slices.SortStableFunc(events, func(a, b Delivery) int { return cmp.Compare(a.Event.Seq, b.Event.Seq) })
-	return events, nil
-}
-
-// replayLeft adds to replay, the resume's events, the events of each room
-// the session left that the cursor still holds, from the cursor up to where
-// the room was left, then the roomcast:left the stream sent after them: so
-// the resumed stream goes on exactly as the one it resumes did. The room is
-// not joined again; its copies of multi-channel events count as those of a
-// room left (Connection.left), which decides, with the other rooms' copies,
-// which one delivers each.
-func (h *Hub) replayLeft(ctx context.Context, conn *Connection, from *Cursor, left []leftRoom, replay []Delivery, resets *[]Delivery) ([]Delivery, error) {
-	if from == nil || len(left) == 0 {
-		return replay, nil
-	}
-	var lefts []Delivery
-	for _, l := range left {
-		pos, ok := from.Get(l.name)
-		if !ok {
-			// Written after the roomcast:left, or before the join.
-			continue
-		}
-		start := from.From(l.name)
-		conn.cursor.Set(l.name, pos)
-		if start <= pos {
-			conn.cursor.setFrom(l.name, start)
-		}
-		got := l.leave
-		if pos < l.leave {
-			hist, err := h.replayFrom(ctx, l.name, pos)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
-			}
-			if hist.Truncated || (hist.More && hist.Events[len(hist.Events)-1].Seq < l.leave) {
-				*resets = append(*resets, Delivery{Kind: KindReset, Channel: l.name, Reason: ResetCursorExpired})
-				start, got = l.leave, l.leave // none of its copies comes
-			} else {
-				for _, ev := range hist.Events {
-					i := ev.ChannelIndex(l.name)
-					if ev.Position(i) > l.leave {
-						break
-					}
-					if !ev.Excludes(conn.Client) {
-						replay = append(replay, Delivery{Kind: KindEvent, Event: ev, Index: i})
-					}
-				}
-			}
-		}
-		conn.mu.Lock()
-		if conn.left == nil {
-			conn.left = make(map[string]membership)
-		}
-		conn.left[l.name] = membership{from: start, got: got}
-		conn.mu.Unlock()
-		lefts = append(lefts, Delivery{Kind: KindLeft, Channel: l.name, Reason: l.reason})
-	}
-	slices.SortStableFunc(replay, func(a, b Delivery) int { return cmp.Compare(a.Event.Seq, b.Event.Seq) })
-	// Each roomcast:left follows the room's last replayed event.
-	for _, d := range lefts {
+	// A leave's roomcast:left (and roomcast:joined, for a room joined
+	// again) follows the room's last replayed event before the leave.
+	for _, mk := range marks {
 		at := 0
-		for k, r := range replay {
-			if r.Kind == KindEvent && r.Event.Channels[r.Index] == d.Channel {
+		for k, d := range events {
+			if d.Kind == KindEvent && d.Event.Channels[d.Index] == mk.channel && d.Event.Position(d.Index) <= mk.leave {
 				at = k + 1
 			}
 		}
-		replay = slices.Insert(replay, at, d)
+		events = slices.Insert(events, at, mk.ds...)
 	}
-	return replay, nil
+	return events, nil
+}
+
+// leaveMark is what a resume replays of a leave after the cursor: ds,
+// after the events of channel up to position leave.
+type leaveMark struct {
+	channel string
+	leave   uint64
+	ds      []Delivery
+}
+
+// replayLeft returns the events of room l, which the session left and
+// the connection does not hold, that a resume from the cursor from must
+// replay: those from the cursor up to where the room was left, and the
+// roomcast:left the stream sent after them — so the resumed stream goes on
+// exactly as the one it resumes did. The room is not joined again; its
+// copies of multi-channel events count as those of a room left
+// (Connection.left), which decides, with the other rooms' copies, which
+// one delivers each.
+func (h *Hub) replayLeft(ctx context.Context, conn *Connection, from *Cursor, l leftRoom, resets *[]Delivery) ([]Delivery, leaveMark, error) {
+	if from == nil {
+		return nil, leaveMark{}, nil
+	}
+	pos, ok := from.Get(l.name)
+	if !ok {
+		// Written after the roomcast:left, or before the join.
+		return nil, leaveMark{}, nil
+	}
+	start := from.From(l.name)
+	conn.cursor.Set(l.name, pos)
+	if start <= pos {
+		conn.cursor.setFrom(l.name, start)
+	}
+	got := l.leave
+	var events []Delivery
+	if pos < l.leave {
+		hist, err := h.replayFrom(ctx, l.name, pos)
+		if err != nil {
+			return nil, leaveMark{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
+		}
+		if hist.Truncated || (hist.More && hist.Events[len(hist.Events)-1].Seq < l.leave) {
+			*resets = append(*resets, Delivery{Kind: KindReset, Channel: l.name, Reason: ResetCursorExpired})
+			start, got = l.leave, l.leave // none of its copies comes
+		} else {
+			for _, ev := range hist.Events {
+				i := ev.ChannelIndex(l.name)
+				if ev.Position(i) > l.leave {
+					break
+				}
+				if !ev.Excludes(conn.Client) {
+					events = append(events, Delivery{Kind: KindEvent, Event: ev, Index: i})
+				}
+			}
+		}
+	}
+	conn.mu.Lock()
+	if conn.left == nil {
+		conn.left = make(map[string]membership)
+	}
+	conn.left[l.name] = membership{from: start, got: got}
+	conn.mu.Unlock()
+	return events, leaveMark{channel: l.name, leave: l.leave, ds: []Delivery{{Kind: KindLeft, Channel: l.name, Reason: l.reason}}}, nil
 }
 
 // replayFrom reads the history a resume needs. When many clients of one

@@ -179,9 +179,10 @@ func TestMultiRoomVolatileOnce(t *testing.T) {
 // TestMultiRoomJoinLeaveResumeEveryCursor: a stream joins and leaves
 // rooms between bursts of events to random sets of rooms (in random
 // order); live, each event reaches it once iff it went to a room it held;
-// and a resume from every cursor it wrote since the last room change, or
-// just before it, brings exactly what came after it (a resume from before a join lost the
-// joined room's events since the join).
+// and a resume from every cursor it wrote since the room change before
+// the last one brings exactly what came after it (a resume from before a
+// join lost the joined room's events since the join; one from before a
+// leave, the left room's events up to the leave).
 func TestMultiRoomJoinLeaveResumeEveryCursor(t *testing.T) {
 	for seed := range uint64(20) {
 		rng := rand.New(rand.NewPCG(seed, 7))
@@ -191,6 +192,9 @@ func TestMultiRoomJoinLeaveResumeEveryCursor(t *testing.T) {
 		r := e.connect(rooms.ConnectRequest{Channels: []string{"r0", "r1"}, Multi: true})
 		anon := rooms.Identity{}
 		var live []item
+		// Where the previous round's items start and end (before the
+		// resumes' markers).
+		prevStart, prevEnd := -1, -1
 		for round := 0; round < 8; round++ {
 			ch := all[rng.IntN(4)]
 			if held[ch] && len(held) > 1 {
@@ -230,10 +234,18 @@ func TestMultiRoomJoinLeaveResumeEveryCursor(t *testing.T) {
 			}
 			start := len(live)
 			live = append(live, got...)
-			// Resume from every cursor of this round and from the last
-			// one before its room change (rooms unchanged since).
+			// Resume from every cursor of this round and the previous
+			// one: at most this round's room change came after it.
 			end := len(live)
+			ks := []int{}
+			for k := prevStart; k >= 0 && k < prevEnd; k++ {
+				ks = append(ks, k)
+			}
 			for k := start - 1; k < end; k++ {
+				ks = append(ks, k)
+			}
+			prevStart, prevEnd = start, end
+			for _, k := range ks {
 				if k < 0 || live[k].cursor == "" {
 					continue
 				}
