@@ -249,3 +249,46 @@ func TestMultiRoomResumeFromBeforeLeave(t *testing.T) {
 		again.Close()
 	}
 }
+
+// TestMultiRoomResumeFromBeforeLeaveAndRejoin: as
+// TestMultiRoomResumeFromBeforeLeave, but the room is joined again after
+// the leave: the resumed stream must bring the room's events up to the
+// leave, roomcast:left, roomcast:joined and the events since the join —
+// none of those published to it while it was not held.
+func TestMultiRoomResumeFromBeforeLeaveAndRejoin(t *testing.T) {
+	r := relaytest.Start(t, relaytest.Options{})
+	first, connection, _ := rawOpening(t, r, "/v1/stream?room=z&room=a", "")
+	start := r.PublishJSON(t, "z", map[string]any{"data": "start"})
+	var cursor string
+	for cursor == "" {
+		_, ev := first.EventFrame(t)
+		if strings.Contains(ev.Data, start) {
+			cursor = ev.LastEventID
+		}
+	}
+	want := []string{
+		r.PublishJSON(t, "a", map[string]any{"data": 1}),
+		publishRooms(t, r, "a", "z"),
+	}
+	changeRoom(t, r, http.MethodDelete, connection, "a")
+	gap := r.PublishJSON(t, "a", map[string]any{"data": "while not held"})
+	bothInGap := publishRooms(t, r, "a", "z")
+	changeRoom(t, r, http.MethodPut, connection, "a")
+	want = append(want, "left:a", bothInGap, "joined:a",
+		r.PublishJSON(t, "a", map[string]any{"data": 2}),
+		publishRooms(t, r, "a", "z"))
+	last := r.PublishJSON(t, "z", map[string]any{"data": "last"})
+	want = append(want, last)
+	if got := framesUntil(t, first, last); !slices.Equal(got, want) {
+		t.Fatalf("live: %v, want %v", got, want)
+	}
+	first.Close()
+
+	again, _, _ := rawOpening(t, r, "/v1/stream", cursor)
+	marker := r.PublishJSON(t, "a", map[string]any{"data": "marker"})
+	want = append(want, marker)
+	if got := framesUntil(t, again, marker); !slices.Equal(got, want) || slices.Contains(got, gap) {
+		t.Fatalf("resumed from before the leave: %v, want %v", got, want)
+	}
+	again.Close()
+}

@@ -751,10 +751,7 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, joined
 			}
 		}
 		if rejoined {
-			marks = append(marks, leaveMark{channel: ch, leave: l.leave, ds: []Delivery{
-				{Kind: KindLeft, Channel: ch, Reason: l.reason},
-				{Kind: KindJoined, Channel: ch, seq: j},
-			}})
+			marks = append(marks, leaveMark{channel: ch, leave: l.leave, reason: l.reason, rejoined: true, join: j})
 		}
 	}
 	for _, l := range left {
@@ -774,8 +771,9 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, joined
 	// which one of a multi-channel event's copies delivers it, and the
 	// others move their channel's position.
 	slices.SortStableFunc(events, func(a, b Delivery) int { return cmp.Compare(a.Event.Seq, b.Event.Seq) })
-	// A leave's roomcast:left (and roomcast:joined, for a room joined
-	// again) follows the room's last replayed event before the leave.
+	// A leave's roomcast:left follows the room's last replayed event
+	// before the leave; a join's roomcast:joined comes just before the
+	// room's first event after the join, or last.
 	for _, mk := range marks {
 		at := 0
 		for k, d := range events {
@@ -783,17 +781,29 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, joined
 				at = k + 1
 			}
 		}
-		events = slices.Insert(events, at, mk.ds...)
+		events = slices.Insert(events, at, Delivery{Kind: KindLeft, Channel: mk.channel, Reason: mk.reason})
+		if !mk.rejoined {
+			continue
+		}
+		at = len(events)
+		for k, d := range events {
+			if d.Kind == KindEvent && d.Event.Channels[d.Index] == mk.channel && d.Event.Position(d.Index) > mk.join {
+				at = k
+				break
+			}
+		}
+		events = slices.Insert(events, at, Delivery{Kind: KindJoined, Channel: mk.channel, seq: mk.join})
 	}
 	return events, nil
 }
 
-// leaveMark is what a resume replays of a leave after the cursor: ds,
-// after the events of channel up to position leave.
+// leaveMark is a leave after the resume cursor: of channel, at position
+// leave, and when rejoined, the join after it at position join.
 type leaveMark struct {
-	channel string
-	leave   uint64
-	ds      []Delivery
+	channel     string
+	leave, join uint64
+	reason      string
+	rejoined    bool
 }
 
 // replayLeft returns the events of room l, which the session left and
@@ -846,7 +856,7 @@ func (h *Hub) replayLeft(ctx context.Context, conn *Connection, from *Cursor, l 
 	}
 	conn.left[l.name] = membership{from: start, got: got}
 	conn.mu.Unlock()
-	return events, leaveMark{channel: l.name, leave: l.leave, ds: []Delivery{{Kind: KindLeft, Channel: l.name, Reason: l.reason}}}, nil
+	return events, leaveMark{channel: l.name, leave: l.leave, reason: l.reason}, nil
 }
 
 // replayFrom reads the history a resume needs. When many clients of one
