@@ -292,3 +292,41 @@ func TestMultiRoomResumeFromBeforeLeaveAndRejoin(t *testing.T) {
 	}
 	again.Close()
 }
+
+// TestMultiRoomResumeFromBeforeLeaveNamespace: leaving the last room of a
+// namespace leaves the namespace's broadcasts too. A resume from a cursor
+// written before the leave must bring the broadcasts up to the leave (the
+// session no longer has a room of the namespace, and they were lost).
+func TestMultiRoomResumeFromBeforeLeaveNamespace(t *testing.T) {
+	r := relaytest.Start(t, relaytest.Options{})
+	first, connection, _ := rawOpening(t, r, "/v1/stream?room=z&room=ns:a", "")
+	start := r.PublishJSON(t, "z", map[string]any{"data": "start"})
+	var cursor string
+	for cursor == "" {
+		_, ev := first.EventFrame(t)
+		if strings.Contains(ev.Data, start) {
+			cursor = ev.LastEventID
+		}
+	}
+	broadcast := func() string {
+		p := r.Publish(t, "/v1/namespaces/ns/events", "application/json", []byte(`{"data":"to the namespace"}`), nil)
+		return *p.ID
+	}
+	want := []string{broadcast(), r.PublishJSON(t, "ns:a", map[string]any{"data": 1}), broadcast()}
+	changeRoom(t, r, http.MethodDelete, connection, "ns:a")
+	after := broadcast()
+	last := r.PublishJSON(t, "z", map[string]any{"data": "last"})
+	want = append(want, "left:ns:a", last)
+	if got := framesUntil(t, first, last); !slices.Equal(got, want) {
+		t.Fatalf("live: %v, want %v", got, want)
+	}
+	first.Close()
+
+	again, _, _ := rawOpening(t, r, "/v1/stream", cursor)
+	marker := r.PublishJSON(t, "z", map[string]any{"data": "marker"})
+	want = append(want, marker)
+	if got := framesUntil(t, again, marker); !slices.Equal(got, want) || slices.Contains(got, after) {
+		t.Fatalf("resumed from before the leave: %v, want %v", got, want)
+	}
+	again.Close()
+}

@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"cmp"
 	"fmt"
 	"math/bits"
 	"slices"
@@ -98,6 +99,8 @@ type leftRoom struct {
 	name   string
 	leave  uint64
 	reason string // of the roomcast:left
+	// with is, for a namespace channel, the room whose leave took it.
+	with string
 }
 
 // leftSessionPrefix starts a session entry for a left room. It is not a
@@ -226,12 +229,12 @@ func (c *Connection) Rooms() []string {
 
 // rememberLeftLocked records that room ch was left at position leave, the
 // latest leave last, forgetting the oldest past maxLeftInSession.
-func (c *Connection) rememberLeftLocked(ch string, leave uint64, reason string) {
+func (c *Connection) rememberLeftLocked(ch string, leave uint64, reason, with string) {
 	c.leftRooms = slices.DeleteFunc(c.leftRooms, func(l leftRoom) bool { return l.name == ch })
 	if len(c.leftRooms) >= maxLeftInSession {
 		c.leftRooms = slices.Delete(c.leftRooms, 0, len(c.leftRooms)-maxLeftInSession+1)
 	}
-	c.leftRooms = append(c.leftRooms, leftRoom{name: ch, leave: leave, reason: reason})
+	c.leftRooms = append(c.leftRooms, leftRoom{name: ch, leave: leave, reason: reason, with: with})
 }
 
 // Identity returns who the connection belongs to.
@@ -646,7 +649,8 @@ func (c *Connection) resetEpoch(epoch string) {
 // then, when the position it was joined at is known, NUL, the epoch, NUL
 // and that position (room names hold no NUL); and each room left (see
 // leftRooms): leftSessionPrefix, the room, NUL, the epoch, NUL, the
-// position it was left at, NUL and the leave's reason. Sessions saved
+// position it was left at, NUL and the leave's reason (for a namespace
+// channel, the room whose leave took it). Sessions saved
 // before join positions were kept hold bare names.
 func (c *Connection) sessionEntries() []string {
 	c.mu.Lock()
@@ -659,7 +663,7 @@ func (c *Connection) sessionEntries() []string {
 		out = append(out, ch)
 	}
 	for _, l := range c.leftRooms {
-		out = append(out, leftSessionPrefix+l.name+"\x00"+c.epoch+"\x00"+strconv.FormatUint(l.leave, 10)+"\x00"+l.reason)
+		out = append(out, leftSessionPrefix+l.name+"\x00"+c.epoch+"\x00"+strconv.FormatUint(l.leave, 10)+"\x00"+cmp.Or(l.with, l.reason))
 	}
 	slices.Sort(out)
 	return out
@@ -675,8 +679,12 @@ func parseSessionEntries(entries []string, epoch string) (rooms []string, joined
 			ch, rest, _ := strings.Cut(l, "\x00")
 			ep, rest, _ := strings.Cut(rest, "\x00")
 			pos, reason, _ := strings.Cut(rest, "\x00")
-			if p, err := strconv.ParseUint(pos, 10, 64); err == nil && ep == epoch && ch != "" && IsRoomChannel(ch) {
-				left = append(left, leftRoom{name: ch, leave: p, reason: reason})
+			if p, err := strconv.ParseUint(pos, 10, 64); err == nil && ep == epoch && ch != "" && (IsRoomChannel(ch) || strings.HasPrefix(ch, namespaceChannelPrefix)) {
+				l := leftRoom{name: ch, leave: p, reason: reason}
+				if !IsRoomChannel(ch) {
+					l.reason, l.with = "", reason
+				}
+				left = append(left, l)
 			}
 			continue
 		}

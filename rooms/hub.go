@@ -498,8 +498,16 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 		allowed = append(allowed, ch)
 	}
 	channels = allowed
-	// A left room is replayed only while the token still allows it.
+	// A left room is replayed only while the token still allows it, a
+	// namespace channel only with such a room of its namespace.
 	left = slices.DeleteFunc(left, func(l leftRoom) bool { return h.authorize(req.Identity, l.name) != nil })
+	left = slices.DeleteFunc(left, func(l leftRoom) bool {
+		if IsRoomChannel(l.name) {
+			return false
+		}
+		inNS := func(ch string) bool { return IsRoomChannel(ch) && NamespaceChannel(channelNamespace(ch)) == l.name }
+		return !slices.ContainsFunc(channels, inNS) && !slices.ContainsFunc(left, func(o leftRoom) bool { return inNS(o.name) })
+	})
 	// Bound once the request is known to be valid, so that a refused
 	// stream leaves no binding behind.
 	conn.bindCaller = cmp.Or(req.Caller, "\x00"+conn.Client)
@@ -774,14 +782,31 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, joined
 	// A leave's roomcast:left follows the room's last replayed event
 	// before the leave; a join's roomcast:joined comes just before the
 	// room's first event after the join, or last.
+	// A room's leave that took its namespace channel comes after that
+	// channel's events up to the leave too.
+	took := make(map[string]leaveMark)
+	for _, mk := range marks {
+		if mk.with != "" {
+			took[mk.with] = mk
+		}
+	}
 	for _, mk := range marks {
 		at := 0
 		for k, d := range events {
-			if d.Kind == KindEvent && d.Event.Channels[d.Index] == mk.channel && d.Event.Position(d.Index) <= mk.leave {
+			if d.Kind != KindEvent {
+				continue
+			}
+			ch, p := d.Event.Channels[d.Index], d.Event.Position(d.Index)
+			ns, ok := took[mk.channel]
+			if (ch == mk.channel && p <= mk.leave) || (ok && ch == ns.channel && p <= ns.leave) {
 				at = k + 1
 			}
 		}
-		events = slices.Insert(events, at, Delivery{Kind: KindLeft, Channel: mk.channel, Reason: mk.reason})
+		left, joined := KindLeft, KindJoined
+		if !IsRoomChannel(mk.channel) {
+			left, joined = kindUntrack, kindTrack // a namespace channel's, unseen
+		}
+		events = slices.Insert(events, at, Delivery{Kind: left, Channel: mk.channel, Reason: mk.reason})
 		if !mk.rejoined {
 			continue
 		}
@@ -792,7 +817,7 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, joined
 				break
 			}
 		}
-		events = slices.Insert(events, at, Delivery{Kind: KindJoined, Channel: mk.channel, seq: mk.join})
+		events = slices.Insert(events, at, Delivery{Kind: joined, Channel: mk.channel, seq: mk.join})
 	}
 	return events, nil
 }
@@ -804,6 +829,7 @@ type leaveMark struct {
 	leave, join uint64
 	reason      string
 	rejoined    bool
+	with        string // see leftRoom
 }
 
 // replayLeft returns the events of room l, which the session left and
@@ -856,7 +882,7 @@ func (h *Hub) replayLeft(ctx context.Context, conn *Connection, from *Cursor, l 
 	}
 	conn.left[l.name] = membership{from: start, got: got}
 	conn.mu.Unlock()
-	return events, leaveMark{channel: l.name, leave: l.leave, reason: l.reason}, nil
+	return events, leaveMark{channel: l.name, leave: l.leave, reason: l.reason, with: l.with}, nil
 }
 
 // replayFrom reads the history a resume needs. When many clients of one
@@ -1074,30 +1100,35 @@ func (h *Hub) leave(conn *Connection, channel, reason string) {
 		parts = append(parts, ns)
 	}
 	var cs []*hubChannel
-	leftAt := uint64(0) // the room's position at the leave
+	leftAt := make(map[string]uint64, len(parts)) // each channel's position at the leave
 	for _, ch := range parts {
 		if m, ok := conn.joined[ch]; ok {
 			delete(conn.joined, ch)
 			delete(conn.joinedAt, ch)
 			cs = append(cs, m.c)
 			conn.leftLocked(ch, m)
-			if ch == channel {
-				leftAt = m.got
-			}
+			leftAt[ch] = m.got
 		}
 	}
 	conn.mu.Unlock()
 	for _, c := range cs {
-		head := h.part(conn, c)
-		if c.name == channel {
-			// Events of the room up to its head when it let the
-			// connection go were queued ahead of the roomcast:left.
-			leftAt = max(leftAt, head)
-		}
+		// Events of the channel up to its head when it let the
+		// connection go were queued ahead of the roomcast:left.
+		leftAt[c.name] = max(leftAt[c.name], h.part(conn, c))
 	}
-	if conn.multi && IsRoomChannel(channel) && len(cs) > 0 {
+	if conn.multi {
+		// The namespace channel too: its broadcasts up to the leave
+		// reached the stream.
 		conn.mu.Lock()
-		conn.rememberLeftLocked(channel, leftAt, reason)
+		for _, ch := range parts {
+			if p, ok := leftAt[ch]; ok {
+				if ch == channel {
+					conn.rememberLeftLocked(ch, p, reason, "")
+				} else {
+					conn.rememberLeftLocked(ch, p, "", channel)
+				}
+			}
+		}
 		conn.mu.Unlock()
 	}
 	h.exit(conn.ID, channel)
