@@ -289,6 +289,7 @@ func TestMultiRoomLeaveDuringCatchUp(t *testing.T) {
 			c, gate := newWatchedCluster(t)
 			a, b := c.nodes[0], c.nodes[1]
 			s := open(t, a, "/v1/stream?room=la,lb", server())
+			opening := s.openingID(t)
 			// The room whose backlog is read first is known before
 			// anything is published; each event names the room that
 			// is to deliver it (the first the stream holds) first.
@@ -316,6 +317,17 @@ func TestMultiRoomLeaveDuringCatchUp(t *testing.T) {
 			}
 			gate.open()
 			checkOnceInOrder(t, "after the leave", deliveredUntil(t, s, publishMarkers(t, b, &want, kept)...), want)
+			s.close()
+
+			// Resumed from its opening id, before the events and the
+			// leave, the stream must bring each of them once again (a
+			// session without the left room lost those the leave made
+			// the kept room deliver).
+			back := open(t, b, "/v1/stream", server("Last-Event-ID", opening))
+			checkOnceInOrder(t, "resumed from before the leave", deliveredUntil(t, back, publishMarkers(t, b, &want, kept)...), want)
+			if !back.saw("roomcast:left") {
+				t.Errorf("resumed from before the leave: no roomcast:left")
+			}
 		})
 	}
 }
@@ -405,4 +417,42 @@ func TestMultiRoomResumeFromBeforeJoinOtherInstance(t *testing.T) {
 	back := open(t, b, "/v1/stream", server("Last-Event-ID", opening))
 	markers := publishMarkers(t, b, &want, "qa", "qz")
 	checkOnceInOrder(t, "resumed on B from before the join", deliveredUntil(t, back, markers...), want)
+}
+
+// saw reports whether s read a frame of event type typ.
+func (s *stream) saw(typ string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.ContainsFunc(s.frames[:s.read], func(f frame) bool { return f.Event == typ })
+}
+
+// TestMultiRoomResumeFromBeforeLeaveOtherInstance: a stream on A in rooms
+// vz and vl gets vl's events, leaves vl, and the client drops before it
+// read any of it. Resumed on B from its opening id (before the leave), the
+// session (in Redis) no longer has vl, yet vl's events up to the leave
+// must come, each once, then roomcast:left, and none published after.
+func TestMultiRoomResumeFromBeforeLeaveOtherInstance(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2)
+	a, b := c.nodes[0], c.nodes[1]
+	s := open(t, a, "/v1/stream?room=vz,vl", server())
+	opening := s.openingID(t)
+	var want []sent
+	for i := range 10 {
+		want = append(want, sent{publish(t, b, roomPath("vl"), fmt.Sprint("vl ", i)), []string{"vl"}})
+		want = append(want, sent{publishMulti(t, b, fmt.Sprint("both ", i), "vl", "vz"), []string{"vl"}})
+	}
+	checkOnceInOrder(t, "live", deliveredUntil(t, s, publishMarkers(t, b, &want, "vl", "vz")...), want)
+	ans := do(t, http.MethodDelete, a.url+"/v1/connections/"+s.conn.Connection+"/rooms/vl", server(), "")
+	if ans.status != http.StatusNoContent {
+		t.Fatalf("leave vl: %d %s", ans.status, ans.body)
+	}
+	publish(t, b, roomPath("vl"), "after the leave") // not in want: must not come
+	s.close()
+
+	again := open(t, b, "/v1/stream", server("Last-Event-ID", opening))
+	checkOnceInOrder(t, "resumed from before the leave", deliveredUntil(t, again, publishMarkers(t, b, &want, "vz")...), want)
+	if !again.saw("roomcast:left") {
+		t.Errorf("resumed from before the leave: no roomcast:left")
+	}
 }
