@@ -355,11 +355,26 @@ func (h *Hub) release(c *hubChannel) {
 
 // join adds conn to c and returns the channel's head at that moment: every
 // event above it reaches conn, none at or below it does.
-func (h *Hub) join(conn *Connection, c *hubChannel) uint64 {
+func (h *Hub) join(conn *Connection, c *hubChannel) uint64 { return h.joinAt(conn, c, 0) }
+
+// joinAt is join with the join point at least atLeast, the backbone's head
+// of the channel read before: the channel's events up to it that this
+// instance has yet to receive (a catch-up in flight) were published before
+// the join, so none of them reaches conn. Without it, a copy in flight of
+// an event another channel of conn had delivered would count as a copy of
+// a channel joined before the event, and deliver the event again.
+func (h *Hub) joinAt(conn *Connection, c *hubChannel, atLeast uint64) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	head := c.head
 	conn.mu.Lock()
+	if atLeast > head && c.epoch == conn.epoch {
+		head = atLeast
+		if conn.floor == nil {
+			conn.floor = make(map[string]uint64)
+		}
+		conn.floor[c.name] = head
+	}
 	// A left span of the channel stays (Connection.reaches): its
 	// positions are all at or below head.
 	conn.joined[c.name] = membership{c: c, from: head, got: head}
@@ -556,7 +571,19 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 			h.Disconnect(conn)
 			return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
 		}
-		heads[ch] = h.join(conn, c)
+		atLeast := uint64(0)
+		if _, known := joinedAt[ch]; from != nil && !known {
+			if _, had := from.Get(ch); !had {
+				// New to the resumed stream, which may have had events
+				// whose copies through it are still in flight (see joinAt).
+				if atLeast, err = h.bb.Head(ctx, ch); err != nil {
+					h.release(c)
+					h.Disconnect(conn)
+					return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
+				}
+			}
+		}
+		heads[ch] = h.joinAt(conn, c, atLeast)
 	}
 	conn.mu.Lock()
 	for ch, j := range joinedAt {
@@ -1039,7 +1066,13 @@ func (h *Hub) Join(ctx context.Context, caller Identity, id, channel string) err
 			}
 			continue
 		}
-		h.join(conn, c)
+		atLeast, err := h.bb.Head(ctx, ch)
+		if err != nil {
+			h.release(c)
+			undo()
+			return fmt.Errorf("%w: %w", ErrBackboneDown, err)
+		}
+		h.joinAt(conn, c, atLeast)
 		joinedNow = append(joinedNow, ch)
 	}
 	conn.mu.Lock()

@@ -456,3 +456,36 @@ func TestMultiRoomResumeFromBeforeLeaveOtherInstance(t *testing.T) {
 		t.Errorf("resumed from before the leave: no roomcast:left")
 	}
 }
+
+// TestMultiRoomJoinDuringCatchUp: streams on A hold rooms ka and kb (one
+// each); A's catch-up is held while an event goes to both rooms, the room
+// to be joined named first. Once the room read first has caught up and
+// delivered the event to the stream holding it, that stream joins the
+// other room, whose copy is still held: when it comes, it must not deliver
+// the event again (the joined room counted as held before the event, and
+// was the first of its rooms).
+func TestMultiRoomJoinDuringCatchUp(t *testing.T) {
+	t.Parallel()
+	c, gate := newWatchedCluster(t)
+	a, b := c.nodes[0], c.nodes[1]
+	streams := map[string]*stream{
+		"ka": open(t, a, "/v1/stream?room=ka", server()),
+		"kb": open(t, a, "/v1/stream?room=kb", server()),
+	}
+	first := gate.close("ka", "kb")
+	second := map[string]string{"ka": "kb", "kb": "ka"}[first]
+	s := streams[first]
+	want := []sent{{publishMulti(t, b, "both", second, first), []string{first}}}
+	gate.allow(first)
+	if got := gate.awaitRefused(second); got != second {
+		t.Fatalf("refused %q, want %q", got, second)
+	}
+	got := deliveredUntil(t, s, want[0].id)
+	ans := do(t, http.MethodPut, a.url+"/v1/connections/"+s.conn.Connection+"/rooms/"+second, server(), "")
+	if ans.status != http.StatusNoContent {
+		t.Fatalf("join %s: %d %s", second, ans.status, ans.body)
+	}
+	gate.open()
+	markers := publishMarkers(t, b, &want, second, first)
+	checkOnceInOrder(t, "after the join", append(got, deliveredUntil(t, s, markers...)...), want)
+}
