@@ -3,9 +3,7 @@ package relay_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,37 +23,10 @@ import (
 // time out after opTimeout; everything stops when the test ends.
 func startRedisRelay(t *testing.T, url string, opTimeout time.Duration) *relaytest.Relay {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), relaytest.Wait)
-	defer cancel()
-	bb, err := redis.New(ctx, url, redis.Options{OpTimeout: opTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := []byte("outcome test cursor key, 32 byte")
-	codec, err := rooms.NewCursorCodec(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub := rooms.NewHub(bb, codec, rooms.HubOptions{})
-	if err := hub.Start(ctx); err != nil {
-		_ = bb.Close()
-		t.Fatal(err)
-	}
-	srv := relay.New(hub, relay.Options{
-		Auth:   relaytest.NewAuth(t, auth.Config{}),
-		Logger: slog.New(slog.DiscardHandler),
-		Limits: relay.Limits{PublishRate: 1e6, PublishBurst: 1e6, RequestRate: 1e6, RequestBurst: 1e6,
-			MaxConnsPerIP: 1e6, MaxConnsPerUser: 1e6},
+	return relaytest.Start(t, relaytest.Options{
+		Backbone: relaytest.RedisBackbone(t, url, redis.Options{OpTimeout: opTimeout}),
+		Relay:    relay.Options{Auth: relaytest.NewAuth(t, auth.Config{})},
 	})
-	ts := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		ts.CloseClientConnections()
-		ts.Close()
-		srv.Close()
-		_ = bb.Close()
-	})
-	srv.SetReady()
-	return &relaytest.Relay{URL: ts.URL, HTTP: ts, Server: srv, Hub: hub, Codec: codec}
 }
 
 // historyIDs reads the ids of a room's retained events over HTTP.

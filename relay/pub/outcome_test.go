@@ -1,9 +1,6 @@
 package pub
 
 import (
-	"context"
-	"log/slog"
-	"net/http/httptest"
 	"regexp"
 	"strings"
 	"sync"
@@ -13,7 +10,6 @@ import (
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/relay/relaytest"
-	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/redis"
 	"github.com/roomcast/roomcast/rooms/redis/redistest"
 )
@@ -22,35 +18,10 @@ import (
 // time out after opTimeout.
 func startRedisRelay(t *testing.T, url string, opTimeout time.Duration) *relaytest.Relay {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), relaytest.Wait)
-	defer cancel()
-	bb, err := redis.New(ctx, url, redis.Options{OpTimeout: opTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := []byte("pub outcome test cursor key, 32b")
-	codec, err := rooms.NewCursorCodec(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub := rooms.NewHub(bb, codec, rooms.HubOptions{})
-	if err := hub.Start(ctx); err != nil {
-		_ = bb.Close()
-		t.Fatal(err)
-	}
-	srv := relay.New(hub, relay.Options{
-		Auth:   relaytest.NewAuth(t, auth.Config{}),
-		Logger: slog.New(slog.DiscardHandler),
+	return relaytest.Start(t, relaytest.Options{
+		Backbone: relaytest.RedisBackbone(t, url, redis.Options{OpTimeout: opTimeout}),
+		Relay:    relay.Options{Auth: relaytest.NewAuth(t, auth.Config{})},
 	})
-	ts := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		ts.CloseClientConnections()
-		ts.Close()
-		srv.Close()
-		_ = bb.Close()
-	})
-	srv.SetReady()
-	return &relaytest.Relay{URL: ts.URL, HTTP: ts, Server: srv, Hub: hub, Codec: codec}
 }
 
 // A publish answered 503 outcome_unknown may have been stored: pub said

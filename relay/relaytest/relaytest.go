@@ -19,6 +19,7 @@ import (
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
+	"github.com/roomcast/roomcast/rooms/redis"
 )
 
 // Wait bounds every wait of this package's helpers: long enough for a slow
@@ -35,6 +36,10 @@ type Options struct {
 	Relay  relay.Options
 	Hub    rooms.HubOptions
 	Memory memory.Options
+	// Backbone, when set, is the relay's backbone instead of a memory one
+	// made from Memory (Relay.Backbone is then nil); the relay closes it
+	// when the test ends.
+	Backbone rooms.Backbone
 	// NotReady leaves the server starting: SetReady is not called.
 	NotReady bool
 	// Wrap, when set, wraps the server's handler (to observe requests).
@@ -67,7 +72,24 @@ func Start(t testing.TB, opts Options) *Relay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bb := memory.New(opts.Memory)
+	var bb interface {
+		rooms.Backbone
+		Close() error
+	}
+	var mem *memory.Backbone
+	if opts.Backbone != nil {
+		closer, ok := opts.Backbone.(interface {
+			rooms.Backbone
+			Close() error
+		})
+		if !ok {
+			t.Fatal("relaytest: Options.Backbone has no Close method")
+		}
+		bb = closer
+	} else {
+		mem = memory.New(opts.Memory)
+		bb = mem
+	}
 	if opts.Hub.Namespaces == nil {
 		// The hub decides who may subscribe, the server who may publish:
 		// both follow the same rules unless a test says otherwise.
@@ -124,7 +146,7 @@ func Start(t testing.TB, opts Options) *Relay {
 	if !opts.NotReady {
 		srv.SetReady()
 	}
-	return &Relay{URL: ts.URL, HTTP: ts, Server: srv, Hub: hub, Backbone: bb, Codec: codec}
+	return &Relay{URL: ts.URL, HTTP: ts, Server: srv, Hub: hub, Backbone: mem, Codec: codec}
 }
 
 // Client returns the HTTP client for this relay; its connections are
@@ -310,4 +332,17 @@ func Tamper(s string) string {
 		c = 'B'
 	}
 	return s[:i] + string(c) + s[i+1:]
+}
+
+// RedisBackbone opens a Redis backbone at url for a relay of Start
+// (Options.Backbone), which closes it.
+func RedisBackbone(t testing.TB, url string, o redis.Options) rooms.Backbone {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	defer cancel()
+	bb, err := redis.New(ctx, url, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bb
 }
