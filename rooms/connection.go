@@ -186,6 +186,8 @@ type Connection struct {
 	registeredAt time.Time // directory entry last written
 	presentAt    time.Time // presence last renewed
 	boundAt      time.Time // client id binding last renewed
+	// claimsEpoch is the backbone epoch the four above were written in.
+	claimsEpoch string
 
 	// Owned by the writer.
 	cursor Cursor

@@ -112,6 +112,13 @@ type Hub struct {
 	sessions *Quota
 	// bindings counts the client ids bound for callers, by caller.
 	bindings *Quota
+
+	// epochMu guards the backbone's epoch as last read (epochRead, at
+	// epochReadAt): a new one means the backbone lost its data, and with
+	// it every claim the live connections renew only now and then.
+	epochMu     sync.Mutex
+	epochRead   string
+	epochReadAt time.Time
 }
 
 // registrationTTL is how long a connection stays registered in a shared
@@ -455,6 +462,7 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 	conn := h.newConnection(claimedClient(req.Client, req.Proof), req.Multi)
 	conn.connecting = true
 	conn.epoch = epoch
+	conn.claimsEpoch = epoch
 	conn.identity = req.Identity
 	var resets []Delivery
 	var from *Cursor
@@ -1331,7 +1339,17 @@ func (h *Hub) saveSession(ctx context.Context, conn *Connection) error {
 // to the backbone at most once per quarter TTL.
 func (h *Hub) Touch(ctx context.Context, conn *Connection) error {
 	now := time.Now()
+	epoch, epochKnown := h.backboneEpoch(ctx, now)
 	conn.mu.Lock()
+	if epochKnown && epoch != conn.claimsEpoch {
+		// The backbone lost its data (Redis restarted without
+		// persistence): the registration, client-id binding, session and
+		// presence this connection holds are gone, and are written again
+		// now rather than a quarter of their TTL later, meanwhile refused
+		// as proofs and free for anyone to claim.
+		conn.claimsEpoch = epoch
+		conn.registeredAt, conn.touchedAt, conn.boundAt, conn.presentAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	}
 	register := h.dir != nil && now.Sub(conn.registeredAt) > registrationTTL/4
 	session := conn.multi && now.Sub(conn.touchedAt) > h.opts.SessionTTL/4
 	bind := now.Sub(conn.boundAt) > h.opts.ClientTTL/4
@@ -1370,6 +1388,32 @@ func (h *Hub) Touch(ctx context.Context, conn *Connection) error {
 		return h.saveSession(ctx, conn)
 	}
 	return nil
+}
+
+// epochCheckInterval is how often, at most, the hub reads the backbone's
+// epoch to notice that the backbone lost its data.
+const epochCheckInterval = time.Second
+
+// backboneEpoch returns the backbone's epoch, read at most once per
+// epochCheckInterval for all the connections of the hub; ok is false when
+// it is unknown (the backbone is down).
+func (h *Hub) backboneEpoch(ctx context.Context, now time.Time) (string, bool) {
+	h.epochMu.Lock()
+	if now.Sub(h.epochReadAt) < epochCheckInterval {
+		defer h.epochMu.Unlock()
+		return h.epochRead, h.epochRead != ""
+	}
+	h.epochReadAt = now
+	h.epochMu.Unlock()
+	epoch, err := h.bb.Epoch(ctx)
+	h.epochMu.Lock()
+	defer h.epochMu.Unlock()
+	if err != nil {
+		h.epochRead = ""
+		return "", false
+	}
+	h.epochRead = epoch
+	return epoch, true
 }
 
 // Drain refuses new connections from now on and closes every open one with

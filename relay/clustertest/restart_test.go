@@ -1,0 +1,61 @@
+package clustertest
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"testing"
+)
+
+// Redis restarted without persistence loses every client-id binding and
+// directory entry, but the streams that made them live on: each instance
+// writes them again at its streams' next heartbeat (-heartbeat 1s), not a
+// quarter of their TTL later. Until then a live stream's proof and id were
+// refused (unknown_connection) on every other instance, and its client id
+// was free for anyone to claim: another user streaming with it got a 200,
+// and the owner's renewal, refused, was ignored. The same for a
+// long-poller's binding, renewed by its next poll.
+func TestRedisRestartKeepsLiveClaims(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2)
+	a, b := c.nodes[0], c.nodes[1]
+	bobH := bearer(userToken(t, "bob", map[string]any{"name": "Bob"}))
+	malloryH := bearer(userToken(t, "mallory", map[string]any{"name": "Mallory"}))
+
+	const phone = "bob-phone-restart"
+	bob := open(t, a, roomPath("desk")+"?client="+phone, bobH)
+	hello := bob.conn
+	const poller = "bob-poller-restart"
+	pollPath := "/v1/rooms/desk/poll?client=" + poller
+	var first struct{ Cursor, Connection string }
+	if ans := do(t, http.MethodGet, a.url+pollPath+"&timeout=0.1", bobH, ""); ans.status != http.StatusOK || json.Unmarshal(ans.body, &first) != nil {
+		t.Fatalf("bob's poll on A: %d %s", ans.status, ans.body)
+	}
+
+	c.redis.Restart()
+	// Streams go on through the restart: wait for two heartbeats after it.
+	bob.waitPings(t, bob.pingCount()+2)
+
+	// The poller's next poll continues its session.
+	next := pollPath + "&timeout=0.1&cursor=" + url.QueryEscape(first.Cursor) + "&proof=" + url.QueryEscape(first.Connection)
+	if ans := do(t, http.MethodGet, a.url+next, bobH, ""); ans.status != http.StatusOK {
+		t.Fatalf("bob's next poll on A: %d %s", ans.status, ans.body)
+	}
+
+	for name, sender := range map[string]string{"proof": hello.Proof, "connection id": hello.Connection, "poll's proof": first.Connection} {
+		eventually(t, "bob's "+name+" is accepted on B after the restart", func() bool {
+			ans := do(t, http.MethodPost, b.url+roomPath("desk"), bearer(userToken(t, "bob", nil), "Roomcast-Connection", sender),
+				`{"data":"from bob","exclude_self":true}`)
+			return ans.status == http.StatusAccepted
+		})
+	}
+	if s, status, body := tryOpen(b, roomPath("desk")+"?client="+phone, malloryH); status != http.StatusConflict {
+		if s != nil {
+			s.close()
+		}
+		t.Errorf("mallory streaming on B with bob's live client id after the restart: %d %s, want 409", status, body)
+	}
+	if bob.ended() {
+		t.Errorf("bob's stream ended: %v", bob.err)
+	}
+}
