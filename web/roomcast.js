@@ -758,7 +758,16 @@ class Link {
       if (r.aborted) continue;
       if (r.code === 'unknown_connection' && it.exclude !== 'tab') {
         if (it.volatile) return null;
-        await this.whenConnected(sender, signal);
+        // Usually the stream died and a new one comes; but a stream that
+        // lives on can be unknown for a while (Redis restarted empty, its
+        // instance writes it again at the stream's next heartbeat): so
+        // also try again after a backoff.
+        const waking = new AbortController();
+        const wake = () => waking.abort();
+        signal.addEventListener('abort', wake, { once: true });
+        await Promise.race([this.whenConnected(sender, waking.signal), this.sleep(this.delay(n), waking.signal)]);
+        wake();
+        signal.removeEventListener('abort', wake);
         continue;
       }
       // The relay could not tell whether it stored the event: the resend

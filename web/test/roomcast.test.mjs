@@ -166,6 +166,22 @@ test('an emit whose outcome is unknown is resent with the key the relay answered
   rc.close();
 });
 
+test('an emit refused unknown_connection while its stream lives on is retried, not parked until the next connection', async () => {
+  // Redis restarted without persistence: the live stream's proof is
+  // unknown on other instances until its instance writes it again, at
+  // the stream's next heartbeat. No new connection comes: the stream is fine.
+  let refusals = 2;
+  const relay = new FakeRelay({
+    'POST /v1/rooms/*': () => (refusals-- > 0 ? error(404, 'unknown_connection') : json(202, { id: 'id-1', room: 'lobby', event: 'chat' })),
+  });
+  const rc = await open(relay, { timeout: 1000 });
+  FakeEventSource.last().send('roomcast:connected', { connection: 'c9', client: 'cl', proof: 'cl.secret-secret', rooms: ['lobby'] });
+  await tick(5);
+  assert.equal(await rc.broadcast.to('lobby').emit('chat', 'hi'), 'id-1');
+  assert.equal(relay.sent('POST', '/v1/rooms/').length, 3);
+  rc.close();
+});
+
 test('Retry-After of a 503 is honoured', async () => {
   let first = true;
   const relay = new FakeRelay({
