@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
 )
 
@@ -57,5 +58,41 @@ func TestRedisRestartKeepsLiveClaims(t *testing.T) {
 	}
 	if bob.ended() {
 		t.Errorf("bob's stream ended: %v", bob.err)
+	}
+}
+
+// A multi-room stream open while Redis restarts empty keeps its session:
+// resumed on another instance after its own died, it gets back both its
+// rooms and what it missed in each.
+func TestRedisRestartKeepsLiveSessions(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3)
+	a, b, cc := c.nodes[0], c.nodes[1], c.nodes[2]
+	token := userToken(t, "dave", nil)
+
+	s := open(t, a, "/v1/stream?room=m1", bearer(token))
+	if ans := do(t, http.MethodPut, b.url+"/v1/connections/"+s.conn.Connection+"/rooms/m2", bearer(token), ""); ans.status != http.StatusNoContent {
+		t.Fatalf("join on B: %d %s", ans.status, ans.body)
+	}
+	s.expect(t, "roomcast:joined")
+
+	c.redis.Restart()
+	s.waitPings(t, s.pingCount()+2)
+	after := publish(t, b, roomPath("m2"), "after the restart")
+	s.expect(t, "roomcast:reset")
+	s.expectEvent(t, after)
+	cursor := s.lastID()
+	a.kill()
+
+	missed := []string{
+		publish(t, b, roomPath("m1"), "missed in m1"),
+		publish(t, cc, roomPath("m2"), "missed in m2"),
+	}
+	r := open(t, cc, "/v1/stream?room=m1", bearer(token, "Last-Event-ID", cursor))
+	if got := r.conn.Rooms; !slices.Equal(got, []string{"m1", "m2"}) {
+		t.Errorf("resumed rooms %v, want [m1 m2]", got)
+	}
+	for _, id := range missed {
+		r.expectEvent(t, id)
 	}
 }
