@@ -96,3 +96,41 @@ func TestRedisRestartKeepsLiveSessions(t *testing.T) {
 		r.expectEvent(t, id)
 	}
 }
+
+// Presence through a Redis restart without persistence: the list is lost
+// with everything else, and the live streams' members are listed (and
+// announced) again at their next heartbeat.
+func TestRedisRestartPresence(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2)
+	a, b := c.nodes[0], c.nodes[1]
+	watcher := open(t, b, roomPath("porch"), bearer(userToken(t, "dave", nil)))
+	bob := open(t, a, roomPath("porch"), bearer(userToken(t, "bob", map[string]any{"name": "Bob"})))
+	if u := announced(t, watcher.expect(t, "roomcast:join")); u.User != "bob" {
+		t.Fatalf("join of %s, want bob", u.User)
+	}
+	c.redis.Restart()
+	bob.waitPings(t, bob.pingCount()+2)
+	watcher.waitPings(t, watcher.pingCount()+2)
+	eventually(t, "bob and dave are listed again", func() bool {
+		return presenceOn(t, b, "porch").summary() == "bob:1 dave:1"
+	})
+	mark := publish(t, b, roomPath("porch"), "marker")
+	// The watcher hears that history was lost (so it loads the list
+	// again), and bob's join.
+	var frames []string
+	joined := false
+	for {
+		f := watcher.next(t)
+		frames = append(frames, f.Event)
+		if f.Event == "roomcast:join" && announced(t, f).User == "bob" {
+			joined = true
+		}
+		if f.eventID() == mark {
+			break
+		}
+	}
+	if len(frames) == 0 || frames[0] != "roomcast:reset" || !joined {
+		t.Errorf("watcher after the restart: %v, want roomcast:reset first and bob's roomcast:join", frames)
+	}
+}
