@@ -1,11 +1,13 @@
 package clustertest
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
 	"testing"
+	"time"
 )
 
 // Redis restarted without persistence loses every client-id binding and
@@ -132,5 +134,71 @@ func TestRedisRestartPresence(t *testing.T) {
 	}
 	if len(frames) == 0 || frames[0] != "roomcast:reset" || !joined {
 		t.Errorf("watcher after the restart: %v, want roomcast:reset first and bob's roomcast:join", frames)
+	}
+}
+
+// A long-poller switching between instances through a Redis restart
+// without persistence, while events are published: one reset, and after
+// it every event accepted after the restart, once, in order.
+func TestRedisRestartLongPoller(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2)
+	pub := startPublisher(t, c.nodes, roomPath("pq"), 5*time.Millisecond)
+	pub.awaitAccepted(t, 20)
+
+	const client = "poller-restart-1"
+	type got struct {
+		ids   []string
+		reset bool
+	}
+	var answers []got
+	cursor := ""
+	pollOnce := func(i int) {
+		path := "/v1/rooms/pq/poll?timeout=0.2&client=" + client
+		if cursor != "" {
+			path += "&cursor=" + url.QueryEscape(cursor)
+		}
+		a, err := send(context.Background(), http.MethodGet, c.nodes[i%2].url+path, server(), "")
+		if err != nil || a.status != http.StatusOK {
+			return // Redis down: the client backs off and polls again
+		}
+		var p pollAnswer
+		if err := json.Unmarshal(a.body, &p); err != nil {
+			t.Fatalf("poll answer %s: %v", a.body, err)
+		}
+		answers = append(answers, got{envelopeIDs(p.Events), p.Reset})
+		cursor = p.Cursor
+	}
+	for i := range 6 {
+		pollOnce(i)
+	}
+	c.redis.Restart()
+	pub.awaitAccepted(t, 40)
+	pub.halt()
+	accepted := pub.accepted()
+	var after []string
+	for _, id := range accepted {
+		if epochOf(id) == epochOf(accepted[len(accepted)-1]) {
+			after = append(after, id)
+		}
+	}
+	deadline := time.Now().Add(waitFor)
+	for i := 6; ; i++ {
+		pollOnce(i)
+		var since []string
+		resets := 0
+		for _, a := range answers {
+			if a.reset {
+				resets++
+				since = nil
+			}
+			since = append(since, a.ids...)
+		}
+		if slices.Equal(since, after) && resets == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d resets; after the last reset %d events, want the %d accepted after the restart: %v\nvs %v", resets, len(since), len(after), since, after)
+		}
 	}
 }
