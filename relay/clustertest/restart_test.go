@@ -202,3 +202,48 @@ func TestRedisRestartLongPoller(t *testing.T) {
 		}
 	}
 }
+
+// A publish answered 503 outcome_unknown (Redis stalled past the call
+// timeout) and resent through another instance with the answer's
+// Idempotency-Key, as roomcast.js and pub do, is stored once.
+func TestOutcomeUnknownResentOnAnotherInstance(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2)
+	a, b := c.nodes[0], c.nodes[1]
+	watcher := open(t, b, roomPath("ou"), server())
+
+	c.redis.Pause()
+	first := do(t, http.MethodPost, a.url+roomPath("ou"), server("Content-Type", "application/json"), `{"event":"chat","data":"once"}`)
+	c.redis.Resume()
+	key := first.header.Get("Idempotency-Key")
+	if first.status != http.StatusServiceUnavailable || first.errorCode() != "outcome_unknown" || key == "" {
+		t.Fatalf("publish while Redis is paused: %d %s, key %q; want 503 outcome_unknown with a key", first.status, first.body, key)
+	}
+	var ids []string
+	eventually(t, "the resend on B is taken", func() bool {
+		ans := do(t, http.MethodPost, b.url+roomPath("ou"), server("Idempotency-Key", key, "Content-Type", "application/json"), `{"event":"chat","data":"once"}`)
+		var p published
+		if ans.status == http.StatusAccepted && json.Unmarshal(ans.body, &p) == nil && p.ID != nil {
+			ids = append(ids, *p.ID)
+			return true
+		}
+		return false
+	})
+	mark := publish(t, b, roomPath("ou"), "marker")
+	copies := 0
+	for {
+		f := watcher.next(t)
+		if f.eventID() != "" && f.env(t).Event == "chat" {
+			copies++
+			if f.eventID() != ids[0] {
+				t.Errorf("delivered %s, the resend answered %s", f.eventID(), ids[0])
+			}
+		}
+		if f.eventID() == mark {
+			break
+		}
+	}
+	if copies != 1 {
+		t.Errorf("%d copies of the event delivered, want 1", copies)
+	}
+}
