@@ -82,6 +82,7 @@ const (
 	CloseMaxLifetime  = "max_lifetime"
 	CloseTokenExpired = "token_expired"
 	CloseBanned       = "banned"
+	CloseClientInUse  = "client_in_use"
 )
 
 // maxLeftKept bounds the left channels a connection remembers (see

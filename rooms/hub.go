@@ -1367,7 +1367,17 @@ func (h *Hub) Touch(ctx context.Context, conn *Connection) error {
 	}
 	if bind {
 		// The stream keeps its client id for as long as it lives.
-		if err := h.renewClient(ctx, conn.Identity(), conn.bindCaller, conn.Proof); err != nil && !errors.Is(err, ErrClientInUse) {
+		err := h.renewClient(ctx, conn.Identity(), conn.bindCaller, conn.Proof)
+		if errors.Is(err, ErrClientInUse) {
+			// Another caller bound the id while the backbone had lost
+			// this stream's binding (Redis restarted empty): it now
+			// speaks for the id, and could exclude this stream from what
+			// it publishes. The stream goes; its client comes back under
+			// a fresh id.
+			conn.Close(CloseReason{Code: CloseClientInUse, Message: "another caller holds this stream's client id; reconnect under a fresh one"})
+			return nil
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -247,3 +247,34 @@ func TestOutcomeUnknownResentOnAnotherInstance(t *testing.T) {
 		t.Errorf("%d copies of the event delivered, want 1", copies)
 	}
 }
+
+// A client id claimed by another user in the moment between a Redis
+// restart without persistence and its stream's next heartbeat is theirs:
+// the stream that held it is closed (client_in_use), so that its client
+// comes back under a fresh id instead of living on under an id someone
+// else now speaks for (and may exclude from what they publish).
+func TestRedisRestartIDClaimedMeanwhile(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2)
+	a := c.start(t, "slow", "-heartbeat", "5s")
+	b := c.nodes[1]
+	const phone = "bob-phone-claimed"
+	bob := open(t, a, roomPath("desk")+"?client="+phone, bearer(userToken(t, "bob", nil)))
+
+	c.redis.Restart()
+	m, status, body := tryOpen(b, roomPath("desk")+"?client="+phone, bearer(userToken(t, "mallory", nil)))
+	if m == nil {
+		// Bob's instance bound it again first: nothing to see.
+		t.Logf("mallory's claim after the restart: %d %s", status, body)
+		return
+	}
+	m.handshake(t)
+	var d struct{ Reason string }
+	f := bob.next(t)
+	for f.Event != "roomcast:closing" {
+		f = bob.next(t) // the reset, mallory's join
+	}
+	if err := json.Unmarshal([]byte(f.Data), &d); err != nil || d.Reason != "client_in_use" {
+		t.Errorf("bob's stream closing %+v (%v), want client_in_use", d, err)
+	}
+}
