@@ -477,7 +477,16 @@ class Link {
       on('roomcast:closing', (e) => {
         const d = data(e);
         if (d.reason === 'banned') finish({ fatal: new RoomcastError('banned', d.message, 403), reason: 'banned' });
-        else finish({ reason: d.reason, delay: d.reconnect_ms, refresh: d.reason === 'token_expired' });
+        else {
+          if (d.reason === 'client_in_use') {
+            // Another caller holds the id now (the relay lost its binding):
+            // the old proof would get a 409 EventSource cannot show, so go
+            // on under a fresh id, as a refused poll does.
+            this.client = randomID();
+            this.proof = null;
+          }
+          finish({ reason: d.reason, delay: d.reconnect_ms, refresh: d.reason === 'token_expired' });
+        }
       });
       on('roomcast:error', (e) => finish({ reason: data(e).code }));
       on('roomcast:token-expiring', () => this.extend());

@@ -272,6 +272,24 @@ test("the client id's proof from roomcast:connected goes with the next stream, s
   rc.close();
 });
 
+test('a stream closed with client_in_use goes on under a fresh id, without the old proof', async () => {
+  const relay = new FakeRelay();
+  const rc = await open(relay);
+  let es = FakeEventSource.last();
+  const client = es.query.get('client');
+  es.send('roomcast:connected', { connection: 'c1', client, proof: client + '.s1', rooms: [] });
+  // The relay lost the binding (a Redis restart) and another caller took
+  // the id: the old proof would be refused with a 409 that EventSource
+  // cannot show.
+  es.send('roomcast:closing', { reason: 'client_in_use', message: 'the client id is another caller\'s', reconnect_ms: 1 });
+  await until('a second stream', () => FakeEventSource.all.length === 2);
+  es = FakeEventSource.last();
+  assert.notEqual(es.query.get('client'), client);
+  assert.match(es.query.get('client'), /^[A-Za-z0-9_-]{16}$/);
+  assert.equal(es.query.get('proof'), null);
+  rc.close();
+});
+
 test('a poll refused with client_in_use goes on under a fresh id, then sends that id\'s proof', async () => {
   let refused = false;
   const relay = new FakeRelay({
