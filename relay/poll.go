@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/relay/auth"
-	"github.com/roomcast/roomcast/relay/query"
+	"github.com/roomcast/roomcast/relay/internal/query"
 	"github.com/roomcast/roomcast/rooms"
 )
 

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/relay/auth"
-	"github.com/roomcast/roomcast/relay/sse"
+	"github.com/roomcast/roomcast/relay/internal/sse"
 	"github.com/roomcast/roomcast/rooms"
 )
 

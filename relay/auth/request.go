@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/roomcast/roomcast/relay/query"
+	"github.com/roomcast/roomcast/relay/internal/query"
 	"github.com/roomcast/roomcast/rooms"
 )
 

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/roomcast/roomcast/relay/internal/sse"
 	"github.com/roomcast/roomcast/relay/relaytest"
-	"github.com/roomcast/roomcast/relay/sse"
 )
 
 func TestAppend(t *testing.T) {

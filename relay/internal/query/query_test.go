@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/roomcast/roomcast/relay/query"
+	"github.com/roomcast/roomcast/relay/internal/query"
 )
 
 func TestValues(t *testing.T) {
