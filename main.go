@@ -30,6 +30,7 @@ import (
 	"github.com/roomcast/roomcast/relay/metrics"
 	"github.com/roomcast/roomcast/relay/pub"
 	"github.com/roomcast/roomcast/relay/sub"
+	"github.com/roomcast/roomcast/relay/sysmon"
 	"github.com/roomcast/roomcast/relay/token"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
@@ -66,7 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		case "bench":
 			// The load generator's readers wake from idle at every
 			// publish, as the relay's writers do.
-			stop, _, err := batchMonitorWhile(ctx)
+			stop, _, err := sysmon.BatchWhile(ctx)
 			if err != nil && !errors.Is(err, errors.ErrUnsupported) {
 				fmt.Fprintln(stderr, "roomcast bench: the runtime monitor keeps its scheduling:", err)
 			}
@@ -86,7 +87,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := newLogger(cfg, stderr)
 	if cfg.BatchMonitor {
-		stop, tid, err := batchMonitorWhile(ctx)
+		stop, tid, err := sysmon.BatchWhile(ctx)
 		switch {
 		case errors.Is(err, errors.ErrUnsupported):
 			// Not Linux: nothing to say at every start.
