@@ -32,19 +32,6 @@ type order struct {
 // ErrNotFound is returned for an event that is not in history.
 var ErrNotFound = fmt.Errorf("not found")
 
-// Start subscribes the hub to the control channel, through which bans and
-// kicks reach the connections of every instance. Serve no connection
-// before it returns.
-func (h *Hub) Start(ctx context.Context) error {
-	if _, ok := BackboneAs[Moderator](h.bb); !ok {
-		return nil
-	}
-	if _, err := h.acquire(ctx, controlChannel); err != nil {
-		return fmt.Errorf("%w: %w", ErrBackboneDown, err)
-	}
-	return nil
-}
-
 // Ban refuses user for d (0 lifts the ban) and closes the user's streams
 // on every instance with reason "banned".
 func (h *Hub) Ban(ctx context.Context, user string, d time.Duration) error {

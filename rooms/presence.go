@@ -3,6 +3,8 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -79,4 +81,58 @@ func PresenceMessage(event, room, user, name, exclude string) Message {
 		m.Exclude = []string{exclude}
 	}
 	return m
+}
+
+// ErrPresenceOff is returned for presence in a namespace that does not keep it.
+var ErrPresenceOff = errors.New("presence is off")
+
+// presenceRules says whether the room channel keeps presence and announces
+// joins and leaves.
+func (h *Hub) presenceRules(channel string) (on, announce bool) {
+	if h.presence == nil || !IsRoomChannel(channel) {
+		return false, false
+	}
+	if h.opts.Namespaces == nil {
+		return true, true
+	}
+	o, err := h.opts.Namespaces.Lookup(channelNamespace(channel))
+	if err != nil {
+		return false, false
+	}
+	return o.Presence, o.Presence && o.JoinLeaveEvents
+}
+
+// enter records conn's presence in room channel. Presence is advisory: a
+// failure to record it does not fail the stream.
+func (h *Hub) enter(ctx context.Context, conn *Connection, channel string) {
+	on, announce := h.presenceRules(channel)
+	if !on {
+		return
+	}
+	id := conn.Identity()
+	conn.mu.Lock()
+	conn.present = append(conn.present, channel)
+	conn.mu.Unlock()
+	_ = h.presence.Enter(ctx, channel, Member{Conn: conn.ID, Client: conn.Client, User: id.User, Name: id.Name}, announce)
+}
+
+// exit removes connection conn's presence from room channel.
+func (h *Hub) exit(conn, channel string) {
+	if on, _ := h.presenceRules(channel); !on {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = h.presence.Leave(ctx, channel, conn)
+}
+
+// Presence lists who is in room channel, for callers allowed to subscribe to it.
+func (h *Hub) Presence(ctx context.Context, caller Identity, channel string) (PresenceList, error) {
+	if err := h.authorize(caller, channel); err != nil {
+		return PresenceList{}, err
+	}
+	if on, _ := h.presenceRules(channel); !on {
+		return PresenceList{}, fmt.Errorf("%w for room %q", ErrPresenceOff, channel)
+	}
+	return h.presence.List(ctx, channel)
 }
