@@ -1,7 +1,6 @@
 package rooms
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -43,174 +42,42 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 	if draining {
 		return nil, ErrDraining
 	}
-	epoch, err := h.bb.Epoch(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
-	}
-	if err := h.checkBan(ctx, req.Identity); err != nil {
-		return nil, err
-	}
-	conn := h.newConnection(claimedClient(req.Client, req.Proof), req.Multi)
-	conn.connecting = true
-	conn.epoch = epoch
-	conn.claimsEpoch = epoch
-	conn.identity = req.Identity
-	var resets []Delivery
-	var from *Cursor
-	if req.Resume != "" {
-		cur, err := h.codec.Decode(req.Resume)
-		switch {
-		case err != nil:
-			resets = append(resets, Delivery{Kind: KindReset, Reason: ResetCursorInvalid})
-		case cur.Epoch != epoch:
-			resets = append(resets, Delivery{Kind: KindReset, Reason: ResetHistoryLost})
-		case req.Multi != (cur.Session != ""):
-			resets = append(resets, Delivery{Kind: KindReset, Reason: ResetCursorInvalid})
-		default:
-			from = &cur
-		}
-	}
-	channels := slices.Clone(req.Channels)
-	var joinedAt map[string]uint64 // by the restored session
-	var left []leftRoom            // by the restored session
+	kind := admitStream
 	if req.Multi {
-		conn.Session = randomID(12)
-		if from != nil {
-			saved, ok, err := h.bb.LoadSession(ctx, from.Session)
-			switch {
-			case err != nil:
-				return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
-			case ok:
-				conn.Session = from.Session
-				channels, joinedAt, left = parseSessionEntries(saved, epoch)
-			default:
-				resets = append(resets, Delivery{Kind: KindReset, Reason: ResetSessionExpired})
-			}
-		}
+		kind = admitSession
 	}
-	if req.Multi {
-		// Only rooms are kept in a session; the user and namespace
-		// channels follow from the identity and the rooms.
-		channels = slices.DeleteFunc(channels, func(ch string) bool { return !IsRoomChannel(ch) })
-	}
-	slices.Sort(channels)
-	channels = slices.Compact(channels)
-	if len(channels) > h.opts.MaxRooms {
-		return nil, fmt.Errorf("%w: at most %d rooms per connection", ErrTooManyRooms, h.opts.MaxRooms)
-	}
-	if len(channels) == 0 && !req.Multi {
-		return nil, fmt.Errorf("%w: no room", ErrInvalidRoom)
-	}
-	allowed := channels[:0:0]
-	for _, ch := range channels {
-		if err := h.authorize(req.Identity, ch); err != nil {
-			if from == nil || !req.Multi {
-				return nil, err
-			}
-			continue // a restored session keeps only what the token still allows
-		}
-		allowed = append(allowed, ch)
-	}
-	channels = allowed
-	// A left room is replayed only while the token still allows it, a
-	// namespace channel only with such a room of its namespace.
-	left = slices.DeleteFunc(left, func(l leftRoom) bool { return h.authorize(req.Identity, l.name) != nil })
-	left = slices.DeleteFunc(left, func(l leftRoom) bool {
-		if IsRoomChannel(l.name) {
-			return false
-		}
-		inNS := func(ch string) bool { return IsRoomChannel(ch) && NamespaceChannel(channelNamespace(ch)) == l.name }
-		return !slices.ContainsFunc(channels, inNS) && !slices.ContainsFunc(left, func(o leftRoom) bool { return inNS(o.name) })
-	})
-	// Bound once the request is known to be valid, so that a refused
-	// stream leaves no binding behind.
-	conn.bindCaller = cmp.Or(req.Caller, "\x00"+conn.Client)
-	_, proof, unclaim, err := h.claimClient(ctx, req.Identity, conn.bindCaller, conn.Client, req.Proof)
+	a, err := h.admit(ctx, admitRequest{kind: kind, rooms: req.Channels, client: req.Client, proof: req.Proof,
+		caller: req.Caller, identity: req.Identity, cursor: req.Resume, user: req.Multi})
 	if err != nil {
 		return nil, err
 	}
-	conn.Proof = proof
 	defer func() {
 		if err != nil {
-			unclaim() // a refused stream binds no new id
+			a.undo() // a refused stream binds no new id and keeps no session
 		}
 	}()
-	conn.boundAt = time.Now()
-	conn.rooms = make(map[string]bool, len(channels))
-	for _, ch := range channels {
+	conn := h.newConnection(a.client, req.Multi)
+	conn.connecting = true
+	conn.epoch, conn.claimsEpoch = a.epoch, a.epoch
+	conn.identity = req.Identity
+	conn.bindCaller, conn.Proof, conn.boundAt = a.bindCaller, a.proof, time.Now()
+	conn.Session, conn.sessionCaller = a.session, a.sessionCaller
+	conn.rooms = make(map[string]bool, len(a.rooms))
+	for _, ch := range a.rooms {
 		conn.rooms[ch] = true
 	}
-	channels = append(channels, implicitChannels(channels)...)
-	if req.Multi && req.Identity.User != "" {
-		channels = append(channels, UserChannel(req.Identity.User))
-	}
-	slices.Sort(channels)
-	channels = slices.Compact(channels)
-
-	if req.Multi {
-		// The session outlives the stream by SessionTTL: it counts
-		// against its caller until then (Disconnect starts the clock).
-		caller := cmp.Or(req.Caller, "\x00"+conn.Session)
-		if !h.sessions.Take(caller, time.Time{}, conn.Session) {
-			return nil, fmt.Errorf("%w: at most %d multi-room sessions of one caller are kept (for %s after their stream)",
-				ErrTooManySessions, h.opts.MaxSessionsPerCaller, h.opts.SessionTTL)
-		}
-		conn.sessionCaller = caller
-		restored := from != nil && from.Session == conn.Session
-		defer func() {
-			if err != nil && !restored {
-				h.sessions.Release(caller, conn.Session) // never saved
-			}
-		}()
-	}
-	heads := make(map[string]uint64, len(channels))
-	for _, ch := range channels {
-		c, err := h.acquire(ctx, ch)
-		if err != nil {
-			h.Disconnect(conn)
-			return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
-		}
-		atLeast := uint64(0)
-		if _, known := joinedAt[ch]; from != nil && !known {
-			if _, had := from.Get(ch); !had {
-				// New to the resumed stream, which may have had events
-				// whose copies through it are still in flight (see joinAt).
-				if atLeast, err = h.bb.Head(ctx, ch); err != nil {
-					h.release(c)
-					h.Disconnect(conn)
-					return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
-				}
-			}
-		}
-		heads[ch] = h.joinAt(conn, c, atLeast)
-	}
-	conn.mu.Lock()
-	for ch, j := range joinedAt {
-		if _, ok := conn.joinedAt[ch]; ok {
-			conn.joinedAt[ch] = j // joined then, not now
-		}
-	}
-	// Kept until a cursor past their roomcast:left is all a resume can
-	// come from: a second resume from the same old cursor needs them too.
-	conn.leftRooms = left
-	conn.mu.Unlock()
-	h.mu.Lock()
-	if h.draining {
-		// Drain may have taken its snapshot while this connection was joining.
-		h.mu.Unlock()
+	heads, err := h.joinAll(ctx, conn, a)
+	if err != nil {
 		h.Disconnect(conn)
-		return nil, ErrDraining
+		return nil, err
 	}
-	h.conns[conn.ID] = conn
-	h.mu.Unlock()
-	if err := h.register(ctx, conn); err != nil {
+	if err := h.hold(ctx, conn); err != nil {
 		h.Disconnect(conn)
-		return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
+		return nil, err
 	}
-	conn.registeredAt = time.Now()
-
-	conn.cursor = Cursor{Epoch: epoch, Session: conn.Session}
-	replay, err := h.replay(ctx, conn, from, joinedAt, left, heads, &resets)
+	conn.cursor = Cursor{Epoch: a.epoch, Session: conn.Session}
+	resets := a.resets
+	replay, err := h.replay(ctx, conn, a.from, a.joinedAt, a.left, heads, &resets)
 	if err != nil {
 		h.Disconnect(conn)
 		return nil, err
@@ -230,18 +97,80 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 		h.enter(ctx, conn, ch)
 	}
 	conn.presentAt = time.Now()
-	if from != nil || len(resets) > 0 {
+	if a.from != nil || len(resets) > 0 {
 		outcome := "replayed"
 		if len(resets) > 0 {
 			outcome = "reset"
 		}
 		h.opts.Observer.Resumed(outcome)
 	}
-	pending := append(resets, replay...)
+	h.queueStart(conn, append(resets, replay...), a.channels, heads)
+	return conn, nil
+}
+
+// joinAll joins conn to the admitted channels and returns each one's join
+// point. The caller disconnects conn when it fails.
+func (h *Hub) joinAll(ctx context.Context, conn *Connection, a *admission) (map[string]uint64, error) {
+	heads := make(map[string]uint64, len(a.channels))
+	for _, ch := range a.channels {
+		c, err := h.acquire(ctx, ch)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
+		}
+		atLeast := uint64(0)
+		if _, known := a.joinedAt[ch]; a.from != nil && !known {
+			if _, had := a.from.Get(ch); !had {
+				// New to the resumed stream, which may have had events
+				// whose copies through it are still in flight (see joinAt).
+				if atLeast, err = h.bb.Head(ctx, ch); err != nil {
+					h.release(c)
+					return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
+				}
+			}
+		}
+		heads[ch] = h.joinAt(conn, c, atLeast)
+	}
+	conn.mu.Lock()
+	for ch, j := range a.joinedAt {
+		if _, ok := conn.joinedAt[ch]; ok {
+			conn.joinedAt[ch] = j // joined then, not now
+		}
+	}
+	// Kept until a cursor past their roomcast:left is all a resume can
+	// come from: a second resume from the same old cursor needs them too.
+	conn.leftRooms = a.left
+	conn.mu.Unlock()
+	return heads, nil
+}
+
+// hold registers conn in the hub, where Lookup finds it, and in the shared
+// directory, where other instances do. The caller disconnects conn when it
+// fails.
+func (h *Hub) hold(ctx context.Context, conn *Connection) error {
+	h.mu.Lock()
+	if h.draining {
+		// Drain may have taken its snapshot while this connection was joining.
+		h.mu.Unlock()
+		return ErrDraining
+	}
+	h.conns[conn.ID] = conn
+	h.mu.Unlock()
+	if err := h.register(ctx, conn); err != nil {
+		return fmt.Errorf("%w: %w", ErrBackboneDown, err)
+	}
+	conn.registeredAt = time.Now()
+	return nil
+}
+
+// queueStart puts ahead of the live events conn queued while it joined
+// what it starts with: pending (resets, then the replay), and where each
+// of channels starts (heads).
+func (h *Hub) queueStart(conn *Connection, pending []Delivery, channels []string, heads map[string]uint64) {
 	for _, ch := range channels {
 		pending = append(pending, Delivery{Kind: kindSettled, Channel: ch, seq: heads[ch]})
 	}
 	conn.mu.Lock()
+	defer conn.mu.Unlock()
 	// The queue holds only live events so far; joins queued bookkeeping
 	// that the replay's positions supersede. Now that every channel's
 	// start is known, each multi-channel copy, replayed or live, is
@@ -252,6 +181,4 @@ func (h *Hub) Connect(ctx context.Context, req ConnectRequest) (_ *Connection, e
 	conn.connecting = false
 	conn.replay = pending
 	conn.signal()
-	conn.mu.Unlock()
-	return conn, nil
 }

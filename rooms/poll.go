@@ -55,128 +55,37 @@ type PollResult struct {
 // poll from history; the instance that answered a poller's last poll
 // answers its next one from the connection it kept (pollsession.go).
 func (h *Hub) Poll(ctx context.Context, req PollRequest) (_ PollResult, err error) {
-	channels := slices.Clone(req.Channels)
-	slices.Sort(channels)
-	channels = slices.Compact(channels)
-	if len(channels) == 0 {
-		return PollResult{}, fmt.Errorf("%w: no room", ErrInvalidRoom)
-	}
-	if len(channels) > h.opts.MaxRooms {
-		return PollResult{}, fmt.Errorf("%w: at most %d rooms per poll", ErrTooManyRooms, h.opts.MaxRooms)
-	}
-	for _, ch := range channels {
-		if err := h.authorize(req.Identity, ch); err != nil {
-			return PollResult{}, err
-		}
-	}
-	if err := h.checkBan(ctx, req.Identity); err != nil {
-		return PollResult{}, err
-	}
-	rooms := channels
-	channels = make([]string, 0, 2*len(rooms)+1)
-	channels = append(channels, rooms...)
-	channels = append(channels, implicitChannels(rooms)...)
-	if req.Multi && req.Identity.User != "" {
-		channels = append(channels, UserChannel(req.Identity.User))
-	}
-	slices.Sort(channels)
-	channels = slices.Compact(channels)
-	if req.Cursor != "" && req.Timeout > 0 && req.KeepSession {
-		if ps := h.takePollSession(req, channels); ps != nil {
-			// The lease and the client id's binding are renewed once a
-			// quarter of them has passed, not at every poll (with
-			// Redis, a round trip each).
-			now := time.Now()
-			if now.Sub(ps.boundAt) >= h.opts.ClientTTL/4 {
-				if err := h.renewClient(ctx, req.Identity, bindCaller(req), ps.proof); err != nil {
-					h.Disconnect(ps.conn)
-					return PollResult{}, err
-				}
-				ps.boundAt = now
-			}
-			if now.Sub(ps.presentAt) >= req.Timeout/2 {
-				if _, err := h.enterPresence(ctx, req, rooms); err == nil {
-					ps.presentAt = now
-				}
-			}
-			return h.pollFrom(ctx, ps, req.Timeout, PollResult{Client: ps.client, Proof: ps.proof})
-		}
-	}
-	// Everything that can refuse the poll is checked before the poll
-	// creates anything (presence, a connection, a session): a refused
-	// poll leaves nothing behind.
-	// The client id (not yet bound: that comes last) is the one given,
-	// the one the proof names, or a fresh one.
-	req.Client = claimedClient(req.Client, req.Proof)
-	epoch, err := h.bb.Epoch(ctx)
-	if err != nil {
-		return PollResult{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
-	}
-	cur := Cursor{Epoch: epoch}
-	var res PollResult
-	if req.Cursor != "" {
-		given, err := h.codec.Decode(req.Cursor)
-		if err != nil {
-			return PollResult{}, err
-		}
-		if given.Epoch != epoch {
-			res.Reset = true
-		} else {
-			for _, ch := range channels {
-				if p, ok := given.Get(ch); ok {
-					cur.Set(ch, p)
-					cur.setFrom(ch, given.From(ch))
-				}
-			}
-		}
-	}
-	multi := false
-	for i, ch := range channels {
-		multi = multi || IsRoomChannel(ch) && slices.ContainsFunc(channels[i+1:], IsRoomChannel)
-	}
-	for _, ch := range channels {
-		if _, ok := cur.Get(ch); ok {
-			continue
-		}
-		if res.Reset {
-			cur.Set(ch, 0)
-			continue
-		}
-		head, err := h.bb.Head(ctx, ch)
-		if err != nil {
-			return PollResult{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
-		}
-		cur.Set(ch, head)
-		if multi {
-			// The cursor says where the room was started, for
-			// every poll after this one (see collect).
-			cur.setFrom(ch, head)
-		}
-	}
 	h.mu.RLock()
 	draining := h.draining
 	h.mu.RUnlock()
 	held := req.Cursor != "" && !draining && req.Timeout > 0
-	if held && req.KeepSession {
-		if err := h.checkPollSession(req); err != nil {
-			return PollResult{}, err
-		}
-	}
-	// Bound before the poll is made present under it: presence is keyed
-	// by the client id, which must be the caller's.
-	_, proof, unclaim, err := h.claimClient(ctx, req.Identity, bindCaller(req), req.Client, req.Proof)
+	// Everything that can refuse the poll is checked before the poll
+	// creates anything (presence, a connection, a session): a refused
+	// poll leaves nothing behind.
+	a, err := h.admit(ctx, admitRequest{kind: admitPoll, rooms: req.Channels, client: req.Client,
+		proof: req.Proof, caller: req.Caller, identity: req.Identity, cursor: req.Cursor, user: req.Multi,
+		parked: req.Cursor != "" && req.Timeout > 0 && req.KeepSession, park: held && req.KeepSession})
 	if err != nil {
 		return PollResult{}, err
 	}
-	res.Proof = proof
+	if a.parked != nil {
+		return h.pollParked(ctx, req, a)
+	}
 	defer func() {
 		if err != nil {
-			unclaim() // a refused poll binds no new id
+			a.undo() // a refused poll binds no new id
 		}
 	}()
-	res.Client = req.Client
+	req.Client = a.client
+	res := PollResult{Client: a.client, Proof: a.proof, Reset: len(a.resets) > 0}
+	cur, err := h.pollStart(ctx, a)
+	if err != nil {
+		return PollResult{}, err
+	}
+	// Made present under the client id bound: presence is keyed by it,
+	// which must be the caller's.
 	present := time.Now()
-	unpresent, err := h.enterPresence(ctx, req, rooms)
+	unpresent, err := h.enterPresence(ctx, req, a.rooms)
 	if err != nil {
 		return PollResult{}, err
 	}
@@ -185,7 +94,7 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (_ PollResult, err erro
 		return res, nil
 	}
 	if !held {
-		if _, err := h.collect(ctx, &cur, channels, req.Client, &res); err != nil {
+		if _, err := h.collect(ctx, &cur, a.channels, req.Client, &res); err != nil {
 			unpresent()
 			return PollResult{}, err
 		}
@@ -196,7 +105,7 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (_ PollResult, err erro
 	// A long-poller: its connection joins before history is read, so that
 	// nothing published in between is missed, and stays for its next poll.
 	conn := h.newConnection(req.Client, false)
-	for _, ch := range channels {
+	for _, ch := range a.channels {
 		c, err := h.acquire(ctx, ch)
 		if err != nil {
 			h.Disconnect(conn)
@@ -206,13 +115,75 @@ func (h *Hub) Poll(ctx context.Context, req PollRequest) (_ PollResult, err erro
 		h.join(conn, c)
 	}
 	ps := &pollSession{conn: conn, client: req.Client, owner: clientOwner(req.Identity, proofSecret(res.Proof)),
-		proof: res.Proof, caller: req.Caller, channels: channels, cur: cur, keep: req.KeepSession,
+		proof: res.Proof, caller: req.Caller, channels: a.channels, cur: cur, keep: req.KeepSession,
 		presentAt: present, boundAt: present}
 	res, err = h.pollFrom(ctx, ps, req.Timeout, res)
 	if err != nil {
 		unpresent()
 	}
 	return res, err
+}
+
+// pollParked answers a long-poll from the session its previous poll
+// parked (admission.parked).
+func (h *Hub) pollParked(ctx context.Context, req PollRequest, a *admission) (PollResult, error) {
+	ps := a.parked
+	// The lease and the client id's binding are renewed once a quarter
+	// of them has passed, not at every poll (with Redis, a round trip
+	// each).
+	now := time.Now()
+	if now.Sub(ps.boundAt) >= h.opts.ClientTTL/4 {
+		if err := h.renewClient(ctx, req.Identity, bindCaller(req), ps.proof); err != nil {
+			h.Disconnect(ps.conn)
+			return PollResult{}, err
+		}
+		ps.boundAt = now
+	}
+	if now.Sub(ps.presentAt) >= req.Timeout/2 {
+		if _, err := h.enterPresence(ctx, req, a.rooms); err == nil {
+			ps.presentAt = now
+		}
+	}
+	return h.pollFrom(ctx, ps, req.Timeout, PollResult{Client: ps.client, Proof: ps.proof})
+}
+
+// pollStart returns the cursor a poll starts from: the given one's
+// positions of the polled channels, and for the others their heads (or
+// the beginning, after a reset).
+func (h *Hub) pollStart(ctx context.Context, a *admission) (Cursor, error) {
+	cur := Cursor{Epoch: a.epoch}
+	if a.from != nil {
+		for _, ch := range a.channels {
+			if p, ok := a.from.Get(ch); ok {
+				cur.Set(ch, p)
+				cur.setFrom(ch, a.from.From(ch))
+			}
+		}
+	}
+	multi := false
+	for i, ch := range a.channels {
+		multi = multi || IsRoomChannel(ch) && slices.ContainsFunc(a.channels[i+1:], IsRoomChannel)
+	}
+	for _, ch := range a.channels {
+		if _, ok := cur.Get(ch); ok {
+			continue
+		}
+		if len(a.resets) > 0 {
+			cur.Set(ch, 0)
+			continue
+		}
+		head, err := h.bb.Head(ctx, ch)
+		if err != nil {
+			return Cursor{}, fmt.Errorf("%w: %w", ErrBackboneDown, err)
+		}
+		cur.Set(ch, head)
+		if multi {
+			// The cursor says where the room was started, for
+			// every poll after this one (see collect).
+			cur.setFrom(ch, head)
+		}
+	}
+	return cur, nil
 }
 
 // bindCaller is who a poll's client-id binding counts against.

@@ -70,30 +70,31 @@ func (ps *pollSessions) remove(s *pollSession) {
 // checkPollSession refuses a long-poll that would park a session its
 // caller has no room for, before the poll creates anything: a client
 // that already has one parked replaces it and needs no more room.
-func (h *Hub) checkPollSession(req PollRequest) error {
+func (h *Hub) checkPollSession(client, caller string) error {
 	ps := &h.polls
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if ps.byID[req.Client] != nil || req.Caller == "" || h.opts.MaxPollSessionsPerCaller < 0 ||
-		ps.byCaller[req.Caller] < h.opts.MaxPollSessionsPerCaller {
+	if ps.byID[client] != nil || caller == "" || h.opts.MaxPollSessionsPerCaller < 0 ||
+		ps.byCaller[caller] < h.opts.MaxPollSessionsPerCaller {
 		return nil
 	}
 	return fmt.Errorf("%w: at most %d long-pollers of one caller are kept between polls; poll without ?client=, or end others",
 		ErrTooManySessions, h.opts.MaxPollSessionsPerCaller)
 }
 
-// take hands out the session a poll can continue from, or nil.
-func (h *Hub) takePollSession(req PollRequest, channels []string) *pollSession {
+// takePollSession hands out the session a poll of channels from cursor
+// can continue from, or nil.
+func (h *Hub) takePollSession(client, proof, cursor string, id Identity, channels []string) *pollSession {
 	ps := &h.polls
 	ps.mu.Lock()
-	s := ps.byID[req.Client]
-	if s == nil && req.Client == "" {
+	s := ps.byID[client]
+	if s == nil && client == "" {
 		// A poll may name its client by its proof alone.
-		if c, _, ok := parseClientProof(req.Proof); ok {
+		if c, _, ok := parseClientProof(proof); ok {
 			s = ps.byID[c]
 		}
 	}
-	if s == nil || s.owner != clientOwner(req.Identity, proofSecret(req.Proof)) {
+	if s == nil || s.owner != clientOwner(id, proofSecret(proof)) {
 		// Another caller naming the client's id leaves its session be.
 		ps.mu.Unlock()
 		return nil
@@ -102,7 +103,7 @@ func (h *Hub) takePollSession(req PollRequest, channels []string) *pollSession {
 	ps.remove(s)
 	s.timer.Stop()
 	ps.mu.Unlock()
-	fits := s.cursor == req.Cursor && slices.Equal(s.channels, channels)
+	fits := s.cursor == cursor && slices.Equal(s.channels, channels)
 	select {
 	case <-s.conn.Done():
 		fits = false // closed meanwhile: too slow, or shut down
