@@ -40,8 +40,26 @@ func (h *Hub) Join(ctx context.Context, caller Identity, id, channel string) err
 	if ns := NamespaceChannel(channelNamespace(channel)); !conn.inNamespace(ns) {
 		want = append(want, ns)
 	}
-	// A join that fails takes back what it did, so that an error leaves
-	// the connection as it was.
+	if err := h.joinChannels(ctx, conn, want); err != nil {
+		return err
+	}
+	conn.mu.Lock()
+	conn.rooms[channel] = true
+	conn.mu.Unlock()
+	if err := h.saveSession(ctx, conn); err != nil {
+		// The session would not name the room (a resume would lose it):
+		// the join is undone, before anyone saw it in presence.
+		h.leave(conn, channel, "")
+		return err
+	}
+	h.enter(ctx, conn, channel)
+	return nil
+}
+
+// joinChannels joins conn to the channels want, each from the backbone's
+// head; a join that fails takes back what it did, so that an error leaves
+// the connection as it was. conn.changing must be held.
+func (h *Hub) joinChannels(ctx context.Context, conn *Connection, want []string) error {
 	var joinedNow []string
 	undo := func() {
 		conn.mu.Lock()
@@ -84,16 +102,6 @@ func (h *Hub) Join(ctx context.Context, caller Identity, id, channel string) err
 		h.joinAt(conn, c, atLeast)
 		joinedNow = append(joinedNow, ch)
 	}
-	conn.mu.Lock()
-	conn.rooms[channel] = true
-	conn.mu.Unlock()
-	if err := h.saveSession(ctx, conn); err != nil {
-		// The session would not name the room (a resume would lose it):
-		// the join is undone, before anyone saw it in presence.
-		h.leave(conn, channel, "")
-		return err
-	}
-	h.enter(ctx, conn, channel)
 	return nil
 }
 

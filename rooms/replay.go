@@ -21,125 +21,13 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, joined
 		leftBy[l.name] = l
 	}
 	for ch, head := range heads {
-		pos, ok := uint64(0), false
-		if from != nil {
-			pos, ok = from.Get(ch)
-			if !ok && !conn.multi && !strings.HasPrefix(ch, namespaceChannelPrefix) {
-				// A single-room cursor that does not know its own room
-				// was made for another stream: what was missed is unknown.
-				*resets = append(*resets, Delivery{Kind: KindReset, Channel: ch, Reason: ResetCursorInvalid})
-			}
-		}
-		// A channel the cursor has was held before: its copies up to the
-		// cursor reached the client, except those at or below the point
-		// where it was started, which never came through it (a sibling
-		// channel delivered them); the replay and live bring the rest. A
-		// channel the cursor lacks starts here, at its head, and the
-		// cursor says so, for the same reason.
-		start := head
-		if ok {
-			start = from.From(ch)
-		} else if j, known := joinedAt[ch]; known {
-			// A room of the session joined after the cursor was
-			// written: the stream had every event since the join
-			// (copies up to it came through sibling rooms).
-			pos, ok, start = j, true, j
-		}
-		if ok {
-			conn.mu.Lock()
-			m := conn.joined[ch]
-			m.from = start
-			m.got = max(m.got, pos)
-			conn.joined[ch] = m
-			conn.mu.Unlock()
-		}
-		startAt := func(seq uint64) {
-			conn.cursor.Set(ch, seq)
-			if conn.multi && IsRoomChannel(ch) && start <= seq {
-				conn.cursor.setFrom(ch, start)
-			}
-		}
-		if ok && pos > head {
-			// The cursor is ahead of what this instance has seen of the
-			// channel: either its live feed lags another instance's by a
-			// moment, or the backbone's history went backwards.
-			bbHead, err := h.bb.Head(ctx, ch)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
-			}
-			if pos > bbHead {
-				*resets = append(*resets, Delivery{Kind: KindReset, Channel: ch, Reason: ResetHistoryLost})
-				startAt(head)
-				continue
-			}
-			// Lagging: what arrives live up to pos was seen already.
-			conn.mu.Lock()
-			if conn.floor == nil {
-				conn.floor = make(map[string]uint64)
-			}
-			conn.floor[ch] = pos
-			conn.mu.Unlock()
-			startAt(pos)
-			continue
-		}
-		if !ok || pos == head {
-			startAt(head)
-			continue
-		}
-		// A room left after the cursor was written and joined again:
-		// the stream had its events up to the leave, roomcast:left,
-		// roomcast:joined, then its events since the join.
-		l, rejoined := leftBy[ch]
-		j, joinKnown := joinedAt[ch]
-		// A cursor written after the join has the room at j or past it.
-		rejoined = rejoined && joinKnown && pos <= l.leave && l.leave < j && j <= head
-		if rejoined {
-			conn.mu.Lock()
-			m := conn.joined[ch]
-			m.from = j
-			conn.joined[ch] = m
-			if conn.left == nil {
-				conn.left = make(map[string]membership)
-			}
-			conn.left[ch] = membership{from: start, got: l.leave}
-			conn.mu.Unlock()
-		}
-		startAt(pos)
-		hist, err := h.replayFrom(ctx, ch, pos)
+		ds, mark, err := h.replayChannel(ctx, conn, from, ch, head, joinedAt, leftBy, resets)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
+			return nil, err
 		}
-		if hist.Truncated || (hist.More && hist.Events[len(hist.Events)-1].Seq < head) {
-			*resets = append(*resets, Delivery{Kind: KindReset, Channel: ch, Reason: ResetCursorExpired})
-			// The channel starts over at its head: a sibling still
-			// behind it delivers the copies up to there.
-			start = head
-			conn.mu.Lock()
-			m := conn.joined[ch]
-			m.from = head
-			conn.joined[ch] = m
-			if rejoined {
-				conn.left[ch] = membership{from: head, got: head} // none of its copies comes
-			}
-			conn.mu.Unlock()
-			startAt(head)
-			continue
-		}
-		for _, ev := range hist.Events {
-			i := ev.ChannelIndex(ch)
-			p := ev.Position(i)
-			if p > head {
-				break
-			}
-			if rejoined && p > l.leave && p <= j {
-				continue // published while the room was not held
-			}
-			if !ev.Excludes(conn.Client) {
-				events = append(events, Delivery{Kind: KindEvent, Event: ev, Index: i})
-			}
-		}
-		if rejoined {
-			marks = append(marks, leaveMark{channel: ch, leave: l.leave, reason: l.reason, rejoined: true, join: j})
+		events = append(events, ds...)
+		if mark != nil {
+			marks = append(marks, *mark)
 		}
 	}
 	for _, l := range left {
@@ -159,6 +47,155 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, joined
 	// which one of a multi-channel event's copies delivers it, and the
 	// others move their channel's position.
 	slices.SortStableFunc(events, func(a, b Delivery) int { return cmp.Compare(a.Event.Seq, b.Event.Seq) })
+	return placeMarks(events, marks), nil
+}
+
+// replayChannel returns the retained events of channel ch, held by the
+// resumed stream with join point head, that a resume from the cursor from
+// replays, and sets where ch starts; mark is the roomcast:left and
+// roomcast:joined to place among them when the room was left and joined
+// again after the cursor was written.
+func (h *Hub) replayChannel(ctx context.Context, conn *Connection, from *Cursor, ch string, head uint64, joinedAt map[string]uint64, leftBy map[string]leftRoom, resets *[]Delivery) (events []Delivery, mark *leaveMark, err error) {
+	pos, ok, start := h.replayPosition(conn, from, ch, head, joinedAt, resets)
+	startAt := func(seq uint64) {
+		conn.cursor.Set(ch, seq)
+		if conn.multi && IsRoomChannel(ch) && start <= seq {
+			conn.cursor.setFrom(ch, start)
+		}
+	}
+	if ok && pos > head {
+		return nil, nil, h.replayAhead(ctx, conn, ch, pos, head, startAt, resets)
+	}
+	if !ok || pos == head {
+		startAt(head)
+		return nil, nil, nil
+	}
+	// A room left after the cursor was written and joined again:
+	// the stream had its events up to the leave, roomcast:left,
+	// roomcast:joined, then its events since the join.
+	l, rejoined := leftBy[ch]
+	j, joinKnown := joinedAt[ch]
+	// A cursor written after the join has the room at j or past it.
+	rejoined = rejoined && joinKnown && pos <= l.leave && l.leave < j && j <= head
+	if rejoined {
+		conn.mu.Lock()
+		m := conn.joined[ch]
+		m.from = j
+		conn.joined[ch] = m
+		if conn.left == nil {
+			conn.left = make(map[string]membership)
+		}
+		conn.left[ch] = membership{from: start, got: l.leave}
+		conn.mu.Unlock()
+	}
+	startAt(pos)
+	hist, err := h.replayFrom(ctx, ch, pos)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrBackboneDown, err)
+	}
+	if hist.Truncated || (hist.More && hist.Events[len(hist.Events)-1].Seq < head) {
+		*resets = append(*resets, Delivery{Kind: KindReset, Channel: ch, Reason: ResetCursorExpired})
+		// The channel starts over at its head: a sibling still
+		// behind it delivers the copies up to there.
+		start = head
+		conn.mu.Lock()
+		m := conn.joined[ch]
+		m.from = head
+		conn.joined[ch] = m
+		if rejoined {
+			conn.left[ch] = membership{from: head, got: head} // none of its copies comes
+		}
+		conn.mu.Unlock()
+		startAt(head)
+		return nil, nil, nil
+	}
+	for _, ev := range hist.Events {
+		i := ev.ChannelIndex(ch)
+		p := ev.Position(i)
+		if p > head {
+			break
+		}
+		if rejoined && p > l.leave && p <= j {
+			continue // published while the room was not held
+		}
+		if !ev.Excludes(conn.Client) {
+			events = append(events, Delivery{Kind: KindEvent, Event: ev, Index: i})
+		}
+	}
+	if rejoined {
+		return events, &leaveMark{channel: ch, leave: l.leave, reason: l.reason, rejoined: true, join: j}, nil
+	}
+	return events, nil, nil
+}
+
+// replayPosition returns where the resumed stream was in channel ch, held
+// now with join point head: pos, when known (ok), and the point the
+// channel was started at (start), whose copies up to it came through
+// sibling channels.
+func (h *Hub) replayPosition(conn *Connection, from *Cursor, ch string, head uint64, joinedAt map[string]uint64, resets *[]Delivery) (pos uint64, ok bool, start uint64) {
+	if from != nil {
+		pos, ok = from.Get(ch)
+		if !ok && !conn.multi && !strings.HasPrefix(ch, namespaceChannelPrefix) {
+			// A single-room cursor that does not know its own room
+			// was made for another stream: what was missed is unknown.
+			*resets = append(*resets, Delivery{Kind: KindReset, Channel: ch, Reason: ResetCursorInvalid})
+		}
+	}
+	// A channel the cursor has was held before: its copies up to the
+	// cursor reached the client, except those at or below the point
+	// where it was started, which never came through it (a sibling
+	// channel delivered them); the replay and live bring the rest. A
+	// channel the cursor lacks starts here, at its head, and the
+	// cursor says so, for the same reason.
+	start = head
+	if ok {
+		start = from.From(ch)
+	} else if j, known := joinedAt[ch]; known {
+		// A room of the session joined after the cursor was
+		// written: the stream had every event since the join
+		// (copies up to it came through sibling rooms).
+		pos, ok, start = j, true, j
+	}
+	if ok {
+		conn.mu.Lock()
+		m := conn.joined[ch]
+		m.from = start
+		m.got = max(m.got, pos)
+		conn.joined[ch] = m
+		conn.mu.Unlock()
+	}
+	return pos, ok, start
+}
+
+// replayAhead starts channel ch, held with join point head, for a cursor
+// at pos, ahead of head.
+func (h *Hub) replayAhead(ctx context.Context, conn *Connection, ch string, pos, head uint64, startAt func(uint64), resets *[]Delivery) error {
+	// The cursor is ahead of what this instance has seen of the
+	// channel: either its live feed lags another instance's by a
+	// moment, or the backbone's history went backwards.
+	bbHead, err := h.bb.Head(ctx, ch)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBackboneDown, err)
+	}
+	if pos > bbHead {
+		*resets = append(*resets, Delivery{Kind: KindReset, Channel: ch, Reason: ResetHistoryLost})
+		startAt(head)
+		return nil
+	}
+	// Lagging: what arrives live up to pos was seen already.
+	conn.mu.Lock()
+	if conn.floor == nil {
+		conn.floor = make(map[string]uint64)
+	}
+	conn.floor[ch] = pos
+	conn.mu.Unlock()
+	startAt(pos)
+	return nil
+}
+
+// placeMarks inserts the roomcast:left (and roomcast:joined) of each
+// leave mark among the replayed events.
+func placeMarks(events []Delivery, marks []leaveMark) []Delivery {
 	// A leave's roomcast:left follows the room's last replayed event
 	// before the leave; a join's roomcast:joined comes just before the
 	// room's first event after the join, or last.
@@ -199,7 +236,7 @@ func (h *Hub) replay(ctx context.Context, conn *Connection, from *Cursor, joined
 		}
 		events = slices.Insert(events, at, Delivery{Kind: joined, Channel: mk.channel, seq: mk.join})
 	}
-	return events, nil
+	return events
 }
 
 // leaveMark is a leave after the resume cursor: of channel, at position
