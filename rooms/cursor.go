@@ -311,6 +311,11 @@ func (cc *CursorCodec) Decode(s string) (Cursor, error) {
 	return parseCursorBody(body)
 }
 
+// parseCursorBody parses a cursor's signed body. It is long because it
+// reads the layout (version, epoch, session, positions, starts) in one pass
+// in the order the encoder writes it, every length checked where it is
+// read; split, each part would have to hand on the bytes left and the
+// cursor so far, and the format would no longer read top to bottom.
 func parseCursorBody(b []byte) (Cursor, error) {
 	bad := func(what string) (Cursor, error) {
 		return Cursor{}, fmt.Errorf("%w: %s", ErrInvalidCursor, what)

@@ -207,7 +207,10 @@ func (b *Backbone) Close() error {
 	return nil
 }
 
-// Publish implements rooms.Backbone.
+// Publish implements rooms.Backbone. It is one function because it is one
+// atomic step under b.mu, as the Redis backbone's is one script: the
+// resend checks, the sequence, the history and the delivery to receivers
+// must see one state, and the order of its steps is the contract.
 func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string) (rooms.Published, error) {
 	if err := ctx.Err(); err != nil {
 		return rooms.Published{}, err
