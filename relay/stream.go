@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
@@ -181,15 +180,8 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 		held = append(held, m.SSEConnections.Dec)
 	}
 
-	if d := s.opts.MaxStreamLifetime; d > 0 {
-		life := d - rand.N(d/10+1)
-		t := time.AfterFunc(life, func() {
-			conn.Close(rooms.CloseReason{Code: rooms.CloseMaxLifetime,
-				Message:     "the stream reached its maximum lifetime; resume from the last cursor",
-				ReconnectMS: int(s.retryDelay().Milliseconds())})
-		})
-		held = append(held, func() { t.Stop() })
-	}
+	// The stream's lifetime counts from here, for either writer.
+	policy := s.newStreamPolicy(conn, time.Now())
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -203,12 +195,12 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	// A bare id field sets the client's Last-Event-ID without dispatching
 	// an event, so that a client dropped before its first event still
 	// resumes from here instead of missing what was published meanwhile.
-	first = sse.AppendID(first, conn.CursorText())
+	first = sse.AppendID(first, string(conn.AppendCursor(nil)))
 	if s.hijackable(r) {
 		if nc, ok := s.hijack(w, first); ok {
 			handedOver = true
 			logEnd := handOver(r.Context())
-			h := &hstream{conn: conn, nc: nc, slots: slots, written: int64(len(first))}
+			h := &hstream{conn: conn, nc: nc, slots: slots, policy: policy, written: int64(len(first))}
 			h.end = func() {
 				end()
 				logEnd(h.written)
@@ -237,108 +229,57 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	if err := out.WriteFrames(first); err != nil {
 		return
 	}
-	s.pump(r, conn, out, slots)
+	s.pump(r.Context(), conn, out, slots, policy)
 }
 
 // pump writes the connection's deliveries until the client goes away or the
 // server ends the connection. Everything waiting is written with one write.
 // An idle stream holds no frame buffer: each write takes one from the pool.
-func (s *Server) pump(r *http.Request, conn *rooms.Connection, out frameWriter, slots *connSlots) {
-	heartbeat := time.NewTicker(s.opts.Heartbeat)
-	defer heartbeat.Stop()
-	expiry := newTokenClock(conn.Identity().Expires)
-	defer expiry.stop()
-	var batch []rooms.Delivery
+// What else is due (heartbeats, token warnings and closes, keep-alives) the
+// policy says; one timer wakes the pump for it.
+func (s *Server) pump(ctx context.Context, conn *rooms.Connection, out frameWriter, slots *connSlots, policy *streamPolicy) {
+	now := time.Now()
+	wake := time.NewTimer(policy.next(now).Sub(now))
+	defer wake.Stop()
 	for {
 		select {
-		case <-r.Context().Done():
+		case <-ctx.Done():
 			return
 		case <-conn.Done():
 			bp := frameBufs.Get().(*[]byte)
 			s.writeClose(conn, out, (*bp)[:0])
 			frameBufs.Put(bp)
 			return
-		case <-heartbeat.C:
-			if err := out.WriteFrames(pingFrame); err != nil {
-				return
-			}
-			s.touch(r.Context(), conn)
-			slots.renew(r.Context())
 		case <-conn.Ready():
-			batch = conn.Take(batch[:0])
-			bp := frameBufs.Get().(*[]byte)
-			buf := s.appendDeliveries((*bp)[:0], conn, batch)
-			clear(batch)
-			var err error
-			if len(buf) > 0 {
-				err = out.WriteFrames(buf)
-			}
+		case <-conn.IdentityChanged():
+		case <-wake.C:
+		}
+		bp := frameBufs.Get().(*[]byte)
+		buf := s.appendDeliveries((*bp)[:0], conn)
+		now = time.Now()
+		due := policy.due(now, conn, len(buf) > 0)
+		if due.closing {
+			conn.Close(due.close) // the first reason stays, should another have come first
+			s.writeClose(conn, out, buf)
 			*bp = buf[:0]
 			frameBufs.Put(bp)
-			if err != nil {
-				return
-			}
-			if len(buf) == 0 {
-				continue
-			}
-			heartbeat.Reset(s.opts.Heartbeat)
-			// A busy stream never sees an idle heartbeat, yet its
-			// session, registration and slots must stay alive.
-			s.touch(r.Context(), conn)
-			slots.renew(r.Context())
-		case <-expiry.warn:
-			exp := conn.Identity().Expires
-			data, _ := json.Marshal(map[string]any{"expires_at": exp.UnixMilli(), "connection": conn.ID})
-			if err := out.WriteFrames(sse.AppendEvent(nil, "", "roomcast:token-expiring", data)); err != nil {
-				return
-			}
-		case <-expiry.end:
-			conn.Close(rooms.CloseReason{Code: rooms.CloseTokenExpired,
-				Message:     "the token expired; reconnect with a fresh one to resume",
-				ReconnectMS: int(s.retryDelay().Milliseconds())})
-		case <-conn.IdentityChanged():
-			expiry.stop()
-			expiry = newTokenClock(conn.Identity().Expires)
+			return
 		}
-	}
-}
-
-// pingFrame is the heartbeat comment; writers copy it, never change it.
-var pingFrame = sse.AppendComment(nil, "ping")
-
-// touch keeps the connection's registration and session alive; it writes
-// to the backbone only when they are due.
-func (s *Server) touch(ctx context.Context, conn *rooms.Connection) {
-	if err := s.hub.Touch(ctx, conn); err != nil {
-		s.log.Warn("session refresh failed", "connection", conn.ID, "err", err)
-	}
-}
-
-// tokenWarning is how long before its token expires a stream is told to
-// refresh it.
-const tokenWarning = 30 * time.Second
-
-// tokenClock fires warn tokenWarning before expires (at once when that has
-// passed) and end at expires; neither fires for a token without expiry.
-type tokenClock struct {
-	warn, end <-chan time.Time
-	timers    []*time.Timer
-}
-
-func newTokenClock(expires time.Time) *tokenClock {
-	c := &tokenClock{}
-	if expires.IsZero() {
-		return c
-	}
-	w := time.NewTimer(max(time.Until(expires)-tokenWarning, 0))
-	e := time.NewTimer(max(time.Until(expires), 0))
-	c.warn, c.end, c.timers = w.C, e.C, []*time.Timer{w, e}
-	return c
-}
-
-func (c *tokenClock) stop() {
-	for _, t := range c.timers {
-		t.Stop()
+		buf = appendDue(buf, conn, due)
+		var err error
+		if len(buf) > 0 {
+			err = out.WriteFrames(buf)
+			policy.wrote(now)
+		}
+		*bp = buf[:0]
+		frameBufs.Put(bp)
+		if err != nil {
+			return
+		}
+		if due.touch {
+			s.keepAlive(ctx, conn, slots)
+		}
+		wake.Reset(policy.next(now).Sub(now))
 	}
 }
 
@@ -354,66 +295,46 @@ type roomData struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-func (s *Server) appendDeliveries(buf []byte, conn *rooms.Connection, batch []rooms.Delivery) []byte {
-	for i := range batch {
-		d := &batch[i]
+// appendDeliveries appends the frames of the deliveries waiting, each
+// carrying the cursor after it (volatile events carry none).
+func (s *Server) appendDeliveries(buf []byte, conn *rooms.Connection) []byte {
+	for d := range conn.Drain() {
 		switch d.Kind {
 		case rooms.KindEvent:
 			ev := d.Event
 			if !ev.Volatile {
-				buf = append(buf, "id: "...)
-				buf = conn.AppendCursor(buf, d)
-				buf = append(buf, '\n')
+				buf = appendIDLine(buf, conn)
 			}
 			buf = sse.AppendEventData(buf, ev.Event, ev.Envelope(d.Index))
 		case rooms.KindReset:
 			data, _ := json.Marshal(resetData{Reason: d.Reason, Room: rooms.DisplayName(d.Channel)})
-			conn.Advance(d)
-			buf = sse.AppendEvent(buf, conn.CursorText(), "roomcast:reset", data)
+			buf = appendIDLine(buf, conn)
+			buf = sse.AppendEventData(buf, "roomcast:reset", data)
 		case rooms.KindJoined, rooms.KindLeft:
-			conn.Advance(d)
 			name := "roomcast:joined"
 			if d.Kind == rooms.KindLeft {
 				name = "roomcast:left"
 			}
 			data, _ := json.Marshal(roomData{Room: rooms.DisplayName(d.Channel), Reason: d.Reason})
-			buf = sse.AppendEvent(buf, conn.CursorText(), name, data)
-		default:
-			conn.Advance(d)
+			buf = appendIDLine(buf, conn)
+			buf = sse.AppendEventData(buf, name, data)
 		}
 	}
 	return buf
 }
 
-// closeData is the data of roomcast:closing and roomcast:error.
-type closeData struct {
-	Reason      string `json:"reason,omitempty"`
-	Code        string `json:"code,omitempty"`
-	Message     string `json:"message"`
-	ReconnectMS *int   `json:"reconnect_ms,omitempty"`
+// appendIDLine appends the id field of the delivery in hand: the cursor a
+// client resumes from after it.
+func appendIDLine(buf []byte, conn *rooms.Connection) []byte {
+	buf = append(buf, "id: "...)
+	buf = conn.AppendCursor(buf)
+	return append(buf, '\n')
 }
 
-// writeClose tells the client why the server ends its stream, as far as
-// the client still reads.
+// writeClose tells the client why the server ends its stream, after
+// what buf holds, as far as the client still reads.
 func (s *Server) writeClose(conn *rooms.Connection, out frameWriter, buf []byte) {
 	_ = out.WriteFrames(s.closeFrame(conn, buf))
-}
-
-// closeFrame appends to buf the event that tells the client why the server
-// ended its stream.
-func (s *Server) closeFrame(conn *rooms.Connection, buf []byte) []byte {
-	reason := conn.Reason()
-	d := closeData{Message: reason.Message}
-	name := "roomcast:closing"
-	if reason.Error {
-		name, d.Code = "roomcast:error", reason.Code
-	} else {
-		d.Reason = reason.Code
-		ms := reason.ReconnectMS
-		d.ReconnectMS = &ms
-	}
-	data, _ := json.Marshal(d)
-	return sse.AppendEvent(buf, "", name, data)
 }
 
 func displayNames(channels []string) []string {

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -11,16 +10,43 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/roomcast/roomcast/relay/internal/sse"
 	"github.com/roomcast/roomcast/rooms"
 )
 
 // The streamer writes hijacked HTTP/1.1 streams from a small pool of
 // goroutines. An idle stream then costs no goroutine and no buffer, only
-// its socket and its rooms.Connection: about 8 KB instead of the ~40 KB of
-// a handler goroutine parked in net/http (measured: server RSS over 10,000
-// idle streams). Streams wake the pool when they have
-// something to send; a ticker sends heartbeats to those that stay quiet.
+// its socket, its rooms.Connection and one timer: about 8 KB instead of the
+// ~40 KB of a handler goroutine parked in net/http (measured: server RSS
+// over 10,000 idle streams). Streams wake the pool when they have
+// something to send or something falls due.
+//
+// A stream's state (hstream.state) lets one worker at a time service it
+// and keeps a wake that comes during service from being lost:
+//
+//	           wake                     a worker takes it from runq
+//	+------+ --------> +--------+ ------------------------------> +---------+
+//	| idle |           | queued |                                 | running | <--+
+//	+------+           +--------+                                 +---------+    |
+//	   ^                 |    ^                                    |    |        |
+//	   |  busy stream,   |    | the flush timer,                   |    | wake   | service
+//	   |  written within v    | WriteCoalesce later                |    v        | again
+//	   |  WriteCoalesce [deferred]                                 |  +-------+  |
+//	   |                                                           |  | woken | -+
+//	   +------------------ service done, no wake came -------------+  +-------+
+//
+// What wakes a stream (streamer.wake, which never blocks): the connection
+// (deliveries waiting, closed, identity refreshed: rooms.Connection.SetWake);
+// the peer watch (the client hung up, or a full socket has room again);
+// and the stream's one timer. A wake of a queued or woken stream changes
+// nothing; of a running one, it makes the worker service it again.
+//
+// Timers, each with an owner that stops it: every stream owns one
+// (hstream.timer), armed by the worker servicing it for the earliest of
+// what its streamPolicy says is due next (heartbeat, token warning and
+// close, maximum lifetime) and when a stalled write is to be looked at
+// again, and stopped by finish. The streamer owns the flush timer of the
+// deferred streams, stopped by stop. live counts the timers armed, so a
+// test can see that none outlives the streams.
 type streamer struct {
 	s *Server
 
@@ -33,9 +59,10 @@ type streamer struct {
 	// deferred streams wait out the write coalescing window.
 	deferred   []*hstream
 	flushArmed bool
+	flush      *time.Timer
 
+	live  atomic.Int64 // timers armed and not yet fired or stopped
 	peers *peerWatch
-	quit  chan struct{} // closed by stop
 	wg    sync.WaitGroup
 }
 
@@ -78,31 +105,28 @@ type hstream struct {
 	gone atomic.Bool
 
 	state     atomic.Int32
-	lastWrite atomic.Int64 // unix nanos
-	pingDue   atomic.Bool
-	busy      atomic.Bool // its last two writes came within the coalescing window
-	warnDue   atomic.Bool
+	lastWrite atomic.Int64 // unix nanos, for the coalescing in wake
+	busy      atomic.Bool  // its last two writes came within the coalescing window
 
-	// Owned by the worker servicing the stream.
-	identityGen  uint64 // the identity's generation its timers follow
-	batch        []rooms.Delivery
+	// Owned by the worker servicing the stream (by add until it is set up).
+	policy       *streamPolicy
+	timer        *time.Timer // the stream's one timer; see streamer
+	timerAt      time.Time   // when it fires, if it has not
+	recheck      time.Time   // when a stalled write is looked at again; zero: none
 	pending      []byte
 	stalledSince time.Time
-	touchedAt    time.Time
 	written      int64 // bytes sent, for the request's log line
-	timers       []*time.Timer
 	done         bool
 }
 
 func newStreamer(s *Server) *streamer {
-	st := &streamer{s: s, all: make(map[*hstream]struct{}), peers: newPeerWatch(), quit: make(chan struct{})}
+	st := &streamer{s: s, all: make(map[*hstream]struct{}), peers: newPeerWatch()}
 	st.cond = sync.NewCond(&st.mu)
 	workers := max(4, runtime.GOMAXPROCS(0)*4)
-	st.wg.Add(workers + 1)
+	st.wg.Add(workers)
 	for range workers {
 		go st.work()
 	}
-	go st.heartbeats()
 	return st
 }
 
@@ -112,23 +136,48 @@ func (st *streamer) stop() {
 	st.close = true
 	st.cond.Broadcast()
 	st.mu.Unlock()
-	close(st.quit)
 	st.wg.Wait()
+	st.mu.Lock()
+	st.disarm(st.flush)
+	st.mu.Unlock()
 	st.peers.stop()
+}
+
+// arm sets *t (made on first use) to call f after d, counting it in live
+// until it fires or is stopped.
+func (st *streamer) arm(t **time.Timer, d time.Duration, f func()) {
+	if *t == nil {
+		st.live.Add(1)
+		*t = time.AfterFunc(d, func() { st.live.Add(-1); f() })
+		return
+	}
+	if !(*t).Reset(d) {
+		// It had fired or was stopped: armed again. (Had it fired, its
+		// call, maybe still to run, counts itself out.)
+		st.live.Add(1)
+	}
+}
+
+// disarm stops t, if armed.
+func (st *streamer) disarm(t *time.Timer) {
+	if t != nil && t.Stop() {
+		st.live.Add(-1)
+	}
 }
 
 // add takes over a hijacked stream whose head and first frames are written.
 func (st *streamer) add(h *hstream) {
-	h.lastWrite.Store(time.Now().UnixNano())
-	// Until h is set up, add owns it as a worker would: a wake from the
-	// heartbeats, a timer or the peer watch is remembered, not serviced
-	// while h.unwatch and h.timers are still being written.
+	now := time.Now()
+	h.lastWrite.Store(now.UnixNano())
+	// Until h is set up, add owns it as a worker would: a wake from its
+	// timer or the peer watch is remembered, not serviced while h.watch
+	// and h.timer are still being written.
 	h.state.Store(stRunning)
 	st.mu.Lock()
 	st.all[h] = struct{}{}
 	st.mu.Unlock()
-	h.identityGen = h.conn.IdentityGeneration() // read before the timers are set
-	st.schedule(h)
+	h.policy.wrote(now)
+	st.rearm(h, now)
 	h.watch = st.peers.watch(h.nc, func() { h.gone.Store(true); st.wake(h) }, func() { st.wake(h) })
 	if h.watch != nil {
 		h.fd, h.raw = socketFD(h.nc)
@@ -136,6 +185,22 @@ func (st *streamer) add(h *hstream) {
 	h.conn.SetWake(func() { st.wake(h) })
 	h.state.Store(stIdle)
 	st.wake(h) // whatever was queued before the wake was set
+}
+
+// rearm sets the stream's timer for the earliest of what its policy and a
+// stalled write wait for. A timer set to fire before that is left alone:
+// it wakes the stream early, which finds nothing due and sets it again;
+// so a stream written to often does not reset its timer at every write.
+func (st *streamer) rearm(h *hstream, now time.Time) {
+	at := h.policy.next(now)
+	if !h.recheck.IsZero() {
+		at = earliest(at, latest(h.recheck, now))
+	}
+	if h.timer != nil && h.timerAt.After(now) && !h.timerAt.After(at) {
+		return
+	}
+	h.timerAt = at
+	st.arm(&h.timer, at.Sub(now), func() { st.wake(h) })
 }
 
 // wake queues h for service unless it already is; it never blocks.
@@ -154,7 +219,7 @@ func (st *streamer) wake(h *hstream) {
 					st.deferred = append(st.deferred, h)
 					if !st.flushArmed {
 						st.flushArmed = true
-						time.AfterFunc(w, st.flushDeferred)
+						st.arm(&st.flush, w, st.flushDeferred)
 					}
 					st.mu.Unlock()
 					return
@@ -226,57 +291,10 @@ func (st *streamer) work() {
 	}
 }
 
-// heartbeats marks quiet streams for a ping.
-func (st *streamer) heartbeats() {
-	defer st.wg.Done()
-	every := st.s.opts.Heartbeat
-	t := time.NewTicker(max(every/4, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-st.quit:
-			return
-		case <-t.C:
-		}
-		st.mu.Lock()
-		due := time.Now().Add(-every).UnixNano()
-		var quiet []*hstream
-		for h := range st.all {
-			if h.lastWrite.Load() <= due {
-				quiet = append(quiet, h)
-			}
-		}
-		st.mu.Unlock()
-		for _, h := range quiet {
-			h.pingDue.Store(true)
-			st.wake(h)
-		}
-	}
-}
-
-// schedule sets the stream's token timers from its identity.
-func (st *streamer) schedule(h *hstream) {
-	for _, t := range h.timers {
-		t.Stop()
-	}
-	h.timers = nil
-	exp := h.conn.Identity().Expires
-	if exp.IsZero() {
-		return
-	}
-	conn := h.conn
-	h.timers = append(h.timers,
-		time.AfterFunc(max(time.Until(exp)-tokenWarning, 0), func() { h.warnDue.Store(true); st.wake(h) }),
-		time.AfterFunc(max(time.Until(exp), 0), func() {
-			conn.Close(rooms.CloseReason{Code: rooms.CloseTokenExpired,
-				Message:     "the token expired; reconnect with a fresh one to resume",
-				ReconnectMS: int(st.s.retryDelay().Milliseconds())})
-		}))
-}
-
 var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8192); return &b }}
 
-// service writes whatever h has to send. Only one worker runs it at a time.
+// service writes whatever h has to send and does what its policy says is
+// due. Only one worker runs it at a time.
 func (st *streamer) service(h *hstream) {
 	if h.done {
 		return
@@ -290,44 +308,32 @@ func (st *streamer) service(h *hstream) {
 		st.finish(h, true)
 		return
 	}
-	if g := h.conn.IdentityGeneration(); g != h.identityGen {
-		h.identityGen = g
-		st.schedule(h)
-	}
 	bp := frameBufs.Get().(*[]byte)
 	buf := (*bp)[:0]
 	defer func() { *bp = buf[:0]; frameBufs.Put(bp) }()
 
 	if len(h.pending) < maxPending {
-		h.batch = h.conn.Take(h.batch[:0])
-		buf = s.appendDeliveries(buf, h.conn, h.batch)
-		clear(h.batch)
-	}
-	if h.warnDue.Swap(false) {
-		exp := h.conn.Identity().Expires
-		data, _ := json.Marshal(map[string]any{"expires_at": exp.UnixMilli(), "connection": h.conn.ID})
-		buf = sse.AppendEvent(buf, "", "roomcast:token-expiring", data)
-	}
-	ping := h.pingDue.Swap(false)
-	if ping && len(buf) == 0 && len(h.pending) == 0 {
-		buf = sse.AppendComment(buf, "ping")
+		buf = s.appendDeliveries(buf, h.conn)
 	}
 	now := time.Now()
-	if (ping || len(buf) > 0) && now.Sub(h.touchedAt) > time.Second {
-		// Registration, session and slots need renewing every few
-		// seconds at most; checking costs a context, so not per write.
-		h.touchedAt = now
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		s.touch(ctx, h.conn)
-		h.slots.renew(ctx)
-		cancel()
-	}
-	if len(buf) == 0 && len(h.pending) == 0 {
+	due := h.policy.due(now, h.conn, len(buf) > 0 || len(h.pending) > 0)
+	if due.closing {
+		h.conn.Close(due.close) // the first reason stays, should another have come first
+		h.pending = append(h.pending, buf...)
+		st.finish(h, true)
 		return
 	}
-	if !st.write(h, buf, now) {
-		st.finish(h, false)
+	buf = appendDue(buf, h.conn, due)
+	if due.touch {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		s.keepAlive(ctx, h.conn, h.slots)
+		cancel()
 	}
+	if (len(buf) > 0 || len(h.pending) > 0) && !st.write(h, buf, now) {
+		st.finish(h, false)
+		return
+	}
+	st.rearm(h, now)
 }
 
 // write sends pending bytes and then buf without letting a slow client
@@ -358,36 +364,37 @@ func (st *streamer) write(h *hstream, buf []byte, now time.Time) bool {
 	h.written += int64(n)
 	if !full {
 		h.pending = h.pending[:0]
-		h.stalledSince = time.Time{}
+		h.stalledSince, h.recheck = time.Time{}, time.Time{}
+		h.policy.wrote(now)
 		prev := h.lastWrite.Swap(now.UnixNano())
 		h.busy.Store(now.UnixNano()-prev < int64(st.s.opts.WriteCoalesce))
 		return true
 	}
 	if n > 0 {
+		h.policy.wrote(now)
 		h.lastWrite.Store(now.UnixNano())
 	}
 	h.pending = append(h.pending[:0], data[n:]...)
 	if h.stalledSince.IsZero() {
 		h.stalledSince = now
-		// Checked again once the timeout has passed, even if the socket
-		// never has room again and nothing else wakes the stream.
-		time.AfterFunc(st.s.opts.WriteTimeout+stallSlice, func() { st.wake(h) })
 	} else if now.Sub(h.stalledSince) > st.s.opts.WriteTimeout {
 		return false // dead or hopelessly slow
 	}
+	// Looked at again once the timeout has passed, even if the socket
+	// never has room again and nothing else wakes the stream; without a
+	// watch to say when it has room, every few slices.
+	h.recheck = h.stalledSince.Add(st.s.opts.WriteTimeout + stallSlice)
 	if !h.watch.waitWritable() {
-		time.AfterFunc(5*stallSlice, func() { st.wake(h) })
+		h.recheck = earliest(h.recheck, now.Add(5*stallSlice))
 	}
 	return true
 }
 
 // finish ends a stream: it tells the client why when the server closed it,
-// then releases everything the stream held.
+// then releases everything the stream held, its timer first.
 func (st *streamer) finish(h *hstream, closedByServer bool) {
 	h.done = true
-	for _, t := range h.timers {
-		t.Stop()
-	}
+	st.disarm(h.timer)
 	h.watch.unwatch()
 	if closedByServer {
 		// Best effort: what was still pending, then why the stream ends.

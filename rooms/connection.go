@@ -3,6 +3,7 @@ package rooms
 import (
 	"cmp"
 	"fmt"
+	"iter"
 	"math/bits"
 	"slices"
 	"strconv"
@@ -24,6 +25,9 @@ const (
 	// them, that Channel was joined or left while the stream was open.
 	KindJoined
 	KindLeft
+	// The kinds below are cursor bookkeeping that Drain applies without
+	// yielding them: they must stay after the exported ones.
+
 	// kindSettled lifts every position to the join point once a replay
 	// is complete.
 	kindSettled
@@ -190,8 +194,15 @@ type Connection struct {
 	// claimsEpoch is the backbone epoch the four above were written in.
 	claimsEpoch string
 
-	// Owned by the writer.
+	// Owned by the writer (see Drain).
 	cursor Cursor
+	taken  []Delivery // taken from the queue, yielded up to next
+	next   int
+	// lastEvent and lastIndex are the single-room event in hand inside a
+	// Drain loop, whose cursor AppendCursor may share with its other
+	// subscribers; nil otherwise.
+	lastEvent *Event
+	lastIndex int
 }
 
 // Ready is signalled whenever deliveries are waiting to be taken.
@@ -284,9 +295,10 @@ func (c *Connection) Dropped() uint64 {
 	return c.dropped
 }
 
-// Take appends every waiting delivery to dst, in order, and returns it.
-// Only the connection's writer may call it.
-func (c *Connection) Take(dst []Delivery) []Delivery {
+// take appends every waiting delivery to dst, in order, and returns it.
+// Only the connection's writer may call it (through Drain) or a poll,
+// which keeps its own cursor.
+func (c *Connection) take(dst []Delivery) []Delivery {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.replay != nil {
@@ -299,32 +311,67 @@ func (c *Connection) Take(dst []Delivery) []Delivery {
 	return dst
 }
 
-// AppendCursor records that d is being written and appends the cursor a
-// client resumes from after d. Only the connection's writer may call it.
-func (c *Connection) AppendCursor(dst []byte, d *Delivery) []byte {
-	c.advance(d)
-	if c.multi || d.Kind != KindEvent {
+// Drain yields the deliveries waiting for the client, in order, the
+// cursor already moved past each one when it is yielded: AppendCursor in
+// the loop's body appends the cursor a client resumes from after it. The
+// writer cannot forget to advance, nor advance out of order. The cursor
+// keeps a position per channel, each moved by that channel's deliveries
+// alone: nothing assumes a sequence across channels. Bookkeeping the
+// client is not told of (a pass of a multi-channel event through a second
+// channel, a replay settled, an implied channel tracked) moves the cursor
+// without being yielded. A loop that stops early leaves the rest, with
+// Ready signalled again, for the next Drain. The yielded Delivery is valid
+// for that iteration only. Only the connection's writer may call it.
+func (c *Connection) Drain() iter.Seq[*Delivery] {
+	return func(yield func(*Delivery) bool) {
+		// What an earlier loop left goes first, then what was queued since.
+		n := copy(c.taken, c.taken[c.next:])
+		clear(c.taken[n:])
+		c.taken, c.next = c.take(c.taken[:n]), 0
+		for c.next < len(c.taken) {
+			d := &c.taken[c.next]
+			c.next++
+			c.advance(d)
+			if d.Kind > KindLeft {
+				continue
+			}
+			if d.Kind == KindEvent && !c.multi {
+				c.lastEvent, c.lastIndex = d.Event, d.Index
+			}
+			ok := yield(d)
+			c.lastEvent = nil
+			if !ok {
+				if c.next < len(c.taken) {
+					c.mu.Lock()
+					c.signal()
+					c.mu.Unlock()
+				}
+				return
+			}
+		}
+		clear(c.taken)
+		c.taken, c.next = c.taken[:0], 0
+	}
+}
+
+// AppendCursor appends the cursor a client resumes from: inside a Drain
+// loop, the one after the delivery in hand. Only the connection's writer
+// may call it.
+func (c *Connection) AppendCursor(dst []byte) []byte {
+	ev := c.lastEvent
+	if ev == nil {
 		return c.hub.codec.AppendEncoded(dst, c.cursor)
 	}
 	// Subscribers of one room who have seen the same events hold the same
 	// cursor after this one: sign it once per event, not per subscriber.
-	ev := d.Event
-	if p := ev.cursors[d.Index].Load(); p != nil && p.epoch == c.cursor.Epoch && slices.Equal(p.positions, c.cursor.Positions) {
+	if p := ev.cursors[c.lastIndex].Load(); p != nil && p.epoch == c.cursor.Epoch && slices.Equal(p.positions, c.cursor.Positions) {
 		return append(dst, p.text...)
 	}
 	cc := &cachedCursor{epoch: c.cursor.Epoch, positions: slices.Clone(c.cursor.Positions)}
 	cc.text = c.hub.codec.AppendEncoded(nil, c.cursor)
-	ev.cursors[d.Index].Store(cc)
+	ev.cursors[c.lastIndex].Store(cc)
 	return append(dst, cc.text...)
 }
-
-// Advance records that d was handled without writing a cursor for it.
-// Only the connection's writer may call it.
-func (c *Connection) Advance(d *Delivery) { c.advance(d) }
-
-// CursorText returns the connection's current cursor.
-// Only the connection's writer may call it.
-func (c *Connection) CursorText() string { return c.hub.codec.Encode(c.cursor) }
 
 func (c *Connection) advance(d *Delivery) {
 	switch d.Kind {

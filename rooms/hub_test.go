@@ -145,7 +145,6 @@ type reader struct {
 	conn    *rooms.Connection
 	pending []item
 	cursor  string
-	batch   []rooms.Delivery
 }
 
 // fill takes what is waiting, waiting up to d for something.
@@ -157,29 +156,22 @@ func (r *reader) fill(d time.Duration) bool {
 	case <-timer.C:
 		return false
 	}
-	r.batch = r.conn.Take(r.batch[:0])
-	for i := range r.batch {
-		d := &r.batch[i]
+	for d := range r.conn.Drain() {
 		it := item{kind: d.Kind, room: d.Channel, reason: d.Reason}
 		switch d.Kind {
 		case rooms.KindEvent:
 			ev := d.Event
 			it.seq, it.event, it.room, it.volatile, it.env = ev.Seq, ev.Event, ev.Channels[d.Index], ev.Volatile, ev.Envelope(d.Index)
 			if !ev.Volatile {
-				r.cursor = string(r.conn.AppendCursor(nil, d))
+				r.cursor = string(r.conn.AppendCursor(nil))
 				it.cursor = r.cursor
 			}
-		case rooms.KindReset, rooms.KindJoined, rooms.KindLeft:
-			r.conn.Advance(d)
-			r.cursor = r.conn.CursorText()
-			it.cursor = r.cursor
 		default:
-			r.conn.Advance(d)
-			continue
+			r.cursor = string(r.conn.AppendCursor(nil))
+			it.cursor = r.cursor
 		}
 		r.pending = append(r.pending, it)
 	}
-	clear(r.batch)
 	return true
 }
 

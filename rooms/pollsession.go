@@ -189,7 +189,7 @@ func (h *Hub) PollPresenceLeases() int { return h.pollPresence.Held() }
 // channel's position.
 func (ps *pollSession) takeQueued(res *PollResult) {
 	conn, cur := ps.conn, &ps.cur
-	ps.batch = conn.Take(ps.batch[:0])
+	ps.batch = conn.take(ps.batch[:0])
 	defer clear(ps.batch)
 	for _, d := range ps.batch {
 		switch {

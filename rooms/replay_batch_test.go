@@ -53,7 +53,7 @@ func TestResumesShareHistoryReads(t *testing.T) {
 				return
 			}
 			defer e.hub.Disconnect(conn)
-			for _, d := range conn.Take(nil) {
+			for d := range conn.Drain() {
 				if d.Kind == rooms.KindEvent {
 					got[i] = append(got[i], d.Event.Seq)
 				}
@@ -95,7 +95,7 @@ func TestResumeAheadOfHistoryResets(t *testing.T) {
 	}
 	defer e.hub.Disconnect(conn)
 	var resets []string
-	for _, d := range conn.Take(nil) {
+	for d := range conn.Drain() {
 		if d.Kind == rooms.KindReset {
 			resets = append(resets, d.Reason+"@"+d.Channel)
 		}

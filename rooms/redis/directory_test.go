@@ -54,7 +54,7 @@ func waitEvent(t *testing.T, conn *rooms.Connection, id string) {
 	defer timer.Stop()
 	var seen []string
 	for {
-		for _, d := range conn.Take(nil) {
+		for d := range conn.Drain() {
 			if d.Kind == rooms.KindEvent {
 				if d.Event.ID() == id {
 					return
