@@ -254,9 +254,6 @@ func (h *Hub) register(ctx context.Context, conn *Connection) error {
 		Holder: connectionHolder(conn.Identity())}, registrationTTL)
 }
 
-// Backbone returns the hub's backbone.
-func (h *Hub) Backbone() Backbone { return h.bb }
-
 // MaxRooms returns how many rooms one connection may hold.
 func (h *Hub) MaxRooms() int { return h.opts.MaxRooms }
 
