@@ -22,6 +22,9 @@ import (
 type Options struct {
 	// MaxPayload bounds a publish request body (default 64 KiB).
 	MaxPayload int64
+	// MaxBatchBytes bounds a POST /v1/batch body (default 4 MiB); each
+	// of its events is held to MaxPayload (or its namespace's) as well.
+	MaxBatchBytes int64
 	// Heartbeat is the interval of ": ping" comments on idle streams (default 15 s).
 	Heartbeat time.Duration
 	// RetryMin and RetryMax bound the randomised retry: field sent to
@@ -110,9 +113,9 @@ type Server struct {
 	buckets    buckets
 	hosts      []hostPattern // nil: any host
 	// publisher decides and stores every publish, whatever its path.
-	publisher *rooms.Publisher
-	connsByUser   counters
-	connsByIP     counters
+	publisher   *rooms.Publisher
+	connsByUser counters
+	connsByIP   counters
 	// tickets counts the tickets outstanding, by caller (Limits bound
 	// them).
 	tickets *rooms.Quota
@@ -127,6 +130,9 @@ type Server struct {
 func New(hub *rooms.Hub, opts Options) *Server {
 	if opts.MaxPayload <= 0 {
 		opts.MaxPayload = 64 << 10
+	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = 4 << 20
 	}
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 15 * time.Second
