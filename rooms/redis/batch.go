@@ -12,25 +12,21 @@ import (
 )
 
 // PublishMany implements rooms.BatchPublisher: the publish script once per
-// message, in order, in one pipeline (one write, one read), after a SCRIPT
-// LOAD in the same pipeline so that none of them meets NOSCRIPT. Redis
-// runs a connection's commands in order, so messages to one channel are
-// stored in slice order.
+// message, in order, in one pipeline (one write, one read). Redis runs a
+// connection's commands in order, so messages to one channel are stored
+// in slice order.
 //
-// Unlike Publish it never runs a script again: when the connection fails
-// mid-pipeline, the messages whose replies came back are answered as
-// stored (or refused), and every later one, which may or may not have run,
-// is an *rooms.OutcomeUnknownError naming its token, for the caller to
-// resend.
+// Unlike Publish it never runs a script again after it may have run: when
+// the connection fails mid-pipeline, the messages whose replies came back
+// are answered as stored (or refused), and every later one, which may or
+// may not have run, is an *rooms.OutcomeUnknownError naming its token, for
+// the caller to resend. The one repeat is a pipeline refused whole with
+// NOSCRIPT (Redis's script cache was emptied): nothing of it ran.
 func (b *Backbone) PublishMany(ctx context.Context, ms []rooms.Message, keys []string) ([]rooms.Published, []error) {
 	res := make([]rooms.Published, len(ms))
 	errs := make([]error, len(ms))
 	tokens := make([]rooms.PublishToken, len(ms))
-	ctx, cancel := b.opCtx(ctx)
-	defer cancel()
-	pipe := b.rdb.Pipeline()
-	publishScript.Load(ctx, pipe)
-	cmds := make([]*goredis.Cmd, len(ms))
+	calls := make([][]any, len(ms))
 	for i, m := range ms {
 		if !m.Token.IsZero() {
 			if err := m.Token.Check(time.Now()); err != nil {
@@ -53,26 +49,58 @@ func (b *Backbone) PublishMany(ctx context.Context, ms []rooms.Message, keys []s
 		for _, key := range k {
 			call = append(call, key)
 		}
-		cmds[i] = goredis.NewCmd(ctx, append(call, args...)...)
+		calls[i] = append(call, args...)
+	}
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	cmds, execErr := b.pipelinePublishes(ctx, calls)
+	if execErr != nil && allNoScript(cmds) {
+		// Loading is harmless to repeat: go-redis may retry it.
+		if err := publishScript.Load(ctx, b.rdb).Err(); err == nil {
+			cmds, execErr = b.pipelinePublishes(ctx, calls)
+		}
+	}
+	for i, cmd := range cmds {
+		if cmd != nil {
+			res[i], errs[i] = batchReply(cmd, execErr, tokens[i])
+		}
+	}
+	return res, errs
+}
+
+// pipelinePublishes sends calls (nil ones skipped) in one pipeline; cmds[i]
+// answers calls[i].
+func (b *Backbone) pipelinePublishes(ctx context.Context, calls [][]any) (cmds []*goredis.Cmd, execErr error) {
+	cmds = make([]*goredis.Cmd, len(calls))
+	pipe := b.rdb.Pipeline()
+	for i, call := range calls {
+		if call == nil {
+			continue
+		}
+		cmds[i] = goredis.NewCmd(ctx, call...)
 		// onceCmd: go-redis does not resend a pipeline holding one.
 		_ = pipe.Process(ctx, onceCmd{cmds[i]})
 	}
-	if err := ctx.Err(); err != nil {
-		for i := range errs {
-			if errs[i] == nil {
-				errs[i] = down("publish", err)
-			}
-		}
-		return res, errs
+	if pipe.Len() == 0 {
+		return cmds, nil
 	}
-	_, execErr := pipe.Exec(ctx)
-	for i, cmd := range cmds {
+	_, execErr = pipe.Exec(ctx)
+	return cmds, execErr
+}
+
+// allNoScript reports whether Redis refused every command with NOSCRIPT.
+func allNoScript(cmds []*goredis.Cmd) bool {
+	some := false
+	for _, cmd := range cmds {
 		if cmd == nil {
 			continue
 		}
-		res[i], errs[i] = batchReply(cmd, execErr, tokens[i])
+		if !goredis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			return false
+		}
+		some = true
 	}
-	return res, errs
+	return some
 }
 
 // batchReply reads one publish of a pipeline whose Exec returned execErr.
