@@ -110,7 +110,8 @@ func batchReply(cmd *goredis.Cmd, execErr error, token rooms.PublishToken) (room
 	// answered before the failure too; a command whose reply was read
 	// holds its value.
 	var reply goredis.Error
-	if err != nil && !errors.As(err, &reply) && cmd.Val() != nil {
+	val := cmd.Val()
+	if err != nil && !errors.As(err, &reply) && val != nil {
 		err = nil
 	}
 	if err != nil {
@@ -123,9 +124,15 @@ func batchReply(cmd *goredis.Cmd, execErr error, token rooms.PublishToken) (room
 		}
 		return rooms.Published{}, down("publish", err)
 	}
-	res, err := cmd.StringSlice()
-	if err != nil {
-		return rooms.Published{}, down("publish", err)
+	// The reply as StringSlice reads it, without the stamped error.
+	items, _ := val.([]any)
+	res := make([]string, 0, len(items))
+	for _, it := range items {
+		str, ok := it.(string)
+		if !ok {
+			return rooms.Published{}, down("publish", fmt.Errorf("unexpected reply %v", val))
+		}
+		res = append(res, str)
 	}
 	if len(res) == 2 && res[0] == "reused" {
 		return rooms.Published{}, fmt.Errorf("%w: it named a publish with other rooms, event or body", rooms.ErrPublishTokenReused)
