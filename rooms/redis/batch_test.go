@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
-	"strconv"
 	"testing"
 
 	goredis "github.com/redis/go-redis/v9"
