@@ -314,3 +314,43 @@ func TestBatchNDJSONBadLine(t *testing.T) {
 		})
 	}
 }
+
+// A batch stored while Redis stalls past the call timeout: every event is
+// answered outcome_unknown with the key to resend it with (the event's own,
+// else its publish token); the events resent with those keys are answered
+// with what Redis stored, each stored once.
+func TestBatchOutcomeUnknownResend(t *testing.T) {
+	srv := redistest.NewServer(t)
+	r := startRedisRelay(t, srv.URL(), time.Second)
+	// Connections already open: a new one's handshake would stall before
+	// the pipeline is even sent.
+	for range 4 {
+		batchResults(t, postBatch(t, r, relaytest.APIKey, "application/json", `[{"room":"warm-up","data":0}]`), 1)
+	}
+	events := []string{`{"room":"stall","data":1,"idempotency_key":"mine-1"}`, `{"room":"stall","data":2}`}
+	srv.Pause()
+	resp := postBatch(t, r, relaytest.APIKey, "application/x-ndjson", strings.Join(events, "\n"))
+	srv.Resume()
+	res := batchResults(t, resp, 2)
+	if res[0].code() != "outcome_unknown" || res[0].IdempotencyKey != "mine-1" {
+		t.Fatalf("event with its own key: %+v, want outcome_unknown naming mine-1", res[0])
+	}
+	if res[1].code() != "outcome_unknown" || !strings.HasPrefix(res[1].IdempotencyKey, "rt_") {
+		t.Fatalf("event without a key: %+v, want outcome_unknown naming its token", res[1])
+	}
+	var stored []string
+	relaytest.Eventually(t, "the stalled batch is in history", func() bool {
+		stored = historyIDs(t, r, "stall")
+		return len(stored) == 2
+	})
+	resend := fmt.Sprintf(`[{"room":"stall","data":1,"idempotency_key":"mine-1"},{"room":"stall","data":2,"idempotency_key":%q}]`, res[1].IdempotencyKey)
+	again := batchResults(t, postBatch(t, r, relaytest.APIKey, "application/json", resend), 2)
+	for i := range again {
+		if again[i].ID == nil || *again[i].ID != stored[i] || !again[i].Replayed {
+			t.Errorf("resent event %d: %+v, want a replay of %s", i, again[i], stored[i])
+		}
+	}
+	if got := historyIDs(t, r, "stall"); len(got) != 2 {
+		t.Errorf("stall holds %v after the resend, want the 2 events once", got)
+	}
+}
