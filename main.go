@@ -184,6 +184,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	})
 	srv := relay.New(hub, relay.Options{
 		MaxPayload:        cfg.MaxPayload,
+		MaxBatchBytes:     cfg.MaxBatchBytes,
 		Heartbeat:         cfg.Heartbeat,
 		RetryMin:          cfg.RetryMin,
 		RetryMax:          cfg.RetryMax,

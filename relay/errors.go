@@ -51,6 +51,7 @@ var domainErrors = []struct {
 	{rooms.ErrReservedEvent, http.StatusBadRequest, "reserved_event"},
 	{rooms.ErrInvalidCursor, http.StatusBadRequest, "invalid_cursor"},
 	{rooms.ErrInvalidIdempotency, http.StatusBadRequest, codeInvalidParameter},
+	{rooms.ErrNoSenderConnection, http.StatusBadRequest, codeInvalidParameter},
 	{rooms.ErrTooManyRooms, http.StatusBadRequest, "too_many_rooms"},
 	{rooms.ErrPayloadTooLarge, http.StatusRequestEntityTooLarge, codePayloadTooLarge},
 	{rooms.ErrUnknownConnection, http.StatusNotFound, "unknown_connection"},

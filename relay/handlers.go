@@ -32,7 +32,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		status, code = "starting", http.StatusServiceUnavailable
 	}
 	backbone := "up"
-	if _, err := s.hub.Backbone().Epoch(r.Context()); err != nil {
+	if _, err := s.hub.Epoch(r.Context()); err != nil {
 		backbone = "down"
 	}
 	writeJSON(w, code, map[string]any{"status": status, "backbone": backbone, "connections": s.hub.Connections()})
@@ -88,15 +88,14 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, t publishTarget
 	if m := s.opts.Metrics; m != nil {
 		defer func(start time.Time) { m.PublishTime.Observe(time.Since(start).Seconds()) }(time.Now())
 	}
-	msg, key, keyDone, err := s.readPublish(w, r, &t)
+	req, err := s.readPublish(w, r, &t)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	res, err := s.hub.Backbone().Publish(r.Context(), msg, key)
-	var unknown *rooms.OutcomeUnknownError
-	keyDone(err == nil || errors.As(err, &unknown))
+	res, err := s.publisher.Publish(r.Context(), req)
 	if err != nil {
+		var unknown *rooms.OutcomeUnknownError
 		if errors.As(err, &unknown) {
 			// The caller resends with this key: its own when it sent one
 			// (the same script recorded both), else the publish's token.
@@ -127,190 +126,101 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, t publishTarget
 	writeJSON(w, http.StatusAccepted, ans)
 }
 
-// readPublish authenticates and parses a publish request, has the publish
-// policy decide on it and spends the rate allowances it names; it returns
-// the message to publish and its scoped idempotency key, counted against
-// the caller's bound; keyDone must be called once the publish is over.
-func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishTarget) (msg rooms.Message, key string, keyDone func(stored bool), err error) {
+// readPublish authenticates and reads a publish request into what the
+// publish operation (rooms.Publisher) decides on: the caller, the targets
+// and the body. A caller who may not publish to the targets named in the
+// URL is refused before its body is read.
+func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishTarget) (rooms.PublishRequest, error) {
 	id, err := s.identify(r, auth.StateChanging)
 	if err != nil {
-		return rooms.Message{}, "", nil, err
+		return rooms.PublishRequest{}, err
 	}
 	if err := s.checkOrigin(r); err != nil {
-		return rooms.Message{}, "", nil, err
+		return rooms.PublishRequest{}, err
 	}
-	key = r.Header.Get("Idempotency-Key")
-	if !validIdempotencyKey(key) {
-		return rooms.Message{}, "", nil, errorf(http.StatusBadRequest, codeInvalidParameter, "Idempotency-Key must be 1 to 255 printable ASCII characters")
-	}
-	// A key the relay handed out with an unknown outcome is the publish's
-	// token, not a key of the caller's: the backbone keeps it minutes, in
-	// the publish's own record, so it counts against no caller's keys.
-	var token rooms.PublishToken
-	if rooms.IsPublishToken(key) {
-		if token, err = rooms.ParsePublishToken(key); err != nil {
-			return rooms.Message{}, "", nil, err
-		}
-		key = ""
-	}
-	// Keys are the caller's own: another caller's key never answers for
-	// this one. Backends holding the API key share theirs whatever
-	// address they retry from. Tokens are their user's (or the
-	// backends'); an anonymous caller's token is a bare capability, since
-	// its resend may come from another address (a phone that changed
-	// networks).
-	// (Scopes are by exact sender, not by the rate limits' caller key,
-	// which groups development users and IPv6 /64s.)
-	scope, tokenScope := "ip:"+s.clientIP(r), ""
-	switch {
-	case id.Server:
-		scope, tokenScope = "server", "server"
-	case id.User != "":
-		scope = "user:" + id.User
-		tokenScope = scope
-	}
-	if key != "" {
-		key = scope + "|" + key
+	key := r.Header.Get("Idempotency-Key")
+	if err := checkIdempotencyKey(key); err != nil {
+		return rooms.PublishRequest{}, err
 	}
 	client, err := s.senderClient(r.Context(), id, r.Header.Get("Roomcast-Connection"))
 	if err != nil {
-		return rooms.Message{}, "", nil, err
+		return rooms.PublishRequest{}, err
 	}
-	// A caller who may not publish to the targets named in the URL is
-	// refused before its body is read; the body is read up to its
-	// targets' limit (when they are in the body, the largest of the
-	// namespaces the caller may publish in); the policy decides on its
-	// size.
-	if err := s.publishPolicy.Authorize(id, t.channels); err != nil {
-		return rooms.Message{}, "", nil, err
+	// The body is read up to its targets' limit (when they are in the
+	// body, the largest of the namespaces the caller may publish in); the
+	// publish operation decides on its size.
+	if err := s.publisher.Authorize(id, t.channels); err != nil {
+		return rooms.PublishRequest{}, err
 	}
-	body, err := readBody(w, r, s.publishPolicy.PayloadLimit(id, t.channels))
+	body, err := readBody(w, r, s.publisher.PayloadLimit(id, t.channels))
 	if err != nil {
-		return rooms.Message{}, "", nil, err
+		return rooms.PublishRequest{}, err
 	}
 	req, err := parsePublish(r.Header.Get("Content-Type"), body, r.URL.Query(), t.multi)
 	if err != nil {
-		return rooms.Message{}, "", nil, err
+		return rooms.PublishRequest{}, err
 	}
 	if t.multi {
-		if len(req.Rooms) > rooms.MaxEventRooms {
-			return rooms.Message{}, "", nil, errorf(http.StatusBadRequest, "too_many_rooms", "an event goes to at most %d rooms", rooms.MaxEventRooms)
-		}
-		seen := make(map[string]bool, len(req.Rooms))
-		for _, name := range req.Rooms {
-			room, err := rooms.ParseRoom(name)
-			if err != nil {
-				return rooms.Message{}, "", nil, err
-			}
-			if !seen[room.String()] {
-				seen[room.String()] = true
-				t.channels = append(t.channels, room.String())
-			}
+		if t.channels, err = eventRooms(req.Rooms); err != nil {
+			return rooms.PublishRequest{}, err
 		}
 	}
-	decision, err := s.publishPolicy.Check(r.Context(), id, t.channels, int64(len(body)))
-	if err != nil {
-		return rooms.Message{}, "", nil, err
-	}
-	if req.ExcludeSelf && client == "" {
-		return rooms.Message{}, "", nil, errorf(http.StatusBadRequest, codeInvalidParameter, "exclude_self needs a Roomcast-Connection header naming the sender's connection")
-	}
-	if !id.Server && len(req.Exclude) > 0 {
-		return rooms.Message{}, "", nil, errorf(http.StatusForbidden, "forbidden", `only the server may use "exclude"; clients use exclude_self`)
-	}
-	if id.Server && req.From != nil {
-		if err := rooms.ValidateUserID(req.From.User); err != nil {
-			return rooms.Message{}, "", nil, err
-		}
-	}
-	// The key and the rate are spent last, so that a publish refused for
-	// what it is holds no key and uses up none of the caller's allowance.
-	keyDone, err = s.holdIdempotencyKey(s.rateKey(r, id), key)
-	if err != nil {
-		return rooms.Message{}, "", nil, err
-	}
-	if err := s.chargePublish(r, id, decision.Charges); err != nil {
-		keyDone(false)
-		return rooms.Message{}, "", nil, err
-	}
-	msg = rooms.Message{
-		Channels: t.channels,
-		Event:    req.Event,
-		Data:     req.Data,
-		Base64:   req.Base64,
-		From:     id.Sender(),
-		Client:   client,
-		Volatile: req.Volatile,
-		Token:    token,
-		Caller:   tokenScope,
-	}
-	msg.Retention = s.retention(msg.Channels)
-	if id.Server {
-		// Backends publish on users' behalf and address exactly.
-		if req.From != nil {
-			msg.From = req.From
-		}
-		msg.Exclude = append(msg.Exclude, req.Exclude...)
-	}
-	if req.ExcludeSelf {
-		msg.Exclude = append(msg.Exclude, client)
-	}
-	return msg, key, keyDone, nil
+	return s.publishRequest(r, id, client, t.channels, int64(len(body)), req, key), nil
 }
 
-// holdIdempotencyKey counts a scoped idempotency key (scope|key) against
-// caller's bound (its rateKey: the limits' caller, an IPv6 /64 or a
-// development user's address, not the key's exact scope) for as long as
-// the backbone remembers it. The publish calls done once, saying whether
-// the key may have been stored: a key counted by this call alone is taken
-// back when it was not. Keys of the API key ("server") count only
-// globally.
-func (s *Server) holdIdempotencyKey(caller, key string) (done func(stored bool), err error) {
-	release := func(bool) {}
-	if key == "" {
-		return release, nil
+// publishRequest is what the publish operation decides on, for a request
+// of caller id whose body (size bytes) was read into req.
+func (s *Server) publishRequest(r *http.Request, id rooms.Identity, client string, channels []string, size int64, req publishBody, key string) rooms.PublishRequest {
+	return rooms.PublishRequest{
+		Identity:       id,
+		Address:        s.clientIP(r),
+		Caller:         s.rateKey(r, id),
+		Channels:       channels,
+		Size:           size,
+		Event:          req.Event,
+		Data:           req.Data,
+		Base64:         req.Base64,
+		Volatile:       req.Volatile,
+		Client:         client,
+		ExcludeSelf:    req.ExcludeSelf,
+		From:           req.From,
+		Exclude:        req.Exclude,
+		IdempotencyKey: key,
 	}
-	if scope, _, _ := strings.Cut(key, "|"); scope == "server" {
-		// Backends are trusted with any number of their own keys; the
-		// global bound still holds for them.
-		caller = "server\x00" + key
-	}
-	// Requests in flight with the same key: a failed one may take the
-	// key back only if no other held it meanwhile — the other may have
-	// stored it, and releasing it then would let a caller store keys past
-	// its bound (two at once, one refused, one accepted).
-	s.idemMu.Lock()
-	defer s.idemMu.Unlock()
-	fresh := len(s.idemKeys.Missing(caller, key)) > 0
-	if !s.idemKeys.Take(caller, time.Now().Add(s.opts.IdempotencyTTL), key) {
-		return release, fmt.Errorf("%w: too many idempotency keys remembered for this caller (at most %d within %s)",
-			rooms.ErrLimitExceeded, s.opts.Limits.MaxIdempotencyKeysPerCaller, s.opts.IdempotencyTTL)
-	}
-	f := s.idemInFlight[key]
-	if f == nil {
-		f = &keyInFlight{}
-		s.idemInFlight[key] = f
-	}
-	f.requests++
-	f.shared = f.shared || f.requests > 1 || !fresh
-	return func(stored bool) {
-		s.idemMu.Lock()
-		defer s.idemMu.Unlock()
-		if !stored && !f.shared {
-			s.idemKeys.Release(caller, key)
-		}
-		if f.requests--; f.requests == 0 {
-			delete(s.idemInFlight, key)
-		}
-	}, nil
 }
 
-// keyInFlight counts the publishes holding one idempotency key at once.
-type keyInFlight struct {
-	requests int
-	// shared: another request held the key while one did, or it was
-	// held before: a failure must then leave it counted.
-	shared bool
+// eventRooms are the channels of a body's "rooms": parsed, without
+// duplicates, at most rooms.MaxEventRooms.
+func eventRooms(names []string) ([]string, error) {
+	if len(names) > rooms.MaxEventRooms {
+		return nil, errorf(http.StatusBadRequest, "too_many_rooms", "an event goes to at most %d rooms", rooms.MaxEventRooms)
+	}
+	channels := make([]string, 0, len(names))
+	seen := make(map[string]bool, len(names))
+	for _, name := range names {
+		room, err := rooms.ParseRoom(name)
+		if err != nil {
+			return nil, err
+		}
+		if !seen[room.String()] {
+			seen[room.String()] = true
+			channels = append(channels, room.String())
+		}
+	}
+	return channels, nil
+}
+
+// checkIdempotencyKey refuses a malformed key, and a publish token the
+// relay did not make, before anything else is read.
+func checkIdempotencyKey(key string) error {
+	if !validIdempotencyKey(key) {
+		return errorf(http.StatusBadRequest, codeInvalidParameter, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+	}
+	if rooms.IsPublishToken(key) {
+		_, err := rooms.ParsePublishToken(key)
+		return err
+	}
+	return nil
 }
 
 func validIdempotencyKey(k string) bool {
@@ -370,55 +280,37 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, err := s.identify(r, auth.Subscribing)
-	if err == nil {
-		err = s.hub.Authorize(id, room.String())
-	}
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	q := r.URL.Query()
-	limit := 100
+	req := rooms.HistoryRequest{Identity: id, Channel: room.String(), Limit: 100, Before: q.Get("before")}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
 			writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "limit must be 1 to 1000"))
 			return
 		}
-		limit = n
+		req.Limit = n
 	}
-	var before uint64
-	if v := q.Get("before"); v != "" {
-		epoch, seq, err := rooms.ParseEventID(v)
-		if err != nil {
+	if req.Before != "" {
+		if _, _, err := rooms.ParseEventID(req.Before); err != nil {
 			writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "before must be an event id"))
 			return
 		}
-		current, err := s.hub.Backbone().Epoch(r.Context())
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		if epoch != current {
-			writeJSON(w, http.StatusOK, historyAnswer{Events: []json.RawMessage{}})
-			return
-		}
-		before = seq
 	}
-	ch := room.String()
-	events, err := s.hub.Backbone().Before(r.Context(), ch, before, limit+1)
+	page, err := s.hub.History(r.Context(), req)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	ans := historyAnswer{Events: []json.RawMessage{}}
-	if len(events) > limit {
-		events = events[1:]
-		id := events[0].ID()
-		ans.Before = &id
+	ans := historyAnswer{Events: make([]json.RawMessage, 0, len(page.Events))}
+	if page.Before != "" {
+		ans.Before = &page.Before
 	}
-	for _, ev := range events {
-		ans.Events = append(ans.Events, ev.Envelope(ev.ChannelIndex(ch)))
+	for _, ev := range page.Events {
+		ans.Events = append(ans.Events, ev.Envelope(ev.ChannelIndex(req.Channel)))
 	}
 	writeJSON(w, http.StatusOK, ans)
 }
@@ -462,26 +354,4 @@ func (s *Server) refreshToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// retention is what the namespaces of channels keep: the most any of them
-// asks for, so that no room keeps less than its namespace promises.
-func (s *Server) retention(channels []string) rooms.Retention {
-	var r rooms.Retention
-	if s.opts.Namespaces == nil {
-		return r
-	}
-	for _, ch := range channels {
-		room, err := rooms.ParseRoom(ch)
-		if err != nil {
-			continue // user and namespace channels keep the backbone's
-		}
-		o, err := s.opts.Namespaces.Lookup(room.Namespace())
-		if err != nil {
-			continue
-		}
-		r.Size = max(r.Size, o.HistorySize)
-		r.Age = max(r.Age, o.HistoryAge)
-	}
-	return r
 }

@@ -25,8 +25,8 @@ func (s *Server) identify(r *http.Request, mode auth.Credentials) (rooms.Identit
 
 // claim spends a single-use key on the backbone, shared by every instance.
 func (s *Server) claim(ctx context.Context, key string, ttl time.Duration) (bool, error) {
-	c, ok := rooms.BackboneAs[rooms.Claimer](s.hub.Backbone())
-	if !ok {
+	c := s.hub.Claimer()
+	if c == nil {
 		return false, errors.New("the backbone cannot claim single-use keys")
 	}
 	return c.ClaimOnce(ctx, key, ttl)

@@ -294,26 +294,30 @@ func (s *Server) limitRequest(r *http.Request, id rooms.Identity, kind string) e
 	return s.takeToken(r, id, kind, l.RequestRate, l.RequestBurst)
 }
 
-// chargePublish spends one request of each allowance a publish decision
-// names, all or none, from the caller's buckets: shared by every instance
-// when the backbone keeps rate limits.
-func (s *Server) chargePublish(r *http.Request, id rooms.Identity, charges []rooms.RateLimit) error {
+// publishLimits spends a publish's allowances (rooms.RateSpender) from the
+// caller's buckets: shared by every instance when the backbone keeps rate
+// limits.
+type publishLimits struct{ s *Server }
+
+// SpendAll implements rooms.RateSpender.
+func (p publishLimits) SpendAll(ctx context.Context, caller string, charges []rooms.RateLimit) error {
+	s := p.s
 	if len(charges) == 0 {
 		return nil
 	}
 	// The caller in a hash tag: every key of one call lands in one Redis
 	// Cluster slot, as one script needs.
-	suffix := "|{" + s.rateKey(r, id) + "}"
+	suffix := "|{" + caller + "}"
 	var ok bool
 	var wait time.Duration
-	if shared, isShared := rooms.BackboneAs[rooms.Limiter](s.hub.Backbone()); isShared {
+	if shared := s.hub.Limiter(); shared != nil {
 		keyed := make([]rooms.RateLimit, len(charges))
 		for i, c := range charges {
 			keyed[i] = c
 			keyed[i].Key += suffix
 		}
 		var err error
-		if ok, wait, err = shared.TakeAll(r.Context(), keyed); err != nil {
+		if ok, wait, err = shared.TakeAll(ctx, keyed); err != nil {
 			// As takeToken: a limit that cannot be checked refuses.
 			return err
 		}
@@ -333,7 +337,7 @@ func (s *Server) takeToken(r *http.Request, id rooms.Identity, kind string, rt f
 	key := kind + "|" + s.rateKey(r, id)
 	var ok bool
 	var wait time.Duration
-	if shared, isShared := rooms.BackboneAs[rooms.Limiter](s.hub.Backbone()); isShared {
+	if shared := s.hub.Limiter(); shared != nil {
 		// Limits hold across every instance. If the backbone cannot
 		// answer, the request is refused (503): this instance's own
 		// bucket, full, would let a burst through on every instance
@@ -394,7 +398,7 @@ func (s *Server) acquireConnection(r *http.Request, id rooms.Identity) (*connSlo
 	if id.Server {
 		return c, nil
 	}
-	c.shared, _ = rooms.BackboneAs[rooms.SlotCounter](s.hub.Backbone())
+	c.shared = s.hub.SlotCounter()
 	if c.shared != nil {
 		// Shared slots are held by name, in the backbone; local ones are
 		// counts and need none (a random id costs a system call).

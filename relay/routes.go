@@ -30,6 +30,7 @@ func (s *Server) routes() http.Handler {
 	r.Get("/v1/rooms/{room}/poll", s.pollRoom)
 	r.Get("/v1/rooms/{room}/history", s.history)
 	r.Post("/v1/events", s.publishMulti)
+	r.Post("/v1/batch", s.publishBatch)
 	r.Get("/v1/stream", s.streamMulti)
 	r.Get("/v1/poll", s.pollMulti)
 	r.Put("/v1/connections/{connection}/rooms/{room}", s.join)

@@ -22,6 +22,9 @@ import (
 type Options struct {
 	// MaxPayload bounds a publish request body (default 64 KiB).
 	MaxPayload int64
+	// MaxBatchBytes bounds a POST /v1/batch body (default 4 MiB); each
+	// of its events is held to MaxPayload (or its namespace's) as well.
+	MaxBatchBytes int64
 	// Heartbeat is the interval of ": ping" comments on idle streams (default 15 s).
 	Heartbeat time.Duration
 	// RetryMin and RetryMax bound the randomised retry: field sent to
@@ -109,17 +112,13 @@ type Server struct {
 	writer     *streamer
 	buckets    buckets
 	hosts      []hostPattern // nil: any host
-	// publishPolicy decides every publish, whatever its path.
-	publishPolicy *rooms.PublishPolicy
-	connsByUser   counters
-	connsByIP     counters
-	// idemKeys and tickets count the Idempotency-Key values remembered
-	// and the tickets outstanding, by caller (Limits bound them).
-	idemKeys *rooms.Quota
-	tickets  *rooms.Quota
-	// idemMu guards idemInFlight, the publishes holding each key now.
-	idemMu       sync.Mutex
-	idemInFlight map[string]*keyInFlight
+	// publisher decides and stores every publish, whatever its path.
+	publisher   *rooms.Publisher
+	connsByUser counters
+	connsByIP   counters
+	// tickets counts the tickets outstanding, by caller (Limits bound
+	// them).
+	tickets *rooms.Quota
 	// requests numbers requests for their log lines' ids, after idPrefix.
 	requests atomic.Uint64
 	idPrefix string
@@ -131,6 +130,9 @@ type Server struct {
 func New(hub *rooms.Hub, opts Options) *Server {
 	if opts.MaxPayload <= 0 {
 		opts.MaxPayload = 64 << 10
+	}
+	if opts.MaxBatchBytes <= 0 {
+		opts.MaxBatchBytes = 4 << 20
 	}
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 15 * time.Second
@@ -170,24 +172,27 @@ func New(hub *rooms.Hub, opts Options) *Server {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{hub: hub, opts: opts, log: opts.Logger, admission: make(chan struct{}, opts.MaxConcurrentConnects)}
-	s.publishPolicy = &rooms.PublishPolicy{
-		Namespaces: opts.Namespaces,
-		Limits: rooms.PublishLimits{
-			MaxPayload:  opts.MaxPayload,
-			Rate:        opts.Limits.PublishRate,
-			Burst:       opts.Limits.PublishBurst,
-			CallerRate:  opts.Limits.PublishCallerRate,
-			CallerBurst: opts.Limits.PublishCallerBurst,
+	s.publisher = rooms.NewPublisher(hub, rooms.PublisherOptions{
+		Policy: rooms.PublishPolicy{
+			Namespaces: opts.Namespaces,
+			Limits: rooms.PublishLimits{
+				MaxPayload:  opts.MaxPayload,
+				Rate:        opts.Limits.PublishRate,
+				Burst:       opts.Limits.PublishBurst,
+				CallerRate:  opts.Limits.PublishCallerRate,
+				CallerBurst: opts.Limits.PublishCallerBurst,
+			},
 		},
-		Bans: hub,
-	}
+		Spender:          publishLimits{s},
+		IdempotencyTTL:   opts.IdempotencyTTL,
+		MaxKeysPerCaller: opts.Limits.MaxIdempotencyKeysPerCaller,
+		MaxKeys:          opts.Limits.MaxIdempotencyKeys,
+	})
 	s.idPrefix = rooms.NewClientID()[:8]
 	if len(opts.AllowedHosts) > 0 {
 		// A list with no usable entry allows nothing rather than anything.
 		s.hosts = append(make([]hostPattern, 0, len(opts.AllowedHosts)), parseHostPatterns(opts.AllowedHosts)...)
 	}
-	s.idemInFlight = make(map[string]*keyInFlight)
-	s.idemKeys = rooms.NewQuota(opts.Limits.MaxIdempotencyKeysPerCaller, opts.Limits.MaxIdempotencyKeys)
 	s.tickets = rooms.NewQuota(opts.Limits.MaxTicketsPerUser, opts.Limits.MaxTickets)
 	s.buckets.max = opts.Limits.MaxRateBuckets
 	s.handler = s.routes()
@@ -203,7 +208,7 @@ func (s *Server) registerGauges(m *metrics.Metrics) {
 	m.Gauge("roomcast_channels", "Channels (rooms, namespace and user channels) this instance's hub is subscribed to.", s.hub.Channels)
 	m.Gauge("roomcast_sessions", "Multi-room sessions this instance counts as kept: of its open streams, and of streams that ended within the session TTL.", s.hub.Sessions)
 	m.Gauge("roomcast_poll_presence_leases", "Presence entries held for long-pollers by this instance (they outlive the poll by its hold).", s.hub.PollPresenceLeases)
-	m.Gauge("roomcast_idempotency_keys", "Idempotency-Key values of callers' publishes this instance counts as remembered.", s.idemKeys.Held)
+	m.Gauge("roomcast_idempotency_keys", "Idempotency-Key values of callers' publishes this instance counts as remembered.", s.publisher.IdempotencyKeys)
 	m.Gauge("roomcast_rate_buckets", "Rate-limit buckets this instance keeps in memory (with a backbone that keeps rate limits, none).", s.buckets.len)
 	m.Gauge("roomcast_tickets", "Tickets this instance issued whose key may still be held: until they expire, and a spent one's key is forgotten.", s.tickets.Held)
 	m.Gauge("roomcast_client_ids_held", "Client ids this instance counts as bound for its callers (each for the binding's TTL after its last use; ROOMCAST_MAX_CLIENT_IDS_PER_CALLER).", s.hub.ClientIDsHeld)
@@ -213,22 +218,20 @@ func (s *Server) registerGauges(m *metrics.Metrics) {
 		n, _ := s.hub.ClientBindings(ctx)
 		return n
 	})
-	if bb, ok := rooms.BackboneAs[interface{ Channels() int }](s.hub.Backbone()); ok {
-		m.Gauge("roomcast_backbone_channels", "Channels the backbone keeps in this process: the embedded one's with history or subscribers, Redis's subscriptions.", bb.Channels)
+	g := s.hub.BackboneGauges()
+	if g.Channels != nil {
+		m.Gauge("roomcast_backbone_channels", "Channels the backbone keeps in this process: the embedded one's with history or subscribers, Redis's subscriptions.", g.Channels)
 	}
-	if mem, ok := rooms.BackboneAs[interface {
-		PresenceEntries() int
-		Keys() (idempotency, claims, sessions int)
-	}](s.hub.Backbone()); ok {
+	if g.PresenceEntries != nil && g.Keys != nil {
 		// The embedded backbone keeps history, keys and presence in this
 		// process; a shared one keeps them in Redis, under its own TTLs.
-		if freed, ok := rooms.BackboneAs[interface{ FreedChannels() int }](s.hub.Backbone()); ok {
-			m.Gauge("roomcast_backbone_freed_channels", "Freed channels whose last position the embedded backbone remembers by name, so that their old cursors read as gaps and no other's does (a day, ROOMCAST_MAX_CHANNELS at most).", freed.FreedChannels)
+		if g.FreedChannels != nil {
+			m.Gauge("roomcast_backbone_freed_channels", "Freed channels whose last position the embedded backbone remembers by name, so that their old cursors read as gaps and no other's does (a day, ROOMCAST_MAX_CHANNELS at most).", g.FreedChannels)
 		}
-		m.Gauge("roomcast_presence_entries", "Presence members and users (in their grace period included) the embedded backbone keeps.", mem.PresenceEntries)
-		m.Gauge("roomcast_backbone_idempotency_keys", "Idempotency keys the embedded backbone remembers.", func() int { n, _, _ := mem.Keys(); return n })
-		m.Gauge("roomcast_backbone_claims", "Redeemed tickets the embedded backbone remembers, so that none is used twice.", func() int { _, n, _ := mem.Keys(); return n })
-		m.Gauge("roomcast_backbone_sessions", "Multi-room sessions the embedded backbone remembers.", func() int { _, _, n := mem.Keys(); return n })
+		m.Gauge("roomcast_presence_entries", "Presence members and users (in their grace period included) the embedded backbone keeps.", g.PresenceEntries)
+		m.Gauge("roomcast_backbone_idempotency_keys", "Idempotency keys the embedded backbone remembers.", func() int { n, _, _ := g.Keys(); return n })
+		m.Gauge("roomcast_backbone_claims", "Redeemed tickets the embedded backbone remembers, so that none is used twice.", func() int { _, n, _ := g.Keys(); return n })
+		m.Gauge("roomcast_backbone_sessions", "Multi-room sessions the embedded backbone remembers.", func() int { _, _, n := g.Keys(); return n })
 	}
 }
 

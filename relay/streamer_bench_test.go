@@ -66,7 +66,7 @@ func BenchmarkStreamFanout(b *testing.B) {
 				}()
 			}
 			data := []byte(`{"n":1}`)
-			bb := r.Hub.Backbone()
+			bb := r.Backbone
 			// Publish in bursts of 100, each taken by every subscriber
 			// before the next: a burst fits every connection's queue, so
 			// no subscriber is dropped as a slow consumer.

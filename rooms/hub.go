@@ -190,9 +190,6 @@ func NewHub(bb Backbone, codec *CursorCodec, opts HubOptions) *Hub {
 	return h
 }
 
-// Backbone returns the hub's backbone.
-func (h *Hub) Backbone() Backbone { return h.bb }
-
 // MaxRooms returns how many rooms one connection may hold.
 func (h *Hub) MaxRooms() int { return h.opts.MaxRooms }
 

@@ -26,6 +26,7 @@ type Config struct {
 	LogLevel          slog.Level
 	LogFormat         string
 	MaxPayload        int64
+	MaxBatchBytes     int64
 	Heartbeat         time.Duration
 	RetryMin          time.Duration
 	RetryMax          time.Duration
@@ -151,6 +152,7 @@ func bindings(c *Config) []binding {
 		{Option{"log-level", "ROOMCAST_LOG_LEVEL", "info", "debug, info, warn or error"}, levelVar(&c.LogLevel)},
 		{Option{"log-format", "ROOMCAST_LOG_FORMAT", "auto", "json, text, or auto (text on a terminal)"}, choiceVar(&c.LogFormat, "auto", "json", "text")},
 		{Option{"max-payload", "ROOMCAST_MAX_PAYLOAD", "65536", "largest publish body in bytes"}, int64Var(&c.MaxPayload, 1, maxPayloadLimit)},
+		{Option{"max-batch-bytes", "ROOMCAST_MAX_BATCH_BYTES", "4194304", "largest POST /v1/batch body in bytes"}, int64Var(&c.MaxBatchBytes, 1, maxBatchLimit)},
 		{Option{"heartbeat", "ROOMCAST_HEARTBEAT", "15s", "interval of keep-alive comments on streams"}, durationVar(&c.Heartbeat, time.Second)},
 		{Option{"retry-min", "ROOMCAST_RETRY_MIN", "1s", "lower bound of the randomised reconnect delay sent to clients"}, durationVar(&c.RetryMin, 100*time.Millisecond)},
 		{Option{"retry-max", "ROOMCAST_RETRY_MAX", "5s", "upper bound of the randomised reconnect delay sent to clients"}, durationVar(&c.RetryMax, 100*time.Millisecond)},
@@ -221,6 +223,10 @@ func bindings(c *Config) []binding {
 
 // maxPayloadLimit bounds every publish body limit, global or a namespace's.
 const maxPayloadLimit = 16 << 20
+
+// maxBatchLimit bounds ROOMCAST_MAX_BATCH_BYTES: a batch is read whole
+// before its events are published.
+const maxBatchLimit = 256 << 20
 
 // Options lists every setting with its flag, variable and default.
 func Options() []Option {

@@ -23,6 +23,7 @@ import (
 const usage = `Usage: roomcast pub [flags] ROOM DATA
        roomcast pub [flags] -user USER DATA
        roomcast pub [flags] -namespace NS DATA
+       roomcast pub [flags] -file EVENTS
 
 Publishes DATA (a string; a JSON value with -json; - reads it from stdin;
 bytes that are not UTF-8 arrive base64-encoded, with "encoding":"base64")
@@ -31,6 +32,12 @@ a user's private channel (-user) or to every subscriber of a namespace
 (-namespace), and prints the relay's answer. Exits 0 when the relay
 accepted the event, 1 when it refused it (the answer's status and error say
 why), 2 for a usage error.
+
+With -file, EVENTS (a file, or - for stdin) goes to POST /v1/batch: a JSON
+array, or NDJSON (one event per line), of up to 1,000 events, each a
+publish body with its target ("room", "rooms", "user" or "namespace") and
+an optional "idempotency_key". It prints the relay's result per event and
+exits 0 when every event was stored, 1 when any was not.
 
 Flags:
 `
@@ -56,6 +63,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 	tok := fs.String("token", getenv("ROOMCAST_TOKEN"), "user token (JWT) sent as Authorization: Bearer ($ROOMCAST_TOKEN)")
 	apiKey := fs.String("api-key", getenv("ROOMCAST_API_KEY"), "server API key sent as Authorization: Bearer ($ROOMCAST_API_KEY); -token wins")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound of the request")
+	file := fs.String("file", "", "send the events of this file (JSON array or NDJSON; - for stdin) as one batch to POST /v1/batch")
 	config.HideDefaults(fs, "token", "api-key")
 	fail := func(err error) int {
 		fmt.Fprintln(stderr, "roomcast pub:", err)
@@ -72,6 +80,29 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 		// It would expire before the request is sent, reading as if the
 		// relay were unreachable.
 		return fail(errors.New("-timeout must be above 0"))
+	}
+	if *file != "" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for _, name := range []string{"event", "user", "namespace", "json", "volatile", "idempotency-key", "as", "exclude"} {
+			if set[name] {
+				return fail(fmt.Errorf("-%s does not go with -file: each event of the file carries its own", name))
+			}
+		}
+		if fs.NArg() != 0 {
+			return fail(errors.New("-file takes no ROOM or DATA: each event of the file names its target"))
+		}
+		base, err := baseURL(*base)
+		if err != nil {
+			return fail(err)
+		}
+		events, err := readFile(*file, stdin)
+		if err != nil {
+			return fail(err)
+		}
+		ctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		return sendBatch(ctx, base, cmpOr(*tok, *apiKey), events, stdout, stderr)
 	}
 	targets := 0
 	for _, s := range []string{*user, *namespace} {
@@ -119,15 +150,10 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 			body.Exclude = append(body.Exclude, c)
 		}
 	}
-	b, err := url.Parse(strings.TrimRight(*base, "/"))
-	if err != nil || (b.Scheme != "http" && b.Scheme != "https") || b.Host == "" {
-		return fail(fmt.Errorf("-url %q: must be an http:// or https:// URL", *base))
+	target, err := baseURL(*base)
+	if err != nil {
+		return fail(err)
 	}
-	if b.RawQuery != "" || b.ForceQuery || b.Fragment != "" {
-		// The route is appended to the URL: it would land in its query.
-		return fail(fmt.Errorf("-url %q: the relay's base URL takes no query or fragment", *base))
-	}
-	target := b.String()
 	switch {
 	case *user != "":
 		if err := rooms.ValidateUserID(*user); err != nil {
@@ -251,6 +277,19 @@ func refusal(resp *http.Response, answer []byte) string {
 			" (and the same ROOM, DATA and flags), which publishes it at most once; a plain re-run may publish it twice"
 	}
 	return msg
+}
+
+// baseURL checks the relay's base URL.
+func baseURL(base string) (string, error) {
+	b, err := url.Parse(strings.TrimRight(base, "/"))
+	if err != nil || (b.Scheme != "http" && b.Scheme != "https") || b.Host == "" {
+		return "", fmt.Errorf("-url %q: must be an http:// or https:// URL", base)
+	}
+	if b.RawQuery != "" || b.ForceQuery || b.Fragment != "" {
+		// The route is appended to the URL: it would land in its query.
+		return "", fmt.Errorf("-url %q: the relay's base URL takes no query or fragment", base)
+	}
+	return b.String(), nil
 }
 
 func cmpOr(a, b string) string {

@@ -220,7 +220,11 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := b.opts.Now()
+	return b.publishLocked(m, idemKey, b.opts.Now())
+}
+
+// publishLocked is Publish with b.mu held.
+func (b *Backbone) publishLocked(m rooms.Message, idemKey string, now time.Time) (rooms.Published, error) {
 	// Nothing here can lose an answer, so a publish needs a token only
 	// when it is a resend: one that came back from another backbone's
 	// unknown outcome, or a client following the same contract.
