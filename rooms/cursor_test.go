@@ -388,3 +388,25 @@ func TestChannelKeyIsFNV1a(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCursorDecode measures what a resume or a poll pays to verify and
+// read the cursor it was sent.
+func BenchmarkCursorDecode(b *testing.B) {
+	cc := testCodec(b, testKey)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("rooms=%d", n), func(b *testing.B) {
+			c := Cursor{Epoch: "a1b2c3d4", Session: testSession}
+			for i := range n {
+				c.Set(fmt.Sprint("room-", i), 1e12-rng.Uint64N(1e6))
+			}
+			s := cc.Encode(c)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := cc.Decode(s); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
