@@ -16,6 +16,7 @@ import (
 	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/relay/metrics"
 	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/sign"
 )
 
 // Options configure a Server. Zero values take the defaults.
@@ -120,6 +121,9 @@ type Server struct {
 	// idemMu guards idemInFlight, the publishes holding each key now.
 	idemMu       sync.Mutex
 	idemInFlight map[string]*keyInFlight
+	// devMarks marks the development tokens this relay mints; nil when
+	// DevTokenKey is unset or unusable.
+	devMarks *sign.Signer
 	// requests numbers requests for their log lines' ids, after idPrefix.
 	requests atomic.Uint64
 	idPrefix string
@@ -182,6 +186,7 @@ func New(hub *rooms.Hub, opts Options) *Server {
 		Bans: hub,
 	}
 	s.idPrefix = rooms.NewClientID()[:8]
+	s.devMarks = newDevMarks(opts.DevTokenKey, s.log)
 	if len(opts.AllowedHosts) > 0 {
 		// A list with no usable entry allows nothing rather than anything.
 		s.hosts = append(make([]hostPattern, 0, len(opts.AllowedHosts)), parseHostPatterns(opts.AllowedHosts)...)
