@@ -61,11 +61,11 @@ type devTokenAnswer struct {
 // The route is a 404 unless Options.DevTokenKey is set.
 func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
 	if len(s.opts.DevTokenKey) == 0 {
-		writeError(w, errorf(http.StatusNotFound, codeNotFound, "development tokens are not enabled on this relay"))
+		writeError(w, errorf(codeNotFound, "development tokens are not enabled on this relay"))
 		return
 	}
 	if s.devMarks == nil {
-		writeError(w, errorf(http.StatusInternalServerError, codeInternal, "this relay cannot issue development tokens it accepts"))
+		writeError(w, errorf(codeInternal, "this relay cannot issue development tokens it accepts"))
 		return
 	}
 	if err := s.checkOrigin(r); err != nil {
@@ -83,7 +83,7 @@ func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
 	}
 	var req devTokenRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		writeError(w, errorf(http.StatusBadRequest, codeInvalidJSON, `the body must be {"name":"..."}`))
+		writeError(w, errorf(codeInvalidJSON, `the body must be {"name":"..."}`))
 		return
 	}
 	name, err := devName(req.Name)
@@ -127,7 +127,7 @@ func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		s.log.Error("development token not usable", "err", err)
-		writeError(w, errorf(http.StatusInternalServerError, codeInternal, "this relay cannot issue development tokens it accepts"))
+		writeError(w, errorf(codeInternal, "this relay cannot issue development tokens it accepts"))
 		return
 	}
 	writeJSON(w, http.StatusOK, devTokenAnswer{Token: token, User: user, Name: name})
@@ -138,11 +138,11 @@ func devName(name string) (string, error) {
 	name = strings.TrimSpace(name)
 	n := utf8.RuneCountInString(name)
 	if n == 0 || n > maxDevName || !utf8.ValidString(name) {
-		return "", errorf(http.StatusBadRequest, codeInvalidParameter, "name must be 1 to %d characters", maxDevName)
+		return "", errorf(codeInvalidParameter, "name must be 1 to %d characters", maxDevName)
 	}
 	for _, c := range name {
 		if !unicode.IsPrint(c) {
-			return "", errorf(http.StatusBadRequest, codeInvalidParameter, "name must not contain control or invisible characters")
+			return "", errorf(codeInvalidParameter, "name must not contain control or invisible characters")
 		}
 	}
 	return name, nil

@@ -71,7 +71,7 @@ func (s *Server) publishUser(w http.ResponseWriter, r *http.Request) {
 func (s *Server) publishNamespace(w http.ResponseWriter, r *http.Request) {
 	ns := roomParam(r, "ns")
 	if _, err := rooms.ParseRoom(ns + ":x"); err != nil {
-		writeError(w, errorf(http.StatusBadRequest, "invalid_room", "namespace %q must match [a-z0-9_-]{1,32}", ns))
+		writeError(w, errorf(codeInvalidRoom, "namespace %q must match [a-z0-9_-]{1,32}", ns))
 		return
 	}
 	s.publish(w, r, publishTarget{channels: []string{rooms.NamespaceChannel(ns)}})
@@ -141,7 +141,7 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	}
 	key = r.Header.Get("Idempotency-Key")
 	if !validIdempotencyKey(key) {
-		return rooms.Message{}, "", nil, errorf(http.StatusBadRequest, codeInvalidParameter, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+		return rooms.Message{}, "", nil, errorf(codeInvalidParameter, "Idempotency-Key must be 1 to 255 printable ASCII characters")
 	}
 	// A key the relay handed out with an unknown outcome is the publish's
 	// token, not a key of the caller's: the backbone keeps it minutes, in
@@ -194,7 +194,7 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 	}
 	if t.multi {
 		if len(req.Rooms) > rooms.MaxEventRooms {
-			return rooms.Message{}, "", nil, errorf(http.StatusBadRequest, "too_many_rooms", "an event goes to at most %d rooms", rooms.MaxEventRooms)
+			return rooms.Message{}, "", nil, errorf(codeTooManyRooms, "an event goes to at most %d rooms", rooms.MaxEventRooms)
 		}
 		seen := make(map[string]bool, len(req.Rooms))
 		for _, name := range req.Rooms {
@@ -213,10 +213,10 @@ func (s *Server) readPublish(w http.ResponseWriter, r *http.Request, t *publishT
 		return rooms.Message{}, "", nil, err
 	}
 	if req.ExcludeSelf && client == "" {
-		return rooms.Message{}, "", nil, errorf(http.StatusBadRequest, codeInvalidParameter, "exclude_self needs a Roomcast-Connection header naming the sender's connection")
+		return rooms.Message{}, "", nil, errorf(codeInvalidParameter, "exclude_self needs a Roomcast-Connection header naming the sender's connection")
 	}
 	if !id.Server && len(req.Exclude) > 0 {
-		return rooms.Message{}, "", nil, errorf(http.StatusForbidden, "forbidden", `only the server may use "exclude"; clients use exclude_self`)
+		return rooms.Message{}, "", nil, errorf(codeForbidden, `only the server may use "exclude"; clients use exclude_self`)
 	}
 	if id.Server && req.From != nil {
 		if err := rooms.ValidateUserID(req.From.User); err != nil {
@@ -382,7 +382,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "limit must be 1 to 1000"))
+			writeError(w, errorf(codeInvalidParameter, "limit must be 1 to 1000"))
 			return
 		}
 		limit = n
@@ -391,7 +391,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("before"); v != "" {
 		epoch, seq, err := rooms.ParseEventID(v)
 		if err != nil {
-			writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "before must be an event id"))
+			writeError(w, errorf(codeInvalidParameter, "before must be an event id"))
 			return
 		}
 		current, err := s.hub.Backbone().Epoch(r.Context())
