@@ -5,9 +5,7 @@ package main
 import (
 	"cmp"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -469,8 +467,8 @@ func warnCappedRates(cfg config.Config, ns rooms.Namespaces, log *slog.Logger) {
 }
 
 // newAuthenticator verifies user tokens with the configured keys and signs
-// tickets with a key derived from the cursor key, which every instance
-// sharing a backbone has.
+// tickets with a key derived (rooms/sign) from the cursor key, which every
+// instance sharing a backbone has.
 func newAuthenticator(cfg config.Config, cursorKey, devKey []byte) (*auth.Authenticator, error) {
 	var pem []byte
 	if cfg.JWTPublicKey != "" {
@@ -479,8 +477,6 @@ func newAuthenticator(cfg config.Config, cursorKey, devKey []byte) (*auth.Authen
 			return nil, fmt.Errorf("%s: %w", cfg.Name("jwt-public-key"), err)
 		}
 	}
-	mac := hmac.New(sha256.New, cursorKey)
-	mac.Write([]byte("roomcast tickets"))
 	jwtSecret := []byte(cfg.JWTSecret)
 	if len(jwtSecret) == 0 {
 		jwtSecret = devKey
@@ -493,7 +489,7 @@ func newAuthenticator(cfg config.Config, cursorKey, devKey []byte) (*auth.Authen
 		Leeway:           leeway(cfg.JWTLeeway),
 		APIKey:           cfg.APIKey,
 		AllowQueryTokens: cfg.AllowQueryTokens,
-		TicketKey:        mac.Sum(nil),
+		TicketKey:        cursorKey,
 	})
 }
 

@@ -22,8 +22,6 @@ import (
 // answer is 200 with one result per event, in order, as soon as the batch
 // could be read.
 
-// codeTooManyEvents refuses a batch of more than rooms.MaxBatchEvents.
-const codeTooManyEvents = "too_many_events"
 
 // batchJSON is one event of a batch: a publish body and its target.
 type batchJSON struct {
@@ -58,11 +56,11 @@ type batchEvent struct {
 func parseBatch(contentType string, body []byte) ([]batchEvent, error) {
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
-		return nil, errorf(http.StatusUnsupportedMediaType, codeUnsupportedMediaType,
+		return nil, errorf(codeUnsupportedMediaType,
 			"POST /v1/batch takes a JSON array (application/json) or NDJSON (application/x-ndjson)")
 	}
 	if !utf8.Valid(body) {
-		return nil, errorf(http.StatusBadRequest, codeInvalidJSON, "the body is not valid UTF-8")
+		return nil, errorf(codeInvalidJSON, "the body is not valid UTF-8")
 	}
 	var raws [][]byte
 	switch {
@@ -71,14 +69,14 @@ func parseBatch(contentType string, body []byte) ([]batchEvent, error) {
 	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
 		raws, err = splitJSONArray(body)
 	default:
-		return nil, errorf(http.StatusUnsupportedMediaType, codeUnsupportedMediaType,
+		return nil, errorf(codeUnsupportedMediaType,
 			"%s is not accepted: POST /v1/batch takes a JSON array (application/json) or NDJSON (application/x-ndjson)", mt)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if len(raws) == 0 {
-		return nil, errorf(http.StatusBadRequest, codeInvalidParameter, "the batch holds no events")
+		return nil, errorf(codeInvalidParameter, "the batch holds no events")
 	}
 	events := make([]batchEvent, len(raws))
 	for i, raw := range raws {
@@ -88,7 +86,7 @@ func parseBatch(contentType string, body []byte) ([]batchEvent, error) {
 }
 
 func tooManyEvents() error {
-	return errorf(http.StatusRequestEntityTooLarge, codeTooManyEvents, "a batch holds at most %d events", rooms.MaxBatchEvents)
+	return errorf(codeTooManyEvents, "a batch holds at most %d events", rooms.MaxBatchEvents)
 }
 
 // splitNDJSON cuts body into its non-blank lines.
@@ -119,7 +117,7 @@ func splitJSONArray(body []byte) ([][]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	tok, err := dec.Token()
 	if err != nil || tok != json.Delim('[') {
-		return nil, errorf(http.StatusBadRequest, codeInvalidJSON, "the body must be a JSON array of events (or NDJSON sent as application/x-ndjson)")
+		return nil, errorf(codeInvalidJSON, "the body must be a JSON array of events (or NDJSON sent as application/x-ndjson)")
 	}
 	var out [][]byte
 	for dec.More() {
@@ -128,15 +126,15 @@ func splitJSONArray(body []byte) ([][]byte, error) {
 		}
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return nil, errorf(http.StatusBadRequest, codeInvalidJSON, "the batch is not a valid JSON array: %s", jsonProblem(err))
+			return nil, errorf(codeInvalidJSON, "the batch is not a valid JSON array: %s", jsonProblem(err))
 		}
 		out = append(out, raw)
 	}
 	if _, err := dec.Token(); err != nil {
-		return nil, errorf(http.StatusBadRequest, codeInvalidJSON, "the batch is not a valid JSON array: %s", jsonProblem(err))
+		return nil, errorf(codeInvalidJSON, "the batch is not a valid JSON array: %s", jsonProblem(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, errorf(http.StatusBadRequest, codeInvalidJSON, "the body holds more than one JSON value")
+		return nil, errorf(codeInvalidJSON, "the body holds more than one JSON value")
 	}
 	return out, nil
 }
@@ -149,13 +147,13 @@ func decodeBatchEvent(raw []byte) batchEvent {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
-		return fail(errorf(http.StatusBadRequest, codeInvalidJSON, "the event is not a valid publish object: %s", jsonProblem(err)))
+		return fail(errorf(codeInvalidJSON, "the event is not a valid publish object: %s", jsonProblem(err)))
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return fail(errorf(http.StatusBadRequest, codeInvalidJSON, "the event holds more than one JSON value"))
+		return fail(errorf(codeInvalidJSON, "the event holds more than one JSON value"))
 	}
 	if bytes.HasPrefix(raw, []byte("null")) {
-		return fail(errorf(http.StatusBadRequest, codeInvalidJSON, "the event must be a JSON object"))
+		return fail(errorf(codeInvalidJSON, "the event must be a JSON object"))
 	}
 	if err := checkIdempotencyKey(in.IdempotencyKey); err != nil {
 		return fail(err)
@@ -176,7 +174,7 @@ func decodeBatchEvent(raw []byte) batchEvent {
 	if len(in.Data) > 0 {
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, in.Data); err != nil {
-			return fail(errorf(http.StatusBadRequest, codeInvalidJSON, "data is not valid JSON"))
+			return fail(errorf(codeInvalidJSON, "data is not valid JSON"))
 		}
 		ev.body.Data = buf.Bytes()
 	}
@@ -192,7 +190,7 @@ func batchTarget(in batchJSON) ([]string, error) {
 		}
 	}
 	if named != 1 {
-		return nil, errorf(http.StatusBadRequest, codeInvalidParameter, `an event names exactly one target: "room", "rooms", "user" or "namespace"`)
+		return nil, errorf(codeInvalidParameter, `an event names exactly one target: "room", "rooms", "user" or "namespace"`)
 	}
 	switch {
 	case in.Room != nil:
@@ -203,7 +201,7 @@ func batchTarget(in batchJSON) ([]string, error) {
 		return []string{room.String()}, nil
 	case in.Rooms != nil:
 		if len(in.Rooms) == 0 {
-			return nil, errorf(http.StatusBadRequest, codeInvalidParameter, `"rooms" must name at least one room`)
+			return nil, errorf(codeInvalidParameter, `"rooms" must name at least one room`)
 		}
 		return eventRooms(in.Rooms)
 	case in.User != nil:
@@ -213,7 +211,7 @@ func batchTarget(in batchJSON) ([]string, error) {
 		return []string{rooms.UserChannel(*in.User)}, nil
 	}
 	if _, err := rooms.ParseRoom(*in.Namespace + ":x"); err != nil {
-		return nil, errorf(http.StatusBadRequest, "invalid_room", "namespace %q must match [a-z0-9_-]{1,32}", *in.Namespace)
+		return nil, errorf(codeInvalidRoom, "namespace %q must match [a-z0-9_-]{1,32}", *in.Namespace)
 	}
 	return []string{rooms.NamespaceChannel(*in.Namespace)}, nil
 }
@@ -246,7 +244,7 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request) {
 		err = s.checkOrigin(r)
 	}
 	if err == nil && r.Header.Get("Idempotency-Key") != "" {
-		err = errorf(http.StatusBadRequest, codeInvalidParameter, `a batch takes no Idempotency-Key header: give each event its "idempotency_key"`)
+		err = errorf(codeInvalidParameter, `a batch takes no Idempotency-Key header: give each event its "idempotency_key"`)
 	}
 	var client string
 	if err == nil {
@@ -295,14 +293,14 @@ func (s *Server) publishBatch(w http.ResponseWriter, r *http.Request) {
 func refusal(err error, key string) batchRefused {
 	var rl *rateLimitError
 	if errors.As(err, &rl) {
-		code, msg := rl.code, rl.msg
-		if code == "" {
-			code, msg = "rate_limited", "too many requests; retry after retry_after seconds"
+		msg := rl.msg
+		if msg == "" {
+			msg = rl.code.message()
 		}
-		return batchRefused{Error: errorDetail{Code: code, Message: msg}, RetryAfter: int(math.Ceil(max(rl.retryAfter.Seconds(), 1)))}
+		return batchRefused{Error: errorDetail{Code: rl.code.String(), Message: msg}, RetryAfter: int(math.Ceil(max(rl.retryAfter.Seconds(), 1)))}
 	}
-	_, code, msg := classify(err)
-	ans := batchRefused{Error: errorDetail{Code: code, Message: msg}}
+	code, msg := classify(err)
+	ans := batchRefused{Error: errorDetail{Code: code.String(), Message: msg}}
 	var unknown *rooms.OutcomeUnknownError
 	if errors.As(err, &unknown) {
 		// Resent with this key, the event is stored once.

@@ -28,8 +28,8 @@ func FuzzParseBatch(f *testing.F) {
 	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
 		events, err := parseBatch(contentType, body)
 		if err != nil {
-			if status, code, _ := classify(err); status < 400 || status >= 500 || code == codeInternal {
-				t.Fatalf("error %v answers %d %s, want a client error", err, status, code)
+			if code, _ := classify(err); code.status() < 400 || code.status() >= 500 || code == codeInternal {
+				t.Fatalf("error %v answers %d %s, want a client error", err, code.status(), code)
 			}
 			return
 		}
@@ -38,8 +38,8 @@ func FuzzParseBatch(f *testing.F) {
 		}
 		for i, ev := range events {
 			if ev.err != nil {
-				if status, code, _ := classify(ev.err); status < 400 || status >= 500 || code == codeInternal {
-					t.Fatalf("event %d: error %v answers %d %s, want a client error", i, ev.err, status, code)
+				if code, _ := classify(ev.err); code.status() < 400 || code.status() >= 500 || code == codeInternal {
+					t.Fatalf("event %d: error %v answers %d %s, want a client error", i, ev.err, code.status(), code)
 				}
 				continue
 			}

@@ -57,7 +57,7 @@ func (s *Server) boundBody(next http.Handler) http.Handler {
 			// reads it after the handler unless the read fails at once.
 			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 			w.Header().Set("Connection", "close")
-			writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "a %s request takes no body", r.Method))
+			writeError(w, errorf(codeInvalidParameter, "a %s request takes no body", r.Method))
 			return
 		}
 		rc := http.NewResponseController(w)
@@ -131,7 +131,7 @@ func (b *boundedBody) Read(p []byte) (int, error) {
 		case refused != nil:
 			err = refused
 		case errors.As(err, &ne) && ne.Timeout():
-			err = errorf(http.StatusRequestTimeout, codeRequestTimeout,
+			err = errorf(codeRequestTimeout,
 				"the request body did not arrive within %s", b.s.opts.BodyTimeout)
 		}
 	}

@@ -1,11 +1,10 @@
 package relay
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/sign"
 )
 
 // Development tokens let the demo chat and local experiments sign in without
@@ -34,7 +34,8 @@ const (
 	// never reissues a real user's identity.
 	devUserPrefix = "dev-"
 	// devMarkClaim holds the mark of a token this relay minted: an HMAC of
-	// its subject under the development key. A token signed with the same
+	// its subject under the sign.DevTokenMark key, derived from the
+	// development key. A token signed with the same
 	// secret by a backend (say, for a user "dev-…" limited to some rooms)
 	// has none, so it is never renewed into an unrestricted one.
 	devMarkClaim = "roomcast_dev"
@@ -60,7 +61,11 @@ type devTokenAnswer struct {
 // The route is a 404 unless Options.DevTokenKey is set.
 func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
 	if len(s.opts.DevTokenKey) == 0 {
-		writeError(w, errorf(http.StatusNotFound, codeNotFound, "development tokens are not enabled on this relay"))
+		writeError(w, errorf(codeNotFound, "development tokens are not enabled on this relay"))
+		return
+	}
+	if s.devMarks == nil {
+		writeError(w, errorf(codeInternal, "this relay cannot issue development tokens it accepts"))
 		return
 	}
 	if err := s.checkOrigin(r); err != nil {
@@ -78,7 +83,7 @@ func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
 	}
 	var req devTokenRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		writeError(w, errorf(http.StatusBadRequest, codeInvalidJSON, `the body must be {"name":"..."}`))
+		writeError(w, errorf(codeInvalidJSON, `the body must be {"name":"..."}`))
 		return
 	}
 	name, err := devName(req.Name)
@@ -103,12 +108,14 @@ func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
 		claims = jwt.MapClaims{"sub": user, "name": name, devMarkClaim: s.devMark(user)}
 	}
 	// A renewal keeps every claim of the token it renews (its name, any
-	// restriction); only its lifetime is new.
+	// restriction); only its lifetime is new, and its mark, which a token
+	// marked under the legacy key must shed before that key goes.
 	now := time.Now()
 	claims["iat"] = now.Unix()
 	claims["exp"] = now.Add(devTokenTTL).Unix()
 	delete(claims, "nbf")
 	user, _ := claims["sub"].(string)
+	claims[devMarkClaim] = s.devMark(user)
 	if n, ok := claims["name"].(string); ok {
 		name = n
 	}
@@ -120,7 +127,7 @@ func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		s.log.Error("development token not usable", "err", err)
-		writeError(w, errorf(http.StatusInternalServerError, codeInternal, "this relay cannot issue development tokens it accepts"))
+		writeError(w, errorf(codeInternal, "this relay cannot issue development tokens it accepts"))
 		return
 	}
 	writeJSON(w, http.StatusOK, devTokenAnswer{Token: token, User: user, Name: name})
@@ -131,11 +138,11 @@ func devName(name string) (string, error) {
 	name = strings.TrimSpace(name)
 	n := utf8.RuneCountInString(name)
 	if n == 0 || n > maxDevName || !utf8.ValidString(name) {
-		return "", errorf(http.StatusBadRequest, codeInvalidParameter, "name must be 1 to %d characters", maxDevName)
+		return "", errorf(codeInvalidParameter, "name must be 1 to %d characters", maxDevName)
 	}
 	for _, c := range name {
 		if !unicode.IsPrint(c) {
-			return "", errorf(http.StatusBadRequest, codeInvalidParameter, "name must not contain control or invisible characters")
+			return "", errorf(codeInvalidParameter, "name must not contain control or invisible characters")
 		}
 	}
 	return name, nil
@@ -154,18 +161,46 @@ func (s *Server) ownDevToken(token string) jwt.MapClaims {
 	}
 	sub, _ := claims["sub"].(string)
 	mark, _ := claims[devMarkClaim].(string)
-	if !strings.HasPrefix(sub, devUserPrefix) || !hmac.Equal([]byte(mark), []byte(s.devMark(sub))) {
+	if !strings.HasPrefix(sub, devUserPrefix) || !s.devMarked(sub, mark) {
 		return nil
 	}
 	return claims
 }
 
+// legacyDevMarkPrefix began the message of a mark, keyed with the
+// development key itself, before rooms/sign.
+const legacyDevMarkPrefix = "roomcast development token\x00"
+
+// newDevMarks returns the signer of development-token marks keyed from key,
+// nil when key is empty or too short to derive from (devToken then
+// refuses to mint).
+func newDevMarks(key []byte, log *slog.Logger) *sign.Signer {
+	if len(key) == 0 {
+		return nil
+	}
+	marks, err := sign.New(key, sign.DevTokenMark)
+	if err != nil {
+		log.Error("development tokens cannot be marked", "err", err)
+		return nil
+	}
+	// LEGACY(sign, 2026-12): tokens minted before rooms/sign carry a mark
+	// keyed with the development key itself after a fixed prefix. They
+	// keep renewing for the one release that brings rooms/sign (a token
+	// lives 12 hours, and each renewal marks it anew); remove this in the
+	// release after it.
+	return marks.WithLegacy(sign.Legacy{Key: key, Prefix: []byte(legacyDevMarkPrefix)})
+}
+
 // devMark is the mark of a development token of user.
 func (s *Server) devMark(user string) string {
-	mac := hmac.New(sha256.New, s.opts.DevTokenKey)
-	mac.Write([]byte("roomcast development token\x00"))
-	mac.Write([]byte(user))
-	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	return base64.RawURLEncoding.EncodeToString(s.devMarks.Append(nil, []byte(user)))
+}
+
+// devMarked reports whether mark is the mark of a development token of
+// user.
+func (s *Server) devMarked(user, mark string) bool {
+	tag, err := base64.RawURLEncoding.Strict().DecodeString(mark)
+	return err == nil && s.devMarks.Verify([]byte(user), tag)
 }
 
 // bearerToken is the token of r's Authorization: Bearer header, which the

@@ -1,6 +1,9 @@
 package relay_test
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -12,6 +15,7 @@ import (
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/rooms/sign"
 )
 
 // devTokenAnswer is the answer of POST /v1/dev/token.
@@ -237,4 +241,56 @@ func tokenClaims(t *testing.T, token string) jwt.MapClaims {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// A development token minted by the release before rooms/sign carries a
+// mark keyed with the development key itself: it still renews as its user
+// (LEGACY(sign, 2026-12)), and the renewal carries the new mark, which a
+// mark made for another purpose does not pass for.
+func TestDevTokenLegacyMarkRenews(t *testing.T) {
+	t.Parallel()
+	r, a := startDevRelay(t)
+	key := []byte(relaytest.JWTSecret)
+	// The mark as the previous release made it.
+	legacyMark := func(user string) string {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte("roomcast development token\x00"))
+		m.Write([]byte(user))
+		return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+	}
+	const user = "dev-minted-last-week"
+	old := relaytest.Sign(t, jwt.SigningMethodHS256, key, jwt.MapClaims{"sub": user, "name": "Old",
+		"exp": time.Now().Add(time.Hour).Unix(), "roomcast_dev": legacyMark(user)})
+	var renewed devTokenAnswer
+	if resp := postDevToken(t, r, `{"name":"x"}`, relaytest.Bearer(old)); resp.Status != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.Status, resp.Body)
+	} else {
+		resp.JSON(t, &renewed)
+	}
+	if renewed.User != user || renewed.Name != "Old" {
+		t.Fatalf("renewal of a legacy-marked token: %+v, want user %q named Old", renewed, user)
+	}
+	if _, err := a.VerifyToken(renewed.Token); err != nil {
+		t.Fatal(err)
+	}
+	mark, _ := tokenClaims(t, renewed.Token)["roomcast_dev"].(string)
+	if mark == "" || mark == legacyMark(user) {
+		t.Fatalf("renewed mark %q: want one under the derived key, not the legacy one", mark)
+	}
+
+	// A tag of the same length made with another purpose's key is no
+	// mark.
+	ticketKey, err := sign.Key(key, sign.Ticket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := hmac.New(sha256.New, ticketKey)
+	m.Write([]byte(user))
+	crossed := relaytest.Sign(t, jwt.SigningMethodHS256, key, jwt.MapClaims{"sub": user,
+		"exp": time.Now().Add(time.Hour).Unix(), "roomcast_dev": base64.RawURLEncoding.EncodeToString(m.Sum(nil))})
+	var fresh devTokenAnswer
+	postDevToken(t, r, `{"name":"x"}`, relaytest.Bearer(crossed)).JSON(t, &fresh)
+	if fresh.User == user || !strings.HasPrefix(fresh.User, "dev-") {
+		t.Fatalf("a token marked with the ticket key renewed as %q", fresh.User)
+	}
 }

@@ -13,66 +13,156 @@ import (
 	"github.com/roomcast/roomcast/rooms"
 )
 
-// apiError is an error the edge answers with a given status and code.
-type apiError struct {
+// errCode is an error code of the v1 API: an index into codeTable, which
+// gives its text, status and default message.
+type errCode int
+
+// The error codes, every one the relay writes. To add one: a constant here
+// (anywhere before numCodes), its line in codeTable (a line with no
+// constant does not compile; TestCodeTable fails on a constant with no
+// line), and its row in the Errors table of docs/api.md
+// (TestErrorCodesDocumented fails on a code missing there, and on a row
+// naming a code that does not exist or another status).
+const (
+	codeInternal errCode = iota
+	codeInvalidRoom
+	codeInvalidEvent
+	codeReservedEvent
+	codeInvalidUser
+	codeInvalidJSON
+	codeInvalidParameter
+	codeInvalidCursor
+	codeTooManyRooms
+	codeInvalidToken
+	codeUnauthenticated
+	codeForbidden
+	codeBanned
+	codeNotFound
+	codeUnknownConnection
+	codeUnknownNamespace
+	codePresenceOff
+	codeMethodNotAllowed
+	codeRequestTimeout
+	codeSingleRoomStream
+	codeIdempotencyKeyExpired
+	codeClientInUse
+	codePayloadTooLarge
+	codeUnsupportedMediaType
+	codeHostNotAllowed
+	codeIdempotencyKeyReused
+	codeRateLimited
+	codeTooManyConnections
+	codeTooManySessions
+	codeLimitExceeded
+	codeDraining
+	codeOverloaded
+	codeBackboneUnavailable
+	codeOutcomeUnknown
+	codeTooManyEvents
+
+	numCodes
+)
+
+// codeSpec is a code's line in the table.
+type codeSpec struct {
+	name    string // what the JSON body's "code" says; stable
 	status  int
-	code    string
+	message string // what the body says when the error brings none
+}
+
+// codeTable is the one table of error codes: every answer's code and status
+// come from it.
+var codeTable = [numCodes]codeSpec{
+	codeInternal:              {"internal", http.StatusInternalServerError, "internal error"},
+	codeInvalidRoom:           {"invalid_room", http.StatusBadRequest, "invalid room name"},
+	codeInvalidEvent:          {"invalid_event", http.StatusBadRequest, "invalid event name"},
+	codeReservedEvent:         {"reserved_event", http.StatusBadRequest, `event names starting with "roomcast:" are reserved`},
+	codeInvalidUser:           {"invalid_user", http.StatusBadRequest, "invalid user id"},
+	codeInvalidJSON:           {"invalid_json", http.StatusBadRequest, "the body is not valid JSON"},
+	codeInvalidParameter:      {"invalid_parameter", http.StatusBadRequest, "invalid parameter"},
+	codeInvalidCursor:         {"invalid_cursor", http.StatusBadRequest, "invalid cursor"},
+	codeTooManyRooms:          {"too_many_rooms", http.StatusBadRequest, "too many rooms"},
+	codeInvalidToken:          {"invalid_token", http.StatusUnauthorized, "invalid token"},
+	codeUnauthenticated:       {"unauthenticated", http.StatusUnauthorized, "authentication required"},
+	codeForbidden:             {"forbidden", http.StatusForbidden, "forbidden"},
+	codeBanned:                {"banned", http.StatusForbidden, "banned"},
+	codeNotFound:              {"not_found", http.StatusNotFound, "not found"},
+	codeUnknownConnection:     {"unknown_connection", http.StatusNotFound, "unknown connection"},
+	codeUnknownNamespace:      {"unknown_namespace", http.StatusNotFound, "unknown namespace"},
+	codePresenceOff:           {"presence_off", http.StatusNotFound, "presence is off for this room"},
+	codeMethodNotAllowed:      {"method_not_allowed", http.StatusMethodNotAllowed, "method not allowed"},
+	codeRequestTimeout:        {"request_timeout", http.StatusRequestTimeout, "the request body did not arrive in time"},
+	codeSingleRoomStream:      {"single_room_stream", http.StatusConflict, "the connection is not a multi-room stream"},
+	codeIdempotencyKeyExpired: {"idempotency_key_expired", http.StatusConflict, "the publish token expired"},
+	codeClientInUse:           {"client_in_use", http.StatusConflict, "the client id belongs to another caller"},
+	codePayloadTooLarge:       {"payload_too_large", http.StatusRequestEntityTooLarge, "the body is too large"},
+	codeUnsupportedMediaType:  {"unsupported_media_type", http.StatusUnsupportedMediaType, "unsupported Content-Type"},
+	codeHostNotAllowed:        {"host_not_allowed", http.StatusMisdirectedRequest, "this relay does not answer to this host"},
+	codeIdempotencyKeyReused:  {"idempotency_key_reused", http.StatusUnprocessableEntity, "the publish token named another publish"},
+	codeRateLimited:           {"rate_limited", http.StatusTooManyRequests, "too many requests; retry after the Retry-After delay"},
+	codeTooManyConnections:    {"too_many_connections", http.StatusTooManyRequests, "too many open connections"},
+	codeTooManySessions:       {"too_many_sessions", http.StatusTooManyRequests, "too many sessions"},
+	codeLimitExceeded:         {"limit_exceeded", http.StatusTooManyRequests, "limit exceeded"},
+	codeDraining:              {"draining", http.StatusServiceUnavailable, "the instance is shutting down; connect to another"},
+	codeOverloaded:            {"overloaded", http.StatusServiceUnavailable, "the instance is overloaded; retry after the Retry-After delay"},
+	codeBackboneUnavailable:   {"backbone_unavailable", http.StatusServiceUnavailable, "the backbone is unavailable; retry after the Retry-After delay"},
+	codeTooManyEvents:         {"too_many_events", http.StatusRequestEntityTooLarge, "too many events in one batch"},
+	codeOutcomeUnknown: {"outcome_unknown", http.StatusServiceUnavailable,
+		"the backbone did not confirm the write: it may have taken effect; a publish resent with this answer's Idempotency-Key is stored once"},
+}
+
+// String is the code as the JSON body spells it.
+func (c errCode) String() string { return codeTable[c].name }
+
+// status is the code's HTTP status.
+func (c errCode) status() int { return codeTable[c].status }
+
+// apiError is an error the edge answers with its code.
+type apiError struct {
+	code    errCode
 	message string
 }
 
-func (e *apiError) Error() string { return e.code + ": " + e.message }
+func (e *apiError) Error() string { return e.code.String() + ": " + e.message }
 
-func errorf(status int, code, format string, args ...any) error {
-	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+// errorf is an error answered with code and the formatted message.
+func errorf(code errCode, format string, args ...any) error {
+	return &apiError{code: code, message: fmt.Sprintf(format, args...)}
 }
 
-// Error codes of the v1 API that are not mapped from domain errors.
-const (
-	codeInvalidJSON          = "invalid_json"
-	codePayloadTooLarge      = "payload_too_large"
-	codeUnsupportedMediaType = "unsupported_media_type"
-	codeInvalidParameter     = "invalid_parameter"
-	codeNotFound             = "not_found"
-	codeMethodNotAllowed     = "method_not_allowed"
-	codeHostNotAllowed       = "host_not_allowed"
-	codeRequestTimeout       = "request_timeout"
-	codeInternal             = "internal"
-)
-
-// domainErrors maps the rooms package's sentinels to status and code, in
-// one place for the whole API.
+// domainErrors maps the rooms package's sentinels to their codes, in one
+// place for the whole API.
 var domainErrors = []struct {
-	err    error
-	status int
-	code   string
+	err  error
+	code errCode
 }{
-	{rooms.ErrInvalidRoom, http.StatusBadRequest, "invalid_room"},
-	{rooms.ErrInvalidEvent, http.StatusBadRequest, "invalid_event"},
-	{rooms.ErrReservedEvent, http.StatusBadRequest, "reserved_event"},
-	{rooms.ErrInvalidCursor, http.StatusBadRequest, "invalid_cursor"},
-	{rooms.ErrInvalidIdempotency, http.StatusBadRequest, codeInvalidParameter},
-	{rooms.ErrNoSenderConnection, http.StatusBadRequest, codeInvalidParameter},
-	{rooms.ErrTooManyRooms, http.StatusBadRequest, "too_many_rooms"},
-	{rooms.ErrPayloadTooLarge, http.StatusRequestEntityTooLarge, codePayloadTooLarge},
-	{rooms.ErrUnknownConnection, http.StatusNotFound, "unknown_connection"},
-	{rooms.ErrClientInUse, http.StatusConflict, "client_in_use"},
-	{rooms.ErrClientsFull, http.StatusServiceUnavailable, "overloaded"},
-	{rooms.ErrSingleRoom, http.StatusConflict, "single_room_stream"},
-	{rooms.ErrDraining, http.StatusServiceUnavailable, "draining"},
-	{auth.ErrInvalidToken, http.StatusUnauthorized, "invalid_token"},
-	{rooms.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
-	{rooms.ErrBanned, http.StatusForbidden, "banned"},
-	{rooms.ErrForbidden, http.StatusForbidden, "forbidden"},
-	{rooms.ErrUnknownNamespace, http.StatusNotFound, "unknown_namespace"},
-	{rooms.ErrInvalidUser, http.StatusBadRequest, "invalid_user"},
-	{rooms.ErrPresenceOff, http.StatusNotFound, "presence_off"},
-	{rooms.ErrNotFound, http.StatusNotFound, codeNotFound},
-	{rooms.ErrPublishTokenExpired, http.StatusConflict, "idempotency_key_expired"},
-	{rooms.ErrPublishTokenReused, http.StatusUnprocessableEntity, "idempotency_key_reused"},
-	{rooms.ErrOutcomeUnknown, http.StatusServiceUnavailable, "outcome_unknown"},
-	{rooms.ErrBackboneDown, http.StatusServiceUnavailable, "backbone_unavailable"},
-	{rooms.ErrTooManySessions, http.StatusTooManyRequests, "too_many_sessions"},
-	{rooms.ErrLimitExceeded, http.StatusTooManyRequests, "limit_exceeded"},
+	{rooms.ErrInvalidRoom, codeInvalidRoom},
+	{rooms.ErrInvalidEvent, codeInvalidEvent},
+	{rooms.ErrReservedEvent, codeReservedEvent},
+	{rooms.ErrInvalidCursor, codeInvalidCursor},
+	{rooms.ErrInvalidIdempotency, codeInvalidParameter},
+	{rooms.ErrNoSenderConnection, codeInvalidParameter},
+	{rooms.ErrTooManyRooms, codeTooManyRooms},
+	{rooms.ErrPayloadTooLarge, codePayloadTooLarge},
+	{rooms.ErrUnknownConnection, codeUnknownConnection},
+	{rooms.ErrClientInUse, codeClientInUse},
+	{rooms.ErrClientsFull, codeOverloaded},
+	{rooms.ErrSingleRoom, codeSingleRoomStream},
+	{rooms.ErrDraining, codeDraining},
+	{auth.ErrInvalidToken, codeInvalidToken},
+	{rooms.ErrUnauthenticated, codeUnauthenticated},
+	{rooms.ErrBanned, codeBanned},
+	{rooms.ErrForbidden, codeForbidden},
+	{rooms.ErrUnknownNamespace, codeUnknownNamespace},
+	{rooms.ErrInvalidUser, codeInvalidUser},
+	{rooms.ErrPresenceOff, codePresenceOff},
+	{rooms.ErrNotFound, codeNotFound},
+	{rooms.ErrPublishTokenExpired, codeIdempotencyKeyExpired},
+	{rooms.ErrPublishTokenReused, codeIdempotencyKeyReused},
+	{rooms.ErrOutcomeUnknown, codeOutcomeUnknown},
+	{rooms.ErrBackboneDown, codeBackboneUnavailable},
+	{rooms.ErrTooManySessions, codeTooManySessions},
+	{rooms.ErrLimitExceeded, codeLimitExceeded},
 }
 
 type errorBody struct {
@@ -89,26 +179,35 @@ func writeError(w http.ResponseWriter, err error) {
 	var rl *rateLimitError
 	if errors.As(err, &rl) {
 		w.Header().Set("Retry-After", rl.header())
-		code, msg := rl.code, rl.msg
-		if code == "" {
-			code, msg = "rate_limited", "too many requests; retry after the Retry-After delay"
+		msg := rl.msg
+		if msg == "" {
+			msg = rl.code.message()
 		}
-		writeJSON(w, http.StatusTooManyRequests, errorBody{Error: errorDetail{Code: code, Message: msg}})
+		writeCode(w, rl.code, msg)
 		return
 	}
-	status, code, msg := classify(err)
-	if status == http.StatusUnauthorized {
+	code, msg := classify(err)
+	switch code.status() {
+	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="roomcast"`)
-	}
-	if status == http.StatusServiceUnavailable {
+	case http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
-	}
-	if status == http.StatusTooManyRequests {
+	case http.StatusTooManyRequests:
 		// Held state is freed as it expires or its holder ends it.
 		w.Header().Set("Retry-After", strconv.Itoa(quotaRetryAfterSeconds))
 	}
-	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: msg}})
+	writeCode(w, code, msg)
 }
+
+// writeCode writes the error body of code with msg, and its status. Callers
+// set any header the answer needs first; writeError is the one to use
+// unless the answer's headers differ from its.
+func writeCode(w http.ResponseWriter, code errCode, msg string) {
+	writeJSON(w, code.status(), errorBody{Error: errorDetail{Code: code.String(), Message: msg}})
+}
+
+// message is the code's default message.
+func (c errCode) message() string { return codeTable[c].message }
 
 // retryAfterSeconds is what a 503 asks clients to wait.
 const retryAfterSeconds = 2
@@ -117,35 +216,34 @@ const retryAfterSeconds = 2
 // poll sessions and leases last seconds, keys and tickets minutes.
 const quotaRetryAfterSeconds = 5
 
-func classify(err error) (status int, code, msg string) {
+func classify(err error) (code errCode, msg string) {
 	var ae *apiError
 	if errors.As(err, &ae) {
-		return ae.status, ae.code, ae.message
+		return ae.code, ae.message
 	}
 	if errors.Is(err, rooms.ErrOutcomeUnknown) {
 		// Before ErrBackboneDown, which it also matches.
-		return http.StatusServiceUnavailable, "outcome_unknown",
-			"the backbone did not confirm the write: it may have taken effect; a publish resent with this answer's Idempotency-Key is stored once"
+		return codeOutcomeUnknown, codeOutcomeUnknown.message()
 	}
 	if errors.Is(err, rooms.ErrLimitExceeded) {
 		// Checked first: a bound the backbone enforces reaches the edge
 		// wrapped as a backbone failure too.
-		return http.StatusTooManyRequests, "limit_exceeded", limitMessage(err)
+		return codeLimitExceeded, limitMessage(err)
 	}
 	if errors.Is(err, rooms.ErrBackboneDown) {
 		// The cause names internal addresses: it is for the logs, not
 		// for clients.
-		return http.StatusServiceUnavailable, "backbone_unavailable", "the backbone is unavailable; retry after the Retry-After delay"
+		return codeBackboneUnavailable, codeBackboneUnavailable.message()
 	}
 	for _, d := range domainErrors {
 		if errors.Is(err, d.err) {
-			return d.status, d.code, err.Error()
+			return d.code, err.Error()
 		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return http.StatusServiceUnavailable, "backbone_unavailable", "the backbone did not answer in time"
+		return codeBackboneUnavailable, "the backbone did not answer in time"
 	}
-	return http.StatusInternalServerError, codeInternal, "internal error"
+	return codeInternal, codeInternal.message()
 }
 
 // limitMessage is err's text from the bound on: the wrapping names
@@ -162,7 +260,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		status = http.StatusInternalServerError
-		b = []byte(`{"error":{"code":"internal","message":"encode failed"}}`)
+		b = []byte(`{"error":{"code":"` + codeInternal.String() + `","message":"encode failed"}}`)
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")

@@ -71,7 +71,7 @@ func (s *Server) publishUser(w http.ResponseWriter, r *http.Request) {
 func (s *Server) publishNamespace(w http.ResponseWriter, r *http.Request) {
 	ns := roomParam(r, "ns")
 	if _, err := rooms.ParseRoom(ns + ":x"); err != nil {
-		writeError(w, errorf(http.StatusBadRequest, "invalid_room", "namespace %q must match [a-z0-9_-]{1,32}", ns))
+		writeError(w, errorf(codeInvalidRoom, "namespace %q must match [a-z0-9_-]{1,32}", ns))
 		return
 	}
 	s.publish(w, r, publishTarget{channels: []string{rooms.NamespaceChannel(ns)}})
@@ -193,7 +193,7 @@ func (s *Server) publishRequest(r *http.Request, id rooms.Identity, client strin
 // duplicates, at most rooms.MaxEventRooms.
 func eventRooms(names []string) ([]string, error) {
 	if len(names) > rooms.MaxEventRooms {
-		return nil, errorf(http.StatusBadRequest, "too_many_rooms", "an event goes to at most %d rooms", rooms.MaxEventRooms)
+		return nil, errorf(codeTooManyRooms, "an event goes to at most %d rooms", rooms.MaxEventRooms)
 	}
 	channels := make([]string, 0, len(names))
 	seen := make(map[string]bool, len(names))
@@ -214,7 +214,7 @@ func eventRooms(names []string) ([]string, error) {
 // relay did not make, before anything else is read.
 func checkIdempotencyKey(key string) error {
 	if !validIdempotencyKey(key) {
-		return errorf(http.StatusBadRequest, codeInvalidParameter, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+		return errorf(codeInvalidParameter, "Idempotency-Key must be 1 to 255 printable ASCII characters")
 	}
 	if rooms.IsPublishToken(key) {
 		_, err := rooms.ParsePublishToken(key)
@@ -289,14 +289,14 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "limit must be 1 to 1000"))
+			writeError(w, errorf(codeInvalidParameter, "limit must be 1 to 1000"))
 			return
 		}
 		req.Limit = n
 	}
 	if req.Before != "" {
 		if _, _, err := rooms.ParseEventID(req.Before); err != nil {
-			writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "before must be an event id"))
+			writeError(w, errorf(codeInvalidParameter, "before must be an event id"))
 			return
 		}
 	}

@@ -111,7 +111,7 @@ func (s *Server) checkHost(next http.Handler) http.Handler {
 			return
 		}
 		if !s.hostAllowed(r.Host) {
-			writeError(w, errorf(http.StatusMisdirectedRequest, codeHostNotAllowed,
+			writeError(w, errorf(codeHostNotAllowed,
 				"this relay does not answer to host %q; see ROOMCAST_ALLOWED_HOSTS", r.Host))
 			return
 		}

@@ -47,7 +47,7 @@ func (s *Server) checkOrigin(r *http.Request) error {
 // originRefused is the answer to a request, or a preflight, from a page of
 // an origin the relay does not allow.
 func originRefused(origin string) error {
-	return errorf(http.StatusForbidden, "forbidden", "requests from origin %s are not allowed (the relay's ROOMCAST_ALLOWED_ORIGINS does not list it)", origin)
+	return errorf(codeForbidden, "requests from origin %s are not allowed (the relay's ROOMCAST_ALLOWED_ORIGINS does not list it)", origin)
 }
 
 func (s *Server) originAllowed(origin string) bool {
@@ -106,13 +106,13 @@ type ticketAnswer struct {
 // EventSource, which cannot send headers, passes as ?ticket=.
 func (s *Server) ticket(w http.ResponseWriter, r *http.Request) {
 	if s.opts.Auth == nil {
-		writeError(w, errorf(http.StatusNotFound, codeNotFound, "this relay has no authentication configured"))
+		writeError(w, errorf(codeNotFound, "this relay has no authentication configured"))
 		return
 	}
 	id, err := s.identify(r, auth.StateChanging)
 	if err == nil && id.Anonymous() {
 		// The API key is known but refused by IssueTicket (403).
-		err = errorf(http.StatusUnauthorized, "unauthenticated", "a ticket needs a user's bearer token")
+		err = errorf(codeUnauthenticated, "a ticket needs a user's bearer token")
 	}
 	if err == nil {
 		err = s.checkOrigin(r)

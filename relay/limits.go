@@ -330,7 +330,7 @@ func (p publishLimits) SpendAll(ctx context.Context, caller string, charges []ro
 	if m := s.opts.Metrics; m != nil {
 		m.RateLimited.WithLabelValues("publish").Inc()
 	}
-	return &rateLimitError{retryAfter: wait}
+	return &rateLimitError{retryAfter: wait, code: codeRateLimited}
 }
 
 func (s *Server) takeToken(r *http.Request, id rooms.Identity, kind string, rt float64, burst int) error {
@@ -357,13 +357,14 @@ func (s *Server) takeToken(r *http.Request, id rooms.Identity, kind string, rt f
 	if m := s.opts.Metrics; m != nil {
 		m.RateLimited.WithLabelValues(strings.SplitN(kind, ":", 2)[0]).Inc()
 	}
-	return &rateLimitError{retryAfter: wait}
+	return &rateLimitError{retryAfter: wait, code: codeRateLimited}
 }
 
 // rateLimitError is a 429 that says when to retry.
 type rateLimitError struct {
 	retryAfter time.Duration
-	code, msg  string
+	code       errCode
+	msg        string // "" for the code's default message
 }
 
 func (e *rateLimitError) Error() string { return "rate limited" }
@@ -472,7 +473,7 @@ func (s *Server) connLimitError(per string) error {
 	if m := s.opts.Metrics; m != nil {
 		m.RateLimited.WithLabelValues("connections").Inc()
 	}
-	return &rateLimitError{retryAfter: 5 * time.Second, code: "too_many_connections",
+	return &rateLimitError{retryAfter: 5 * time.Second, code: codeTooManyConnections,
 		msg: "too many open connections for this " + per}
 }
 

@@ -19,9 +19,9 @@ func (s *Server) requireServer(r *http.Request) error {
 	}
 	if !id.Server {
 		if id.Anonymous() {
-			return errorf(http.StatusUnauthorized, "unauthenticated", "moderation needs the API key")
+			return errorf(codeUnauthenticated, "moderation needs the API key")
 		}
-		return errorf(http.StatusForbidden, "forbidden", "moderation needs the API key")
+		return errorf(codeForbidden, "moderation needs the API key")
 	}
 	return s.checkOrigin(r)
 }
@@ -29,7 +29,7 @@ func (s *Server) requireServer(r *http.Request) error {
 // readJSONBody decodes a small JSON request body into v.
 func readJSONBody(w http.ResponseWriter, r *http.Request, v any) error {
 	if isJSON, err := classifyMediaType(r.Header.Get("Content-Type")); err != nil || !isJSON {
-		return errorf(http.StatusUnsupportedMediaType, codeUnsupportedMediaType, "send application/json")
+		return errorf(codeUnsupportedMediaType, "send application/json")
 	}
 	body, err := readBody(w, r, 16<<10)
 	if err != nil {
@@ -38,10 +38,10 @@ func readJSONBody(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return errorf(http.StatusBadRequest, codeInvalidJSON, "the body is not valid: %s", jsonProblem(err))
+		return errorf(codeInvalidJSON, "the body is not valid: %s", jsonProblem(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return errorf(http.StatusBadRequest, codeInvalidJSON, "the body holds more than one JSON value")
+		return errorf(codeInvalidJSON, "the body holds more than one JSON value")
 	}
 	return nil
 }
@@ -70,7 +70,7 @@ func (s *Server) ban(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		d, err = time.ParseDuration(req.Duration)
 		if err != nil || d <= 0 {
-			err = errorf(http.StatusBadRequest, codeInvalidParameter, `duration must be a positive duration such as "10m"`)
+			err = errorf(codeInvalidParameter, `duration must be a positive duration such as "10m"`)
 		}
 	}
 	if err == nil {

@@ -41,7 +41,7 @@ func (s *Server) pollMulti(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(channels) == 0 {
-		writeError(w, errorf(http.StatusBadRequest, "invalid_room", "name at least one ?room="))
+		writeError(w, errorf(codeInvalidRoom, "name at least one ?room="))
 		return
 	}
 	s.poll(w, r, channels, true)
@@ -71,7 +71,7 @@ func (s *Server) poll(w http.ResponseWriter, r *http.Request, channels []string,
 	if v := query.Get(raw, "timeout"); v != "" {
 		n, err := strconv.ParseFloat(v, 64)
 		if err != nil || !(n >= 0 && n <= s.opts.PollMax.Seconds()) { // also refuses NaN and Inf
-			writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "timeout must be 0 to %g seconds", s.opts.PollMax.Seconds()))
+			writeError(w, errorf(codeInvalidParameter, "timeout must be 0 to %g seconds", s.opts.PollMax.Seconds()))
 			return
 		}
 		timeout = time.Duration(n * float64(time.Second))

@@ -52,25 +52,25 @@ func parsePublish(contentType string, body []byte, q url.Values, multi bool) (pu
 	}
 	if !isJSON {
 		if multi {
-			return publishBody{}, errorf(http.StatusUnsupportedMediaType, codeUnsupportedMediaType,
+			return publishBody{}, errorf(codeUnsupportedMediaType,
 				"POST /v1/events takes an application/json body")
 		}
 		return parseRawPublish(body, q)
 	}
 	if !utf8.Valid(body) {
-		return publishBody{}, errorf(http.StatusBadRequest, codeInvalidJSON, "the JSON body is not valid UTF-8")
+		return publishBody{}, errorf(codeInvalidJSON, "the JSON body is not valid UTF-8")
 	}
 	var in publishJSON
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
-		return publishBody{}, errorf(http.StatusBadRequest, codeInvalidJSON, "the body is not a valid publish object: %s", jsonProblem(err))
+		return publishBody{}, errorf(codeInvalidJSON, "the body is not a valid publish object: %s", jsonProblem(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return publishBody{}, errorf(http.StatusBadRequest, codeInvalidJSON, "the body holds more than one JSON value")
+		return publishBody{}, errorf(codeInvalidJSON, "the body holds more than one JSON value")
 	}
 	if bytes.HasPrefix(bytes.TrimSpace(body), []byte("null")) {
-		return publishBody{}, errorf(http.StatusBadRequest, codeInvalidJSON, "the body must be a JSON object")
+		return publishBody{}, errorf(codeInvalidJSON, "the body must be a JSON object")
 	}
 	out := publishBody{Event: "message", Volatile: in.Volatile, ExcludeSelf: in.ExcludeSelf, From: in.From, Exclude: in.Exclude}
 	if in.Event != nil {
@@ -81,17 +81,17 @@ func parsePublish(contentType string, body []byte, q url.Values, multi bool) (pu
 	}
 	if multi {
 		if len(in.Rooms) == 0 {
-			return publishBody{}, errorf(http.StatusBadRequest, codeInvalidParameter, `"rooms" must name at least one room`)
+			return publishBody{}, errorf(codeInvalidParameter, `"rooms" must name at least one room`)
 		}
 		out.Rooms = in.Rooms
 	} else if in.Rooms != nil {
-		return publishBody{}, errorf(http.StatusBadRequest, codeInvalidParameter, `"rooms" belongs in POST /v1/events`)
+		return publishBody{}, errorf(codeInvalidParameter, `"rooms" belongs in POST /v1/events`)
 	}
 	out.Data = json.RawMessage("null")
 	if len(in.Data) > 0 {
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, in.Data); err != nil {
-			return publishBody{}, errorf(http.StatusBadRequest, codeInvalidJSON, "data is not valid JSON")
+			return publishBody{}, errorf(codeInvalidJSON, "data is not valid JSON")
 		}
 		out.Data = buf.Bytes()
 	}
@@ -132,13 +132,13 @@ func classifyMediaType(contentType string) (isJSON bool, err error) {
 	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
-		return false, errorf(http.StatusUnsupportedMediaType, codeUnsupportedMediaType, "unparseable Content-Type")
+		return false, errorf(codeUnsupportedMediaType, "unparseable Content-Type")
 	}
 	switch {
 	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
 		return true, nil
 	case strings.HasPrefix(mt, "multipart/"):
-		return false, errorf(http.StatusUnsupportedMediaType, codeUnsupportedMediaType,
+		return false, errorf(codeUnsupportedMediaType,
 			"%s is not accepted: send application/json, or the raw data as any other type", mt)
 	}
 	return false, nil
@@ -151,7 +151,7 @@ func queryBool(q url.Values, name string) (bool, error) {
 	case "true", "1":
 		return true, nil
 	}
-	return false, errorf(http.StatusBadRequest, codeInvalidParameter, "%s must be true or false", name)
+	return false, errorf(codeInvalidParameter, "%s must be true or false", name)
 }
 
 // jsonProblem describes a decoding error without echoing the input.
@@ -179,7 +179,7 @@ func jsonProblem(err error) string {
 // chunked body.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
-		return nil, errorf(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "the body is larger than %d bytes", limit)
+		return nil, errorf(codePayloadTooLarge, "the body is larger than %d bytes", limit)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
@@ -197,9 +197,9 @@ func bodyError(err error, limit int64) error {
 	var rl *rateLimitError
 	switch {
 	case errors.As(err, &mbe):
-		return errorf(http.StatusRequestEntityTooLarge, codePayloadTooLarge, "the body is larger than %d bytes", limit)
+		return errorf(codePayloadTooLarge, "the body is larger than %d bytes", limit)
 	case errors.As(err, &ae), errors.As(err, &rl):
 		return err
 	}
-	return errorf(http.StatusBadRequest, codeInvalidParameter, "reading the body failed")
+	return errorf(codeInvalidParameter, "reading the body failed")
 }

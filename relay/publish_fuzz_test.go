@@ -32,8 +32,8 @@ func FuzzParsePublish(f *testing.F) {
 		q, _ := url.ParseQuery(query)
 		got, err := parsePublish(contentType, body, q, multi)
 		if err != nil {
-			if status, code, _ := classify(err); status < 400 || status >= 500 || code == codeInternal {
-				t.Fatalf("error %v answers %d %s, want a client error", err, status, code)
+			if code, _ := classify(err); code.status() < 400 || code.status() >= 500 || code == codeInternal {
+				t.Fatalf("error %v answers %d %s, want a client error", err, code.status(), code)
 			}
 			return
 		}
@@ -92,8 +92,8 @@ func TestParsePublishStatus(t *testing.T) {
 	}
 	for _, tc := range cases {
 		_, err := parsePublish(tc.contentType, []byte(tc.body), url.Values{}, tc.multi)
-		if status, _, _ := classify(err); status != tc.status {
-			t.Errorf("%s %q: status %d, want %d", tc.contentType, tc.body, status, tc.status)
+		if code, _ := classify(err); code.status() != tc.status {
+			t.Errorf("%s %q: status %d, want %d", tc.contentType, tc.body, code.status(), tc.status)
 		}
 	}
 }

@@ -21,7 +21,7 @@ func (s *Server) routes() http.Handler {
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
 	if s.opts.Metrics != nil {
-		r.Method(http.MethodGet, "/metrics", s.opts.Metrics.Handler(s.opts.MetricsToken))
+		r.Method(http.MethodGet, "/metrics", MetricsHandler(s.opts.Metrics, s.opts.MetricsToken))
 	}
 
 	// One router, no /v1 sub-router: a request is routed once.
@@ -48,12 +48,12 @@ func (s *Server) routes() http.Handler {
 	r.Delete("/v1/moderation/bans/{user}", s.unban)
 
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, errorf(http.StatusNotFound, codeNotFound, "no such route"))
+		writeError(w, errorf(codeNotFound, "no such route"))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
 		allowed := allowedMethods(r, req.URL.Path)
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
-		writeError(w, errorf(http.StatusMethodNotAllowed, codeMethodNotAllowed,
+		writeError(w, errorf(codeMethodNotAllowed,
 			"%s is not allowed here; use %s", req.Method, strings.Join(allowed, " or ")))
 	})
 	return r
@@ -104,7 +104,7 @@ func (s *Server) recoverJSON(next http.Handler) http.Handler {
 					panic(v)
 				}
 				s.log.Error("handler panicked", "panic", v, "uri", redactedURI(r.URL), "stack", string(debug.Stack()))
-				writeError(w, errorf(http.StatusInternalServerError, codeInternal, "internal error"))
+				writeError(w, errorf(codeInternal, "internal error"))
 			}
 		}()
 		next.ServeHTTP(w, r)

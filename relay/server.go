@@ -16,6 +16,7 @@ import (
 	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/relay/metrics"
 	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/sign"
 )
 
 // Options configure a Server. Zero values take the defaults.
@@ -119,6 +120,9 @@ type Server struct {
 	// tickets counts the tickets outstanding, by caller (Limits bound
 	// them).
 	tickets *rooms.Quota
+	// devMarks marks the development tokens this relay mints; nil when
+	// DevTokenKey is unset or unusable.
+	devMarks *sign.Signer
 	// requests numbers requests for their log lines' ids, after idPrefix.
 	requests atomic.Uint64
 	idPrefix string
@@ -189,6 +193,7 @@ func New(hub *rooms.Hub, opts Options) *Server {
 		MaxKeys:          opts.Limits.MaxIdempotencyKeys,
 	})
 	s.idPrefix = rooms.NewClientID()[:8]
+	s.devMarks = newDevMarks(opts.DevTokenKey, s.log)
 	if len(opts.AllowedHosts) > 0 {
 		// A list with no usable entry allows nothing rather than anything.
 		s.hosts = append(make([]hostPattern, 0, len(opts.AllowedHosts)), parseHostPatterns(opts.AllowedHosts)...)

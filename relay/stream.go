@@ -105,7 +105,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	if v := q.Get("padding"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			writeError(w, errorf(http.StatusBadRequest, codeInvalidParameter, "padding must be a number of bytes"))
+			writeError(w, errorf(codeInvalidParameter, "padding must be a number of bytes"))
 			return
 		}
 		padding = min(n, s.opts.MaxPadding)
@@ -163,8 +163,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	case s.admission <- struct{}{}:
 	default:
 		w.Header().Set("Retry-After", strconv.Itoa(int(s.retryDelay().Seconds())+1))
-		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: errorDetail{Code: "overloaded",
-			Message: "too many streams are being opened at once; retry after the Retry-After delay"}})
+		writeCode(w, codeOverloaded, "too many streams are being opened at once; retry after the Retry-After delay")
 		return
 	}
 	conn, err := s.hub.Connect(r.Context(), req)

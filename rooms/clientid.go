@@ -2,11 +2,12 @@ package rooms
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/roomcast/roomcast/rooms/sign"
 )
 
 // A client id is public: it is in every envelope its client sends. Using it
@@ -17,7 +18,8 @@ import (
 // instance, for HubOptions.ClientTTL after its last use; a user's binding
 // is theirs whatever the secret (their token proves them), an anonymous
 // caller's is the secret's. Anyone else claiming the id gets
-// ErrClientInUse.
+// ErrClientInUse. A proof is no MAC, and so has no key of rooms/sign: its
+// secret is random and checked against the stored one (sign.Equal).
 
 // ClientRegistry is implemented by backbones that bind client ids to their
 // owners, for every instance sharing the backbone.
@@ -199,7 +201,7 @@ func (h *Hub) ProveClient(ctx context.Context, caller Identity, proof string) (s
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrBackboneDown, err)
 	}
-	if !ok || subtle.ConstantTimeCompare([]byte(stored), []byte(secret)) != 1 {
+	if !ok || !sign.Equal([]byte(stored), []byte(secret)) {
 		return "", fmt.Errorf("%w: the client proof is unknown or expired", ErrUnknownConnection)
 	}
 	if owner != clientOwner(caller, secret) {

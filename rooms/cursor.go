@@ -1,14 +1,12 @@
 package rooms
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
-	"hash"
 	"slices"
-	"sync"
+
+	"github.com/roomcast/roomcast/rooms/sign"
 )
 
 // Cursor is a subscriber's position: for each channel, the Seq of the last
@@ -134,7 +132,7 @@ const (
 	cursorVersion = 1
 	// cursorVersionFrom is the layout of a cursor with start positions.
 	cursorVersionFrom = 2
-	cursorMACSize     = 16
+	cursorMACSize     = 16 // sign.Cursor's tag size
 	sessionIDSize     = 16 // randomID(12) in base64
 	// MaxCursorLen bounds what Decode reads: a cursor for 64 rooms is far
 	// below it, start positions (Position.From) included.
@@ -142,19 +140,25 @@ const (
 	maxPositions = 1024
 )
 
-// CursorCodec signs and verifies cursors with an HMAC key. It is safe for
-// concurrent use.
+// CursorCodec signs and verifies cursors with the sign.Cursor key. It is
+// safe for concurrent use.
 type CursorCodec struct {
-	pool sync.Pool
+	mac *sign.Signer
 }
 
-// NewCursorCodec returns a codec keyed with key, which must be at least 16 bytes.
-func NewCursorCodec(key []byte) (*CursorCodec, error) {
-	if len(key) < 16 {
-		return nil, fmt.Errorf("cursor key must be at least 16 bytes, got %d", len(key))
+// NewCursorCodec returns a codec keyed from secret, the deployment's shared
+// secret, which must be at least 16 bytes.
+func NewCursorCodec(secret []byte) (*CursorCodec, error) {
+	mac, err := sign.New(secret, sign.Cursor)
+	if err != nil {
+		return nil, fmt.Errorf("cursor key: %w", err)
 	}
-	k := slices.Clone(key)
-	return &CursorCodec{pool: sync.Pool{New: func() any { return &macState{h: hmac.New(sha256.New, k)} }}}, nil
+	// LEGACY(sign, 2026-12): before rooms/sign, cursors were signed with
+	// the secret itself. They keep verifying for the one release that
+	// brings rooms/sign, so its deploy resets no client's cursor; remove
+	// this line in the release after it.
+	mac = mac.WithLegacy(sign.Legacy{Key: secret})
+	return &CursorCodec{mac: mac}, nil
 }
 
 // Encode returns the signed text form of c: URL-safe base64, no padding.
@@ -268,24 +272,9 @@ func startMatters(p Position, low, low2 uint64) bool {
 	return other < p.From
 }
 
-// macState is a keyed HMAC with buffers of its own: bytes handed to a
-// hash.Hash escape, so a caller's stack buffers would be moved to the heap
-// at every call.
-type macState struct {
-	h   hash.Hash
-	in  []byte
-	sum []byte
-}
-
+// sign appends the tag of dst[start:] to dst.
 func (cc *CursorCodec) sign(dst []byte, start int) []byte {
-	m := cc.pool.Get().(*macState)
-	m.h.Reset()
-	m.in = append(m.in[:0], dst[start:]...)
-	m.h.Write(m.in)
-	m.sum = m.h.Sum(m.sum[:0])
-	dst = append(dst, m.sum[:cursorMACSize]...)
-	cc.pool.Put(m)
-	return dst
+	return cc.mac.Append(dst, dst[start:])
 }
 
 // Decode verifies and parses a cursor made by Encode. Any malformed or
@@ -304,8 +293,7 @@ func (cc *CursorCodec) Decode(s string) (Cursor, error) {
 		return Cursor{}, fmt.Errorf("%w: too short", ErrInvalidCursor)
 	}
 	body, mac := b[:len(b)-cursorMACSize], b[len(b)-cursorMACSize:]
-	want := cc.sign(slices.Clip(body), 0)[len(body):]
-	if !hmac.Equal(mac, want) {
+	if !cc.mac.Verify(body, mac) {
 		return Cursor{}, fmt.Errorf("%w: bad signature", ErrInvalidCursor)
 	}
 	return parseCursorBody(body)

@@ -1,6 +1,8 @@
 package rooms
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -9,6 +11,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/roomcast/roomcast/rooms/sign"
 )
 
 func testCodec(t testing.TB, key string) *CursorCodec {
@@ -385,6 +389,66 @@ func TestChannelKeyIsFNV1a(t *testing.T) {
 		h.Write([]byte(ch))
 		if got, want := ChannelKey(ch), h.Sum64()&(1<<48-1); got != want {
 			t.Errorf("ChannelKey(%q) = %x, want %x", ch, got, want)
+		}
+	}
+}
+
+// BenchmarkCursorDecode measures what a resume or a poll pays to verify and
+// read the cursor it was sent.
+func BenchmarkCursorDecode(b *testing.B) {
+	cc := testCodec(b, testKey)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("rooms=%d", n), func(b *testing.B) {
+			c := Cursor{Epoch: "a1b2c3d4", Session: testSession}
+			for i := range n {
+				c.Set(fmt.Sprint("room-", i), 1e12-rng.Uint64N(1e6))
+			}
+			s := cc.Encode(c)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := cc.Decode(s); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// A cursor signed by the release before rooms/sign (HMAC-SHA256 keyed with
+// the secret itself) still restores its positions: LEGACY(sign, 2026-12).
+// Cursors are signed with the derived key only, and a tag made with another
+// purpose's key is refused.
+func TestCursorLegacySignature(t *testing.T) {
+	cc := testCodec(t, testKey)
+	c := Cursor{Epoch: "a1b2c3d4", Session: testSession}
+	c.Set("lobby", 41)
+	c.Set("#ns:default", 7)
+	signed := cc.AppendBinary(nil, c)
+	body := signed[:len(signed)-cursorMACSize]
+	tag := func(key []byte) string {
+		m := hmac.New(sha256.New, key)
+		m.Write(body)
+		return base64.RawURLEncoding.EncodeToString(append(slices.Clone(body), m.Sum(nil)[:cursorMACSize]...))
+	}
+	got, err := cc.Decode(tag([]byte(testKey)))
+	if err != nil || !sameCursor(got, c) {
+		t.Fatalf("legacy cursor: %+v, %v; want %+v", got, err, c)
+	}
+	cursorKey, err := sign.Key([]byte(testKey), sign.Cursor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now := cc.Encode(c); now != tag(cursorKey) || now == tag([]byte(testKey)) {
+		t.Fatal("Encode does not sign with the derived cursor key (and it alone)")
+	}
+	for _, p := range []sign.Purpose{sign.Ticket, sign.DevTokenMark} {
+		k, err := sign.Key([]byte(testKey), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cc.Decode(tag(k)); !errors.Is(err, ErrInvalidCursor) {
+			t.Errorf("a cursor signed with the %s key: %v, want ErrInvalidCursor", p, err)
 		}
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/roomcast/roomcast/rooms/sign"
 )
 
 // ErrInvalidToken is wrapped by every credential failure; the wrapping
@@ -25,12 +27,16 @@ var ErrInvalidToken = errors.New("invalid token")
 
 // Limits and defaults.
 const (
-	defaultLeeway    = 5 * time.Second
-	maxTicketTTL     = 60 * time.Second
-	minTicketKeyLen  = 16
-	minJWTSecretLen  = 32 // RFC 7518 §3.2: an HS256 key is at least as long as the hash
-	minRSAKeyBits    = 2048
-	ticketMACContext = "roomcast ticket v1"
+	defaultLeeway   = 5 * time.Second
+	maxTicketTTL    = 60 * time.Second
+	minTicketKeyLen = sign.MinSecret
+	minJWTSecretLen = 32 // RFC 7518 §3.2: an HS256 key is at least as long as the hash
+	minRSAKeyBits   = 2048
+	// legacyTicketContexts are the messages of the two HMACs that made
+	// the ticket key from the shared secret before rooms/sign: the
+	// composition root's, then New's.
+	legacyTicketContext1 = "roomcast tickets"
+	legacyTicketContext2 = "roomcast ticket v1"
 )
 
 // Config says which credentials an Authenticator accepts.
@@ -52,7 +58,9 @@ type Config struct {
 	// AllowQueryTokens accepts ?access_token= on subscribing requests. Off
 	// by default: URLs end up in proxy logs.
 	AllowQueryTokens bool
-	// TicketKey signs tickets; at least 16 bytes, required.
+	// TicketKey is the deployment's shared secret (the cursor key) from
+	// which the ticket key is derived (sign.Ticket); at least 16 bytes,
+	// required.
 	TicketKey []byte
 	// TicketTTL is how long a ticket stays valid: 60 s when zero, and at
 	// most 60 s.
@@ -77,7 +85,7 @@ type Authenticator struct {
 	leeway      time.Duration
 	apiKeyHash  *[sha256.Size]byte // nil when no API key is configured
 	queryTokens bool
-	ticketMAC   []byte // derived from TicketKey, so tickets cannot be confused with other MACs made with the same key
+	ticketMAC   *sign.Signer
 	ticketTTL   time.Duration
 	spentKept   time.Duration
 	now         func() time.Time
@@ -140,9 +148,16 @@ func New(cfg Config) (*Authenticator, error) {
 	if len(cfg.TicketKey) < minTicketKeyLen {
 		return nil, fmt.Errorf("auth: TicketKey must be at least %d bytes, got %d", minTicketKeyLen, len(cfg.TicketKey))
 	}
-	m := hmac.New(sha256.New, cfg.TicketKey)
-	m.Write([]byte(ticketMACContext))
-	a.ticketMAC = m.Sum(nil)
+	mac, err := sign.New(cfg.TicketKey, sign.Ticket)
+	if err != nil {
+		return nil, fmt.Errorf("auth: TicketKey: %w", err)
+	}
+	// LEGACY(sign, 2026-12): before rooms/sign, the ticket key was
+	// HMAC(HMAC(secret, context1), context2). Tickets live a minute at
+	// most, but instances of the previous release still issue them during
+	// a rolling deploy: they keep verifying for the one release that brings
+	// rooms/sign; remove this in the release after it.
+	a.ticketMAC = mac.WithLegacy(sign.Legacy{Key: legacyTicketKey(cfg.TicketKey)})
 	switch {
 	case a.ticketTTL == 0:
 		a.ticketTTL = maxTicketTTL
@@ -205,4 +220,14 @@ func (a *Authenticator) IsAPIKey(s string) bool {
 // failed. msg must never contain the credential.
 func invalid(msg string) error {
 	return fmt.Errorf("%w: %s", ErrInvalidToken, msg)
+}
+
+// legacyTicketKey is the ticket key the release before rooms/sign derived
+// from secret. LEGACY(sign, 2026-12): remove with its use in New.
+func legacyTicketKey(secret []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(legacyTicketContext1))
+	m = hmac.New(sha256.New, m.Sum(nil))
+	m.Write([]byte(legacyTicketContext2))
+	return m.Sum(nil)
 }

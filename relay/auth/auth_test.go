@@ -115,7 +115,7 @@ func with(c jwt.MapClaims, kv ...any) jwt.MapClaims {
 	return out
 }
 
-func sign(t testing.TB, m jwt.SigningMethod, key any, c jwt.MapClaims) string {
+func signJWT(t testing.TB, m jwt.SigningMethod, key any, c jwt.MapClaims) string {
 	t.Helper()
 	s, err := jwt.NewWithClaims(m, c).SignedString(key)
 	if err != nil {
@@ -166,7 +166,7 @@ func TestVerifyToken(t *testing.T) {
 	base := claimsFor("alice")
 	exp := testNow.Add(10 * time.Minute)
 
-	validRS := sign(t, jwt.SigningMethodRS256, k.rsa, base)
+	validRS := signJWT(t, jwt.SigningMethodRS256, k.rsa, base)
 	parts := strings.Split(validRS, ".")
 	tamperedPayload := parts[0] + "." + b64json(t, with(base, "sub", "admin")) + "." + parts[2]
 	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
@@ -186,11 +186,11 @@ func TestVerifyToken(t *testing.T) {
 		wantErr string // "" for success
 		want    rooms.Identity
 	}{
-		{name: "HS256 valid", cfg: hsOnly, token: sign(t, jwt.SigningMethodHS256, testSecret, base),
+		{name: "HS256 valid", cfg: hsOnly, token: signJWT(t, jwt.SigningMethodHS256, testSecret, base),
 			want: rooms.Identity{User: "alice", Name: "alice", Expires: exp}},
 		{name: "RS256 valid", cfg: hsRSA, token: validRS,
 			want: rooms.Identity{User: "alice", Name: "alice", Expires: exp}},
-		{name: "ES256 valid", cfg: ecOnly, token: sign(t, jwt.SigningMethodES256, k.ec, base),
+		{name: "ES256 valid", cfg: ecOnly, token: signJWT(t, jwt.SigningMethodES256, k.ec, base),
 			want: rooms.Identity{User: "alice", Name: "alice", Expires: exp}},
 		{name: "RS256 public key as RSA PUBLIC KEY", cfg: Config{JWTPublicKeyPEM: pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(&k.rsa.PublicKey)})},
 			token: validRS, want: rooms.Identity{User: "alice", Name: "alice", Expires: exp}},
@@ -200,21 +200,21 @@ func TestVerifyToken(t *testing.T) {
 		{name: "alg missing", cfg: hsRSA, token: craft(t, map[string]any{"typ": "JWT"}, base, "c2ln"), wantErr: "algorithm not allowed"},
 		{name: "alg not a string", cfg: hsRSA, token: craft(t, map[string]any{"alg": 256}, base, "c2ln"), wantErr: "algorithm not allowed"},
 		{name: "alg none, signed with jwt's unsafe none", cfg: hsOnly,
-			token: sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, base), wantErr: "algorithm not allowed"},
+			token: signJWT(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, base), wantErr: "algorithm not allowed"},
 		{name: "HS256 when only RS256 is configured", cfg: rsaOnly,
-			token: sign(t, jwt.SigningMethodHS256, testSecret, base), wantErr: "algorithm not allowed"},
+			token: signJWT(t, jwt.SigningMethodHS256, testSecret, base), wantErr: "algorithm not allowed"},
 		{name: "HS/RS confusion: HS256 keyed with the RSA public key PEM", cfg: rsaOnly,
-			token: sign(t, jwt.SigningMethodHS256, rsaPEM, base), wantErr: "algorithm not allowed"},
+			token: signJWT(t, jwt.SigningMethodHS256, rsaPEM, base), wantErr: "algorithm not allowed"},
 		{name: "HS/RS confusion with a secret configured too", cfg: hsRSA,
-			token: sign(t, jwt.SigningMethodHS256, rsaPEM, base), wantErr: "bad signature"},
+			token: signJWT(t, jwt.SigningMethodHS256, rsaPEM, base), wantErr: "bad signature"},
 		{name: "HS/ES confusion: HS256 keyed with the EC public key PEM", cfg: ecOnly,
-			token: sign(t, jwt.SigningMethodHS256, ecPEM, base), wantErr: "algorithm not allowed"},
+			token: signJWT(t, jwt.SigningMethodHS256, ecPEM, base), wantErr: "algorithm not allowed"},
 		{name: "RS256 when only HS256 is configured", cfg: hsOnly, token: validRS, wantErr: "algorithm not allowed"},
 		{name: "ES256 when an RSA key is configured", cfg: hsRSA,
-			token: sign(t, jwt.SigningMethodES256, k.ec, base), wantErr: "algorithm not allowed"},
-		{name: "RS384 is not pinned", cfg: hsRSA, token: sign(t, jwt.SigningMethodRS384, k.rsa, base), wantErr: "algorithm not allowed"},
-		{name: "HS512 is not pinned", cfg: hsRSA, token: sign(t, jwt.SigningMethodHS512, testSecret, base), wantErr: "algorithm not allowed"},
-		{name: "PS256 is not pinned", cfg: rsaOnly, token: sign(t, jwt.SigningMethodPS256, k.rsa, base), wantErr: "algorithm not allowed"},
+			token: signJWT(t, jwt.SigningMethodES256, k.ec, base), wantErr: "algorithm not allowed"},
+		{name: "RS384 is not pinned", cfg: hsRSA, token: signJWT(t, jwt.SigningMethodRS384, k.rsa, base), wantErr: "algorithm not allowed"},
+		{name: "HS512 is not pinned", cfg: hsRSA, token: signJWT(t, jwt.SigningMethodHS512, testSecret, base), wantErr: "algorithm not allowed"},
+		{name: "PS256 is not pinned", cfg: rsaOnly, token: signJWT(t, jwt.SigningMethodPS256, k.rsa, base), wantErr: "algorithm not allowed"},
 		{name: "unknown alg", cfg: hsRSA, token: craft(t, map[string]any{"alg": "XX999"}, base, "c2ln"), wantErr: "algorithm not allowed"},
 		{name: "no JWT key configured", cfg: Config{APIKey: testAPIKey}, token: validRS, wantErr: "no JWT key is configured"},
 		{name: "crit header", cfg: hsOnly,
@@ -226,51 +226,51 @@ func TestVerifyToken(t *testing.T) {
 				return s
 			}(), wantErr: "unsupported critical header"},
 
-		{name: "RS256 wrong key", cfg: rsaOnly, token: sign(t, jwt.SigningMethodRS256, k.rsaOther, base), wantErr: "bad signature"},
-		{name: "ES256 wrong key", cfg: ecOnly, token: sign(t, jwt.SigningMethodES256, k.ecOther, base), wantErr: "bad signature"},
-		{name: "HS256 wrong secret", cfg: hsOnly, token: sign(t, jwt.SigningMethodHS256, []byte("another-secret-of-32-bytes-or-more!"), base), wantErr: "bad signature"},
+		{name: "RS256 wrong key", cfg: rsaOnly, token: signJWT(t, jwt.SigningMethodRS256, k.rsaOther, base), wantErr: "bad signature"},
+		{name: "ES256 wrong key", cfg: ecOnly, token: signJWT(t, jwt.SigningMethodES256, k.ecOther, base), wantErr: "bad signature"},
+		{name: "HS256 wrong secret", cfg: hsOnly, token: signJWT(t, jwt.SigningMethodHS256, []byte("another-secret-of-32-bytes-or-more!"), base), wantErr: "bad signature"},
 		{name: "tampered payload", cfg: rsaOnly, token: tamperedPayload, wantErr: "bad signature"},
 		{name: "tampered signature", cfg: rsaOnly, token: tamperedSig, wantErr: "bad signature"},
 		{name: "signature stripped", cfg: rsaOnly, token: parts[0] + "." + parts[1] + ".", wantErr: "bad signature"},
 		{name: "signature with non-zero padding bits", cfg: rsaOnly,
 			token: paddingBits, wantErr: "malformed token"},
 
-		{name: "expired", cfg: hsRSA, token: sign(t, jwt.SigningMethodRS256, k.rsa, with(base, "exp", testNow.Add(-time.Minute).Unix())), wantErr: "token expired"},
-		{name: "exp missing", cfg: hsRSA, token: sign(t, jwt.SigningMethodRS256, k.rsa, with(base, "exp", nil)), wantErr: "token has no exp"},
-		{name: "exp not a number", cfg: hsRSA, token: sign(t, jwt.SigningMethodRS256, k.rsa, with(base, "exp", "tomorrow")), wantErr: "malformed token"},
+		{name: "expired", cfg: hsRSA, token: signJWT(t, jwt.SigningMethodRS256, k.rsa, with(base, "exp", testNow.Add(-time.Minute).Unix())), wantErr: "token expired"},
+		{name: "exp missing", cfg: hsRSA, token: signJWT(t, jwt.SigningMethodRS256, k.rsa, with(base, "exp", nil)), wantErr: "token has no exp"},
+		{name: "exp not a number", cfg: hsRSA, token: signJWT(t, jwt.SigningMethodRS256, k.rsa, with(base, "exp", "tomorrow")), wantErr: "malformed token"},
 		{name: "exp within the default leeway", cfg: hsRSA,
-			token: sign(t, jwt.SigningMethodRS256, k.rsa, with(base, "exp", testNow.Add(-3*time.Second).Unix())),
+			token: signJWT(t, jwt.SigningMethodRS256, k.rsa, with(base, "exp", testNow.Add(-3*time.Second).Unix())),
 			want:  rooms.Identity{User: "alice", Name: "alice", Expires: testNow.Add(-3 * time.Second)}},
 		{name: "exp past a configured leeway", cfg: Config{JWTSecret: testSecret, Leeway: 2 * time.Second},
-			token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "exp", testNow.Add(-3*time.Second).Unix())), wantErr: "token expired"},
+			token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "exp", testNow.Add(-3*time.Second).Unix())), wantErr: "token expired"},
 		{name: "negative leeway means none", cfg: Config{JWTSecret: testSecret, Leeway: -1},
-			token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "exp", testNow.Unix())), wantErr: "token expired"},
-		{name: "nbf in the future", cfg: hsRSA, token: sign(t, jwt.SigningMethodRS256, k.rsa, with(base, "nbf", testNow.Add(time.Minute).Unix())), wantErr: "token not valid yet"},
+			token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "exp", testNow.Unix())), wantErr: "token expired"},
+		{name: "nbf in the future", cfg: hsRSA, token: signJWT(t, jwt.SigningMethodRS256, k.rsa, with(base, "nbf", testNow.Add(time.Minute).Unix())), wantErr: "token not valid yet"},
 		{name: "nbf within the leeway", cfg: hsRSA,
-			token: sign(t, jwt.SigningMethodRS256, k.rsa, with(base, "nbf", testNow.Add(3*time.Second).Unix())),
+			token: signJWT(t, jwt.SigningMethodRS256, k.rsa, with(base, "nbf", testNow.Add(3*time.Second).Unix())),
 			want:  rooms.Identity{User: "alice", Name: "alice", Expires: exp}},
 
 		{name: "right issuer and audience", cfg: Config{JWTSecret: testSecret, Issuer: "https://id.example", Audience: "roomcast"},
-			token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "iss", "https://id.example", "aud", []string{"other", "roomcast"})),
+			token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "iss", "https://id.example", "aud", []string{"other", "roomcast"})),
 			want:  rooms.Identity{User: "alice", Name: "alice", Expires: exp}},
 		{name: "wrong issuer", cfg: Config{JWTSecret: testSecret, Issuer: "https://id.example"},
-			token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "iss", "https://evil.example")), wantErr: "wrong issuer"},
+			token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "iss", "https://evil.example")), wantErr: "wrong issuer"},
 		{name: "issuer missing", cfg: Config{JWTSecret: testSecret, Issuer: "https://id.example"},
-			token: sign(t, jwt.SigningMethodHS256, testSecret, base), wantErr: "wrong issuer"},
+			token: signJWT(t, jwt.SigningMethodHS256, testSecret, base), wantErr: "wrong issuer"},
 		{name: "wrong audience", cfg: Config{JWTSecret: testSecret, Audience: "roomcast"},
-			token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "aud", "other")), wantErr: "wrong audience"},
+			token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "aud", "other")), wantErr: "wrong audience"},
 		{name: "audience missing", cfg: Config{JWTSecret: testSecret, Audience: "roomcast"},
-			token: sign(t, jwt.SigningMethodHS256, testSecret, base), wantErr: "wrong audience"},
+			token: signJWT(t, jwt.SigningMethodHS256, testSecret, base), wantErr: "wrong audience"},
 		{name: "iss and aud ignored when not configured", cfg: hsOnly,
-			token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "iss", "x", "aud", "y")),
+			token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "iss", "x", "aud", "y")),
 			want:  rooms.Identity{User: "alice", Name: "alice", Expires: exp}},
 
 		{name: "oversized (9 KiB)", cfg: hsOnly,
-			token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "name", strings.Repeat("x", 9<<10))), wantErr: "token too large"},
-		{name: "empty sub", cfg: hsOnly, token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "sub", "")), wantErr: "token has no sub"},
-		{name: "sub missing", cfg: hsOnly, token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "sub", nil)), wantErr: "token has no sub"},
-		{name: "sub with a control character", cfg: hsOnly, token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "sub", "al\nice")), wantErr: "not a valid user id"},
-		{name: "sub not a string", cfg: hsOnly, token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "sub", 42)), wantErr: "malformed token"},
+			token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "name", strings.Repeat("x", 9<<10))), wantErr: "token too large"},
+		{name: "empty sub", cfg: hsOnly, token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "sub", "")), wantErr: "token has no sub"},
+		{name: "sub missing", cfg: hsOnly, token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "sub", nil)), wantErr: "token has no sub"},
+		{name: "sub with a control character", cfg: hsOnly, token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "sub", "al\nice")), wantErr: "not a valid user id"},
+		{name: "sub not a string", cfg: hsOnly, token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "sub", 42)), wantErr: "malformed token"},
 
 		{name: "garbage", cfg: hsRSA, token: "garbage", wantErr: "malformed token"},
 		{name: "empty", cfg: hsRSA, token: "", wantErr: "malformed token"},
@@ -282,21 +282,21 @@ func TestVerifyToken(t *testing.T) {
 		{name: "padded base64", cfg: rsaOnly, token: parts[0] + "=." + parts[1] + "." + parts[2], wantErr: "malformed token"},
 		{name: "claims not JSON", cfg: hsRSA, token: parts[0] + ".bm90IGpzb24." + parts[2], wantErr: "malformed token"},
 
-		{name: "name claim", cfg: hsOnly, token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "name", "Alice A.")),
+		{name: "name claim", cfg: hsOnly, token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "name", "Alice A.")),
 			want: rooms.Identity{User: "alice", Name: "Alice A.", Expires: exp}},
-		{name: "rooms claim absent: no restriction", cfg: hsOnly, token: sign(t, jwt.SigningMethodHS256, testSecret, base),
+		{name: "rooms claim absent: no restriction", cfg: hsOnly, token: signJWT(t, jwt.SigningMethodHS256, testSecret, base),
 			want: rooms.Identity{User: "alice", Name: "alice", Expires: exp}},
 		{name: "rooms claim with both lists", cfg: hsOnly,
-			token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "rooms", map[string]any{"subscribe": []string{"team-*", "admin:*"}, "publish": []string{"team-a"}})),
+			token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "rooms", map[string]any{"subscribe": []string{"team-*", "admin:*"}, "publish": []string{"team-a"}})),
 			want:  rooms.Identity{User: "alice", Name: "alice", Expires: exp, Subscribe: []string{"team-*", "admin:*"}, Publish: []string{"team-a"}}},
 		{name: "rooms claim with an empty publish list: nothing", cfg: hsOnly,
-			token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "rooms", map[string]any{"subscribe": []string{"*"}, "publish": []string{}})),
+			token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "rooms", map[string]any{"subscribe": []string{"*"}, "publish": []string{}})),
 			want:  rooms.Identity{User: "alice", Name: "alice", Expires: exp, Subscribe: []string{"*"}, Publish: []string{}}},
 		{name: "rooms claim with subscribe only", cfg: hsOnly,
-			token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "rooms", map[string]any{"subscribe": []string{"lobby"}})),
+			token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "rooms", map[string]any{"subscribe": []string{"lobby"}})),
 			want:  rooms.Identity{User: "alice", Name: "alice", Expires: exp, Subscribe: []string{"lobby"}}},
 		{name: "rooms claim of the wrong type", cfg: hsOnly,
-			token: sign(t, jwt.SigningMethodHS256, testSecret, with(base, "rooms", "everything")), wantErr: "malformed token"},
+			token: signJWT(t, jwt.SigningMethodHS256, testSecret, with(base, "rooms", "everything")), wantErr: "malformed token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -407,7 +407,7 @@ func selfSigned(t *testing.T, key *ecdsa.PrivateKey) []byte {
 func TestCertificateKeyVerifies(t *testing.T) {
 	k := keys()
 	a := newAuth(t, Config{JWTPublicKeyPEM: selfSigned(t, k.ec)})
-	id, err := a.VerifyToken(sign(t, jwt.SigningMethodES256, k.ec, claimsFor("alice")))
+	id, err := a.VerifyToken(signJWT(t, jwt.SigningMethodES256, k.ec, claimsFor("alice")))
 	if err != nil || id.User != "alice" {
 		t.Fatalf("VerifyToken = %+v, %v; want alice", id, err)
 	}
@@ -493,7 +493,7 @@ func TestTicketRoundTrip(t *testing.T) {
 
 func TestTicketFromTokenCarriesNoToken(t *testing.T) {
 	a := newAuth(t, Config{JWTSecret: testSecret})
-	token := sign(t, jwt.SigningMethodHS256, testSecret, with(claimsFor("alice"), "name", "Alice"))
+	token := signJWT(t, jwt.SigningMethodHS256, testSecret, with(claimsFor("alice"), "name", "Alice"))
 	id, err := a.VerifyToken(token)
 	if err != nil {
 		t.Fatal(err)
@@ -691,7 +691,7 @@ func TestRedeemTicketHostile(t *testing.T) {
 		{"extra dot", good + ".x", "malformed ticket"},
 		{"not base64", "!!!." + m64, "malformed ticket"},
 		{"padded base64", p64 + "=." + m64, "malformed ticket"},
-		{"a JWT instead", sign(t, jwt.SigningMethodHS256, testSecret, claimsFor("alice")), "malformed ticket"},
+		{"a JWT instead", signJWT(t, jwt.SigningMethodHS256, testSecret, claimsFor("alice")), "malformed ticket"},
 		{"oversized", strings.Repeat("A", 17<<10) + "." + m64, "ticket too large"},
 	}
 	for _, tt := range tests {
@@ -712,10 +712,10 @@ func TestRedeemTicketHostile(t *testing.T) {
 
 func TestFromRequest(t *testing.T) {
 	k := keys()
-	alice := sign(t, jwt.SigningMethodRS256, k.rsa, claimsFor("alice"))
-	bob := sign(t, jwt.SigningMethodRS256, k.rsa, claimsFor("bob"))
-	carol := sign(t, jwt.SigningMethodRS256, k.rsa, claimsFor("carol"))
-	bad := sign(t, jwt.SigningMethodRS256, k.rsaOther, claimsFor("mallory"))
+	alice := signJWT(t, jwt.SigningMethodRS256, k.rsa, claimsFor("alice"))
+	bob := signJWT(t, jwt.SigningMethodRS256, k.rsa, claimsFor("bob"))
+	carol := signJWT(t, jwt.SigningMethodRS256, k.rsa, claimsFor("carol"))
+	bad := signJWT(t, jwt.SigningMethodRS256, k.rsaOther, claimsFor("mallory"))
 	const ticketDave = "<ticket for dave>" // replaced by a fresh ticket per case
 
 	type request struct {
@@ -847,16 +847,16 @@ func FuzzVerifyToken(f *testing.F) {
 	k := keys()
 	full := with(claimsFor("alice"), "name", "Alice", "rooms", map[string]any{"subscribe": []string{"team-*"}, "publish": []string{}})
 	for _, tok := range []string{
-		sign(f, jwt.SigningMethodHS256, testSecret, full),
-		sign(f, jwt.SigningMethodRS256, k.rsa, full),
-		sign(f, jwt.SigningMethodES256, k.ec, full),
+		signJWT(f, jwt.SigningMethodHS256, testSecret, full),
+		signJWT(f, jwt.SigningMethodRS256, k.rsa, full),
+		signJWT(f, jwt.SigningMethodES256, k.ec, full),
 	} {
 		s.valid[tok] = true
 		f.Add(tok)
 		f.Add(tok[:len(tok)-2])
 	}
 	f.Add(craft(f, map[string]any{"alg": "none"}, full, ""))
-	f.Add(sign(f, jwt.SigningMethodHS256, pemOf(&k.rsa.PublicKey), full))
+	f.Add(signJWT(f, jwt.SigningMethodHS256, pemOf(&k.rsa.PublicKey), full))
 	f.Add("garbage")
 	f.Add("a.b.c")
 	f.Add("")
@@ -884,7 +884,7 @@ func FuzzRedeemTicket(f *testing.F) {
 	a := s.hs
 	enc := base64.RawURLEncoding
 	sealed := func(payload []byte) string {
-		return enc.EncodeToString(payload) + "." + enc.EncodeToString(a.mac(payload))
+		return enc.EncodeToString(payload) + "." + enc.EncodeToString(a.ticketMAC.Append(nil, payload))
 	}
 	// Seeds are built as IssueTicket builds tickets but with fixed nonces:
 	// fuzz workers are separate processes, and each must know the same

@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -17,7 +16,8 @@ import (
 )
 
 // A ticket is base64url(payload) "." base64url(HMAC-SHA256(payload)), the
-// MAC keyed with a key derived from Config.TicketKey. The payload is
+// MAC keyed with the sign.Ticket key derived from Config.TicketKey. The
+// payload is
 //
 //	version     1 byte (ticketVersion)
 //	expiry      8 bytes, big-endian Unix nanoseconds: when the ticket expires
@@ -32,7 +32,7 @@ import (
 const (
 	ticketVersion = 1
 	nonceLen      = 16
-	macLen        = sha256.Size
+	macLen        = sha256.Size // sign.Ticket's tag size
 	// maxTicketLen bounds the work an unauthenticated caller can cause; an
 	// identity taken from a token of at most maxTokenLen always fits.
 	maxTicketLen = 16 << 10
@@ -69,7 +69,7 @@ func (a *Authenticator) IssueTicket(id rooms.Identity) (ticket string, ttl time.
 	if enc.EncodedLen(len(payload))+1+enc.EncodedLen(macLen) > maxTicketLen {
 		return "", 0, errors.New("auth: identity too large for a ticket")
 	}
-	return enc.EncodeToString(payload) + "." + enc.EncodeToString(a.mac(payload)), ttl, nil
+	return enc.EncodeToString(payload) + "." + enc.EncodeToString(a.ticketMAC.Append(nil, payload)), ttl, nil
 }
 
 // TicketHeld is how long a ticket issued for ttl may hold state: until it
@@ -102,7 +102,7 @@ func (a *Authenticator) RedeemTicket(ctx context.Context, ticket string, claim f
 	if err != nil || len(mac) != macLen {
 		return rooms.Identity{}, invalid("malformed ticket")
 	}
-	if !hmac.Equal(mac, a.mac(payload)) {
+	if !a.ticketMAC.Verify(payload, mac) {
 		return rooms.Identity{}, invalid("bad ticket signature")
 	}
 	t, err := decodeTicket(payload)
@@ -122,12 +122,6 @@ func (a *Authenticator) RedeemTicket(ctx context.Context, ticket string, claim f
 		return rooms.Identity{}, invalid("ticket already used")
 	}
 	return t.id, nil
-}
-
-func (a *Authenticator) mac(payload []byte) []byte {
-	m := hmac.New(sha256.New, a.ticketMAC)
-	m.Write(payload)
-	return m.Sum(nil)
 }
 
 type ticketPayload struct {
