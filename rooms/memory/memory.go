@@ -207,10 +207,7 @@ func (b *Backbone) Close() error {
 	return nil
 }
 
-// Publish implements rooms.Backbone. It is one function because it is one
-// atomic step under b.mu, as the Redis backbone's is one script: the
-// resend checks, the sequence, the history and the delivery to receivers
-// must see one state, and the order of its steps is the contract.
+// Publish implements rooms.Backbone.
 func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string) (rooms.Published, error) {
 	if err := ctx.Err(); err != nil {
 		return rooms.Published{}, err
@@ -223,7 +220,10 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 	return b.publishLocked(m, idemKey, b.opts.Now())
 }
 
-// publishLocked is Publish with b.mu held.
+// publishLocked is Publish with b.mu held. It is one function because it
+// is one atomic step under b.mu, as the Redis backbone's is one script: the
+// resend checks, the sequence, the history and the delivery to receivers
+// must see one state, and the order of its steps is the contract.
 func (b *Backbone) publishLocked(m rooms.Message, idemKey string, now time.Time) (rooms.Published, error) {
 	// Nothing here can lose an answer, so a publish needs a token only
 	// when it is a resend: one that came back from another backbone's
