@@ -1,8 +1,8 @@
 // Package redis is the Redis rooms.Backbone: history in Redis Streams, live
 // fan-out over pub/sub, both written by one Lua script per publish so that
 // live order equals history order. Instances subscribe only to the channels
-// their connections need. A single Redis primary is supported; Redis Cluster
-// is not.
+// their connections need. A single Redis primary is supported, directly or
+// through Redis Sentinel (failover.go); Redis Cluster is not.
 package redis
 
 import (
