@@ -52,7 +52,7 @@ func startNode(t testing.TB, dir string, args ...string) *node {
 		n.kill()
 		if t.Failed() {
 			if b, err := os.ReadFile(n.logFile()); err == nil {
-				t.Logf("%s log:\n%s", n.addr(), lastLines(b, 40))
+				t.Logf("%s log:\n%s", n.addr(), lastLines(b, 80))
 			}
 		}
 	})
@@ -228,7 +228,7 @@ func newTopology(t testing.TB, o topologyOptions) *topology {
 		}
 		top.sentinels = append(top.sentinels, startNode(t, d, conf, "--sentinel"))
 	}
-	top.awaitReady(top.primary, top.replica)
+	top.awaitReady()
 	return top
 }
 
@@ -269,16 +269,24 @@ func (top *topology) sentinelClient(i int) *goredis.SentinelClient {
 	return c
 }
 
-// awaitReady waits until every sentinel names primary as the primary and
-// knows replica and the two other sentinels, so that a failover can be
-// agreed on, and replica's link to primary is up.
-func (top *topology) awaitReady(primary, replica *node) {
+// awaitReady waits until every sentinel names the same data node as the
+// primary and knows the other as its replica and the two other sentinels,
+// so that a failover can be agreed on, and the replica's link is up. A
+// busy machine may stall a node past down-after-milliseconds while the
+// topology starts: the sentinels then fail over at once, and the roles
+// are taken as they name them.
+func (top *topology) awaitReady() {
 	top.t.Helper()
 	deadline := time.Now().Add(wait)
 	ctx := context.Background()
 	for {
 		ok := true
 		var why string
+		primary, replica := top.primary, top.replica
+		if addr, err := top.sentinelClient(0).GetMasterAddrByName(ctx, master).Result(); err == nil && len(addr) == 2 &&
+			addr[1] == strconv.Itoa(replica.port) {
+			primary, replica = replica, primary
+		}
 		for i := range top.sentinels {
 			sc := top.sentinelClient(i)
 			addr, err := sc.GetMasterAddrByName(ctx, master).Result()
@@ -305,6 +313,7 @@ func (top *topology) awaitReady(primary, replica *node) {
 			}
 		}
 		if ok {
+			top.primary, top.replica = primary, replica
 			return
 		}
 		if time.Now().After(deadline) {
