@@ -370,7 +370,7 @@ func openBackbone(ctx context.Context, cfg config.Config, log *slog.Logger) (bac
 			MaxChannels: cfg.MaxChannels}), key, nil
 	}
 	bb, err := redisbb.New(ctx, cfg.RedisURL, redisbb.Options{HistorySize: cfg.HistorySize, HistoryAge: cfg.HistoryAge,
-		PresenceGrace: cfg.PresenceGrace, MemberTTL: cfg.PresenceTTL})
+		PresenceGrace: cfg.PresenceGrace, MemberTTL: cfg.PresenceTTL, SentinelMaster: cfg.RedisSentinel})
 	if err != nil {
 		return nil, nil, err
 	}

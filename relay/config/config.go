@@ -23,6 +23,7 @@ import (
 type Config struct {
 	Addr              string
 	RedisURL          string
+	RedisSentinel     string
 	LogLevel          slog.Level
 	LogFormat         string
 	MaxPayload        int64
@@ -149,6 +150,7 @@ func bindings(c *Config) []binding {
 	b := []binding{
 		{Option{"addr", "ROOMCAST_ADDR", "127.0.0.1:8080", "address to listen on (PORT=n means :n)"}, stringVar(&c.Addr)},
 		{Option{"redis-url", "ROOMCAST_REDIS_URL", "", "redis:// or rediss:// URL of the Redis backbone (alias REDIS_URL); empty runs the embedded in-memory backbone"}, stringVar(&c.RedisURL)},
+		{Option{"redis-sentinel-master", "ROOMCAST_REDIS_SENTINEL_MASTER", "", "name of the primary Redis Sentinel watches; -redis-url then lists the sentinels: redis://host:26379?addr=host2:26379&addr=host3:26379"}, stringVar(&c.RedisSentinel)},
 		{Option{"log-level", "ROOMCAST_LOG_LEVEL", "info", "debug, info, warn or error"}, levelVar(&c.LogLevel)},
 		{Option{"log-format", "ROOMCAST_LOG_FORMAT", "auto", "json, text, or auto (text on a terminal)"}, choiceVar(&c.LogFormat, "auto", "json", "text")},
 		{Option{"max-payload", "ROOMCAST_MAX_PAYLOAD", "65536", "largest publish body in bytes"}, int64Var(&c.MaxPayload, 1, maxPayloadLimit)},
@@ -375,6 +377,9 @@ func (c Config) validate() error {
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		errs = append(errs, fmt.Errorf("%s must start with redis:// or rediss://", c.Name("redis-url")))
 	}
+	if err := c.checkSentinel(); err != nil {
+		errs = append(errs, err)
+	}
 	// The file would be ignored: with a key configured development tokens
 	// are signed with it, and with Redis the instances share their key.
 	if c.DevTokenKeyFile != "" && c.KeysConfigured() {
@@ -384,6 +389,41 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("%s is for the in-memory backbone: with Redis (%s), the instances share the development-token key through Redis", c.Name("dev-token-key-file"), c.Name("redis-url")))
 	}
 	return errors.Join(errs...)
+}
+
+// checkSentinel checks the Sentinel settings: a master name given (even
+// empty, on the command line) needs the sentinels in the Redis URL, and a
+// master_name in that URL must agree with it.
+func (c Config) checkSentinel() error {
+	_, given := c.given["redis-sentinel-master"]
+	name := c.Name("redis-sentinel-master")
+	switch {
+	case !given:
+		if u, err := url.Parse(c.RedisURL); err == nil && u.Query().Has("master_name") {
+			return fmt.Errorf("%s has master_name: name the primary with ROOMCAST_REDIS_SENTINEL_MASTER (-redis-sentinel-master), and the URL lists the sentinels", c.Name("redis-url"))
+		}
+		return nil
+	case strings.TrimSpace(c.RedisSentinel) == "" || strings.ContainsAny(c.RedisSentinel, " \t\r\n"):
+		return fmt.Errorf("%s %q: want the name of the primary the sentinels watch (sentinel monitor NAME ...)", name, c.RedisSentinel)
+	case c.RedisURL == "":
+		return fmt.Errorf("%s needs %s listing the sentinels (redis://host:26379?addr=host2:26379)", name, c.Name("redis-url"))
+	}
+	u, err := url.Parse(c.RedisURL)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.Name("redis-url"), err)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%s must name a sentinel (redis://host:26379) with %s", c.Name("redis-url"), name)
+	}
+	for _, a := range u.Query()["addr"] {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("%s: addr=%q: %w", c.Name("redis-url"), a, err)
+		}
+	}
+	if m := u.Query().Get("master_name"); m != "" && m != c.RedisSentinel {
+		return fmt.Errorf("%s names master_name %q, %s %q", c.Name("redis-url"), m, name, c.RedisSentinel)
+	}
+	return nil
 }
 
 type stringValue struct{ p *string }

@@ -118,6 +118,13 @@ func TestLoad(t *testing.T) {
 			func(c Config) bool { return c.TCPUserTimeout == 0 }},
 		{"cursor key of 16 bytes", nil, env("ROOMCAST_CURSOR_KEY", "0123456789abcdef"),
 			func(c Config) bool { return c.CursorKey == "0123456789abcdef" }},
+		{"sentinel master with the sentinels in the URL", nil,
+			env("ROOMCAST_REDIS_SENTINEL_MASTER", "mymaster", "ROOMCAST_REDIS_URL", "redis://s1:26379?addr=s2:26379&addr=s3:26379"),
+			func(c Config) bool {
+				return c.RedisSentinel == "mymaster" && c.RedisURL == "redis://s1:26379?addr=s2:26379&addr=s3:26379"
+			}},
+		{"sentinel master also named in the URL", []string{"-redis-sentinel-master", "m"}, env("REDIS_URL", "redis://s1:26379?master_name=m"),
+			func(c Config) bool { return c.RedisSentinel == "m" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,6 +178,20 @@ func TestLoadInvalid(t *testing.T) {
 		{"dev-token key file with a JWT secret", nil, env("ROOMCAST_DEV_TOKEN_KEY_FILE", "/tmp/k", "ROOMCAST_JWT_SECRET", strings.Repeat("s", 32)),
 			[]string{"ROOMCAST_DEV_TOKEN_KEY_FILE", "open mode"}},
 		{"dev-token key file with an API key", []string{"-dev-token-key-file", "/tmp/k", "-api-key", "k"}, env(), []string{"-dev-token-key-file"}},
+		{"sentinel master without a URL", nil, env("ROOMCAST_REDIS_SENTINEL_MASTER", "mymaster"),
+			[]string{"ROOMCAST_REDIS_SENTINEL_MASTER", "-redis-url", "sentinels"}},
+		{"empty sentinel master flag", []string{"-redis-sentinel-master", ""}, env("ROOMCAST_REDIS_URL", "redis://s1:26379"),
+			[]string{"-redis-sentinel-master", "name of the primary"}},
+		{"sentinel master with a space", nil, env("ROOMCAST_REDIS_SENTINEL_MASTER", "my master", "ROOMCAST_REDIS_URL", "redis://s1:26379"),
+			[]string{"ROOMCAST_REDIS_SENTINEL_MASTER", `"my master"`}},
+		{"sentinel URL without a host", nil, env("ROOMCAST_REDIS_SENTINEL_MASTER", "m", "ROOMCAST_REDIS_URL", "redis:///0"),
+			[]string{"ROOMCAST_REDIS_URL", "sentinel"}},
+		{"sentinel addr without a port", nil, env("ROOMCAST_REDIS_SENTINEL_MASTER", "m", "ROOMCAST_REDIS_URL", "redis://s1:26379?addr=s2"),
+			[]string{"ROOMCAST_REDIS_URL", `addr="s2"`}},
+		{"sentinel URL naming another master", nil, env("ROOMCAST_REDIS_SENTINEL_MASTER", "m", "ROOMCAST_REDIS_URL", "redis://s1:26379?master_name=other"),
+			[]string{"ROOMCAST_REDIS_URL", `"other"`, "ROOMCAST_REDIS_SENTINEL_MASTER"}},
+		{"master_name without the sentinel setting", nil, env("ROOMCAST_REDIS_URL", "redis://s1:26379?master_name=m"),
+			[]string{"ROOMCAST_REDIS_URL", "ROOMCAST_REDIS_SENTINEL_MASTER"}},
 		{"dev-token key file with Redis", nil, env("ROOMCAST_DEV_TOKEN_KEY_FILE", "/tmp/k", "ROOMCAST_REDIS_URL", "redis://h"),
 			[]string{"ROOMCAST_DEV_TOKEN_KEY_FILE", "Redis"}},
 	}

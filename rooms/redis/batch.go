@@ -63,6 +63,9 @@ func (b *Backbone) PublishMany(ctx context.Context, ms []rooms.Message, keys []s
 	for i, cmd := range cmds {
 		if cmd != nil {
 			res[i], errs[i] = batchReply(cmd, execErr, tokens[i])
+			if epoch, seq, err := rooms.ParseEventID(res[i].ID); errs[i] == nil && err == nil {
+				b.seen.note(epoch, seq) // for the failover check (failover.go)
+			}
 		}
 	}
 	return res, errs

@@ -239,6 +239,7 @@ func (b *Backbone) live(ch, payload string) {
 	}
 	if n > 0 {
 		s.lastSeq, s.lastN, s.lastTS = seq, n, ts
+		b.seen.note(s.epoch, seq)
 	}
 	b.deliver(s, ev, i)
 }
@@ -313,6 +314,7 @@ func (b *Backbone) tryCatchUp(s *subscription, before uint64) error {
 			continue
 		}
 		s.lastSeq, s.lastN, s.lastTS = ev.Seq, n, ev.TS
+		b.seen.note(s.epoch, ev.Seq)
 		b.deliver(s, ev, i)
 	}
 	return nil

@@ -1,8 +1,8 @@
 // Package redis is the Redis rooms.Backbone: history in Redis Streams, live
 // fan-out over pub/sub, both written by one Lua script per publish so that
 // live order equals history order. Instances subscribe only to the channels
-// their connections need. A single Redis primary is supported; Redis Cluster
-// is not.
+// their connections need. A single Redis primary is supported, directly or
+// through Redis Sentinel (failover.go); Redis Cluster is not.
 package redis
 
 import (
@@ -53,6 +53,9 @@ type Options struct {
 	// past it, new ids are refused with rooms.ErrClientsFull until
 	// bindings expire.
 	MaxClientBindings int
+	// SentinelMaster, when set, makes New read its url as the sentinels'
+	// (see newFailoverClient) and follow the primary they name so.
+	SentinelMaster string
 }
 
 // Backbone is a Redis rooms.Backbone. Close stops its goroutines.
@@ -71,6 +74,8 @@ type Backbone struct {
 	run     func(context.Context, rooms.Command) error
 
 	inbox  inbox
+	watch  *connWatch
+	seen   learned
 	stop   chan struct{}
 	wg     sync.WaitGroup
 	closed sync.Once
@@ -94,7 +99,17 @@ var _ rooms.Backbone = (*Backbone)(nil)
 
 // New connects to the Redis at url (redis:// or rediss://) and starts the
 // goroutines that read and dispatch live events.
+//
+// With opts.SentinelMaster set, url names the sentinels instead, and the
+// backbone follows the primary they name through failovers.
 func New(ctx context.Context, url string, opts Options) (*Backbone, error) {
+	if opts.SentinelMaster != "" {
+		rdb, err := newFailoverClient(url, opts.SentinelMaster)
+		if err != nil {
+			return nil, err
+		}
+		return newBackbone(ctx, rdb, opts, true)
+	}
 	ro, err := goredis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redis url: %w", err)
@@ -105,6 +120,11 @@ func New(ctx context.Context, url string, opts Options) (*Backbone, error) {
 
 // NewClient is New for an existing client, which the Backbone then owns.
 func NewClient(ctx context.Context, rdb *goredis.Client, opts Options) (*Backbone, error) {
+	return newBackbone(ctx, rdb, opts, false)
+}
+
+// newBackbone is NewClient; follow is set for a Sentinel client (connWatch).
+func newBackbone(ctx context.Context, rdb *goredis.Client, opts Options, follow bool) (*Backbone, error) {
 	if opts.Prefix == "" {
 		opts.Prefix = "roomcast:"
 	}
@@ -142,6 +162,8 @@ func NewClient(ctx context.Context, rdb *goredis.Client, opts Options) (*Backbon
 	}
 	b.controlReady = make(chan struct{})
 	b.inbox.wake = make(chan struct{}, 1)
+	b.watch = newConnWatch(follow)
+	rdb.AddHook(b.watch)
 	pctx, cancel := context.WithTimeout(ctx, opts.OpTimeout)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
@@ -150,10 +172,11 @@ func NewClient(ctx context.Context, rdb *goredis.Client, opts Options) (*Backbon
 	}
 	b.ps = rdb.Subscribe(context.Background(), b.controlKey(b.instance))
 	msgs := b.ps.ChannelWithSubscriptions(goredis.WithChannelSize(4096))
-	b.wg.Add(3)
+	b.wg.Add(4)
 	go b.read(msgs)
 	go b.dispatch()
 	go b.sweepLoop()
+	go b.checkLoop()
 	// Commands for this instance's connections must reach it from the start.
 	select {
 	case <-b.controlReady:
@@ -237,7 +260,13 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 	var written bool
 	for attempt := 0; ; attempt++ {
 		p, err := b.runPublish(ctx, keys, args)
-		if err == nil || errors.Is(err, rooms.ErrPublishTokenReused) {
+		if err == nil {
+			if epoch, seq, err := rooms.ParseEventID(p.ID); err == nil {
+				b.seen.note(epoch, seq)
+			}
+			return p, nil
+		}
+		if errors.Is(err, rooms.ErrPublishTokenReused) {
 			return p, err
 		}
 		written = written || sentUnanswered(err)

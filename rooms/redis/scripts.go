@@ -2,6 +2,40 @@ package redis
 
 import goredis "github.com/redis/go-redis/v9"
 
+// replicaMarkerLua tells a promoted replica from a primary restarted from
+// its own persistence, which Redis's replication ids cannot: a primary
+// restarted from an RDB saved while replicas were attached gets
+// master_replid2 = its old replid, exactly as a promoted replica does
+// (checked on Redis 7.0). The marker key (the epoch key + ":replicated")
+// is written to the replicas only (redis.set_repl): the primary's own
+// data, and so its RDB and AOF, never holds it, while a replica holds it
+// from the first publish replicated to it after its last full sync. A
+// primary holding it was therefore a replica; what it lacks of the old
+// primary's acknowledged writes is unknown, so the caller starts a new
+// epoch, and the primary drops the marker from its data and its AOF (not
+// from its replicas, which stay replicas).
+//
+// A replica promoted before any publish reached it since its last full
+// sync holds no marker; it then lacks no publish either, unless the old
+// primary published after that sync and none of it was replicated (the
+// position check of failoverCheckScript is the backstop).
+const replicaMarkerLua = `
+local function promoted(epochKey)
+  if redis.call('GET', epochKey .. ':replicated') ~= 'r' then return false end
+  redis.set_repl(redis.REPL_AOF)
+  redis.call('DEL', epochKey .. ':replicated')
+  redis.set_repl(redis.REPL_ALL)
+  return true
+end
+local function markReplicas(epochKey)
+  redis.set_repl(redis.REPL_REPLICA)
+  redis.call('SET', epochKey .. ':replicated', 'r')
+  redis.set_repl(redis.REPL_NONE)
+  redis.call('DEL', epochKey .. ':replicated')
+  redis.set_repl(redis.REPL_ALL)
+end
+`
+
 // publishScript appends a message to the history of each of its channels and
 // publishes it live, in one atomic step, so live order equals history order.
 //
@@ -28,9 +62,16 @@ import goredis "github.com/redis/go-redis/v9"
 // The meta hash holds head (last seq), n (count) and trimmed (highest seq
 // dropped by retention). Live messages are "1|epoch|seq|ts|i|n|body"; n is
 // 0 for volatile messages.
-var publishScript = goredis.NewScript(`
+//
+// Failover: every run writes the replication marker (replicaMarkerLua) to
+// the replicas alone, and a primary that finds it in its own data was a
+// replica promoted since its last publish: it may lack writes the old
+// primary acknowledged, so its positions start a new epoch before this
+// publish takes one. A resend answered from its token's record names the
+// epoch its event was stored in (read from the first channel's entry).
+var publishScript = goredis.NewScript(replicaMarkerLua + `
 local epoch = redis.call('GET', KEYS[1])
-if not epoch then
+if not epoch or promoted(KEYS[1]) then
   epoch = ARGV[5]
   redis.call('SET', KEYS[1], epoch)
 end
@@ -41,7 +82,10 @@ local stored = redis.call('HGET', bucket, tokenField)
 if stored then
   local storedSeq, storedDigest = string.match(stored, '^(%d+)|(.*)$')
   if storedDigest ~= digest then return {'reused', ''} end
-  local answer = epoch .. '|' .. storedSeq .. '|0|' .. ARGV[9]
+  local storedEpoch = epoch
+  local entry = redis.call('XRANGE', KEYS[4], storedSeq .. '-0', storedSeq .. '-0')[1]
+  if entry and entry[2][9] == 'e' then storedEpoch = entry[2][10] end
+  local answer = storedEpoch .. '|' .. storedSeq .. '|0|' .. ARGV[9]
   if tokenFresh then return {'ok', answer} end
   return {'dup', answer}
 end
@@ -58,6 +102,7 @@ if not volatile then seq = redis.call('INCR', KEYS[2]) end
 -- a script's first write only, and PUBLISH is no write, so a volatile
 -- publish recording its token after going out live would be answered with
 -- a refusal it did not honour.
+markReplicas(KEYS[1])
 redis.call('HSET', bucket, tokenField, seq .. '|' .. digest)
 redis.call('PEXPIRE', bucket, tokenTTL)
 local maxlen = tonumber(ARGV[3])
