@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -274,4 +275,23 @@ func (s *Server) dumpLog() {
 	if err == nil && len(b) > 0 {
 		s.t.Logf("redis-server log:\n%s", b)
 	}
+}
+
+// FreePort is a port below the ephemeral range (20000–32000) free when
+// drawn, for servers that cannot report a port of their own choice
+// (redis-server, sentinels, cluster nodes with their port+10000 bus):
+// ports from :0 collide with the ephemeral ports of outgoing connections.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	for range 200 {
+		port := 20000 + mrand.IntN(12000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		return port
+	}
+	t.Fatal("redistest: no free port between 20000 and 32000")
+	return 0
 }

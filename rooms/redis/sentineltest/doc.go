@@ -1,6 +1,5 @@
-// Package sentineltest runs the Redis backbone against real topologies its
-// tests start: a primary, a replica and three redis-server --sentinel
-// processes, with failovers forced while publishing and primaries
-// restarted from their own persistence. Its tests have their own CI step
-// (.ci/run) and time budget.
+// Package sentineltest runs the Backbone conformance suite through Sentinel:
+// a primary, a replica and three redis-server --sentinel processes that
+// its tests start (redistest.NewTopology). The relay-level failover tests
+// are relay/sentineltest. Both have their own CI step (.ci/run).
 package sentineltest
