@@ -271,7 +271,7 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 	// after a lost reply would read as "nothing was sent").
 	var written bool
 	for attempt := 0; ; attempt++ {
-		p, err := b.runPublish(ctx, keys, args)
+		p, err := b.runPublishKnown(ctx, keys, args, &m)
 		if err == nil {
 			if epoch, seq, err := rooms.ParseEventID(p.ID); err == nil {
 				b.seen.note(epoch, seq)
@@ -378,12 +378,11 @@ func (b *Backbone) publishArgs(m rooms.Message, idemKey string, token rooms.Publ
 	if len(m.Channels) == 0 {
 		return nil, nil, errors.New("publish: no channels")
 	}
-	raw, err := json.Marshal(body{Channels: m.Channels, Event: m.Event, Data: m.Data, Base64: m.Base64,
-		From: m.From, Client: m.Client, Exclude: m.Exclude, Volatile: m.Volatile})
+	raw, err := appendBody(nil, m)
 	if err != nil {
 		return nil, nil, err
 	}
-	sum, _ := json.Marshal(summary{Channels: m.Channels, Event: m.Event})
+	sum := appendSummary(nil, m.Channels, m.Event)
 	keys = []string{b.key("", "epoch"), b.key("", "seq"), b.key("i:", idemKey)}
 	for _, ch := range m.Channels {
 		keys = append(keys, b.streamKey(ch), b.metaKey(ch))
@@ -418,6 +417,13 @@ const (
 // runPublish runs publishScript, in a pipeline shared with the publishes
 // in flight beside it, and reads its reply.
 func (b *Backbone) runPublish(ctx context.Context, keys []string, args []any) (rooms.Published, error) {
+	return b.runPublishKnown(ctx, keys, args, nil)
+}
+
+// runPublishKnown is runPublish for m, when known: a reply whose summary
+// is m's own (any but an idempotency key's earlier answer) is read
+// without decoding it.
+func (b *Backbone) runPublishKnown(ctx context.Context, keys []string, args []any, m *rooms.Message) (rooms.Published, error) {
 	call := make([]any, 0, 3+len(keys)+len(args))
 	call = append(call, "evalsha", publishScript.Hash(), len(keys))
 	for _, k := range keys {
@@ -438,11 +444,36 @@ func (b *Backbone) runPublish(ctx context.Context, keys []string, args []any) (r
 	if len(res) != 2 {
 		return rooms.Published{}, down("publish", fmt.Errorf("unexpected reply %q", res))
 	}
-	p, err := parseResult(res[1])
+	var p rooms.Published
+	if m != nil && len(args) > 8 {
+		sum, _ := args[8].([]byte)
+		p, err = parseResultKnown(res[1], sum, m)
+	} else {
+		p, err = parseResult(res[1])
+	}
 	if err != nil {
 		return rooms.Published{}, down("publish", err)
 	}
 	p.Duplicate = res[0] == "dup"
+	return p, nil
+}
+
+// parseResultKnown is parseResult for a publish of m whose summary is sum.
+func parseResultKnown(s string, sum []byte, m *rooms.Message) (rooms.Published, error) {
+	epoch, rest, ok1 := strings.Cut(s, "|")
+	seqText, rest, ok2 := strings.Cut(rest, "|")
+	_, got, ok3 := strings.Cut(rest, "|")
+	if !ok1 || !ok2 || !ok3 || got != string(sum) {
+		return parseResult(s)
+	}
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	if err != nil {
+		return rooms.Published{}, fmt.Errorf("bad publish result %q", s)
+	}
+	p := rooms.Published{Seq: seq, Channels: m.Channels, Event: m.Event}
+	if seq > 0 {
+		p.ID = rooms.FormatEventID(epoch, seq)
+	}
 	return p, nil
 }
 
