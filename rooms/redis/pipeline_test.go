@@ -58,7 +58,7 @@ func (c *pipelineCount) ProcessPipelineHook(next goredis.ProcessPipelineHook) go
 	return func(ctx context.Context, cmds []goredis.Cmder) error {
 		n := 0
 		for _, cmd := range cmds {
-			if cmd.Name() == "evalsha" {
+			if cmd.Name() == "evalsha" || cmd.Name() == "incr" {
 				n++
 			}
 		}
