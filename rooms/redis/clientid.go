@@ -93,8 +93,12 @@ func (b *Backbone) bindingKeys() []string { return []string{b.key("", "cb"), b.k
 func (b *Backbone) BindClient(ctx context.Context, client, owner, secret string, ttl time.Duration) (string, bool, error) {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	res, err := bindScript.Run(ctx, b.rdb, b.bindingKeys(), client, owner, secret, ttl.Milliseconds(),
-		b.opts.MaxClientBindings).Slice()
+	cmd, err := b.keepScript(ctx, bindScript, b.bindingKeys(), client, owner, secret, ttl.Milliseconds(),
+		b.opts.MaxClientBindings)
+	var res []any
+	if err == nil {
+		res, err = cmd.Slice()
+	}
 	if err != nil {
 		return "", false, down("bind client", err)
 	}

@@ -24,7 +24,8 @@ func (b *Backbone) RegisterConnection(ctx context.Context, info rooms.Connection
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	raw, _ := json.Marshal(info)
-	if err := b.rdb.Set(ctx, b.key("c:", info.ID), raw, ttl).Err(); err != nil {
+	cmd := goredis.NewStatusCmd(ctx, "set", b.key("c:", info.ID), raw, "px", max(ttl.Milliseconds(), 1))
+	if err := b.keep.do(ctx, cmd, nil); err != nil {
 		return down("register connection", err)
 	}
 	return nil

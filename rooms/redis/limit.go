@@ -124,7 +124,11 @@ return 1
 func (b *Backbone) AcquireSlot(ctx context.Context, key, id string, limit int, ttl time.Duration) (bool, error) {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
-	ok, err := slotScript.Run(ctx, b.rdb, []string{b.key("slots:", key)}, id, limit, ttl.Milliseconds()).Int()
+	cmd, err := b.keepScript(ctx, slotScript, []string{b.key("slots:", key)}, id, limit, ttl.Milliseconds())
+	if err != nil {
+		return false, down("connection limit", err)
+	}
+	ok, err := cmd.Int()
 	if err != nil {
 		return false, down("connection limit", err)
 	}

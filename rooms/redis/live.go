@@ -23,9 +23,9 @@ type inbox struct {
 	wake  chan struct{}
 }
 
-func (q *inbox) push(v any) {
+func (q *inbox) push(vs ...any) {
 	q.mu.Lock()
-	q.items = append(q.items, v)
+	q.items = append(q.items, vs...)
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:
@@ -42,9 +42,16 @@ func (q *inbox) take(dst []any) []any {
 	return dst
 }
 
-// read moves pub/sub traffic into the inbox.
+// readBatch bounds the messages read moves into the inbox at once.
+const readBatch = 256
+
+// read moves pub/sub traffic into the inbox: whatever go-redis's reader
+// has queued by the time the first message is taken goes in together, so
+// that a burst costs one lock and one wake-up of the dispatcher rather
+// than one per message.
 func (b *Backbone) read(msgs <-chan any) {
 	defer b.wg.Done()
+	batch := make([]any, 0, readBatch)
 	for {
 		select {
 		case <-b.stop:
@@ -53,7 +60,22 @@ func (b *Backbone) read(msgs <-chan any) {
 			if !ok {
 				return
 			}
-			b.inbox.push(m)
+			batch = append(batch[:0], m)
+		more:
+			for len(batch) < readBatch {
+				select {
+				case m, ok := <-msgs:
+					if !ok {
+						b.inbox.push(batch...)
+						return
+					}
+					batch = append(batch, m)
+				default:
+					break more
+				}
+			}
+			b.inbox.push(batch...)
+			clear(batch)
 		}
 	}
 }

@@ -180,8 +180,10 @@ func (b *Backbone) Enter(ctx context.Context, room string, m rooms.Member, annou
 	}
 	infoRaw, _ := json.Marshal(info)
 	graceEnd := time.Now().Add(b.opts.PresenceGrace).UnixMilli()
-	err := enterScript.Run(ctx, b.rdb, nil, b.opts.Prefix, room, m.Conn, raw, m.User, exp.UnixMilli(),
-		infoRaw, graceEnd, newEpoch(), join).Err()
+	// Through the bookkeeping pipe: the renewals of every stream's
+	// heartbeat at one tick share round trips.
+	_, err := b.keepScript(ctx, enterScript, nil, b.opts.Prefix, room, m.Conn, raw, m.User, exp.UnixMilli(),
+		infoRaw, graceEnd, newEpoch(), join)
 	if err != nil {
 		return down("presence", err)
 	}

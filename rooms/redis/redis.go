@@ -73,6 +73,12 @@ type Backbone struct {
 	pending map[string]chan string   // forwarded commands awaiting replies, by correlation id
 	run     func(context.Context, rooms.Command) error
 
+	// pub carries publish scripts, keep the per-connection bookkeeping
+	// (registrations, presence, slots, client ids): apart, because go-redis
+	// retries a pipeline only when none of its commands forbids it, and
+	// the bookkeeping may be retried while a publish never is by go-redis.
+	pub, keep *pipe
+
 	inbox  inbox
 	watch  *connWatch
 	seen   learned
@@ -160,6 +166,8 @@ func newBackbone(ctx context.Context, rdb *goredis.Client, opts Options, follow 
 		stop:     make(chan struct{}),
 		instance: newEpoch() + newEpoch(),
 	}
+	b.pub = newPipe(rdb, pipeFlushers, pipeMaxBatch, pipeMaxBytes, opts.OpTimeout)
+	b.keep = newPipe(rdb, 1, pipeMaxBatch, pipeMaxBytes, opts.OpTimeout)
 	b.controlReady = make(chan struct{})
 	b.inbox.wake = make(chan struct{}, 1)
 	b.watch = newConnWatch(follow)
@@ -167,6 +175,8 @@ func newBackbone(ctx context.Context, rdb *goredis.Client, opts Options, follow 
 	pctx, cancel := context.WithTimeout(ctx, opts.OpTimeout)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
+		b.pub.Close()
+		b.keep.Close()
 		_ = rdb.Close()
 		return nil, fmt.Errorf("%w: redis ping: %w", rooms.ErrBackboneDown, err)
 	}
@@ -193,6 +203,8 @@ func (b *Backbone) Close() error {
 		close(b.stop)
 		_ = b.ps.Close()
 		b.wg.Wait()
+		b.pub.Close()
+		b.keep.Close()
 		_ = b.rdb.Close()
 	})
 	return nil
@@ -259,7 +271,7 @@ func (b *Backbone) Publish(ctx context.Context, m rooms.Message, idemKey string)
 	// after a lost reply would read as "nothing was sent").
 	var written bool
 	for attempt := 0; ; attempt++ {
-		p, err := b.runPublish(ctx, keys, args)
+		p, err := b.runPublishKnown(ctx, keys, args, &m)
 		if err == nil {
 			if epoch, seq, err := rooms.ParseEventID(p.ID); err == nil {
 				b.seen.note(epoch, seq)
@@ -327,6 +339,8 @@ func sentUnanswered(err error) bool {
 	switch {
 	case errors.As(err, &reply):
 		return false
+	case errors.Is(err, errNotSent):
+		return false // withdrawn before a pipeline took it
 	case errors.Is(err, goredis.ErrClosed), errors.Is(err, goredis.ErrPoolTimeout), errors.Is(err, goredis.ErrPoolExhausted):
 		return false
 	case errors.As(err, &op) && op.Op == "dial":
@@ -364,12 +378,11 @@ func (b *Backbone) publishArgs(m rooms.Message, idemKey string, token rooms.Publ
 	if len(m.Channels) == 0 {
 		return nil, nil, errors.New("publish: no channels")
 	}
-	raw, err := json.Marshal(body{Channels: m.Channels, Event: m.Event, Data: m.Data, Base64: m.Base64,
-		From: m.From, Client: m.Client, Exclude: m.Exclude, Volatile: m.Volatile})
+	raw, err := appendBody(nil, m)
 	if err != nil {
 		return nil, nil, err
 	}
-	sum, _ := json.Marshal(summary{Channels: m.Channels, Event: m.Event})
+	sum := appendSummary(nil, m.Channels, m.Event)
 	keys = []string{b.key("", "epoch"), b.key("", "seq"), b.key("i:", idemKey)}
 	for _, ch := range m.Channels {
 		keys = append(keys, b.streamKey(ch), b.metaKey(ch))
@@ -392,24 +405,35 @@ func (b *Backbone) publishArgs(m rooms.Message, idemKey string, token rooms.Publ
 	return keys, args, nil
 }
 
-// runPublish runs publishScript and reads its reply.
+// Publishes share pipelines (pipe): pipeFlushers send at once, each at
+// most pipeMaxBatch scripts or about pipeMaxBytes of arguments. Two
+// flushers let the relay write one pipeline while Redis runs the other.
+const (
+	pipeFlushers = 2
+	pipeMaxBatch = 128
+	pipeMaxBytes = 1 << 20
+)
+
+// runPublish runs publishScript, in a pipeline shared with the publishes
+// in flight beside it, and reads its reply.
 func (b *Backbone) runPublish(ctx context.Context, keys []string, args []any) (rooms.Published, error) {
-	evalsha := func() ([]string, error) {
-		call := make([]any, 0, 3+len(keys)+len(args))
-		call = append(call, "evalsha", publishScript.Hash(), len(keys))
-		for _, k := range keys {
-			call = append(call, k)
-		}
-		cmd := onceCmd{goredis.NewCmd(ctx, append(call, args...)...)}
-		_ = b.rdb.Process(ctx, cmd)
-		return cmd.StringSlice()
+	return b.runPublishKnown(ctx, keys, args, nil)
+}
+
+// runPublishKnown is runPublish for m, when known: a reply whose summary
+// is m's own (any but an idempotency key's earlier answer) is read
+// without decoding it.
+func (b *Backbone) runPublishKnown(ctx context.Context, keys []string, args []any, m *rooms.Message) (rooms.Published, error) {
+	call := make([]any, 0, 3+len(keys)+len(args))
+	call = append(call, "evalsha", publishScript.Hash(), len(keys))
+	for _, k := range keys {
+		call = append(call, k)
 	}
-	res, err := evalsha()
-	if goredis.HasErrorPrefix(err, "NOSCRIPT") {
-		// Loading is harmless to repeat: go-redis may retry it.
-		if err = publishScript.Load(ctx, b.rdb).Err(); err == nil {
-			res, err = evalsha()
-		}
+	cmd := onceCmd{goredis.NewCmd(ctx, append(call, args...)...)}
+	err := b.pub.do(ctx, cmd, publishScript)
+	var res []string
+	if err == nil {
+		res, err = cmd.StringSlice()
 	}
 	if err != nil {
 		return rooms.Published{}, down("publish", err)
@@ -420,11 +444,36 @@ func (b *Backbone) runPublish(ctx context.Context, keys []string, args []any) (r
 	if len(res) != 2 {
 		return rooms.Published{}, down("publish", fmt.Errorf("unexpected reply %q", res))
 	}
-	p, err := parseResult(res[1])
+	var p rooms.Published
+	if m != nil && len(args) > 8 {
+		sum, _ := args[8].([]byte)
+		p, err = parseResultKnown(res[1], sum, m)
+	} else {
+		p, err = parseResult(res[1])
+	}
 	if err != nil {
 		return rooms.Published{}, down("publish", err)
 	}
 	p.Duplicate = res[0] == "dup"
+	return p, nil
+}
+
+// parseResultKnown is parseResult for a publish of m whose summary is sum.
+func parseResultKnown(s string, sum []byte, m *rooms.Message) (rooms.Published, error) {
+	epoch, rest, ok1 := strings.Cut(s, "|")
+	seqText, rest, ok2 := strings.Cut(rest, "|")
+	_, got, ok3 := strings.Cut(rest, "|")
+	if !ok1 || !ok2 || !ok3 || got != string(sum) {
+		return parseResult(s)
+	}
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	if err != nil {
+		return rooms.Published{}, fmt.Errorf("bad publish result %q", s)
+	}
+	p := rooms.Published{Seq: seq, Channels: m.Channels, Event: m.Event}
+	if seq > 0 {
+		p.ID = rooms.FormatEventID(epoch, seq)
+	}
 	return p, nil
 }
 
