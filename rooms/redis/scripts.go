@@ -71,7 +71,7 @@ end
 // epoch its event was stored in (read from the first channel's entry).
 var publishScript = goredis.NewScript(replicaMarkerLua + `
 local epoch = redis.call('GET', KEYS[1])
-if not epoch or promoted(KEYS[1]) then
+if promoted(KEYS[1]) or not epoch then
   epoch = ARGV[5]
   redis.call('SET', KEYS[1], epoch)
 end
