@@ -1,6 +1,6 @@
 // Package relaytest runs a relay over real HTTP for tests: an
-// httptest.Server serving relay.Server over a hub and an in-memory
-// backbone, plus the clients that read it back — r3labs/sse's Client as an
+// httptest.Server serving the relay that app assembles (the same wiring as
+// main's) over an in-memory backbone or a given one, plus the clients that read it back — r3labs/sse's Client as an
 // independent SSE parser (Stream), a raw reader for exact bytes (RawStream)
 // and a WHATWG-following parser for whole streams (Parse).
 package relaytest
@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/relay"
+	"github.com/roomcast/roomcast/relay/app"
+	"github.com/roomcast/roomcast/relay/config"
+	"github.com/roomcast/roomcast/relay/metrics"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
 	"github.com/roomcast/roomcast/rooms/redis"
@@ -48,40 +51,39 @@ type Options struct {
 	// connection at most (0: net/http's default).
 	H2C           bool
 	H2CMaxStreams int
+	// DevTokens serves POST /v1/dev/token, its tokens signed with
+	// JWTSecret, which NewAuth's Authenticator verifies (unless
+	// Relay.DevTokenKey is set).
+	DevTokens bool
 }
 
 // Relay is a running relay and its parts.
 type Relay struct {
 	// URL is the base URL, without a trailing slash.
-	URL      string
-	HTTP     *httptest.Server
-	Server   *relay.Server
-	Hub      *rooms.Hub
+	URL    string
+	HTTP   *httptest.Server
+	Server *relay.Server
+	Hub    *rooms.Hub
+	// Backbone is the in-memory backbone, when the relay runs on one.
 	Backbone *memory.Backbone
 	Codec    *rooms.CursorCodec
+	// Metrics are the relay's, served at /metrics (nil when off).
+	Metrics *metrics.Metrics
 }
 
 // testKey signs cursors and client tokens of test relays.
 var testKey = []byte("relaytest cursor key, 32 bytes!!")
 
-// Start runs a relay until the test ends. On cleanup every client
+// Start runs a relay until the test ends, assembled as production
+// assembles it (app.Assemble): the backbone timed by the metrics, the hub
+// observed by them, GET /metrics served. On cleanup every client
 // connection is closed and the server, hub and backbone are stopped.
 func Start(t testing.TB, opts Options) *Relay {
 	t.Helper()
-	codec, err := rooms.NewCursorCodec(testKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var bb interface {
-		rooms.Backbone
-		Close() error
-	}
+	var bb app.Backbone
 	var mem *memory.Backbone
 	if opts.Backbone != nil {
-		closer, ok := opts.Backbone.(interface {
-			rooms.Backbone
-			Close() error
-		})
+		closer, ok := opts.Backbone.(app.Backbone)
 		if !ok {
 			t.Fatal("relaytest: Options.Backbone has no Close method")
 		}
@@ -94,12 +96,6 @@ func Start(t testing.TB, opts Options) *Relay {
 		// The hub decides who may subscribe, the server who may publish:
 		// both follow the same rules unless a test says otherwise.
 		opts.Hub.Namespaces = opts.Relay.Namespaces
-	}
-	hub := rooms.NewHub(bb, codec, opts.Hub)
-	// Moderation orders reach connections through the control channel.
-	if err := hub.Start(context.Background()); err != nil {
-		_ = bb.Close()
-		t.Fatal(err)
 	}
 	// Tests publish and connect far faster than people do, all from one
 	// address: lift the limits a test does not set itself.
@@ -122,8 +118,52 @@ func Start(t testing.TB, opts Options) *Relay {
 	if opts.Relay.Logger == nil {
 		opts.Relay.Logger = slog.New(slog.DiscardHandler)
 	}
-	srv := relay.New(hub, opts.Relay)
-	var h http.Handler = srv
+	if opts.DevTokens && opts.Relay.DevTokenKey == nil {
+		// What production signs development tokens with when a JWT
+		// secret is configured: that secret, NewAuth's.
+		opts.Relay.DevTokenKey = []byte(JWTSecret)
+	}
+	a, err := app.Assemble(app.Parts{Backbone: bb, CursorKey: testKey, Hub: opts.Hub, Relay: opts.Relay, Metrics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := serve(t, a, opts)
+	r.Backbone = mem
+	return r
+}
+
+// StartConfig runs, until the test ends, the relay that main runs for the
+// command-line args and the ROOMCAST_* variables of env (app.New), with
+// its logs dropped: production's configuration, keys and defaults, over
+// an httptest.Server rather than its own listener.
+func StartConfig(t testing.TB, env map[string]string, args ...string) *Relay {
+	t.Helper()
+	cfg, err := config.Load(args, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	defer cancel()
+	a, err := app.New(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := serve(t, a, Options{})
+	if mem, ok := a.Backbone.(*memory.Backbone); ok {
+		r.Backbone = mem
+	}
+	return r
+}
+
+// serve starts a's hub and serves a's server until the test ends.
+func serve(t testing.TB, a *app.Relay, opts Options) *Relay {
+	t.Helper()
+	// Moderation orders reach connections through the control channel.
+	if err := a.Hub.Start(context.Background()); err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	var h http.Handler = a.Server
 	if opts.Wrap != nil {
 		h = opts.Wrap(h)
 	}
@@ -140,13 +180,12 @@ func Start(t testing.TB, opts Options) *Relay {
 		ts.CloseClientConnections()
 		ts.Close()
 		// Hijacked streams are not the test server's to close.
-		srv.Close()
-		_ = bb.Close()
+		a.Close()
 	})
 	if !opts.NotReady {
-		srv.SetReady()
+		a.Server.SetReady()
 	}
-	return &Relay{URL: ts.URL, HTTP: ts, Server: srv, Hub: hub, Backbone: mem, Codec: codec}
+	return &Relay{URL: ts.URL, HTTP: ts, Server: a.Server, Hub: a.Hub, Codec: a.Codec, Metrics: a.Metrics}
 }
 
 // Client returns the HTTP client for this relay; its connections are
