@@ -28,6 +28,8 @@ RUN GOOS="$TARGETOS" GOARCH="$TARGETARCH" VERSION="$VERSION" OUT=/out/roomcast b
 # rediss://) and tzdata are included. The nonroot variant runs as uid 65532.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/roomcast /roomcast
+# The load generator, which `/roomcast bench` runs from beside it.
+COPY --from=build /out/roomcast-bench /roomcast-bench
 USER nonroot:nonroot
 
 # Listen on every interface of the container. ROOMCAST_ADDR wins over PORT:

@@ -13,14 +13,15 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/app"
-	"github.com/roomcast/roomcast/relay/bench"
 	"github.com/roomcast/roomcast/relay/config"
 	"github.com/roomcast/roomcast/relay/healthcheck"
 	"github.com/roomcast/roomcast/relay/pub"
@@ -57,14 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		case "healthcheck":
 			return healthcheck.Main(ctx, args[1:], stdout, stderr)
 		case "bench":
-			// The load generator's readers wake from idle at every
-			// publish, as the relay's writers do.
-			stop, _, err := sysmon.BatchWhile(ctx)
-			if err != nil && !errors.Is(err, errors.ErrUnsupported) {
-				fmt.Fprintln(stderr, "roomcast bench: the runtime monitor keeps its scheduling:", err)
-			}
-			defer stop()
-			return bench.Main(ctx, args[1:], stdout, stderr)
+			return bench(ctx, args[1:], stdout, stderr)
 		}
 	}
 	cfg, err := config.Load(args, getenv, stderr)
@@ -248,4 +242,58 @@ func backboneName(cfg config.Config) string {
 		return "redis"
 	}
 	return "memory"
+}
+
+// benchBinary is the load generator's binary, built from ./cmd/roomcast-bench.
+const benchBinary = "roomcast-bench"
+
+// bench runs the load generator, a binary of its own so that the relay
+// carries none of its code: the one beside this binary, else the one on
+// PATH, with args and this process's standard streams. Its exit code is
+// bench's; without one, bench says where it is and how to build it.
+func bench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	path, err := findBench()
+	if err != nil {
+		fmt.Fprintln(stderr, "roomcast bench:", err)
+		fmt.Fprintln(stderr, "The load generator is the binary "+benchBinary+": beside roomcast in the container image (/"+benchBinary+"),")
+		fmt.Fprintln(stderr, "or build it beside this one from the source: go build -o "+filepath.Join(besideSelf(), benchBinary)+" ./cmd/roomcast-bench")
+		fmt.Fprintln(stderr, "(or run it from the source: go run ./cmd/roomcast-bench -h).")
+		return 1
+	}
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
+	// A signal to roomcast reaches bench as an interrupt, which ends its
+	// run with a report, not as a kill.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	err = cmd.Run()
+	if exit, ok := errors.AsType[*exec.ExitError](err); ok {
+		return exit.ExitCode()
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "roomcast bench:", err)
+		return 1
+	}
+	return 0
+}
+
+// findBench finds the load generator: beside this binary, else on PATH.
+func findBench() (string, error) {
+	beside := filepath.Join(besideSelf(), benchBinary)
+	if fi, err := os.Stat(beside); err == nil && !fi.IsDir() {
+		return beside, nil
+	}
+	path, err := exec.LookPath(benchBinary)
+	if err != nil {
+		return "", fmt.Errorf("no %s beside this binary (%s) nor on PATH: %w", benchBinary, beside, err)
+	}
+	return path, nil
+}
+
+// besideSelf is the directory of this binary, or "." when unknown.
+func besideSelf() string {
+	self, err := os.Executable()
+	if err != nil {
+		return "."
+	}
+	return filepath.Dir(self)
 }

@@ -125,13 +125,13 @@ func TestREADMEBench(t *testing.T) {
 	var cmd string
 	for _, b := range docBlocks(t, "README.md", "## Performance", "sh") {
 		for _, line := range strings.Split(b, "\n") {
-			if strings.HasPrefix(line, "go run . bench") {
+			if strings.HasPrefix(line, "go run ./cmd/roomcast-bench") {
 				cmd, _, _ = strings.Cut(line, "#")
 			}
 		}
 	}
 	if cmd == "" {
-		t.Fatal("the README's Performance section has no `go run . bench` command")
+		t.Fatal("the README's Performance section has no `go run ./cmd/roomcast-bench` command")
 	}
 	_, addr := startRelay(t, nil)
 	bench := shell(t, t.TempDir(), []string{"ROOMCAST_URL=http://" + addr}, cmd)

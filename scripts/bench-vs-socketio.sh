@@ -99,8 +99,8 @@ quiet() {
 over_budget() { [ $(( $(date +%s) - START )) -gt "$BUDGET" ]; }
 
 # --- setup -------------------------------------------------------------------------------------
-log "building roomcast"
-(cd "$ROOT" && go build -o "$WORK/roomcast" .)
+log "building roomcast and its load generator"
+(cd "$ROOT" && go build -o "$WORK/roomcast" . && go build -o "$WORK/roomcast-bench" ./cmd/roomcast-bench)
 log "installing the Socket.IO peer in $WORK/sio"
 cp -r "$PEER" "$WORK/sio"
 rm -rf "$WORK/sio/node_modules" "$WORK/sio/results.jsonl"

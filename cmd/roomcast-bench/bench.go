@@ -1,21 +1,4 @@
-// Package bench is the `roomcast bench` command: a load generator that
-// measures relays running on this machine.
-//
-// Subscribers are cheap on purpose, so that tens of thousands fit beside
-// the relay: each SSE stream is one TCP connection decoded by a small
-// state machine (HTTP head, chunked coding, event-stream lines), with no
-// HTTP client or SSE library per connection. Once connected, a stream is
-// read on Linux by one of a few epoll loops (one per GOMAXPROCS), each
-// reading many sockets into one buffer; elsewhere, or with -reader
-// goroutine, by a goroutine and a buffer of its own. Subscribers connect
-// from several source addresses (127.0.0.1, 127.0.0.2, …) so that their
-// number is not bounded by the ~28,000 ephemeral ports of one address.
-// Publishers send text/plain bodies that carry the publisher, a sequence
-// number and the send time, which every delivery is checked and timed
-// against: deliveries, latency, losses, duplicates and reordering per
-// subscriber, and, given the relays' pids, their CPU time per delivery and
-// memory per connection from /proc.
-package bench
+package main
 
 import (
 	"context"
@@ -33,6 +16,7 @@ import (
 )
 
 const usage = `Usage: roomcast bench [flags]
+   or: roomcast-bench [flags]
 
 Connects -n SSE subscribers (and -polls long-pollers) to a room of the
 relays at -targets, publishes -messages events (or -rate × -duration) at

@@ -1,11 +1,10 @@
-package bench
+package main
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,8 +17,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/roomcast/roomcast/relay"
-	"github.com/roomcast/roomcast/relay/auth"
-	"github.com/roomcast/roomcast/relay/relaytest"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
 )
@@ -41,49 +38,25 @@ func policy() *rooms.Namespaces {
 // startRelay runs one relay with the API key and the policy above.
 func startRelay(t *testing.T) string {
 	t.Helper()
-	return startRelayWith(t, relaytest.Options{})
+	return startRelayWith(t, relayOptions{})
 }
 
-// startRelayWith starts a relay with opts, the test policy and auth added.
-func startRelayWith(t *testing.T, opts relaytest.Options) string {
+// startRelayWith starts a relay with opts and the test policy.
+func startRelayWith(t *testing.T, opts relayOptions) string {
 	t.Helper()
-	opts.Relay.Auth = relaytest.NewAuth(t, auth.Config{})
 	opts.Relay.Namespaces = policy()
-	return relaytest.Start(t, opts).URL
+	return serveRelay(t, memory.New(memory.Options{}), opts)
 }
 
 // startCluster runs n relays sharing one in-memory backbone, as instances
 // sharing Redis would.
 func startCluster(t *testing.T, n int) []string {
 	t.Helper()
-	key := []byte("bench test cursor key, 32 bytes!")
-	codec, err := rooms.NewCursorCodec(key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	bb := memory.New(memory.Options{})
 	t.Cleanup(func() { _ = bb.Close() })
-	ns := policy()
 	var urls []string
 	for range n {
-		hub := rooms.NewHub(bb, codec, rooms.HubOptions{Namespaces: ns})
-		if err := hub.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		srv := relay.New(hub, relay.Options{
-			Auth:       relaytest.NewAuth(t, auth.Config{}),
-			Namespaces: ns,
-			Logger:     slog.New(slog.DiscardHandler),
-			Limits:     relay.Limits{MaxConnsPerIP: 1e6, MaxConnsPerUser: 1e6},
-		})
-		ts := httptest.NewServer(srv)
-		t.Cleanup(func() {
-			ts.CloseClientConnections()
-			ts.Close()
-			srv.Close()
-		})
-		srv.SetReady()
-		urls = append(urls, ts.URL)
+		urls = append(urls, serveRelay(t, closeLater{bb}, relayOptions{Relay: relay.Options{Namespaces: policy()}}))
 	}
 	return urls
 }
@@ -138,7 +111,7 @@ func TestRun(t *testing.T) {
 		{name: "sources and tiny payloads", targets: single, cfg: Config{Subscribers: 12, Messages: 30, Rate: 1000, Sources: 3, Size: 1}},
 		{name: "two instances", targets: cluster, cfg: Config{Subscribers: 10, Polls: 2, Messages: 40, Rate: 500, Publishers: 2, PublishSpread: true}},
 		// 8 streams per connection at most: the 20 streams need three.
-		{name: "h2c", targets: []string{startRelayWith(t, relaytest.Options{H2C: true, H2CMaxStreams: 8})},
+		{name: "h2c", targets: []string{startRelayWith(t, relayOptions{H2C: true, H2CMaxStreams: 8})},
 			cfg: Config{Subscribers: 20, Polls: 2, Messages: 30, Rate: 500, H2C: true}},
 	}
 	for _, reader := range readers() {
@@ -155,7 +128,7 @@ func TestRun(t *testing.T) {
 	// Volatile events may be dropped, but none may arrive twice or out of
 	// order.
 	t.Run("volatile", func(t *testing.T) {
-		cfg := Config{Targets: single, Room: "volatile", APIKey: relaytest.APIKey, Subscribers: 10, Messages: 20, Rate: 500, Volatile: true, Settle: 3 * time.Second}
+		cfg := Config{Targets: single, Room: "volatile", APIKey: apiKey, Subscribers: 10, Messages: 20, Rate: 500, Volatile: true, Settle: 3 * time.Second}
 		rep, err := Run(context.Background(), cfg, io.Discard)
 		if err != nil {
 			t.Fatal(err)
@@ -184,7 +157,7 @@ func TestRun(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "report.json")
 		var stdout, stderr bytes.Buffer
 		code := Main(context.Background(), []string{
-			"-targets", single[0], "-room", "main", "-api-key", relaytest.APIKey, "-n", "20", "-messages", "50", "-rate", "500",
+			"-targets", single[0], "-room", "main", "-api-key", apiKey, "-n", "20", "-messages", "50", "-rate", "500",
 			"-warmup", "100ms", "-server-pid", strconv.Itoa(os.Getpid()), "-format", "json", "-json", file, "-label", "unit",
 		}, &stdout, &stderr)
 		if code != 0 {
@@ -219,7 +192,7 @@ func TestRun(t *testing.T) {
 
 	t.Run("main table", func(t *testing.T) {
 		var stdout, stderr bytes.Buffer
-		code := Main(context.Background(), []string{"-targets", single[0], "-room", "table", "-api-key", relaytest.APIKey,
+		code := Main(context.Background(), []string{"-targets", single[0], "-room", "table", "-api-key", apiKey,
 			"-n", "5", "-messages", "5", "-rate", "500", "-warmup", "0s"}, &stdout, &stderr)
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, stderr.String())
@@ -238,7 +211,7 @@ func testRun(t *testing.T, cfg Config, targets []string, room, reader string) {
 	cfg.Targets = targets
 	cfg.Room = room
 	cfg.Reader = reader
-	cfg.APIKey = relaytest.APIKey
+	cfg.APIKey = apiKey
 	cfg.ServerPIDs = []int{os.Getpid()} // the relays run in this process
 	cfg.Timeout = time.Minute
 	var log bytes.Buffer
@@ -307,7 +280,7 @@ func TestParseTarget(t *testing.T) {
 // only fails the run and says why.
 func TestH2CAgainstHTTP1Relay(t *testing.T) {
 	cfg := Config{Targets: []string{startRelay(t)}, Subscribers: 2, Messages: 1, Rate: 1, H2C: true,
-		APIKey: relaytest.APIKey, ConnectTimeout: 5 * time.Second}
+		APIKey: apiKey, ConnectTimeout: 5 * time.Second}
 	var log bytes.Buffer
 	_, err := Run(context.Background(), cfg, &log)
 	if err == nil || !strings.Contains(err.Error(), "ROOMCAST_H2C=true") {
@@ -344,12 +317,12 @@ func TestMainUsage(t *testing.T) {
 // Publishes the relay refuses are reported by status and code with what to
 // change: here anonymous publishes over the relay's per-address rate.
 func TestMainReportsRefusals(t *testing.T) {
-	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{
+	url := serveRelay(t, memory.New(memory.Options{}), relayOptions{Relay: relay.Options{
 		Namespaces: &rooms.Namespaces{Default: rooms.NamespaceOptions{Anonymous: true, Publish: rooms.PublishAnyone}},
 		Limits:     relay.Limits{PublishRate: 0.001, PublishBurst: 4},
 	}})
 	var stdout, stderr bytes.Buffer
-	code := Main(context.Background(), []string{"-targets", r.URL, "-api-key", "", "-n", "2", "-messages", "10", "-rate", "1000",
+	code := Main(context.Background(), []string{"-targets", url, "-api-key", "", "-n", "2", "-messages", "10", "-rate", "1000",
 		"-warmup", "10ms", "-settle", "200ms"}, &stdout, &stderr)
 	out := stdout.String()
 	if code != 1 {
@@ -365,12 +338,12 @@ func TestMainReportsRefusals(t *testing.T) {
 // Subscribers the relay refuses are reported with what to change: here
 // more streams than the relay allows per address.
 func TestMainReportsRefusedSubscribers(t *testing.T) {
-	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{
+	url := serveRelay(t, memory.New(memory.Options{}), relayOptions{Relay: relay.Options{
 		Namespaces: &rooms.Namespaces{Default: rooms.NamespaceOptions{Anonymous: true, Publish: rooms.PublishAnyone}},
 		Limits:     relay.Limits{MaxConnsPerIP: 2},
 	}})
 	var stdout, stderr bytes.Buffer
-	code := Main(context.Background(), []string{"-targets", r.URL, "-api-key", "", "-n", "4", "-messages", "2", "-rate", "100",
+	code := Main(context.Background(), []string{"-targets", url, "-api-key", "", "-n", "4", "-messages", "2", "-rate", "100",
 		"-warmup", "10ms", "-settle", "200ms", "-sources", "1"}, &stdout, &stderr)
 	if code != 1 {
 		t.Errorf("exit %d, want 1", code)
