@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/relay"
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // slowRequest is a connection that sent a request's head and not (all of)

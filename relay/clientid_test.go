@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/relay"
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
 	"github.com/roomcast/roomcast/rooms/redis/redistest"

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // changeRoom sends PUT or DELETE /v1/connections/{id}/rooms/{room} and

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/relay"
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // haproxySource is the address HAProxy connects to the relay from, the only

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // TestHistory pages a room's retained events back from the newest, oldest

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/roomcast/roomcast/relay"
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // TestAllowedHosts: with an allow-list the relay answers only to the hosts

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/relay"
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // startLimited starts a secured relay with limits; heartbeats are short so

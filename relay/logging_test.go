@@ -15,7 +15,7 @@ import (
 
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/auth"
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // requestLog collects a relay's JSON log lines.

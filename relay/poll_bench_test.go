@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 	"github.com/roomcast/roomcast/rooms"
 )
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 	"github.com/roomcast/roomcast/rooms/memory"
 )
 

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // eventIDPattern is the shape of an event id: "<epoch>-<seq>".

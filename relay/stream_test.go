@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/relay"
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 const (

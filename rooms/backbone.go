@@ -16,7 +16,7 @@ type Receiver interface {
 }
 
 // Backbone stores history and carries live events between the instances of a
-// relay. Implementations must pass the suite in rooms/internal/backbonetest.
+// relay. Implementations must pass the suite in rooms/backbonetest.
 //
 // Guarantees every implementation makes:
 //   - Publish of a non-volatile message appends it to the history of every

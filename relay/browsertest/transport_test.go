@@ -14,7 +14,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/redis/redistest"
 )

@@ -15,7 +15,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 	"github.com/roomcast/roomcast/rooms/redis/redistest"
 )
 

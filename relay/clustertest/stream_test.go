@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // frame is one SSE frame as a client's parser sees it, stamped with the

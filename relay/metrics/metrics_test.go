@@ -19,8 +19,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/roomcast/roomcast/relay"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 	"github.com/roomcast/roomcast/relay/metrics"
-	"github.com/roomcast/roomcast/relay/relaytest"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
 )

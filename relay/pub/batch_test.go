@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // -file sends a file's events as one batch: each reaches its target, the

@@ -10,7 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/roomcast/roomcast/rooms"
-	"github.com/roomcast/roomcast/rooms/internal/backbonetest"
+	"github.com/roomcast/roomcast/rooms/backbonetest"
 	"github.com/roomcast/roomcast/rooms/memory"
 )
 

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/roomcast/roomcast/rooms"
-	"github.com/roomcast/roomcast/rooms/internal/backbonetest"
+	"github.com/roomcast/roomcast/rooms/backbonetest"
 )
 
 // TestConformance runs the Backbone conformance suite against the shared

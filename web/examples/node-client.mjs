@@ -1,5 +1,5 @@
 // roomcast.js in Node, as a backend or a script uses it: run by
-// web/node_test.go against a real relay (node web/examples/node-client.mjs URL
+// relay/browsertest/node_test.go against a real relay (node web/examples/node-client.mjs URL
 // TOKEN). It joins lobby, says "ready", prints every chat event it gets as
 // a JSON line, publishes one itself, and exits once it got "bye".
 import roomcast from '../roomcast.js';

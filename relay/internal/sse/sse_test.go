@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 	"github.com/roomcast/roomcast/relay/internal/sse"
-	"github.com/roomcast/roomcast/relay/relaytest"
 )
 
 func TestAppend(t *testing.T) {

@@ -1,12 +1,14 @@
-package main
+package processtest
 
 // The command line as a new user meets it: messages for bad settings,
 // help, version, and the commands beside the relay, through the binary.
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -14,7 +16,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // TestConfigurationMessages: a bad setting is named as the user gave it,
@@ -343,5 +345,65 @@ func TestCommandUsageErrors(t *testing.T) {
 				t.Errorf("roomcast %s -h: exit %d, stderr:\n%s", cmd, code, p.stderr.String())
 			}
 		})
+	}
+}
+
+// TestBenchCommand: `roomcast bench` runs the load generator beside the
+// binary (roomcast-bench, a binary of its own), with the arguments, the
+// output and the exit code passed through; without one it says where the
+// load generator is and how to build it.
+func TestBenchCommand(t *testing.T) {
+	t.Parallel()
+	run := func(t *testing.T, roomcast string, args ...string) (code int, stdout, stderr string) {
+		t.Helper()
+		out, errOut := relaytest.NewOutput(), relaytest.NewOutput()
+		cmd := exec.Command(roomcast, args...)
+		// No roomcast-bench on PATH either.
+		cmd.Env = relaytest.CleanEnv("PATH=" + t.TempDir())
+		cmd.Stdout, cmd.Stderr = out, errOut
+		err := cmd.Run()
+		if exit, ok := errors.AsType[*exec.ExitError](err); ok {
+			return exit.ExitCode(), out.String(), errOut.String()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, out.String(), errOut.String()
+	}
+	t.Run("beside", func(t *testing.T) {
+		dir := t.TempDir()
+		roomcast := filepath.Join(dir, "roomcast")
+		copyFile(t, binary, roomcast, 0o755)
+		fake := "#!/bin/sh\necho \"bench got: $*\"\necho oops >&2\nexit 3\n"
+		if err := os.WriteFile(filepath.Join(dir, "roomcast-bench"), []byte(fake), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		code, stdout, stderr := run(t, roomcast, "bench", "-n", "5", "-rate", "2")
+		if code != 3 || stdout != "bench got: -n 5 -rate 2\n" || stderr != "oops\n" {
+			t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+		}
+	})
+	t.Run("missing", func(t *testing.T) {
+		code, stdout, stderr := run(t, binary, "bench", "-h")
+		if code != 1 || stdout != "" {
+			t.Errorf("exit %d, stdout %q", code, stdout)
+		}
+		for _, want := range []string{"no roomcast-bench beside this binary", "/roomcast-bench", "go build -o " + filepath.Join(filepath.Dir(binary), "roomcast-bench") + " ./cmd/roomcast-bench"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("stderr lacks %q:\n%s", want, stderr)
+			}
+		}
+	})
+}
+
+// copyFile copies the file at from to to, with mode.
+func copyFile(t *testing.T, from, to string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, mode); err != nil {
+		t.Fatal(err)
 	}
 }

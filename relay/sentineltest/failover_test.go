@@ -15,9 +15,9 @@ import (
 
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/auth"
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 	"github.com/roomcast/roomcast/rooms"
-	"github.com/roomcast/roomcast/rooms/internal/backbonetest"
+	"github.com/roomcast/roomcast/rooms/backbonetest"
 	"github.com/roomcast/roomcast/rooms/redis"
 )
 

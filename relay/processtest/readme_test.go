@@ -1,4 +1,4 @@
-package main
+package processtest
 
 // The README's commands, extracted from it and run as written (with
 // `go run .` standing for the binary under test), so that the document
@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // docBlocks returns the fenced blocks of language lang in the section of

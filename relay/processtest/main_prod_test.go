@@ -1,4 +1,4 @@
-package main
+package processtest
 
 // Production behaviour of the real binary: header limits and timeouts of
 // the HTTP server, security headers on every route, --help, streams under
@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/relay/config"
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // rawRequest sends head (a request without its final blank line is sent

@@ -1,4 +1,4 @@
-package main
+package processtest
 
 // These tests build the real binary once and drive it over real HTTP and
 // real signals, as an operator and a curl user would.
@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 const (
@@ -33,6 +33,12 @@ const (
 var binary string
 
 func TestMain(m *testing.M) {
+	// The tests run the README's and docs' commands as written, from the
+	// repository's root, and read the files there.
+	if err := os.Chdir(filepath.Join("..", "..")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	dir, err := os.MkdirTemp("", "roomcast-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

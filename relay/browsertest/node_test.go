@@ -1,4 +1,4 @@
-package web_test
+package browsertest
 
 import (
 	"bufio"
@@ -12,7 +12,7 @@ import (
 
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/auth"
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 	"github.com/roomcast/roomcast/rooms"
 )
 
@@ -33,7 +33,7 @@ func TestClientInNode(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "examples/node-client.mjs", r.URL, token)
+	cmd := exec.CommandContext(ctx, node, "../../web/examples/node-client.mjs", r.URL, token)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package main
+package processtest
 
 // docs/integrate.md's programs, extracted from the page and run against
 // the real relay: each must mint a token the relay accepts and publish.
@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roomcast/roomcast/relay/relaytest"
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // need fails the test under CI, where every tool is installed by .ci/run,
