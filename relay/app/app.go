@@ -42,7 +42,8 @@ type Parts struct {
 	Relay     relay.Options
 	// Metrics turns the Prometheus metrics on: the hub's backbone timed
 	// by them, the hub observed by them (unless Hub.Observer is set),
-	// GET /metrics served (Relay.MetricsToken applies).
+	// GET /metrics served (Relay.MetricsToken applies). Assemble makes
+	// them: Relay.Metrics is replaced.
 	Metrics bool
 }
 
