@@ -42,7 +42,8 @@ type Parts struct {
 	Relay     relay.Options
 	// Metrics turns the Prometheus metrics on: the hub's backbone timed
 	// by them, the hub observed by them (unless Hub.Observer is set),
-	// GET /metrics served (Relay.MetricsToken applies).
+	// GET /metrics served (Relay.MetricsToken applies). Assemble makes
+	// them: Relay.Metrics is replaced.
 	Metrics bool
 }
 
@@ -310,8 +311,8 @@ func warnCappedRates(cfg config.Config, ns rooms.Namespaces, log *slog.Logger) {
 }
 
 // newAuthenticator verifies user tokens with the configured keys and signs
-// tickets with a key derived (rooms/sign) from the cursor key, which every instance
-// sharing a backbone has.
+// tickets with a key derived (rooms/sign) from the cursor key, which every
+// instance sharing a backbone has.
 func newAuthenticator(cfg config.Config, cursorKey, devKey []byte) (*auth.Authenticator, error) {
 	var pem []byte
 	if cfg.JWTPublicKey != "" {

@@ -384,11 +384,13 @@ func TestBenchCommand(t *testing.T) {
 		}
 	})
 	t.Run("missing", func(t *testing.T) {
-		code, stdout, stderr := run(t, binary, "bench", "-h")
+		roomcast := filepath.Join(t.TempDir(), "roomcast")
+		copyFile(t, binary, roomcast, 0o755)
+		code, stdout, stderr := run(t, roomcast, "bench", "-h")
 		if code != 1 || stdout != "" {
 			t.Errorf("exit %d, stdout %q", code, stdout)
 		}
-		for _, want := range []string{"no roomcast-bench beside this binary", "/roomcast-bench", "go build -o " + filepath.Join(filepath.Dir(binary), "roomcast-bench") + " ./cmd/roomcast-bench"} {
+		for _, want := range []string{"no roomcast-bench beside this binary", "/roomcast-bench", "go build -o " + filepath.Join(filepath.Dir(roomcast), "roomcast-bench") + " ./cmd/roomcast-bench"} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("stderr lacks %q:\n%s", want, stderr)
 			}

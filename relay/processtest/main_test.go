@@ -30,7 +30,9 @@ const (
 	waitFor     = 10 * time.Second
 )
 
-var binary string
+// binary is the roomcast binary under test, benchBinary the load
+// generator built beside it.
+var binary, benchBinary string
 
 func TestMain(m *testing.M) {
 	// The tests run the README's and docs' commands as written, from the
@@ -45,6 +47,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary, err = relaytest.BuildRoomcast(dir, testVersion)
+	if err == nil {
+		// The load generator beside it, where `roomcast bench` finds it.
+		benchBinary = filepath.Join(dir, "roomcast-bench")
+		build := exec.Command("go", "build", "-o", benchBinary, "./cmd/roomcast-bench")
+		if out, berr := build.CombinedOutput(); berr != nil {
+			err = fmt.Errorf("go build ./cmd/roomcast-bench: %w\n%s", berr, out)
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)

@@ -43,11 +43,13 @@ func docBlocks(t *testing.T, file, heading, lang string) []string {
 	return blocks
 }
 
-// shell runs script with bash in dir, `go run .` meaning the binary, and
+// shell runs script with bash in dir, `go run .` meaning the binary (and
+// `go run ./cmd/roomcast-bench` the load generator beside it), and
 // the relay's address given by env (ROOMCAST_ADDR, ROOMCAST_URL). Its
 // process group is killed when the test ends.
 func shell(t *testing.T, dir string, env []string, script string) *proc {
 	t.Helper()
+	script = strings.ReplaceAll(script, "go run ./cmd/roomcast-bench", strconv.Quote(benchBinary))
 	script = strings.ReplaceAll(script, "go run .", strconv.Quote(binary))
 	p := &proc{cmd: exec.Command("bash", "-euo", "pipefail", "-c", script), stdout: relaytest.NewOutput(), stderr: relaytest.NewOutput(), done: make(chan struct{})}
 	p.cmd.Dir = dir
