@@ -22,7 +22,6 @@ import (
 // answer is 200 with one result per event, in order, as soon as the batch
 // could be read.
 
-
 // batchJSON is one event of a batch: a publish body and its target.
 type batchJSON struct {
 	Room           *string         `json:"room"`
