@@ -27,7 +27,10 @@ import (
 
 const (
 	testVersion = "test-1.2.3"
-	waitFor     = 10 * time.Second
+	// waitFor bounds a wait for a process to finish: a hang detector, not
+	// a speed check. A script of the README starts several race-built
+	// processes; on a loaded CI machine that took over 10 s.
+	waitFor = 60 * time.Second
 )
 
 // binary is the roomcast binary under test, benchBinary the load
@@ -515,9 +518,9 @@ func TestSubAgainstRelay(t *testing.T) {
 	sub.stderr.AwaitCount(t, "roomcast:connected", 2)
 	post(t, base+"/v1/rooms/lobby/events", "again")
 	sub.stdout.AwaitMatch(t, regexp.MustCompile(`^message lobby -: hi\nnote lobby -: there\nmessage lobby -: again\n$`))
-	if !strings.Contains(sub.stderr.String(), "roomcast:reset") {
-		t.Errorf("no roomcast:reset after the relay lost its history:\n%s", sub.stderr.String())
-	}
+	// The reset comes before "again" on the stream, but sub reports it on
+	// stderr, read apart from stdout: wait for it there.
+	sub.stderr.AwaitCount(t, "roomcast:reset", 1)
 
 	sub.signal(t, syscall.SIGINT)
 	if code := sub.wait(t, waitFor); code != 0 {
