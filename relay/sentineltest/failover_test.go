@@ -379,7 +379,7 @@ func TestPrimaryRestartKeepsEpoch(t *testing.T) {
 		{"aof", []string{"--appendonly", "yes", "--appendfsync", "always"}, (*redistest.Node).Kill},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// The sentinels redistest.TopologyWait longer than the restart: no failover.
+			// The sentinels wait longer than the restart: no failover.
 			top := redistest.NewTopology(t, redistest.TopologyOptions{DownAfter: time.Minute, Data: tc.data})
 			h := newHarness(t, top)
 			for range 20 {

@@ -19,11 +19,11 @@ import (
 // SentinelMaster is the name the sentinels know the primary by.
 const SentinelMaster = "roomcast"
 
-// TopologyWait bounds each TopologyWait for the Topology to settle (a failover takes
+// TopologyWait bounds each wait for the topology to settle (a failover takes
 // down-after-milliseconds, an election and a promotion).
 const TopologyWait = 30 * time.Second
 
-// Node is one redis-server process (a data Node or a sentinel) on a port
+// Node is one redis-server process (a data node or a sentinel) on a port
 // of FreePort, restartable with the same arguments and files.
 type Node struct {
 	t    testing.TB
@@ -296,7 +296,7 @@ func (top *Topology) AwaitReady() {
 			return
 		}
 		if time.Now().After(deadline) {
-			top.t.Fatalf("Topology not ready within %s: %s", TopologyWait, why)
+			top.t.Fatalf("topology not ready within %s: %s", TopologyWait, why)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -305,7 +305,7 @@ func (top *Topology) AwaitReady() {
 func hasReplica(reps []map[string]string, port int) bool {
 	for _, r := range reps {
 		if r["port"] == strconv.Itoa(port) && !strings.Contains(r["flags"], "down") &&
-			!strings.Contains(r["flags"], "disconnected") && r["SentinelMaster-link-status"] == "ok" {
+			!strings.Contains(r["flags"], "disconnected") && r["master-link-status"] == "ok" {
 			return true
 		}
 	}
