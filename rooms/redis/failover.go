@@ -20,7 +20,7 @@ import (
 func newFailoverClient(url, master string) (*goredis.Client, error) {
 	fo, err := goredis.ParseFailoverURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("redis sentinel url: %w", err)
+		return nil, urlError("redis sentinel url", url, err)
 	}
 	if fo.MasterName != "" && fo.MasterName != master {
 		return nil, fmt.Errorf("redis sentinel url names master %q, the setting %q", fo.MasterName, master)

@@ -109,19 +109,25 @@ var _ rooms.Backbone = (*Backbone)(nil)
 // With opts.SentinelMaster set, url names the sentinels instead, and the
 // backbone follows the primary they name through failovers.
 func New(ctx context.Context, url string, opts Options) (*Backbone, error) {
-	if opts.SentinelMaster != "" {
-		rdb, err := newFailoverClient(url, opts.SentinelMaster)
-		if err != nil {
-			return nil, err
-		}
-		return newBackbone(ctx, rdb, opts, true)
+	rdb, err := newRedisClient(url, opts.SentinelMaster)
+	if err != nil {
+		return nil, err
+	}
+	return newBackbone(ctx, rdb, opts, opts.SentinelMaster != "")
+}
+
+// newRedisClient is the client for url, through the sentinels when master
+// is set; it connects to nothing yet.
+func newRedisClient(url, master string) (*goredis.Client, error) {
+	if master != "" {
+		return newFailoverClient(url, master)
 	}
 	ro, err := goredis.ParseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
+		return nil, urlError("redis url", url, err)
 	}
 	ro.ContextTimeoutEnabled = true
-	return NewClient(ctx, goredis.NewClient(ro), opts)
+	return goredis.NewClient(ro), nil
 }
 
 // NewClient is New for an existing client, which the Backbone then owns.
