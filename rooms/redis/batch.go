@@ -53,6 +53,16 @@ func (b *Backbone) PublishMany(ctx context.Context, ms []rooms.Message, keys []s
 	}
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
+	if err := ctx.Err(); err != nil {
+		// Nothing was sent: go-redis would fail the pipeline with ctx's
+		// error, which reads as a connection that may have run it.
+		for i := range calls {
+			if calls[i] != nil {
+				errs[i] = down("publish", err)
+			}
+		}
+		return res, errs
+	}
 	cmds, execErr := b.pipelinePublishes(ctx, calls)
 	if execErr != nil && allNoScript(cmds) {
 		// Loading is harmless to repeat: go-redis may retry it.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -259,4 +260,33 @@ func readRESP(rd *bufio.Reader, out *bytes.Buffer) error {
 		}
 	}
 	return nil
+}
+
+// A batch whose time is up before it is sent is refused as not stored,
+// like a single publish, never as an outcome to ask about: nothing of it
+// reached Redis.
+func TestPublishManyEndedContextNotSent(t *testing.T) {
+	srv := redistest.NewServer(t)
+	b := openBackbone(t, srv.URL(), Options{})
+	ms := []rooms.Message{message("ended"), message("ended")}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	for _, ctx := range []context.Context{cancelled, expired} {
+		_, errs := b.PublishMany(ctx, ms, make([]string, len(ms)))
+		for i, err := range errs {
+			var u *rooms.OutcomeUnknownError
+			if !errors.Is(err, rooms.ErrBackboneDown) || errors.As(err, &u) {
+				t.Errorf("event %d of a batch whose context ended (%v): %v; want backbone down, not unknown", i, ctx.Err(), err)
+			}
+		}
+	}
+	h, err := b.Since(context.Background(), "ended", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Events) != 0 {
+		t.Errorf("history holds %d events of batches never sent", len(h.Events))
+	}
 }

@@ -171,6 +171,11 @@ func (p *pipe) flush(batch []*pipeReq) {
 	live := batch[:0]
 	var deadline time.Time
 	for _, r := range batch {
+		if r.ctx.Err() != nil {
+			// Its caller is giving up: left queued, the caller withdraws
+			// it and knows it was not sent.
+			continue
+		}
 		if !r.state.CompareAndSwap(reqQueued, reqTaken) {
 			continue // its caller gave up before it was sent
 		}

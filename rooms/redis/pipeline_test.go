@@ -468,3 +468,29 @@ func readReply(rd *bufio.Reader) ([]byte, error) {
 	}
 	return out, read()
 }
+
+// A flusher that takes a command whose caller's context has ended does not
+// send it: the caller, giving up, withdraws it and knows it never ran,
+// where a command sent after its caller left would be answered unknown
+// and might still run, later than what the caller publishes next.
+func TestFlushSkipsEndedCallers(t *testing.T) {
+	srv := redistest.NewServer(t)
+	rdb := srv.Client()
+	p := newPipe(rdb, 0, pipeMaxBatch, pipeMaxBytes, 10*time.Second)
+	t.Cleanup(p.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	ended := &pipeReq{ctx: ctx, cmd: goredis.NewStatusCmd(ctx, "set", "ended", "1"), done: make(chan struct{})}
+	live := &pipeReq{ctx: context.Background(), cmd: goredis.NewStatusCmd(context.Background(), "set", "live", "1"),
+		done: make(chan struct{})}
+	p.flush([]*pipeReq{ended, live})
+	if err := live.cmd.Err(); err != nil {
+		t.Fatalf("the live command beside it: %v", err)
+	}
+	if n := rdb.Exists(context.Background(), "ended", "live").Val(); n != 1 {
+		t.Errorf("%d of the two keys set; want the live command's alone", n)
+	}
+	if !ended.state.CompareAndSwap(reqQueued, reqWithdrawn) {
+		t.Error("the ended caller could not withdraw its command: it was taken")
+	}
+}
