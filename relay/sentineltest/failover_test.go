@@ -48,9 +48,16 @@ type harness struct {
 }
 
 func newHarness(t *testing.T, top *redistest.Topology) *harness {
+	return newHarnessFrom(t, top, 0)
+}
+
+// newHarnessFrom is newHarness for one of several relays on the topology:
+// its publishes' data count from base, apart from the others'.
+func newHarnessFrom(t *testing.T, top *redistest.Topology, base int64) *harness {
 	bb := sentinelBackbone(t, top, redis.Options{HistorySize: 100_000, OpTimeout: 2 * time.Second})
 	r := relaytest.Start(t, relaytest.Options{Backbone: bb, Relay: relay.Options{Auth: relaytest.NewAuth(t, auth.Config{})}})
 	h := &harness{t: t, top: top, bb: bb, r: r}
+	h.next.Store(base)
 	h.stream = r.Subscribe(t, "/v1/rooms/"+room+"/events", relaytest.StreamOptions{Header: relaytest.BearerMap(relaytest.APIKey)})
 	h.stream.Connected(t)
 	// The stream is live once it receives what is published after it.
@@ -342,6 +349,42 @@ func TestFailoverPrimaryKilled(t *testing.T) {
 		t.Errorf("%d accepted publishes lost, want at least the 4 the replica never got", lost)
 	}
 	h.checkOldCursor(cursor)
+}
+
+// Two relays on one topology, both publishing, when the primary dies with
+// writes its replica missed: each relay's stream hears of the loss, and
+// every answer either gave was true.
+func TestFailoverTwoRelays(t *testing.T) {
+	top := redistest.NewTopology(t, redistest.TopologyOptions{})
+	hs := []*harness{newHarnessFrom(t, top, 0), newHarnessFrom(t, top, 1_000_000)}
+	var stops []func()
+	for _, h := range hs {
+		stops = append(stops, h.publishers(2))
+	}
+	for _, h := range hs {
+		h.awaitAccepted(30)
+	}
+	top.Replica.Signal(syscall.SIGSTOP)
+	if err := top.Primary.Client().ClientKillByFilter(context.Background(), "TYPE", "replica").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		h.awaitAccepted(4)
+	}
+	top.Primary.Kill()
+	top.Replica.Signal(syscall.SIGCONT)
+	top.AwaitPrimary(top.Replica)
+	for _, h := range hs {
+		h.awaitAccepted(30)
+	}
+	for _, stop := range stops {
+		stop()
+	}
+	for i, h := range hs {
+		if resets, _ := h.check(); resets == 0 {
+			t.Errorf("relay %d: no roomcast:reset after a promotion that lost acknowledged writes", i)
+		}
+	}
 }
 
 // SENTINEL FAILOVER while publishing: the old primary is demoted to a
