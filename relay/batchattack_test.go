@@ -3,10 +3,12 @@ package relay_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/roomcast/roomcast/relay/internal/relaytest"
+	"github.com/roomcast/roomcast/rooms/redis/redistest"
 )
 
 // Idempotency keys are scoped by user, and a user id may hold '|' (Auth0's
@@ -38,5 +40,50 @@ func TestIdempotencyScopeUsersWithBar(t *testing.T) {
 				t.Errorf("lobby holds %v, want the three events stored apart", got)
 			}
 		})
+	}
+}
+
+// A batch of a user's events while Redis does not answer: each event's
+// checks (ban, rate allowances) used to wait out the call timeout in turn,
+// so a batch of 1,000 events held its request for 1,000 timeouts and more.
+// The first failure now answers the rest at once, nothing of them spent or
+// stored, for the caller to send again.
+func TestBatchBackboneDownAnswersAtOnce(t *testing.T) {
+	srv := redistest.NewServer(t)
+	r := startRedisRelay(t, srv.URL(), 500*time.Millisecond)
+	alice := relaytest.Token(t, "alice", time.Hour, nil)
+	for range 4 {
+		batchResults(t, postBatch(t, r, alice, "application/json", `[{"room":"warm-up","data":0}]`), 1)
+	}
+	const n = 60
+	ev := make([]string, n)
+	for i := range ev {
+		ev[i] = fmt.Sprintf(`{"room":"stall","data":%d}`, i)
+	}
+	srv.Pause()
+	resp := postBatch(t, r, alice, "application/x-ndjson", strings.Join(ev, "\n"))
+	srv.Resume()
+	res := batchResults(t, resp, n)
+	notTried := 0
+	for i, x := range res {
+		if x.code() != "backbone_unavailable" {
+			t.Errorf("event %d: %+v, want backbone_unavailable", i, x)
+		}
+		if x.Error != nil && strings.Contains(x.Error.Message, "not tried") {
+			notTried++
+		}
+	}
+	if notTried < n-1 {
+		t.Errorf("%d events waited on the backbone after it failed once, want at most 1", n-notTried)
+	}
+	if got := historyData(t, r, "stall"); len(got) != 0 {
+		t.Errorf("the refused batch stored %v", got)
+	}
+	// Nothing was spent: the batch sent again is stored whole.
+	again := batchResults(t, postBatch(t, r, alice, "application/x-ndjson", strings.Join(ev, "\n")), n)
+	for i, x := range again {
+		if x.code() != "" {
+			t.Fatalf("event %d resent: %+v", i, x)
+		}
 	}
 }
