@@ -230,6 +230,9 @@ func classify(err error) (code errCode, msg string) {
 		// wrapped as a backbone failure too.
 		return codeLimitExceeded, limitMessage(err)
 	}
+	if errors.Is(err, rooms.ErrNotTried) {
+		return codeBackboneUnavailable, "not tried: the backbone failed an earlier event of this batch; nothing of this one was stored"
+	}
 	if errors.Is(err, rooms.ErrBackboneDown) {
 		// The cause names internal addresses: it is for the logs, not
 		// for clients.

@@ -25,6 +25,10 @@ var (
 	// backbone and its answer did not come back. It also matches
 	// ErrBackboneDown.
 	ErrOutcomeUnknown = errors.New("publish outcome unknown")
+	// ErrNotTried answers the publishes of a batch left after the backbone
+	// failed an earlier one's checks: nothing of them was spent or stored.
+	// It also matches ErrBackboneDown.
+	ErrNotTried = errors.New("not tried")
 	// ErrPublishTokenExpired refuses a resend whose token is too old for
 	// the backbone to tell whether it was stored (see PublishTokenWindow).
 	ErrPublishTokenExpired = errors.New("publish token expired")

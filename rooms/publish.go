@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -221,9 +222,22 @@ func (p *Publisher) scopeKey(req PublishRequest) (key string, token PublishToken
 	case req.Identity.Server:
 		scope = "server"
 	case req.Identity.User != "":
-		scope = "user:" + req.Identity.User
+		scope = "user:" + scopeUser(req.Identity.User)
 	}
 	return scope + "|" + key, token, nil
+}
+
+// scopeUser is user as a key's scope: as it is, unless it holds the '|'
+// that ends the scope (Auth0's ids do, "auth0|5f7c…") or starts with the
+// quote that marks it, when it is quoted. Otherwise user "a" with key
+// "b|k" and user "a|b" with key "k" would share "user:a|b|k", and one would
+// be answered with what the other stored. Users without either keep the
+// scope they always had, so keys remembered across a deploy still answer.
+func scopeUser(user string) string {
+	if strings.ContainsRune(user, '|') || strings.HasPrefix(user, `"`) {
+		return strconv.Quote(user)
+	}
+	return user
 }
 
 // tokenScope names whose a publish token is: its user's (or the
