@@ -80,14 +80,36 @@ func (s *Server) writeBodyMaybeGzip(w http.ResponseWriter, r *http.Request, stat
 }
 
 // gzipFrames compresses a stream, flushing the compressor with every batch
-// so that no event waits in it.
+// so that no event waits in it. A batch is compressed into a buffer first
+// and only then written under the write deadline: the deadline bounds how
+// long the client takes to accept bytes, not how long the server takes to
+// make them (compressing, and the compressor's first allocation of about a
+// megabyte, took longer than a short timeout on a loaded machine, and
+// HTTP/2 reset the stream as it opened).
 type gzipFrames struct {
-	gz  *gzip.Writer
+	gz  *gzip.Writer // writes into sink
 	out *responseFrames
+	// sink collects the compressor's output during one batch; its bytes
+	// are borrowed from frameBufs for that batch only.
+	sink byteSink
+}
+
+// byteSink is an io.Writer appending to b.
+type byteSink struct{ b []byte }
+
+func (s *byteSink) Write(p []byte) (int, error) {
+	s.b = append(s.b, p...)
+	return len(p), nil
+}
+
+func newGzipFrames(out *responseFrames) *gzipFrames {
+	g := &gzipFrames{gz: gzipPool.Get().(*gzip.Writer), out: out}
+	g.gz.Reset(&g.sink)
+	return g
 }
 
 func (g *gzipFrames) WriteFrames(p []byte) error {
-	return g.out.underDeadline(func() error {
+	return g.compressed(func() error {
 		if _, err := g.gz.Write(p); err != nil {
 			return err
 		}
@@ -95,4 +117,27 @@ func (g *gzipFrames) WriteFrames(p []byte) error {
 	})
 }
 
-func (g *gzipFrames) Close() { _ = g.gz.Close() }
+// compressed runs compress, which writes to the sink, then writes what it
+// made as one batch under the deadline.
+func (g *gzipFrames) compressed(compress func() error) error {
+	bp := frameBufs.Get().(*[]byte)
+	g.sink.b = (*bp)[:0]
+	defer func() {
+		*bp = g.sink.b[:0]
+		g.sink.b = nil
+		frameBufs.Put(bp)
+	}()
+	if err := compress(); err != nil {
+		return err
+	}
+	return g.out.WriteFrames(g.sink.b)
+}
+
+// Close ends the compressed body (its trailer, as far as the client still
+// reads) and gives the compressor back.
+func (g *gzipFrames) Close() {
+	_ = g.compressed(g.gz.Close)
+	g.gz.Reset(nil)
+	gzipPool.Put(g.gz)
+	g.gz = nil
+}

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -214,13 +213,8 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	if s.opts.Compress == CompressAll && acceptsGzip(r) {
 		h.Set("Content-Encoding", "gzip")
 		h.Add("Vary", "Accept-Encoding")
-		gz := &gzipFrames{gz: gzipPool.Get().(*gzip.Writer), out: raw}
-		gz.gz.Reset(w)
-		defer func() {
-			gz.Close()
-			gz.gz.Reset(nil)
-			gzipPool.Put(gz.gz)
-		}()
+		gz := newGzipFrames(raw)
+		defer gz.Close()
 		out = gz
 	}
 	w.WriteHeader(http.StatusOK)

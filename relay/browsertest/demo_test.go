@@ -1,6 +1,7 @@
 package browsertest
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/storage"
 	"github.com/chromedp/chromedp"
 
 	"github.com/roomcast/roomcast/relay/internal/relaytest"
@@ -313,16 +316,25 @@ func TestPlainEventShows(t *testing.T) {
 // the demo cannot use does not break the page: a reload then showed a
 // blank page or an endless error, and only clearing the site's data
 // helped. The demo asks for a name again, and ignores unusable rooms.
+//
+// Each visit starts from nothing but the unusable data: one browser
+// context whose site data is cleared between visits, rather than a
+// context per visit (each costs two renderer processes, seconds apiece on
+// a loaded machine).
 func TestDemoStartsOverFromStorageItCannotUse(t *testing.T) {
 	r := startRelay(t, relayOptions{})
-	for i, stored := range []struct{ identity, rooms string }{
+	p := newProfile(t, "visitor")
+	for _, stored := range []struct{ identity, rooms string }{
 		{`not json`, ``},
 		{`{}`, ``},
 		{`{"token":42,"user":"dev-x","name":"X"}`, ``},
 		{`"a string"`, `{"not":"a list"}`},
 		{`null`, `[1, null, "ok-room", "bad room!"]`},
 	} {
-		p := newProfile(t, fmt.Sprintf("visitor%d", i))
+		// The previous visit's page is unloaded first, so that nothing
+		// it saves on its way out survives the clearing.
+		p.do("leave the previous visit", chromedp.Navigate("about:blank"))
+		p.do("forget the site", clearSiteData(r.URL))
 		p.do("open the demo", chromedp.Navigate(r.URL+"/"))
 		p.do("leave unusable data", evalVoid(fmt.Sprintf(`localStorage.setItem('roomcast-demo-identity', %s);
 			if (%s) localStorage.setItem('roomcast-demo-rooms', %s)`, jsString(stored.identity), jsString(stored.rooms), jsString(stored.rooms))))
@@ -336,6 +348,15 @@ func TestDemoStartsOverFromStorageItCannotUse(t *testing.T) {
 		if !slices.Equal(rooms, want) {
 			t.Errorf("%q: rooms %q, want %q", stored.rooms, rooms, want)
 		}
+	}
+}
+
+// clearSiteData forgets everything the browser context keeps for origin
+// (storage, cookies, caches, workers), as a new profile would have.
+func clearSiteData(origin string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, t, storage.ClearDataForOrigin, storage.ClearDataForOriginParams{Origin: origin, StorageTypes: "all"})
+		return chromedp.Void{}, err
 	}
 }
 
