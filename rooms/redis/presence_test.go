@@ -165,7 +165,11 @@ func TestClientBindingsBounded(t *testing.T) {
 		_, _, err := b.BindClient(ctx, "client-c", "a:c", "c", time.Minute)
 		return err == nil
 	})
-	if n, err := b.ClientBindings(ctx); err != nil || n != 1 {
-		t.Errorf("ClientBindings after expiry = %d, %v; want 1", n, err)
-	}
+	// client-a was renewed after client-b was bound, so on a slow run
+	// client-c may have fitted in b's place while a still held its own:
+	// the count reaches 1 once a has expired too.
+	eventually(t, "only client-c is bound", func() bool {
+		n, err := b.ClientBindings(ctx)
+		return err == nil && n == 1
+	})
 }
