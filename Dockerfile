@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # roomcast container image: a static binary on distroless, run as non-root.
 #
 #   docker build --build-arg VERSION="$(git describe --always --dirty)" -t roomcast .
@@ -13,8 +14,12 @@ FROM --platform=$BUILDPLATFORM golang:1.26.8-bookworm AS build
 WORKDIR /src
 
 # Modules first, so that their layer is reused while only the code changes.
+# The cache mounts (BuildKit) keep the module and build caches between
+# builds without putting them in any layer: a code change recompiles only
+# the packages it touches.
 COPY go.mod go.sum ./
-RUN go mod download
+RUN --mount=type=cache,target=/go/pkg/mod \
+    go mod download
 
 COPY . .
 # Empty VERSION lets scripts/build.sh fall back to "dev" (.git is not in the context).
@@ -22,7 +27,9 @@ ARG VERSION=""
 ARG TARGETOS
 ARG TARGETARCH
 # scripts/build.sh holds the one go build line; .ci/run runs the same script.
-RUN GOOS="$TARGETOS" GOARCH="$TARGETARCH" VERSION="$VERSION" OUT=/out/roomcast bash scripts/build.sh
+RUN --mount=type=cache,target=/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    GOOS="$TARGETOS" GOARCH="$TARGETARCH" VERSION="$VERSION" OUT=/out/roomcast bash scripts/build.sh
 
 # Static distroless: no shell, no package manager; CA certificates (for
 # rediss://) and tzdata are included. The nonroot variant runs as uid 65532.
@@ -32,7 +39,9 @@ COPY --from=build /out/roomcast /roomcast
 COPY --from=build /out/roomcast-bench /roomcast-bench
 USER nonroot:nonroot
 
-# Listen on every interface of the container. ROOMCAST_ADDR wins over PORT:
+# Listen on every interface of the container. This is the one place the
+# deployment sets the address (fly.toml's internal_port follows it, which
+# relay/config/platform_test.go checks). ROOMCAST_ADDR wins over PORT:
 # on a platform that assigns the port through PORT, set ROOMCAST_ADDR to ""
 # (or to ":$PORT") so that PORT applies.
 ENV ROOMCAST_ADDR=:8080

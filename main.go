@@ -141,7 +141,17 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		httpSrv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: cfg.H2MaxStreams}
 	}
 	if cfg.DebugAddr != "" {
-		stop, err := serveDebug(ctx, cfg, log)
+		stop, err := serveAside(ctx, "debug", cfg.DebugAddr, debugHandler(), cfg, log)
+		if err != nil {
+			_ = ln.Close()
+			return err
+		}
+		defer stop()
+	}
+	if h := r.MetricsHandler(); h != nil {
+		// Not on the relay's listener: what it reveals (rooms, rates,
+		// backbone health) is for the operator, not for every client.
+		stop, err := serveAside(ctx, "metrics", cfg.MetricsAddr, h, cfg, log)
 		if err != nil {
 			_ = ln.Close()
 			return err
@@ -206,35 +216,42 @@ func demoURL(addr net.Addr, hosts []string, answers func(host string) bool) stri
 	return ""
 }
 
-// serveDebug serves net/http/pprof on its own listener, apart from the
-// relay's routes, until stop is called. Its reads are bounded as the
-// relay's are: headers, bodies (POST /debug/pprof/symbol) and keep-alive.
-func serveDebug(ctx context.Context, cfg config.Config, log *slog.Logger) (stop func(), err error) {
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.DebugAddr)
-	if err != nil {
-		return nil, fmt.Errorf("debug listener: %w", err)
-	}
+// debugHandler serves net/http/pprof, apart from the relay's routes.
+func debugHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// serveAside serves h on a listener of its own at addr, apart from the
+// relay's, until stop is called, and logs "<name> listener" with the
+// address bound (the port chosen when addr's is 0). Its reads are bounded
+// as the relay's are: headers, bodies (POST /debug/pprof/symbol) and
+// keep-alive.
+func serveAside(ctx context.Context, name, addr string, h http.Handler, cfg config.Config, log *slog.Logger) (stop func(), err error) {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s listener: %w", name, err)
+	}
 	bounded := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength != 0 {
 			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(cfg.ReadBodyTimeout))
 		}
-		mux.ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	})
-	dbg := &http.Server{Handler: bounded, ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
+	srv := &http.Server{Handler: bounded, ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = dbg.Serve(ln)
+		_ = srv.Serve(ln)
 	}()
-	log.Info("debug listener", "addr", ln.Addr().String())
-	return func() { _ = dbg.Close(); <-done }, nil
+	log.Info(name+" listener", "addr", ln.Addr().String())
+	return func() { _ = srv.Close(); <-done }, nil
 }
 
 func backboneName(cfg config.Config) string {

@@ -23,7 +23,7 @@ import (
 // whether it was there.
 func metric(t *testing.T, r *relaytest.Relay, name string) (float64, bool) {
 	t.Helper()
-	resp := r.Get(t, "/metrics")
+	resp := r.Scrape(t, nil)
 	if resp.Status != http.StatusOK {
 		t.Fatalf("/metrics: status %d", resp.Status)
 	}

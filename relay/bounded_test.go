@@ -101,7 +101,7 @@ func startRedisMetered(t *testing.T, o relaytest.Options) *relaytest.Relay {
 // gauges scrapes /metrics over HTTP and returns the stateGauges.
 func gauges(t *testing.T, r *relaytest.Relay) map[string]float64 {
 	t.Helper()
-	resp := r.Get(t, "/metrics")
+	resp := r.Scrape(t, nil)
 	if resp.Status != http.StatusOK {
 		t.Fatalf("/metrics: status %d", resp.Status)
 	}

@@ -224,7 +224,7 @@ func TestClientIDsBoundedPerCaller(t *testing.T) {
 // gaugeValue scrapes /metrics over HTTP for one unlabelled gauge.
 func gaugeValue(t *testing.T, r *relaytest.Relay, name string) float64 {
 	t.Helper()
-	resp := r.Get(t, "/metrics")
+	resp := r.Scrape(t, nil)
 	for line := range strings.Lines(string(resp.Body)) {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)

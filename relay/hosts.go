@@ -100,13 +100,12 @@ func (s *Server) hostAllowed(host string) bool {
 func (s *Server) AnswersHost(host string) bool { return s.hostAllowed(host) }
 
 // checkHost refuses requests for a host the relay does not answer to, with
-// 421 host_not_allowed. The health probes and /metrics answer whatever the
-// Host: platforms and scrapers call them by a machine's address, and they
-// change nothing.
+// 421 host_not_allowed. The health probes answer whatever the Host:
+// platforms call them by a machine's address, and they change nothing.
 func (s *Server) checkHost(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case "/healthz", "/readyz", "/metrics":
+		case "/healthz", "/readyz":
 			next.ServeHTTP(w, r)
 			return
 		}

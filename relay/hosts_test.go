@@ -13,7 +13,7 @@ import (
 // on it, whatever the request (the same-origin check would otherwise pass
 // a page of any site whose name resolves to the relay: DNS rebinding);
 // others get 421 host_not_allowed in the one JSON shape, except the health
-// probes and /metrics, which platforms call by a machine's address.
+// probes, which platforms call by a machine's address.
 func TestAllowedHosts(t *testing.T) {
 	t.Parallel()
 	r := startSecured(t, func(o *relaytest.Options) {

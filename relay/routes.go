@@ -20,9 +20,8 @@ func (s *Server) routes() http.Handler {
 	s.webRoutes(r)
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
-	if s.opts.Metrics != nil {
-		r.Method(http.MethodGet, "/metrics", MetricsHandler(s.opts.Metrics, s.opts.MetricsToken))
-	}
+	// /metrics is not here: it is served on its own listener
+	// (ROOMCAST_METRICS_ADDR), so that it is never public by default.
 
 	// One router, no /v1 sub-router: a request is routed once.
 	r.Get("/v1/rooms/{room}/events", s.streamRoom)

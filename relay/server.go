@@ -84,10 +84,10 @@ type Options struct {
 	// Retry-After, so a reconnect storm after an instance dies is taken
 	// in waves instead of all at once (default 256).
 	MaxConcurrentConnects int
-	// Metrics, when set, is served at /metrics and told about requests.
+	// Metrics, when set, is told about requests and given the server's
+	// gauges. The server does not serve it: its handler belongs on a
+	// listener of its own (see metrics.Metrics.Handler).
 	Metrics *metrics.Metrics
-	// MetricsToken, when set, is the bearer token /metrics requires.
-	MetricsToken string
 	// IdempotencyTTL is how long the backbone remembers an Idempotency-Key
 	// (its history age; default 5 minutes): a key counts against its
 	// caller's bound that long.

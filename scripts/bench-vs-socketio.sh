@@ -117,7 +117,7 @@ start_roomcast() {
   local cmd=("$WORK/roomcast")
   [ -n "$pin" ] && cmd=(taskset -c "$pin" "${cmd[@]}")
   env -u REDIS_URL -u PORT ${RC_ENV:-} "ROOMCAST_ADDR=127.0.0.1:$port" "ROOMCAST_API_KEY=$API_KEY" "ROOMCAST_CONFIG=$WORK/namespaces.toml" \
-    ROOMCAST_MAX_CONNS_PER_IP=10000000 ROOMCAST_MAX_CONNS_PER_USER=10000000 ROOMCAST_LOG_LEVEL=warn \
+    ROOMCAST_METRICS_ADDR=127.0.0.1:0 ROOMCAST_MAX_CONNS_PER_IP=10000000 ROOMCAST_MAX_CONNS_PER_USER=10000000 ROOMCAST_LOG_LEVEL=warn \
     ROOMCAST_REDIS_URL="$redis" "${cmd[@]}" >"$WORK/roomcast.$port.log" 2>&1 &
   RC_PID=$!
   PIDS+=("$RC_PID")
@@ -421,7 +421,7 @@ TABLE=$WORK/table.md
   echo "The relay under test: \`ROOMCAST_API_KEY\` set (publishes carry it, which exempts them from rate limits),"
   echo "\`ROOMCAST_MAX_CONNS_PER_IP\` and \`ROOMCAST_MAX_CONNS_PER_USER\` raised to 10,000,000, anonymous subscribing"
   echo "allowed (\`[namespaces.default] anonymous = true\`); everything else at its defaults (memory backbone unless"
-  echo "noted; metrics on; 64 B payloads). The machine is shared: **other CPU** is the CPU time other processes used"
+  echo "noted; metrics on, served on \`ROOMCAST_METRICS_ADDR\`; 64 B payloads). The machine is shared: **other CPU** is the CPU time other processes used"
   echo "during the window, a measure of noise; each run was tried up to $TRIES times to get it under $CLEAN_CPU s, and the"
   echo "cleanest attempt is shown."
   echo

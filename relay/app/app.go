@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -42,9 +43,11 @@ type Parts struct {
 	Relay     relay.Options
 	// Metrics turns the Prometheus metrics on: the hub's backbone timed
 	// by them, the hub observed by them (unless Hub.Observer is set),
-	// GET /metrics served (Relay.MetricsToken applies). Assemble makes
-	// them: Relay.Metrics is replaced.
+	// Relay.MetricsHandler serving them. Assemble makes them:
+	// Relay.Metrics is replaced.
 	Metrics bool
+	// MetricsToken, when set, is the bearer token GET /metrics requires.
+	MetricsToken string
 }
 
 // Relay is an assembled relay instance. Start its hub (Hub.Start) before
@@ -58,6 +61,8 @@ type Relay struct {
 	Metrics *metrics.Metrics
 	// Hosts is the Host allow-list the server answers to (empty: any).
 	Hosts []string
+
+	metricsToken string
 }
 
 // Assemble wires p's backbone, hub and server together. It takes p.Backbone
@@ -88,7 +93,26 @@ func Assemble(p Parts) (*Relay, error) {
 		Codec:    codec,
 		Metrics:  m,
 		Hosts:    p.Relay.AllowedHosts,
+
+		metricsToken: p.MetricsToken,
 	}, nil
+}
+
+// MetricsHandler serves the metrics at GET /metrics and nothing else, for
+// a listener of their own (the relay's routes do not serve them: what they
+// reveal — rooms, rates, backbone health — is for the operator, not every
+// client). Its answers carry nosniff as the relay's do. It is nil when the
+// metrics are off.
+func (r *Relay) MetricsHandler() http.Handler {
+	if r.Metrics == nil {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", relay.MetricsHandler(r.Metrics, r.metricsToken))
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		mux.ServeHTTP(w, req)
+	})
 }
 
 // Close stops the server's writers and the hub's connections, then closes
@@ -144,7 +168,10 @@ func parts(ctx context.Context, cfg config.Config, log *slog.Logger, bb Backbone
 	return Parts{
 		Backbone:  bb,
 		CursorKey: cursorKey,
-		Metrics:   cfg.Metrics,
+		// Metrics are collected only where they are served: on their own
+		// listener, never the relay's.
+		Metrics:      cfg.Metrics && cfg.MetricsAddr != "",
+		MetricsToken: cfg.MetricsToken,
 		Hub: rooms.HubOptions{
 			QueueSize:      cfg.QueueSize,
 			MaxRooms:       cfg.MaxRooms,
@@ -179,7 +206,6 @@ func parts(ctx context.Context, cfg config.Config, log *slog.Logger, bb Backbone
 			DisableHijack:     !cfg.Hijack,
 			WriteCoalesce:     cfg.WriteCoalesce,
 			MaxStreamLifetime: cfg.MaxStreamLifetime,
-			MetricsToken:      cfg.MetricsToken,
 			DevTokenKey:       devKey,
 			IdempotencyTTL:    cfg.HistoryAge,
 			Auth:              authn,

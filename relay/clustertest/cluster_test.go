@@ -54,6 +54,7 @@ func buildAndRun(m *testing.M) int {
 // would hit.
 var baseArgs = []string{
 	"-addr", "127.0.0.1:0",
+	"-metrics-addr", "127.0.0.1:0",
 	"-log-format", "json",
 	"-heartbeat", "1s",
 	"-drain-timeout", "2s",
@@ -114,6 +115,8 @@ func (c *cluster) start(t *testing.T, name string, extra ...string) *node {
 		t.Fatalf("instance %s runs the %q backbone, want redis", name, line.Backbone)
 	}
 	n.url = "http://" + line.Addr
+	// Logged before the relay says it listens.
+	n.metrics = "http://" + n.log.AwaitMatch(t, metricsListening)[1]
 	return n
 }
 
@@ -145,15 +148,18 @@ func tail(s string, n int) string {
 	return s
 }
 
+var metricsListening = regexp.MustCompile(`"msg":"metrics listener","addr":"([^"]+)"`)
+
 var redisLogTime = regexp.MustCompile(`^redis: \d{4}/\d\d/\d\d \d\d:\d\d:\d\d `)
 
 // node is one running instance.
 type node struct {
-	name string
-	url  string
-	cmd  *exec.Cmd
-	log  *relaytest.Output
-	done chan struct{}
+	name    string
+	url     string
+	metrics string // base URL of its metrics listener
+	cmd     *exec.Cmd
+	log     *relaytest.Output
+	done    chan struct{}
 }
 
 // kill ends the instance with SIGKILL, as a crash or an OOM kill would, and

@@ -93,7 +93,7 @@ func TestResumeOnAnotherInstance(t *testing.T) {
 			held <- ans
 		}()
 		eventually(t, "the poll is held on A", func() bool {
-			return strings.Contains(string(do(t, http.MethodGet, a.url+"/metrics", nil, "").body), `roomcast_connections{transport="poll"} 1`)
+			return strings.Contains(string(do(t, http.MethodGet, a.metrics+"/metrics", nil, "").body), `roomcast_connections{transport="poll"} 1`)
 		})
 		id := publish(t, cc, roomPath("feed"), "wake up")
 		var ans answer

@@ -49,6 +49,7 @@ type Config struct {
 	IdleTimeout       time.Duration
 	Metrics           bool
 	MetricsToken      string
+	MetricsAddr       string
 	DebugAddr         string
 	BatchMonitor      bool
 	Compress          string
@@ -215,8 +216,9 @@ func bindings(c *Config) []binding {
 		{Option{"h2c", "ROOMCAST_H2C", "false", "also accept HTTP/2 without TLS (prior knowledge), for a proxy that multiplexes clients' streams over a few connections to the relay"}, boolVar(&c.H2C)},
 		{Option{"h2c-max-streams", "ROOMCAST_H2C_MAX_STREAMS", "1000", "concurrent streams per HTTP/2 connection"}, intVar(&c.H2MaxStreams, 1, 1_000_000)},
 		{Option{"write-coalesce", "ROOMCAST_WRITE_COALESCE", "10ms", "a hijacked stream written less than this long ago waits out the rest before its next write, so busy streams batch events into fewer writes; streams quieter than that are not delayed (0: write at once)"}, durationVar(&c.WriteCoalesce, 0)},
-		{Option{"metrics", "ROOMCAST_METRICS", "true", "serve Prometheus metrics at /metrics"}, boolVar(&c.Metrics)},
-		{Option{"metrics-token", "ROOMCAST_METRICS_TOKEN", "", "bearer token /metrics requires; empty serves it openly"}, stringVar(&c.MetricsToken)},
+		{Option{"metrics", "ROOMCAST_METRICS", "true", "collect Prometheus metrics, served at /metrics on -metrics-addr"}, boolVar(&c.Metrics)},
+		{Option{"metrics-addr", "ROOMCAST_METRICS_ADDR", "", "serve /metrics on this separate address, never on the relay's own; keep it private (empty: metrics are served nowhere)"}, stringVar(&c.MetricsAddr)},
+		{Option{"metrics-token", "ROOMCAST_METRICS_TOKEN", "", "bearer token /metrics requires; empty serves it to anyone who reaches -metrics-addr"}, stringVar(&c.MetricsToken)},
 		{Option{"batch-runtime-monitor", "ROOMCAST_BATCH_RUNTIME_MONITOR", "true", "Linux: run the Go runtime's monitor thread as SCHED_BATCH, so that its wake-ups do not preempt the stream writers (7-20% less CPU per delivery on one core)"}, boolVar(&c.BatchMonitor)},
 		{Option{"debug-addr", "ROOMCAST_DEBUG_ADDR", "", "serve Go's runtime profiles (/debug/pprof/) on this separate address; keep it private (empty: off)"}, stringVar(&c.DebugAddr)},
 	}
@@ -344,6 +346,14 @@ func (c Config) validate() error {
 	if c.DebugAddr != "" {
 		if err := checkAddr(c.DebugAddr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", c.Name("debug-addr"), c.DebugAddr, err))
+		}
+	}
+	if c.MetricsAddr != "" {
+		if err := checkAddr(c.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", c.Name("metrics-addr"), c.MetricsAddr, err))
+		}
+		if !c.Metrics {
+			errs = append(errs, fmt.Errorf("%s is set but %s is false: no metrics to serve", c.Name("metrics-addr"), c.Name("metrics")))
 		}
 	}
 	if c.RetryMax < c.RetryMin {

@@ -50,6 +50,8 @@ func TestLoadDefaults(t *testing.T) {
 		{"tcp-user-timeout", c.TCPUserTimeout, 30 * time.Second},
 		{"read-header-timeout", c.ReadHeaderTimeout, 10 * time.Second},
 		{"idle-timeout", c.IdleTimeout, 120 * time.Second},
+		// Off, so that /metrics is never public by default.
+		{"metrics-addr", c.MetricsAddr, ""},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -168,6 +170,8 @@ func TestLoadInvalid(t *testing.T) {
 		{"redis URL scheme", nil, env("REDIS_URL", "http://h"), []string{"REDIS_URL", "redis://"}},
 		{"port above 65535", []string{"-addr", ":65536"}, env(), []string{"-addr", "0 to 65535"}},
 		{"debug port above 65535", nil, env("ROOMCAST_DEBUG_ADDR", "127.0.0.1:70000"), []string{"ROOMCAST_DEBUG_ADDR", "0 to 65535"}},
+		{"metrics port above 65535", nil, env("ROOMCAST_METRICS_ADDR", "127.0.0.1:70000"), []string{"ROOMCAST_METRICS_ADDR", "0 to 65535"}},
+		{"metrics address without metrics", []string{"-metrics=false"}, env("ROOMCAST_METRICS_ADDR", ":9091"), []string{"ROOMCAST_METRICS_ADDR", "-metrics"}},
 		{"address from env named as env", nil, env("ROOMCAST_ADDR", "nonsense"), []string{`ROOMCAST_ADDR "nonsense"`}},
 		{"origin with a path", nil, env("ROOMCAST_ALLOWED_ORIGINS", "http://h:8095/"), []string{"ROOMCAST_ALLOWED_ORIGINS", `"http://h:8095"`}},
 		{"origin without scheme", nil, env("ROOMCAST_ALLOWED_ORIGINS", "h:8095"), []string{"not an origin"}},

@@ -57,6 +57,12 @@ var testKey = []byte("metrics test cursor key 32 bytes")
 
 func start(t *testing.T, opts relay.Options, hub rooms.HubOptions) *instrumented {
 	t.Helper()
+	return startToken(t, opts, hub, "")
+}
+
+// startToken is start with /metrics requiring token (none when empty).
+func startToken(t *testing.T, opts relay.Options, hub rooms.HubOptions, token string) *instrumented {
+	t.Helper()
 	codec, err := rooms.NewCursorCodec(testKey)
 	if err != nil {
 		t.Fatal(err)
@@ -92,8 +98,13 @@ func start(t *testing.T, opts relay.Options, hub rooms.HubOptions) *instrumented
 		srv.Close()
 		_ = bb.Close()
 	})
-	r := &relaytest.Relay{URL: ts.URL, HTTP: ts, Server: srv, Hub: h, Backbone: bb, Codec: codec}
-	return &instrumented{Relay: r, flaky: flaky, token: opts.MetricsToken}
+	// As main.go serves it: on a listener of its own, not the relay's.
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", relay.MetricsHandler(m, token))
+	ms := httptest.NewServer(mux)
+	t.Cleanup(ms.Close)
+	r := &relaytest.Relay{URL: ts.URL, MetricsURL: ms.URL, HTTP: ts, Server: srv, Hub: h, Backbone: bb, Codec: codec}
+	return &instrumented{Relay: r, flaky: flaky, token: token}
 }
 
 type families map[string]*dto.MetricFamily
@@ -101,11 +112,11 @@ type families map[string]*dto.MetricFamily
 // scrape reads /metrics as Prometheus does, in the text format.
 func (r *instrumented) scrape(t *testing.T) families {
 	t.Helper()
-	req := relaytest.Request{Path: "/metrics"}
+	var header http.Header
 	if r.token != "" {
-		req.Header = relaytest.Bearer(r.token)
+		header = relaytest.Bearer(r.token)
 	}
-	resp := r.Do(t, req)
+	resp := r.Scrape(t, header)
 	if resp.Status != http.StatusOK {
 		t.Fatalf("/metrics: status %d: %s", resp.Status, resp.Body)
 	}
@@ -439,9 +450,23 @@ func TestMetricsRateLimited(t *testing.T) {
 	})
 }
 
+// TestMetricsNotOnTheRelay: the relay's own listener does not serve
+// /metrics, token or not; only the metrics listener does.
+func TestMetricsNotOnTheRelay(t *testing.T) {
+	r := startToken(t, relay.Options{}, rooms.HubOptions{}, "scrape-me")
+	for _, header := range []http.Header{nil, relaytest.Bearer("scrape-me")} {
+		if resp := r.Do(t, relaytest.Request{Path: "/metrics", Header: header}); resp.Status != http.StatusNotFound || strings.Contains(string(resp.Body), "roomcast_") {
+			t.Errorf("GET /metrics on the relay with %v: status %d, want 404: %.300s", header, resp.Status, resp.Body)
+		}
+	}
+	if resp := r.Scrape(t, relaytest.Bearer("scrape-me")); resp.Status != http.StatusOK || !strings.Contains(string(resp.Body), "roomcast_connections{") {
+		t.Errorf("GET /metrics on the metrics listener: status %d: %.300s", resp.Status, resp.Body)
+	}
+}
+
 // TestMetricsToken: with a token, /metrics answers only to it.
 func TestMetricsToken(t *testing.T) {
-	r := start(t, relay.Options{MetricsToken: "scrape-me"}, rooms.HubOptions{})
+	r := startToken(t, relay.Options{}, rooms.HubOptions{}, "scrape-me")
 	cases := []struct {
 		name   string
 		header http.Header
@@ -455,7 +480,7 @@ func TestMetricsToken(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			resp := r.Do(t, relaytest.Request{Path: "/metrics", Header: tc.header})
+			resp := r.Scrape(t, tc.header)
 			if resp.Status != tc.status {
 				t.Fatalf("status %d, want %d: %s", resp.Status, tc.status, resp.Body)
 			}

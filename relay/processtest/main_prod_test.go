@@ -7,6 +7,7 @@ package processtest
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -155,37 +156,44 @@ func TestConnectionTimeouts(t *testing.T) {
 // nosniff; browser files carry a Content-Security-Policy.
 func TestNoSniffEverywhere(t *testing.T) {
 	t.Parallel()
-	_, addr := startRelay(t, nil, "-metrics-token", "scrape-token")
+	_, addr, metricsBase := startMetered(t, nil, "-metrics-token", "scrape-token")
 	base := "http://" + addr
 	cases := []struct {
 		method, path string
 		header       http.Header
 		body         string
-		status       int // 0: any
+		status       int  // 0: any
+		metrics      bool // sent to the metrics listener
 	}{
-		{"GET", "/healthz", nil, "", 200},
-		{"GET", "/readyz", nil, "", 200},
-		{"HEAD", "/healthz", nil, "", 200},
-		{"GET", "/metrics", nil, "", 401},
-		{"GET", "/metrics", http.Header{"Authorization": {"Bearer scrape-token"}}, "", 200},
-		{"GET", "/v1/rooms/lobby/events", nil, "", 200},
-		{"GET", "/v1/stream?room=lobby", nil, "", 200},
-		{"GET", "/v1/rooms/lobby/poll?timeout=0", nil, "", 200},
-		{"GET", "/v1/rooms/lobby/history", nil, "", 200},
-		{"POST", "/v1/rooms/lobby/events", http.Header{"Content-Type": {"application/json"}}, `{"data":1}`, 202},
-		{"POST", "/v1/rooms/lobby/events", http.Header{"Content-Type": {"application/json"}}, `{"data":`, 400},
-		{"GET", "/v1/rooms/NOT%20A%20ROOM/poll", nil, "", 400},
-		{"GET", "/v1/rooms/lobby/poll?cursor=bogus", nil, "", 400},
-		{"PUT", "/v1/connections/nobody/rooms/lobby", nil, "", 404},
-		{"GET", "/missing", nil, "", 404},
-		{"PATCH", "/v1/rooms/lobby/events", nil, "", 405},
-		{"OPTIONS", "/v1/rooms/lobby/events", http.Header{"Origin": {"https://elsewhere.example"}, "Access-Control-Request-Method": {"POST"}}, "", 0},
-		{"GET", "/", nil, "", 0},
-		{"GET", "/roomcast.js", nil, "", 0},
+		{"GET", "/healthz", nil, "", 200, false},
+		{"GET", "/readyz", nil, "", 200, false},
+		{"HEAD", "/healthz", nil, "", 200, false},
+		{"GET", "/metrics", nil, "", 401, true},
+		{"GET", "/metrics", http.Header{"Authorization": {"Bearer scrape-token"}}, "", 200, true},
+		{"GET", "/metrics", http.Header{"Authorization": {"Bearer scrape-token"}}, "", 404, false},
+		{"GET", "/v1/rooms/lobby/events", nil, "", 200, false},
+		{"GET", "/v1/stream?room=lobby", nil, "", 200, false},
+		{"GET", "/v1/rooms/lobby/poll?timeout=0", nil, "", 200, false},
+		{"GET", "/v1/rooms/lobby/history", nil, "", 200, false},
+		{"POST", "/v1/rooms/lobby/events", http.Header{"Content-Type": {"application/json"}}, `{"data":1}`, 202, false},
+		{"POST", "/v1/rooms/lobby/events", http.Header{"Content-Type": {"application/json"}}, `{"data":`, 400, false},
+		{"GET", "/v1/rooms/NOT%20A%20ROOM/poll", nil, "", 400, false},
+		{"GET", "/v1/rooms/lobby/poll?cursor=bogus", nil, "", 400, false},
+		{"PUT", "/v1/connections/nobody/rooms/lobby", nil, "", 404, false},
+		{"GET", "/missing", nil, "", 404, false},
+		{"PATCH", "/v1/rooms/lobby/events", nil, "", 405, false},
+		{"OPTIONS", "/v1/rooms/lobby/events", http.Header{"Origin": {"https://elsewhere.example"}, "Access-Control-Request-Method": {"POST"}}, "", 0, false},
+		{"GET", "/", nil, "", 0, false},
+		{"GET", "/roomcast.js", nil, "", 0, false},
 	}
 	for _, tc := range cases {
-		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
-			req, err := http.NewRequest(tc.method, base+tc.path, strings.NewReader(tc.body))
+		name := tc.method + " " + tc.path
+		at := base
+		if tc.metrics {
+			name, at = "metrics listener "+name, metricsBase
+		}
+		t.Run(name, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, at+tc.path, strings.NewReader(tc.body))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -449,17 +457,7 @@ func scrape(t *testing.T, base, token, series string) float64 {
 // awaitMetric scrapes until series has the value want.
 func awaitMetric(t *testing.T, base, token, series string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
-		got := scrape(t, base, token, series)
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s = %g, want %g", series, got, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	relaytest.Eventually(t, fmt.Sprintf("%s = %g", series, want), func() bool { return scrape(t, base, token, series) == want })
 }
 
 // TestDebugListener: with ROOMCAST_DEBUG_ADDR the binary serves Go's
@@ -491,17 +489,23 @@ func TestDebugListener(t *testing.T) {
 	}
 }
 
-// TestMetricsEndpoint: the binary serves its metrics behind the token, and
-// counts rooms and connections as clients come and go.
+// TestMetricsEndpoint: the binary serves its metrics on the metrics
+// listener only, behind the token, and counts rooms and connections as
+// clients come and go.
 func TestMetricsEndpoint(t *testing.T) {
 	t.Parallel()
-	_, addr := startRelay(t, []string{"ROOMCAST_METRICS_TOKEN=scrape-token", "ROOMCAST_ADDR=127.0.0.1:0"})
+	p, addr := startRelay(t, []string{"ROOMCAST_METRICS_TOKEN=scrape-token", "ROOMCAST_ADDR=127.0.0.1:0", "ROOMCAST_METRICS_ADDR=127.0.0.1:0"})
 	base := "http://" + addr
+	metrics := "http://" + p.stderr.AwaitMatch(t, regexp.MustCompile(`"msg":"metrics listener","addr":"([^"]+)"`))[1]
 	for _, tc := range []struct {
-		header string
-		status int
-	}{{"", 401}, {"Bearer wrong", 401}, {"Bearer scrape-token", 200}} {
-		req, _ := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+		base, header string
+		status       int
+	}{
+		{metrics, "", 401}, {metrics, "Bearer wrong", 401}, {metrics, "Bearer scrape-token", 200},
+		// Never on the relay's own listener, token or not.
+		{base, "", 404}, {base, "Bearer scrape-token", 404},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, tc.base+"/metrics", nil)
 		if tc.header != "" {
 			req.Header.Set("Authorization", tc.header)
 		}
@@ -511,23 +515,23 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 		resp.Body.Close()
 		if resp.StatusCode != tc.status {
-			t.Errorf("/metrics with %q: %s, want %d", tc.header, resp.Status, tc.status)
+			t.Errorf("%s/metrics with %q: %s, want %d", tc.base, tc.header, resp.Status, tc.status)
 		}
 	}
 
-	awaitMetric(t, base, "scrape-token", "roomcast_rooms", 0)
-	awaitMetric(t, base, "scrape-token", `roomcast_connections{transport="sse"}`, 0)
+	awaitMetric(t, metrics, "scrape-token", "roomcast_rooms", 0)
+	awaitMetric(t, metrics, "scrape-token", `roomcast_connections{transport="sse"}`, 0)
 	s := openStream(t, base+"/v1/rooms/lobby/events", nil)
 	s.connected(t)
-	awaitMetric(t, base, "scrape-token", "roomcast_rooms", 1)
-	awaitMetric(t, base, "scrape-token", `roomcast_connections{transport="sse"}`, 1)
+	awaitMetric(t, metrics, "scrape-token", "roomcast_rooms", 1)
+	awaitMetric(t, metrics, "scrape-token", `roomcast_connections{transport="sse"}`, 1)
 	post(t, base+"/v1/rooms/lobby/events", "counted")
-	awaitMetric(t, base, "scrape-token", `roomcast_events_published_total{kind="retained"}`, 1)
-	awaitMetric(t, base, "scrape-token", "roomcast_events_delivered_total", 1)
+	awaitMetric(t, metrics, "scrape-token", `roomcast_events_published_total{kind="retained"}`, 1)
+	awaitMetric(t, metrics, "scrape-token", "roomcast_events_delivered_total", 1)
 	s.resp.Body.Close()
-	awaitMetric(t, base, "scrape-token", "roomcast_rooms", 0)
-	awaitMetric(t, base, "scrape-token", `roomcast_connections{transport="sse"}`, 0)
-	if v := scrape(t, base, "scrape-token", "roomcast_backbone_up"); v != 1 {
+	awaitMetric(t, metrics, "scrape-token", "roomcast_rooms", 0)
+	awaitMetric(t, metrics, "scrape-token", `roomcast_connections{transport="sse"}`, 0)
+	if v := scrape(t, metrics, "scrape-token", "roomcast_backbone_up"); v != 1 {
 		t.Errorf("roomcast_backbone_up = %g", v)
 	}
 }
@@ -587,22 +591,20 @@ func TestPollSessionOptions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, addr := startRelay(t, nil, tc.args...)
-			base := "http://" + addr
-			pollTwice(t, base, "poller-one")
-			if got := sessions(t, base); got != tc.want {
+			_, addr, metrics := startMetered(t, nil, tc.args...)
+			pollTwice(t, "http://"+addr, "poller-one")
+			if got := sessions(t, metrics); got != tc.want {
 				t.Fatalf("roomcast_poll_sessions = %s after a held poll, want %s", got, tc.want)
 			}
 		})
 	}
 	t.Run("ttl", func(t *testing.T) {
 		t.Parallel()
-		_, addr := startRelay(t, nil, "-poll-session-ttl", "1s")
-		base := "http://" + addr
-		pollTwice(t, base, "poller-two")
-		if got := sessions(t, base); got != "1" {
+		_, addr, metrics := startMetered(t, nil, "-poll-session-ttl", "1s")
+		pollTwice(t, "http://"+addr, "poller-two")
+		if got := sessions(t, metrics); got != "1" {
 			t.Fatalf("roomcast_poll_sessions = %s right after a held poll, want 1", got)
 		}
-		relaytest.Eventually(t, "the place expires", func() bool { return sessions(t, base) == "0" })
+		relaytest.Eventually(t, "the place expires", func() bool { return sessions(t, metrics) == "0" })
 	})
 }

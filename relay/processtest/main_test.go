@@ -141,6 +141,16 @@ func startRelay(t *testing.T, env []string, args ...string) (*proc, string) {
 	return p, line.Addr
 }
 
+// startMetered is startRelay with metrics served on a listener of their
+// own, on a free port: it returns the relay's address and that listener's
+// base URL, read from the "metrics listener" log line.
+func startMetered(t *testing.T, env []string, args ...string) (p *proc, addr, metrics string) {
+	t.Helper()
+	p, addr = startRelay(t, env, append([]string{"-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0"}, args...)...)
+	m := p.stderr.AwaitMatch(t, regexp.MustCompile(`"msg":"metrics listener","addr":"([^"]+)"`))
+	return p, addr, "http://" + m[1]
+}
+
 func hasFlag(args []string, name string) bool {
 	for _, a := range args {
 		if a == name || strings.HasPrefix(a, name+"=") {

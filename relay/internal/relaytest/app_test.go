@@ -32,6 +32,7 @@ func TestStartRunsProductionWiring(t *testing.T) {
 func TestStartConfigRunsMain(t *testing.T) {
 	r := relaytest.StartConfig(t, map[string]string{
 		"ROOMCAST_DEV_TOKEN_KEY_FILE": filepath.Join(t.TempDir(), "dev-token-key"),
+		"ROOMCAST_METRICS_ADDR":       "127.0.0.1:0",
 	}, "-addr", "127.0.0.1:0")
 	token := devToken(t, r)
 	s := r.Subscribe(t, "/v1/rooms/lobby/events", relaytest.StreamOptions{Header: relaytest.BearerMap(token)})
@@ -62,10 +63,13 @@ func devToken(t *testing.T, r *relaytest.Relay) string {
 }
 
 // checkMetrics scrapes /metrics after one stream in lobby received one
-// event.
+// event: on the metrics listener, the relay's own answering 404.
 func checkMetrics(t *testing.T, r *relaytest.Relay) {
 	t.Helper()
-	resp := r.Get(t, "/metrics")
+	if resp := r.Get(t, "/metrics"); resp.Status != http.StatusNotFound {
+		t.Errorf("/metrics on the relay's listener: %d, want 404", resp.Status)
+	}
+	resp := r.Scrape(t, nil)
 	if resp.Status != http.StatusOK {
 		t.Fatalf("/metrics: %d %s", resp.Status, resp.Body)
 	}

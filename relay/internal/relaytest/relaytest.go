@@ -55,6 +55,8 @@ type Options struct {
 	// JWTSecret, which NewAuth's Authenticator verifies (unless
 	// Relay.DevTokenKey is set).
 	DevTokens bool
+	// MetricsToken is the bearer token /metrics requires.
+	MetricsToken string
 }
 
 // Relay is a running relay and its parts.
@@ -67,8 +69,12 @@ type Relay struct {
 	// Backbone is the in-memory backbone, when the relay runs on one.
 	Backbone *memory.Backbone
 	Codec    *rooms.CursorCodec
-	// Metrics are the relay's, served at /metrics (nil when off).
+	// Metrics are the relay's (nil when off), served at MetricsURL.
 	Metrics *metrics.Metrics
+	// MetricsURL is the base URL of the listener serving /metrics, as
+	// production serves it apart from the relay (ROOMCAST_METRICS_ADDR);
+	// empty when the metrics are off.
+	MetricsURL string
 }
 
 // testKey signs cursors and client tokens of test relays.
@@ -76,7 +82,8 @@ var testKey = []byte("relaytest cursor key, 32 bytes!!")
 
 // Start runs a relay until the test ends, assembled as production
 // assembles it (app.Assemble): the backbone timed by the metrics, the hub
-// observed by them, GET /metrics served. On cleanup every client
+// observed by them, GET /metrics served on a listener of its own
+// (MetricsURL). On cleanup every client
 // connection is closed and the server, hub and backbone are stopped.
 func Start(t testing.TB, opts Options) *Relay {
 	t.Helper()
@@ -123,7 +130,8 @@ func Start(t testing.TB, opts Options) *Relay {
 		// secret is configured: that secret, NewAuth's.
 		opts.Relay.DevTokenKey = []byte(JWTSecret)
 	}
-	a, err := app.Assemble(app.Parts{Backbone: bb, CursorKey: testKey, Hub: opts.Hub, Relay: opts.Relay, Metrics: true})
+	a, err := app.Assemble(app.Parts{Backbone: bb, CursorKey: testKey, Hub: opts.Hub, Relay: opts.Relay, Metrics: true,
+		MetricsToken: opts.MetricsToken})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +143,8 @@ func Start(t testing.TB, opts Options) *Relay {
 // StartConfig runs, until the test ends, the relay that main runs for the
 // command-line args and the ROOMCAST_* variables of env (app.New), with
 // its logs dropped: production's configuration, keys and defaults, over
-// an httptest.Server rather than its own listener.
+// an httptest.Server rather than its own listener (and /metrics, when
+// ROOMCAST_METRICS_ADDR is set, over another: MetricsURL).
 func StartConfig(t testing.TB, env map[string]string, args ...string) *Relay {
 	t.Helper()
 	cfg, err := config.Load(args, func(k string) string { return env[k] }, io.Discard)
@@ -182,10 +191,16 @@ func serve(t testing.TB, a *app.Relay, opts Options) *Relay {
 		// Hijacked streams are not the test server's to close.
 		a.Close()
 	})
+	r := &Relay{URL: ts.URL, HTTP: ts, Server: a.Server, Hub: a.Hub, Codec: a.Codec, Metrics: a.Metrics}
+	if h := a.MetricsHandler(); h != nil {
+		ms := httptest.NewServer(h)
+		t.Cleanup(ms.Close)
+		r.MetricsURL = ms.URL
+	}
 	if !opts.NotReady {
 		a.Server.SetReady()
 	}
-	return &Relay{URL: ts.URL, HTTP: ts, Server: a.Server, Hub: a.Hub, Codec: a.Codec, Metrics: a.Metrics}
+	return r
 }
 
 // Client returns the HTTP client for this relay; its connections are
@@ -304,6 +319,34 @@ func (r *Relay) Open(t testing.TB, req Request) *Response {
 func (r *Relay) Get(t testing.TB, path string) *Response {
 	t.Helper()
 	return r.Do(t, Request{Path: path})
+}
+
+// Scrape sends GET /metrics with header to the metrics listener and reads
+// the whole answer.
+func (r *Relay) Scrape(t testing.TB, header http.Header) *Response {
+	t.Helper()
+	if r.MetricsURL == "" {
+		t.Fatal("relaytest: Scrape of a relay without Options.Relay.Metrics")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.MetricsURL+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET /metrics: reading the answer: %v", err)
+	}
+	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
 
 // Published is the 202 answer of a publish.
