@@ -2,13 +2,13 @@ package relaytest
 
 import (
 	"encoding/json"
-	"math/rand/v2"
-	"net"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // CleanEnv is the test's environment without any roomcast setting, so that
@@ -41,25 +41,11 @@ func (o *Output) AwaitListening(t testing.TB) Listening {
 	return line
 }
 
-// FreePort returns a TCP port that nothing listens on, on any interface,
-// for a process the test starts to bind. It is drawn below the kernel's
-// ephemeral range (32768 and up on Linux): a port taken from that range
-// and released can be handed out again at once, as the source port of any
-// connection the tests make meanwhile, and the process then fails to bind
-// it.
+// FreePort is roomstest.FreePort: a port below the ephemeral range for a
+// server that cannot bind port 0 and report it.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for range 200 {
-		port := 20000 + rand.IntN(12000)
-		l, err := net.Listen("tcp", ":"+strconv.Itoa(port))
-		if err != nil {
-			continue
-		}
-		_ = l.Close()
-		return port
-	}
-	t.Fatal("relaytest: no free port between 20000 and 32000")
-	return 0
+	return roomstest.FreePort(t)
 }
 
 // FreeAddr is a loopback address on a FreePort.

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-	"time"
 
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/app"
@@ -23,11 +22,11 @@ import (
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
 	"github.com/roomcast/roomcast/rooms/redis"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
-// Wait bounds every wait of this package's helpers: long enough for a slow
-// race-enabled run, short enough that a hang fails the test in good time.
-const Wait = 10 * time.Second
+// Wait bounds every wait of this package's helpers (roomstest.Wait).
+const Wait = roomstest.Wait
 
 // Options configure Start. Zero values take the relay's defaults, except
 // that the cursor and client keys are fixed test keys, logs are dropped and
@@ -391,16 +390,11 @@ func (r *Relay) PublishJSON(t testing.TB, room string, v any) string {
 	return *p.ID
 }
 
-// Eventually polls cond until it holds, failing the test after Wait.
+// Eventually is roomstest.Eventually: it polls cond until it holds,
+// failing the test after Wait.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(Wait)
-	for delay := time.Millisecond; !cond(); delay = min(2*delay, 50*time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(delay)
-	}
+	roomstest.Eventually(t, what, cond)
 }
 
 // Tamper returns s with one character changed, keeping it base64url.

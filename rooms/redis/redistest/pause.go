@@ -7,7 +7,8 @@ import (
 	"os"
 	"strconv"
 	"syscall"
-	"time"
+
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // Pause stops the server's process (SIGSTOP) and returns once it is
@@ -40,19 +41,16 @@ func (s *Server) signal(sig syscall.Signal, state byte) {
 	if state == 0 {
 		return
 	}
-	deadline := time.Now().Add(startTimeout)
-	for {
+	reached := func() bool {
 		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 		if err != nil {
-			return // no /proc: the signal is as good as delivered
+			return true // no /proc: the signal is as good as delivered
 		}
 		// The state follows the command name, which is in parentheses.
-		if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) && stat[i+2] == state {
-			return
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("redistest: redis-server did not reach state %c after %v", state, sig)
-		}
-		time.Sleep(5 * time.Millisecond)
+		i := bytes.LastIndexByte(stat, ')')
+		return i >= 0 && i+2 < len(stat) && stat[i+2] == state
+	}
+	if roomstest.Poll(startTimeout, reached) != nil {
+		s.t.Fatalf("redistest: redis-server did not reach state %c after %v", state, sig)
 	}
 }

@@ -11,8 +11,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
-	mrand "math/rand/v2"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // SharedAddr is where the machine's shared Redis listens.
@@ -98,7 +100,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
-	exited chan error // receives cmd.Wait's result
+	exited chan struct{} // closed when cmd has exited
 	log    *os.File
 }
 
@@ -117,29 +119,15 @@ func NewServer(t testing.TB) *Server {
 			s.dumpLog()
 		}
 	})
-	// The free port is found by binding and closing it, so another
-	// process may take it first: try a few.
-	for attempt := 0; ; attempt++ {
-		s.port, err = freePort()
-		if err == nil {
-			err = s.start(bin)
-		}
-		if err == nil {
-			return s
-		}
-		if attempt == 4 {
-			t.Fatalf("redistest: starting redis-server: %v", err)
-		}
-	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	// redis-server cannot bind port 0 and say which it got. A port from
+	// the ephemeral range, released, may become the source port of any
+	// connection meanwhile: the port is below that range, and another
+	// port is tried if someone took it first.
+	roomstest.StartOnFreePort(t, func(port int) error {
+		s.port = port
+		return s.start(bin)
+	})
+	return s
 }
 
 // Addr is the server's host:port; it stays the same across restarts.
@@ -182,16 +170,8 @@ func (s *Server) Start() {
 	}
 	// The port was just released: give the kernel a moment if another
 	// socket still holds it.
-	deadline := time.Now().Add(startTimeout)
-	for {
-		err = s.start(bin)
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("redistest: restarting redis-server on %s: %v", s.Addr(), err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if roomstest.Poll(startTimeout, func() bool { err = s.start(bin); return err == nil }) != nil {
+		s.t.Fatalf("redistest: restarting redis-server on %s: %v", s.Addr(), err)
 	}
 }
 
@@ -226,48 +206,75 @@ func (s *Server) start(bin string) error {
 		_ = log.Close()
 		return err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
 	if err := waitPing(s.Addr(), exited); err != nil {
 		_ = cmd.Process.Kill()
 		<-exited
 		_ = log.Close()
-		return err
+		// redis-server says why it exited in its log ("Address
+		// already in use", which roomstest.StartOnFreePort retries).
+		return fmt.Errorf("%w; log: %s", err, s.logTail())
 	}
 	s.cmd, s.exited, s.log = cmd, exited, log
 	return nil
 }
 
-// waitPing waits until the server at addr answers PING, or its process exits.
-func waitPing(addr string, exited <-chan error) error {
-	deadline := time.Now().Add(startTimeout)
-	for {
+// waitPing waits until the server at addr answers PING, or its process
+// exits.
+func waitPing(addr string, exited <-chan struct{}) error {
+	var err error
+	gone := false
+	answered := roomstest.Poll(startTimeout, func() bool {
 		select {
-		case err := <-exited:
-			return fmt.Errorf("redis-server exited before answering: %v", err)
+		case <-exited:
+			gone = true
+			return true
 		default:
 		}
-		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			_ = conn.SetDeadline(time.Now().Add(time.Second))
-			_, err = conn.Write([]byte("PING\r\n"))
-			buf := make([]byte, 7)
-			n := 0
-			for err == nil && n < len(buf) {
-				var m int
-				m, err = conn.Read(buf[n:])
-				n += m
-			}
-			_ = conn.Close()
-			if err == nil && bytes.Equal(buf, []byte("+PONG\r\n")) {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("redis-server on %s did not answer PING within %s: %v", addr, startTimeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		err = ping(addr)
+		return err == nil
+	})
+	switch {
+	case gone:
+		return errors.New("redis-server exited before answering")
+	case answered != nil:
+		return fmt.Errorf("redis-server on %s did not answer PING within %s: %w", addr, startTimeout, err)
 	}
+	return nil
+}
+
+// ping sends PING to addr and expects +PONG.
+func ping(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	buf := make([]byte, 7)
+	if _, err := io.ReadFull(conn, buf); err != nil {
+		return err
+	}
+	if !bytes.Equal(buf, []byte("+PONG\r\n")) {
+		return fmt.Errorf("PING answered %q", buf)
+	}
+	return nil
+}
+
+// logTail is the end of the server's log, for an error.
+func (s *Server) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
 }
 
 func (s *Server) dumpLog() {
@@ -275,23 +282,4 @@ func (s *Server) dumpLog() {
 	if err == nil && len(b) > 0 {
 		s.t.Logf("redis-server log:\n%s", b)
 	}
-}
-
-// FreePort is a port below the ephemeral range (20000–32000) free when
-// drawn, for servers that cannot report a port of their own choice
-// (redis-server, sentinels, cluster nodes with their port+10000 bus):
-// ports from :0 collide with the ephemeral ports of outgoing connections.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	for range 200 {
-		port := 20000 + mrand.IntN(12000)
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err != nil {
-			continue
-		}
-		_ = l.Close()
-		return port
-	}
-	t.Fatal("redistest: no free port between 20000 and 32000")
-	return 0
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // SentinelMaster is the name the sentinels know the primary by.
@@ -24,7 +25,7 @@ const SentinelMaster = "roomcast"
 const TopologyWait = 30 * time.Second
 
 // Node is one redis-server process (a data node or a sentinel) on a port
-// of FreePort, restartable with the same arguments and files.
+// of roomstest.FreePort, restartable with the same arguments and files.
 type Node struct {
 	t    testing.TB
 	dir  string
@@ -52,15 +53,11 @@ func StartNode(t testing.TB, dir string, args ...string) *Node {
 			}
 		}
 	})
-	var err error
-	for range 5 {
-		n.port = FreePort(t)
-		if err = n.start(); err == nil {
-			return n
-		}
-	}
-	t.Fatalf("starting redis-server %v: %v", args, err)
-	return nil
+	roomstest.StartOnFreePort(t, func(port int) error {
+		n.port = port
+		return n.start()
+	})
+	return n
 }
 
 func lastLines(b []byte, n int) string {
@@ -94,7 +91,10 @@ func (n *Node) start() error {
 	for {
 		select {
 		case <-exited:
-			return fmt.Errorf("redis-server on %s exited at start (port taken?)", n.Addr())
+			// Its log says why ("Address already in use", which
+			// StartOnFreePort retries on another port).
+			b, _ := os.ReadFile(n.logFile())
+			return fmt.Errorf("redis-server on %s exited at start: %s", n.Addr(), lastLines(b, 5))
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
