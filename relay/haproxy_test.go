@@ -11,12 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/internal/relaytest"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // haproxySource is the address HAProxy connects to the relay from, the only
@@ -37,9 +37,14 @@ func startHAProxy(t *testing.T, backend string) string {
 		fmt.Fprintln(os.Stderr, "!!! SKIPPING "+t.Name()+": haproxy is not installed (CI=true makes this a failure)")
 		t.Skip("haproxy is not installed")
 	}
-	addr := relaytest.FreeAddr(t)
-	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
-	conf := `global
+	dir := t.TempDir()
+	var addr string
+	// HAProxy cannot bind port 0 and say which port it got: a free port
+	// below the ephemeral range, another if someone took it first.
+	roomstest.StartOnFreePort(t, func(port int) error {
+		addr = "127.0.0.1:" + strconv.Itoa(port)
+		cfg := filepath.Join(dir, "haproxy.cfg")
+		conf := `global
   maxconn 256
 defaults
   mode http
@@ -53,38 +58,31 @@ frontend relay
 backend relay
   server relay ` + backend + ` source ` + haproxySource + `
 `
-	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// -db: stay in the foreground, so that the test owns the process.
-	cmd := exec.Command(bin, "-db", "-f", cfg)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
+		if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// -db: stay in the foreground, so that the test owns the process.
+		p := relaytest.StartProcess(t, exec.Command(bin, "-db", "-f", cfg), relaytest.ProcessOptions{Name: "haproxy", Combined: true})
+		var exited bool
+		roomstest.Eventually(t, "haproxy listens on "+addr+" or exits", func() bool {
+			select {
+			case <-p.Done():
+				exited = true
+				return true
+			default:
+			}
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+		if exited {
+			return fmt.Errorf("haproxy exited: %s", p.Stdout.String())
+		}
+		return nil
 	})
-	deadline := time.Now().Add(relaytest.Wait)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("haproxy exited (%v):\n%s", err, out.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("haproxy did not listen on %s within %s:\n%s", addr, relaytest.Wait, out.String())
-		}
-	}
+	return addr
 }
 
 // postThrough sends an anonymous publish to addr with extra header lines

@@ -15,12 +15,13 @@ import (
 
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // wait bounds every wait for something that must happen.
-const wait = 10 * time.Second
+const wait = roomstest.Wait
 
 // anon is an anonymous caller, who may change any anonymous connection.
 var anon rooms.Identity
@@ -233,18 +234,6 @@ func (e *env) decode(cursor string) *rooms.Cursor {
 		e.t.Fatalf("writer's cursor does not decode: %v", err)
 	}
 	return &c
-}
-
-// eventually polls cond until it holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func TestDrain(t *testing.T) {

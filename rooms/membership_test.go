@@ -9,6 +9,7 @@ import (
 
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 func TestJoinRecordsPosition(t *testing.T) {
@@ -89,13 +90,13 @@ func TestJoinWhilePublishing(t *testing.T) {
 			count.Add(1)
 		}
 	}()
-	eventually(t, "publishing to start", func() bool { return count.Load() > 50 })
+	roomstest.Eventually(t, "publishing to start", func() bool { return count.Load() > 50 })
 	if err := e.hub.Join(context.Background(), anon, r.conn.ID, "b"); err != nil {
 		t.Fatal(err)
 	}
 	head, _ := e.bb.Head(context.Background(), "b")
 	n := count.Load()
-	eventually(t, "more events", func() bool { return count.Load() > n+50 })
+	roomstest.Eventually(t, "more events", func() bool { return count.Load() > n+50 })
 	close(stop)
 	pub := <-done
 	got := r.untilSeq(pub[len(pub)-1])

@@ -11,6 +11,7 @@ import (
 
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 func (e *env) poll(req rooms.PollRequest) rooms.PollResult {
@@ -39,7 +40,7 @@ func (e *env) startPoll(ctx context.Context, req rooms.PollRequest, ch string) <
 		}
 		out <- res
 	}()
-	eventually(e.t, "the poll to be held", func() bool { return rooms.ChannelConns(e.hub, ch) > before })
+	roomstest.Eventually(e.t, "the poll to be held", func() bool { return rooms.ChannelConns(e.hub, ch) > before })
 	return out
 }
 
@@ -183,7 +184,7 @@ func TestPollHeldWakesOnPublish(t *testing.T) {
 	if got := pollSeqs(next); len(got) != 0 {
 		t.Fatalf("the next poll = %v; want nothing (the event came through a)", got)
 	}
-	eventually(t, "the unused poll session to end with its channels", func() bool {
+	roomstest.Eventually(t, "the unused poll session to end with its channels", func() bool {
 		return e.hub.PollSessions() == 0 && e.hub.Channels() == 0
 	})
 }

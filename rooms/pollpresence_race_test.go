@@ -9,6 +9,7 @@ import (
 
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // failingSince wraps a backbone: reading the history of channel fail waits
@@ -57,13 +58,13 @@ func TestFailedPollLeavesConcurrentPollsPresence(t *testing.T) {
 		_, err := e.hub.Poll(context.Background(), req)
 		failed <- err
 	}()
-	eventually(t, "the first poll to read r's history", func() bool { return gate.watched.Load() == 1 })
+	roomstest.Eventually(t, "the first poll to read r's history", func() bool { return gate.watched.Load() == 1 })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	req.Channels = []string{"r"}
 	held := e.startPoll(ctx, req, "r")
-	eventually(t, "the second poll to read r's history", func() bool { return gate.watched.Load() == 2 })
+	roomstest.Eventually(t, "the second poll to read r's history", func() bool { return gate.watched.Load() == 2 })
 
 	close(gate.release)
 	if err := <-failed; err == nil {
@@ -104,7 +105,7 @@ func TestFailedPollLeavesConcurrentPollsBinding(t *testing.T) {
 		_, err := e.hub.Poll(context.Background(), req)
 		failed <- err
 	}()
-	eventually(t, "the first poll to read r's history", func() bool { return gate.watched.Load() == 1 })
+	roomstest.Eventually(t, "the first poll to read r's history", func() bool { return gate.watched.Load() == 1 })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -114,7 +115,7 @@ func TestFailedPollLeavesConcurrentPollsBinding(t *testing.T) {
 		res, _ := e.hub.Poll(ctx, req)
 		held <- res
 	}()
-	eventually(t, "the second poll to read r's history", func() bool { return gate.watched.Load() == 2 })
+	roomstest.Eventually(t, "the second poll to read r's history", func() bool { return gate.watched.Load() == 2 })
 	close(gate.release)
 	if err := <-failed; err == nil {
 		t.Fatal("the first poll did not fail")

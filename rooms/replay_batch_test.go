@@ -9,6 +9,7 @@ import (
 
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // gatedSince holds every history read until released, and counts them.
@@ -60,7 +61,7 @@ func TestResumesShareHistoryReads(t *testing.T) {
 			}
 		}()
 	}
-	eventually(t, "every resume to wait for history", func() bool { return rooms.ReplayWaiting(e.hub) == n })
+	roomstest.Eventually(t, "every resume to wait for history", func() bool { return rooms.ReplayWaiting(e.hub) == n })
 	close(gate.release)
 	wg.Wait()
 	// All ten waited together; one read served them (a resume that had

@@ -9,6 +9,7 @@ import (
 
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 func TestMultiRoomEventOnceOnResume(t *testing.T) {
@@ -154,7 +155,7 @@ func TestResumeWhilePublishing(t *testing.T) {
 			items := first.until("40 events", func(item) bool { n++; return n == 40 })
 			cursor := items[len(items)-1].cursor
 			e.hub.Disconnect(first.conn)
-			eventually(t, "publishing to go on past the cursor", func() bool { return started.Load() > 200 })
+			roomstest.Eventually(t, "publishing to go on past the cursor", func() bool { return started.Load() > 200 })
 			req := tt.req
 			req.Resume = cursor
 			again := e.connect(req)
@@ -258,7 +259,7 @@ func TestResets(t *testing.T) {
 				seq := e.send("old")
 				cursor := r.expect([]uint64{seq}, seq)[0].cursor
 				e.hub.Disconnect(r.conn)
-				eventually(t, "the session to expire", func() bool {
+				roomstest.Eventually(t, "the session to expire", func() bool {
 					_, ok, _ := e.bb.LoadSession(context.Background(), r.conn.Session)
 					return !ok
 				})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // TestTouchClosesStreamWhoseClientIDWasTaken checks that a heartbeat
@@ -30,7 +31,7 @@ func TestTouchClosesStreamWhoseClientIDWasTaken(t *testing.T) {
 	e.connect(rooms.ConnectRequest{Channels: []string{"a"}, Client: "shared-client", Identity: rooms.Identity{User: "v"}})
 	skew.Store(0)
 
-	eventually(t, "the stream closed by a heartbeat", func() bool {
+	roomstest.Eventually(t, "the stream closed by a heartbeat", func() bool {
 		if err := e.hub.Touch(ctx, r.conn); err != nil {
 			t.Fatalf("Touch: %v", err)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 func TestFanoutToManyConnections(t *testing.T) {
@@ -276,7 +277,7 @@ func TestDisconnectReleasesSubscriptions(t *testing.T) {
 		_, err := e.hub.Poll(pollCtx, rooms.PollRequest{Channels: []string{"p3"}, Cursor: tail.Cursor, Timeout: time.Minute})
 		polled <- err
 	}()
-	eventually(t, "the poll to be held", func() bool { return rooms.ChannelConns(e.hub, "p3") == 1 })
+	roomstest.Eventually(t, "the poll to be held", func() bool { return rooms.ChannelConns(e.hub, "p3") == 1 })
 	stopPoll()
 	if err := <-polled; err != nil {
 		t.Fatal(err)

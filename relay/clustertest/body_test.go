@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // streamStatus opens a stream on url and returns its status, closing it at
@@ -97,7 +99,7 @@ func TestSlowBodiesCountAcrossInstances(t *testing.T) {
 	for range len(conns) - 1 {
 		<-results
 	}
-	eventually(t, "the slow bodies' slots are given back", func() bool {
+	relaytest.Eventually(t, "the slow bodies' slots are given back", func() bool {
 		status, _ := streamStatus(t, b.url+"/v1/rooms/lobby/events", alice)
 		return status == http.StatusOK
 	})

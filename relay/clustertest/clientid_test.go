@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // listing is GET /v1/rooms/{room}/presence with each user's connections.
@@ -97,7 +99,7 @@ func TestClientIDsAcrossInstances(t *testing.T) {
 	// (c) Once A is killed, no instance holds bob's stream: its id is no
 	// proof any more, well before its directory entry would lapse.
 	a.kill()
-	eventually(t, "bob's stream on the killed instance is unknown", func() bool {
+	relaytest.Eventually(t, "bob's stream on the killed instance is unknown", func() bool {
 		ans := do(t, http.MethodPost, b.url+roomPath("desk"), bearer(userToken(t, "bob", nil), "Roomcast-Connection", hello.Connection), `{"data":"x"}`)
 		return ans.status == http.StatusNotFound && ans.errorCode() == "unknown_connection"
 	})
@@ -123,7 +125,7 @@ func TestPresenceListFollowsEventsAcrossInstances(t *testing.T) {
 		t.Errorf("after the join: %q, want bob:1 dave:1", got)
 	}
 	bob.close()
-	eventually(t, "bob's connection is gone and he is still listed", func() bool {
+	relaytest.Eventually(t, "bob's connection is gone and he is still listed", func() bool {
 		return presenceOn(t, b, "porch").summary() == "bob:0 dave:1"
 	})
 	bob = open(t, b, roomPath("porch"), bobH)

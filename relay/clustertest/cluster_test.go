@@ -26,7 +26,7 @@ const (
 )
 
 // waitFor bounds every wait on an event the test expects.
-const waitFor = 10 * time.Second
+const waitFor = relaytest.Wait
 
 var binary string
 
@@ -85,31 +85,21 @@ func newCluster(t *testing.T, n int, extra ...string) *cluster {
 // start runs one more instance against the cluster's Redis.
 func (c *cluster) start(t *testing.T, name string, extra ...string) *node {
 	t.Helper()
-	n := &node{name: name, log: relaytest.NewOutput(), done: make(chan struct{})}
-	n.log.Summary = func(s string) string { return tail(s, 4000) }
-	n.cmd = exec.Command(binary, append(append([]string{}, baseArgs...), extra...)...)
+	cmd := exec.Command(binary, append(append([]string{}, baseArgs...), extra...)...)
 	// No cursor key is configured: cursors and tickets work across
 	// instances only through the key they share in Redis.
-	n.cmd.Env = relaytest.CleanEnv(
+	cmd.Env = relaytest.CleanEnv(
 		"ROOMCAST_REDIS_URL="+c.redis.URL(),
 		"ROOMCAST_API_KEY="+apiKey,
 		"ROOMCAST_JWT_SECRET="+jwtSecret,
 	)
-	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		_ = n.cmd.Wait()
-		close(n.done)
-	}()
-	t.Cleanup(func() {
-		n.kill()
-		relaytest.CheckRaces(t, "instance "+n.name, n.log.String())
-		if t.Failed() {
-			t.Logf("instance %s log (tail):\n%s", n.name, tail(n.log.String(), 4000))
-		}
+	n := &node{name: name}
+	n.Process = relaytest.StartProcess(t, cmd, relaytest.ProcessOptions{
+		Name:     "instance " + name,
+		Combined: true,
+		Summary:  func(s string) string { return tail(s, 4000) },
 	})
+	n.log = n.Stderr
 	line := n.log.AwaitListening(t)
 	if line.Backbone != "redis" {
 		t.Fatalf("instance %s runs the %q backbone, want redis", name, line.Backbone)
@@ -154,25 +144,16 @@ var redisLogTime = regexp.MustCompile(`^redis: \d{4}/\d\d/\d\d \d\d:\d\d:\d\d `)
 
 // node is one running instance.
 type node struct {
+	*relaytest.Process
 	name    string
 	url     string
-	metrics string // base URL of its metrics listener
-	cmd     *exec.Cmd
-	log     *relaytest.Output
-	done    chan struct{}
+	metrics string            // base URL of its metrics listener
+	log     *relaytest.Output // stdout and stderr
 }
 
 // kill ends the instance with SIGKILL, as a crash or an OOM kill would, and
 // waits until it is gone.
-func (n *node) kill() {
-	select {
-	case <-n.done:
-		return
-	default:
-	}
-	_ = n.cmd.Process.Kill()
-	<-n.done
-}
+func (n *node) kill() { n.Kill() }
 
 // userToken returns a token of user signed with the cluster's JWT secret,
 // valid for an hour, with the extra claims.
@@ -281,15 +262,3 @@ func publish(t testing.TB, n *node, path, data string, header ...string) string 
 
 // roomPath is the events path of room.
 func roomPath(room string) string { return "/v1/rooms/" + room + "/events" }
-
-// eventually polls cond until it holds, failing the test after waitFor.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for delay := time.Millisecond; !cond(); delay = min(2*delay, 50*time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting until %s", waitFor, what)
-		}
-		time.Sleep(delay)
-	}
-}

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // An event published on one instance reaches streams on the others: a
@@ -136,7 +138,7 @@ func TestCommandsForwardedToOwner(t *testing.T) {
 
 	// A closed connection is unknown everywhere.
 	s.close()
-	eventually(t, "the closed connection is unknown on B", func() bool {
+	relaytest.Eventually(t, "the closed connection is unknown on B", func() bool {
 		return do(t, http.MethodPut, b.url+path, bearer(token), "").errorCode() == "unknown_connection"
 	})
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // An instance killed with SIGKILL while a publisher keeps publishing
@@ -28,7 +30,7 @@ func TestInstanceKilledUnderLoad(t *testing.T) {
 	pub := startPublisher(t, []*node{b}, roomPath("load"), 4*time.Millisecond)
 	pub.awaitAccepted(t, 150)
 	// Every client holds a cursor before the crash.
-	eventually(t, "every subscriber has an event", func() bool {
+	relaytest.Eventually(t, "every subscriber has an event", func() bool {
 		for _, s := range subs {
 			if s.last().lastID() == "" {
 				return false

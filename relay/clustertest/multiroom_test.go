@@ -10,6 +10,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 	"github.com/roomcast/roomcast/rooms/redis/redistest"
 )
 
@@ -81,7 +82,7 @@ func (g *catchUpGate) close(rooms ...string) string {
 func (g *catchUpGate) awaitRefused(rooms ...string) string {
 	g.t.Helper()
 	var room string
-	eventually(g.t, fmt.Sprintf("a catch-up of one of %v to be refused", rooms), func() bool {
+	relaytest.Eventually(g.t, fmt.Sprintf("a catch-up of one of %v to be refused", rooms), func() bool {
 		room = g.refused(rooms)
 		return room != ""
 	})
@@ -376,7 +377,7 @@ func TestMultiRoomResumeFromJoinedRoomOpening(t *testing.T) {
 func (s *stream) openingID(t testing.TB) string {
 	t.Helper()
 	var f frame
-	eventually(t, "the opening id", func() bool {
+	relaytest.Eventually(t, "the opening id", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if s.read < len(s.frames) {

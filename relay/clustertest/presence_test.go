@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // presenceList is the body of GET /v1/rooms/{room}/presence.
@@ -68,7 +70,7 @@ func TestPresenceAfterInstanceDies(t *testing.T) {
 
 	a.kill()
 	killed := time.Now()
-	eventually(t, "carol is dropped from the presence list", func() bool {
+	relaytest.Eventually(t, "carol is dropped from the presence list", func() bool {
 		p, ans := list()
 		return ans.status == http.StatusOK && !p.has("carol")
 	})

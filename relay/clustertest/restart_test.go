@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // Redis restarted without persistence loses every client-id binding and
@@ -46,7 +48,7 @@ func TestRedisRestartKeepsLiveClaims(t *testing.T) {
 	}
 
 	for name, sender := range map[string]string{"proof": hello.Proof, "connection id": hello.Connection, "poll's proof": first.Connection} {
-		eventually(t, "bob's "+name+" is accepted on B after the restart", func() bool {
+		relaytest.Eventually(t, "bob's "+name+" is accepted on B after the restart", func() bool {
 			ans := do(t, http.MethodPost, b.url+roomPath("desk"), bearer(userToken(t, "bob", nil), "Roomcast-Connection", sender),
 				`{"data":"from bob","exclude_self":true}`)
 			return ans.status == http.StatusAccepted
@@ -114,7 +116,7 @@ func TestRedisRestartPresence(t *testing.T) {
 	c.redis.Restart()
 	bob.waitPings(t, bob.pingCount()+2)
 	watcher.waitPings(t, watcher.pingCount()+2)
-	eventually(t, "bob and dave are listed again", func() bool {
+	relaytest.Eventually(t, "bob and dave are listed again", func() bool {
 		return presenceOn(t, b, "porch").summary() == "bob:1 dave:1"
 	})
 	mark := publish(t, b, roomPath("porch"), "marker")
@@ -220,7 +222,7 @@ func TestOutcomeUnknownResentOnAnotherInstance(t *testing.T) {
 		t.Fatalf("publish while Redis is paused: %d %s, key %q; want 503 outcome_unknown with a key", first.status, first.body, key)
 	}
 	var ids []string
-	eventually(t, "the resend on B is taken", func() bool {
+	relaytest.Eventually(t, "the resend on B is taken", func() bool {
 		ans := do(t, http.MethodPost, b.url+roomPath("ou"), server("Idempotency-Key", key, "Content-Type", "application/json"), `{"event":"chat","data":"once"}`)
 		var p published
 		if ans.status == http.StatusAccepted && json.Unmarshal(ans.body, &p) == nil && p.ID != nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roomcast/roomcast/relay/internal/relaytest"
 )
 
 // pollAnswer is the body of a poll.
@@ -92,7 +94,7 @@ func TestResumeOnAnotherInstance(t *testing.T) {
 			ans, _ := send(context.Background(), http.MethodGet, a.url+"/v1/rooms/feed/poll?timeout=8&cursor="+url.QueryEscape(p.Cursor), server(), "")
 			held <- ans
 		}()
-		eventually(t, "the poll is held on A", func() bool {
+		relaytest.Eventually(t, "the poll is held on A", func() bool {
 			return strings.Contains(string(do(t, http.MethodGet, a.metrics+"/metrics", nil, "").body), `roomcast_connections{transport="poll"} 1`)
 		})
 		id := publish(t, cc, roomPath("feed"), "wake up")

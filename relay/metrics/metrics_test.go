@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -201,8 +202,7 @@ func (x metric) String() string {
 // path, a moment after the client saw what caused them.
 func (r *instrumented) expect(t *testing.T, want map[metric]float64) {
 	t.Helper()
-	deadline := time.Now().Add(relaytest.Wait)
-	for {
+	relaytest.EventuallyOK(t, "the metrics have their values", func() error {
 		fams := r.scrape(t)
 		var wrong []string
 		for x, v := range want {
@@ -215,30 +215,25 @@ func (r *instrumented) expect(t *testing.T, want map[metric]float64) {
 			}
 		}
 		if len(wrong) == 0 {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			slices.Sort(wrong)
-			t.Fatalf("after %s:\n%s", relaytest.Wait, strings.Join(wrong, "\n"))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		slices.Sort(wrong)
+		return errors.New("\n" + strings.Join(wrong, "\n"))
+	})
 }
 
 // atLeast scrapes until the series is at least min and returns its value.
 func (r *instrumented) atLeast(t *testing.T, x metric, min float64) float64 {
 	t.Helper()
-	deadline := time.Now().Add(relaytest.Wait)
-	for {
-		got, ok := r.scrape(t).value(x.name, x.labels()...)
-		if ok && got >= min {
-			return got
+	var got float64
+	relaytest.EventuallyOK(t, fmt.Sprintf("%s is at least %g", x, min), func() error {
+		var ok bool
+		if got, ok = r.scrape(t).value(x.name, x.labels()...); !ok || got < min {
+			return fmt.Errorf("%s = %g (present %v)", x, got, ok)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s = %g (present %v), want at least %g", relaytest.Wait, x, got, ok, min)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return got
 }
 
 // TestMetricsAtRest: a fresh relay exports every family, with the labelled

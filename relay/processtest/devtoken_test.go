@@ -39,7 +39,7 @@ func TestDevTokenWiring(t *testing.T) {
 			if resp.StatusCode != c.status || err != nil {
 				t.Fatalf("POST /v1/dev/token: status %d (%v), want %d", resp.StatusCode, err, c.status)
 			}
-			if warned := strings.Contains(p.stderr.String(), "DEV TOKENS"); warned != c.warns {
+			if warned := strings.Contains(p.Stderr.String(), "DEV TOKENS"); warned != c.warns {
 				t.Errorf("warning logged: %v, want %v", warned, c.warns)
 			}
 			if c.status != http.StatusOK {
@@ -112,8 +112,8 @@ func TestDevTokenSurvivesRestart(t *testing.T) {
 			env := append([]string{"ROOMCAST_ADDR=127.0.0.1:0", "ROOMCAST_LOG_FORMAT=json"}, c.env(dir)...)
 			first, addr := startRelay(t, env)
 			token := devTokenFor(t, addr, "Alice")
-			first.signal(t, syscall.SIGTERM)
-			if code := first.wait(t, waitFor); code != 0 {
+			first.Signal(t, syscall.SIGTERM)
+			if code := first.Wait(t, waitFor); code != 0 {
 				t.Fatalf("exit code %d", code)
 			}
 			_, addr = startRelay(t, env)
@@ -156,5 +156,5 @@ func TestDevTokenKeyUnwritable(t *testing.T) {
 	if s := ticketStatus(t, addr, devTokenFor(t, addr, "Alice")); s != http.StatusCreated {
 		t.Errorf("ticket: status %d, want 201", s)
 	}
-	p.stderr.AwaitMatch(t, regexp.MustCompile(`not kept across restarts`))
+	p.Stderr.AwaitMatch(t, regexp.MustCompile(`not kept across restarts`))
 }

@@ -191,12 +191,12 @@ func TestIntegrateCommandLine(t *testing.T) {
 		return strings.Replace(m, "roomcast", "go run .", 1)
 	})
 	sh := shell(t, t.TempDir(), []string{"ROOMCAST_URL=" + base, "ROOMCAST_JWT_SECRET=" + secret, "ROOMCAST_API_KEY=" + apiKey}, script)
-	sh.stderr.AwaitCount(t, "roomcast:connected", 1)
+	sh.Stderr.AwaitCount(t, "roomcast:connected", 1)
 	tok := start(t, []string{"ROOMCAST_JWT_SECRET=" + secret}, "token", "alice")
-	if code := tok.wait(t, waitFor); code != 0 {
+	if code := tok.Wait(t, waitFor); code != 0 {
 		t.Fatalf("roomcast token: exit %d", code)
 	}
-	checkAlice(t, base, strings.TrimSpace(tok.stdout.String()), false)
+	checkAlice(t, base, strings.TrimSpace(tok.Stdout.String()), false)
 }
 
 // modVersion is the version of module path that go.mod requires.

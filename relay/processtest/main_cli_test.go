@@ -101,8 +101,8 @@ func TestConfigurationMessages(t *testing.T) {
 				args = append([]string{"-addr", "127.0.0.1:0"}, args...)
 			}
 			p := start(t, env, args...)
-			code := p.wait(t, waitFor)
-			stderr := p.stderr.String()
+			code := p.Wait(t, waitFor)
+			stderr := p.Stderr.String()
 			if code != tt.code {
 				t.Errorf("exit %d, want %d; stderr:\n%s", code, tt.code, stderr)
 			}
@@ -145,10 +145,10 @@ func TestHelpHidesSecrets(t *testing.T) {
 		t.Run(strings.Join(cmd, " "), func(t *testing.T) {
 			t.Parallel()
 			p := start(t, env, cmd...)
-			if code := p.wait(t, waitFor); code != 0 {
-				t.Errorf("exit %d; stderr:\n%s", code, p.stderr.String())
+			if code := p.Wait(t, waitFor); code != 0 {
+				t.Errorf("exit %d; stderr:\n%s", code, p.Stderr.String())
 			}
-			out := p.stdout.String() + p.stderr.String()
+			out := p.Stdout.String() + p.Stderr.String()
 			if !strings.Contains(out, "Usage") {
 				t.Fatalf("no usage printed:\n%s", out)
 			}
@@ -177,16 +177,16 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			t.Parallel()
 			p := start(t, nil, tt.args...)
-			if code := p.wait(t, waitFor); code != 0 {
-				t.Errorf("exit %d; stderr:\n%s", code, p.stderr.String())
+			if code := p.Wait(t, waitFor); code != 0 {
+				t.Errorf("exit %d; stderr:\n%s", code, p.Stderr.String())
 			}
 			for _, w := range tt.want {
-				if !strings.Contains(p.stdout.String(), w) {
-					t.Errorf("stdout lacks %q:\n%s", w, p.stdout.String())
+				if !strings.Contains(p.Stdout.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s", w, p.Stdout.String())
 				}
 			}
-			if strings.Contains(p.stdout.String()+p.stderr.String(), "-write-coalesce") {
-				t.Errorf("printed the relay's flags:\n%s", p.stdout.String()+p.stderr.String())
+			if strings.Contains(p.Stdout.String()+p.Stderr.String(), "-write-coalesce") {
+				t.Errorf("printed the relay's flags:\n%s", p.Stdout.String()+p.Stderr.String())
 			}
 		})
 	}
@@ -249,7 +249,7 @@ func TestListeningLogNamesDemo(t *testing.T) {
 	} {
 		p := start(t, tt.env, tt.args...)
 		var line struct{ Demo string }
-		raw := p.stderr.AwaitMatch(t, regexp.MustCompile(`\{[^\n]*"msg":"roomcast listening"[^\n]*\}`))[0]
+		raw := p.Stderr.AwaitMatch(t, regexp.MustCompile(`\{[^\n]*"msg":"roomcast listening"[^\n]*\}`))[0]
 		if err := json.Unmarshal([]byte(raw), &line); err != nil {
 			t.Fatal(err)
 		}
@@ -265,8 +265,8 @@ func TestListeningLogNamesDemo(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 			t.Errorf("GET %s: %s %s", line.Demo, resp.Status, resp.Header.Get("Content-Type"))
 		}
-		p.signal(t, syscall.SIGTERM)
-		if code := p.wait(t, waitFor); code != 0 {
+		p.Signal(t, syscall.SIGTERM)
+		if code := p.Wait(t, waitFor); code != 0 {
 			t.Errorf("exit %d after SIGTERM", code)
 		}
 	}
@@ -296,7 +296,7 @@ func TestListeningLogDemoIsAnswered(t *testing.T) {
 			port := strconv.Itoa(relaytest.FreePort(t))
 			p := start(t, tt.env, append([]string{"-addr", tt.addr + ":" + port}, tt.args...)...)
 			var line struct{ Demo string }
-			raw := p.stderr.AwaitMatch(t, regexp.MustCompile(`\{[^\n]*"msg":"roomcast listening"[^\n]*\}`))[0]
+			raw := p.Stderr.AwaitMatch(t, regexp.MustCompile(`\{[^\n]*"msg":"roomcast listening"[^\n]*\}`))[0]
 			if err := json.Unmarshal([]byte(raw), &line); err != nil {
 				t.Fatal(err)
 			}
@@ -318,8 +318,8 @@ func TestListeningLogDemoIsAnswered(t *testing.T) {
 			if resp.StatusCode != http.StatusOK {
 				t.Errorf("GET the demo with Host %s: %s", req.Host, resp.Status)
 			}
-			p.signal(t, syscall.SIGTERM)
-			if code := p.wait(t, waitFor); code != 0 {
+			p.Signal(t, syscall.SIGTERM)
+			if code := p.Wait(t, waitFor); code != 0 {
 				t.Errorf("exit %d after SIGTERM", code)
 			}
 		})
@@ -334,15 +334,15 @@ func TestCommandUsageErrors(t *testing.T) {
 		t.Run(cmd, func(t *testing.T) {
 			t.Parallel()
 			p := start(t, nil, cmd, "-bogus")
-			code := p.wait(t, waitFor)
-			stderr := p.stderr.String()
+			code := p.Wait(t, waitFor)
+			stderr := p.Stderr.String()
 			lines := strings.Split(strings.TrimSpace(stderr), "\n")
 			if code == 0 || len(lines) != 2 || !strings.Contains(lines[0], "-bogus") || lines[1] != "roomcast "+cmd+" -h lists its flags" {
 				t.Errorf("roomcast %s -bogus: exit %d, stderr:\n%s\nwant the error and the hint alone", cmd, code, stderr)
 			}
 			p = start(t, nil, cmd, "-h")
-			if code := p.wait(t, waitFor); code != 0 || !strings.Contains(p.stderr.String(), "Usage: roomcast "+cmd) {
-				t.Errorf("roomcast %s -h: exit %d, stderr:\n%s", cmd, code, p.stderr.String())
+			if code := p.Wait(t, waitFor); code != 0 || !strings.Contains(p.Stderr.String(), "Usage: roomcast "+cmd) {
+				t.Errorf("roomcast %s -h: exit %d, stderr:\n%s", cmd, code, p.Stderr.String())
 			}
 		})
 	}

@@ -140,7 +140,7 @@ func TestOpenOnPurposeAllowedHosts(t *testing.T) {
 func TestSlowBodiesOnEveryListener(t *testing.T) {
 	t.Parallel()
 	p, addr := startRelay(t, []string{"ROOMCAST_ADDR=127.0.0.1:0", "ROOMCAST_READ_BODY_TIMEOUT=300ms", "ROOMCAST_DEBUG_ADDR=127.0.0.1:0"})
-	debug := p.stderr.AwaitMatch(t, regexp.MustCompile(`"msg":"debug listener","addr":"([^"]+)"`))[1]
+	debug := p.Stderr.AwaitMatch(t, regexp.MustCompile(`"msg":"debug listener","addr":"([^"]+)"`))[1]
 	for _, tc := range []struct{ addr, path string }{
 		{addr, "/v1/rooms/lobby/events"},
 		{debug, "/debug/pprof/symbol"},

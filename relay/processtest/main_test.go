@@ -69,61 +69,15 @@ func TestMain(m *testing.M) {
 }
 
 // proc is a running roomcast process.
-type proc struct {
-	cmd            *exec.Cmd
-	stdout, stderr *relaytest.Output
-	done           chan struct{}
-	code           int
-}
+type proc = relaytest.Process
 
 func start(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binary, args...), stdout: relaytest.NewOutput(), stderr: relaytest.NewOutput(), done: make(chan struct{})}
+	cmd := exec.Command(binary, args...)
 	// Open mode keeps its development-token key in the cache directory:
 	// the test's own, not the user's.
-	p.cmd.Env = relaytest.CleanEnv(append([]string{"XDG_CACHE_HOME=" + t.TempDir()}, env...)...)
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		p.code = p.cmd.ProcessState.ExitCode()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		relaytest.CheckRaces(t, "roomcast "+strings.Join(args, " "), p.stderr.String())
-		if t.Failed() {
-			t.Logf("roomcast %s stderr:\n%s", strings.Join(args, " "), p.stderr.String())
-		}
-	})
-	return p
-}
-
-// wait returns the exit code, failing the test if the process does not
-// exit within limit.
-func (p *proc) wait(t *testing.T, limit time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.done:
-		return p.code
-	case <-time.After(limit):
-		t.Fatalf("still running after %s; stderr:\n%s", limit, p.stderr.String())
-		return -1
-	}
-}
-
-func (p *proc) signal(t *testing.T, sig os.Signal) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
+	cmd.Env = relaytest.CleanEnv(append([]string{"XDG_CACHE_HOME=" + t.TempDir()}, env...)...)
+	return relaytest.StartProcess(t, cmd, relaytest.ProcessOptions{Name: "roomcast " + strings.Join(args, " ")})
 }
 
 // startRelay runs the relay and returns it with the address it listens on,
@@ -134,7 +88,7 @@ func startRelay(t *testing.T, env []string, args ...string) (*proc, string) {
 		args = append([]string{"-addr", "127.0.0.1:0"}, args...)
 	}
 	p := start(t, env, args...)
-	line := p.stderr.AwaitListening(t)
+	line := p.Stderr.AwaitListening(t)
 	if line.Backbone != "memory" || line.Version != testVersion {
 		t.Errorf("listening line says backbone %q version %q", line.Backbone, line.Version)
 	}
@@ -147,7 +101,7 @@ func startRelay(t *testing.T, env []string, args ...string) (*proc, string) {
 func startMetered(t *testing.T, env []string, args ...string) (p *proc, addr, metrics string) {
 	t.Helper()
 	p, addr = startRelay(t, env, append([]string{"-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0"}, args...)...)
-	m := p.stderr.AwaitMatch(t, regexp.MustCompile(`"msg":"metrics listener","addr":"([^"]+)"`))
+	m := p.Stderr.AwaitMatch(t, regexp.MustCompile(`"msg":"metrics listener","addr":"([^"]+)"`))
 	return p, addr, "http://" + m[1]
 }
 
@@ -336,7 +290,7 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p.signal(t, syscall.SIGTERM)
+	p.Signal(t, syscall.SIGTERM)
 	signalled := time.Now()
 	f := s.mustNext(t)
 	var closing struct {
@@ -377,14 +331,14 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Errorf("publish in flight: %s %s", resp.Status, answer)
 	}
 
-	if code := p.wait(t, 3*time.Second); code != 0 {
+	if code := p.Wait(t, 3*time.Second); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
 	}
 	if d := time.Since(signalled); d > 3*time.Second {
 		t.Errorf("exited %s after SIGTERM, beyond the 3s drain timeout", d)
 	}
 	for _, msg := range []string{`"msg":"draining"`, `"msg":"stopped"`} {
-		if !strings.Contains(p.stderr.String(), msg) {
+		if !strings.Contains(p.Stderr.String(), msg) {
 			t.Errorf("log lacks %s", msg)
 		}
 	}
@@ -405,27 +359,27 @@ func TestShutdownGivesUpAfterDrainTimeout(t *testing.T) {
 	if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || !strings.Contains(line, " 100 ") {
 		t.Fatalf("want 100 Continue, got %q (%v)", line, err)
 	}
-	p.signal(t, syscall.SIGTERM)
+	p.Signal(t, syscall.SIGTERM)
 	signalled := time.Now()
 	// The publish would hold the process for the 15 s body timeout: the
 	// upper bound is loose (a race-built process on a loaded machine
 	// takes seconds to exit), far below that.
-	if code := p.wait(t, 12*time.Second); code != 0 {
+	if code := p.Wait(t, 12*time.Second); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
 	}
 	if d := time.Since(signalled); d < time.Second || d > 10*time.Second {
 		t.Errorf("exited %s after SIGTERM, want about the 1s drain timeout", d)
 	}
-	if !strings.Contains(p.stderr.String(), "shutdown incomplete") {
-		t.Errorf("log does not say that the shutdown was cut short:\n%s", p.stderr.String())
+	if !strings.Contains(p.Stderr.String(), "shutdown incomplete") {
+		t.Errorf("log does not say that the shutdown was cut short:\n%s", p.Stderr.String())
 	}
 }
 
 func TestVersion(t *testing.T) {
 	t.Parallel()
 	p := start(t, nil, "version")
-	if code := p.wait(t, waitFor); code != 0 || p.stdout.String() != "roomcast "+testVersion+"\n" {
-		t.Errorf("exit %d, stdout %q", code, p.stdout.String())
+	if code := p.Wait(t, waitFor); code != 0 || p.Stdout.String() != "roomcast "+testVersion+"\n" {
+		t.Errorf("exit %d, stdout %q", code, p.Stdout.String())
 	}
 }
 
@@ -469,11 +423,11 @@ func TestBadConfiguration(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			p := start(t, tt.env, tt.args...)
-			code := p.wait(t, waitFor)
-			if code != tt.code || !strings.Contains(p.stderr.String(), tt.want) {
-				t.Errorf("exit %d, stderr:\n%s\nwant exit %d and %q", code, p.stderr.String(), tt.code, tt.want)
+			code := p.Wait(t, waitFor)
+			if code != tt.code || !strings.Contains(p.Stderr.String(), tt.want) {
+				t.Errorf("exit %d, stderr:\n%s\nwant exit %d and %q", code, p.Stderr.String(), tt.code, tt.want)
 			}
-			if strings.Contains(p.stderr.String(), "roomcast listening") {
+			if strings.Contains(p.Stderr.String(), "roomcast listening") {
 				t.Error("it listened anyway")
 			}
 		})
@@ -498,8 +452,8 @@ func TestPortAlias(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/readyz: %s", resp.Status)
 	}
-	p.signal(t, syscall.SIGTERM)
-	if code := p.wait(t, waitFor); code != 0 {
+	p.Signal(t, syscall.SIGTERM)
+	if code := p.Wait(t, waitFor); code != 0 {
 		t.Errorf("exit code %d after SIGTERM", code)
 	}
 }
@@ -511,32 +465,32 @@ func TestSubAgainstRelay(t *testing.T) {
 	relay, addr := startRelay(t, nil, "-retry-min", "100ms", "-retry-max", "200ms")
 	base := "http://" + addr
 	sub := start(t, []string{"ROOMCAST_URL=" + base}, "sub", "-format", "text", "lobby")
-	sub.stderr.AwaitCount(t, "roomcast:connected", 1)
+	sub.Stderr.AwaitCount(t, "roomcast:connected", 1)
 
 	post(t, base+"/v1/rooms/lobby/events", "hi")
 	post(t, base+"/v1/rooms/lobby/events?event=note", "there")
-	sub.stdout.AwaitMatch(t, regexp.MustCompile(`^message lobby -: hi\nnote lobby -: there\n$`))
+	sub.Stdout.AwaitMatch(t, regexp.MustCompile(`^message lobby -: hi\nnote lobby -: there\n$`))
 
 	// The relay restarts on the same address. Its history went with the
 	// old process, so sub is told of the gap, then gets live events.
-	relay.signal(t, syscall.SIGTERM)
-	if code := relay.wait(t, waitFor); code != 0 {
+	relay.Signal(t, syscall.SIGTERM)
+	if code := relay.Wait(t, waitFor); code != 0 {
 		t.Fatalf("relay exit code %d", code)
 	}
-	sub.stderr.AwaitCount(t, `roomcast:closing {"reason":"shutdown"`, 1)
+	sub.Stderr.AwaitCount(t, `roomcast:closing {"reason":"shutdown"`, 1)
 	startRelay(t, nil, "-addr", addr)
-	sub.stderr.AwaitCount(t, "roomcast:connected", 2)
+	sub.Stderr.AwaitCount(t, "roomcast:connected", 2)
 	post(t, base+"/v1/rooms/lobby/events", "again")
-	sub.stdout.AwaitMatch(t, regexp.MustCompile(`^message lobby -: hi\nnote lobby -: there\nmessage lobby -: again\n$`))
+	sub.Stdout.AwaitMatch(t, regexp.MustCompile(`^message lobby -: hi\nnote lobby -: there\nmessage lobby -: again\n$`))
 	// The reset comes before "again" on the stream, but sub reports it on
 	// stderr, read apart from stdout: wait for it there.
-	sub.stderr.AwaitCount(t, "roomcast:reset", 1)
+	sub.Stderr.AwaitCount(t, "roomcast:reset", 1)
 
-	sub.signal(t, syscall.SIGINT)
-	if code := sub.wait(t, waitFor); code != 0 {
+	sub.Signal(t, syscall.SIGINT)
+	if code := sub.Wait(t, waitFor); code != 0 {
 		t.Errorf("sub exit code %d after SIGINT", code)
 	}
-	if !strings.Contains(sub.stderr.String(), "resume with -last-event-id=") {
-		t.Errorf("sub did not say where to resume:\n%s", sub.stderr.String())
+	if !strings.Contains(sub.Stderr.String(), "resume with -last-event-id=") {
+		t.Errorf("sub did not say where to resume:\n%s", sub.Stderr.String())
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -51,27 +50,10 @@ func shell(t *testing.T, dir string, env []string, script string) *proc {
 	t.Helper()
 	script = strings.ReplaceAll(script, "go run ./cmd/roomcast-bench", strconv.Quote(benchBinary))
 	script = strings.ReplaceAll(script, "go run .", strconv.Quote(binary))
-	p := &proc{cmd: exec.Command("bash", "-euo", "pipefail", "-c", script), stdout: relaytest.NewOutput(), stderr: relaytest.NewOutput(), done: make(chan struct{})}
-	p.cmd.Dir = dir
-	p.cmd.Env = relaytest.CleanEnv(env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		p.code = p.cmd.ProcessState.ExitCode()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-		if t.Failed() {
-			t.Logf("script:\n%s\nstdout:\n%s\nstderr:\n%s", script, p.stdout.String(), p.stderr.String())
-		}
-	})
-	return p
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
+	cmd.Dir = dir
+	cmd.Env = relaytest.CleanEnv(env...)
+	return relaytest.StartProcess(t, cmd, relaytest.ProcessOptions{Name: "script:\n" + script, Group: true})
 }
 
 // TestREADMEKeyedRun runs the README's keyed relay as written: the keys
@@ -95,25 +77,25 @@ func TestREADMEKeyedRun(t *testing.T) {
 	addr := relaytest.FreeAddr(t)
 	env := []string{"ROOMCAST_ADDR=" + addr, "ROOMCAST_URL=http://" + addr}
 
-	if code := shell(t, dir, env, blocks[0]).wait(t, waitFor); code != 0 {
+	if code := shell(t, dir, env, blocks[0]).Wait(t, waitFor); code != 0 {
 		t.Fatalf("keys block: exit %d", code)
 	}
 	relay := shell(t, dir, env, blocks[1])
-	relay.stderr.AwaitListening(t)
-	if strings.Contains(relay.stderr.String(), "OPEN MODE") {
+	relay.Stderr.AwaitListening(t)
+	if strings.Contains(relay.Stderr.String(), "OPEN MODE") {
 		t.Fatal("the README's keyed relay runs open")
 	}
 	sub := shell(t, dir, env, blocks[2])
-	sub.stderr.AwaitCount(t, "roomcast:connected", 1)
+	sub.Stderr.AwaitCount(t, "roomcast:connected", 1)
 	pub := shell(t, dir, env, blocks[3])
-	if code := pub.wait(t, waitFor); code != 0 {
+	if code := pub.Wait(t, waitFor); code != 0 {
 		t.Fatalf("publish block: exit %d", code)
 	}
-	sub.stdout.AwaitMatch(t, regexp.MustCompile(`(?m)^message chat:general Bob: hi Alice\nmessage news:today -: maintenance at 18:00\n`))
+	sub.Stdout.AwaitMatch(t, regexp.MustCompile(`(?m)^message chat:general Bob: hi Alice\nmessage news:today -: maintenance at 18:00\n`))
 
 	// What the README says terminal 2 prints is what it printed.
 	doc, _ := os.ReadFile("README.md")
-	for _, line := range strings.Split(strings.TrimSpace(sub.stdout.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(sub.Stdout.String()), "\n") {
 		if !strings.Contains(strings.ReplaceAll(string(doc), "\n", " "), "`"+line+"`") {
 			t.Errorf("the README does not show the subscriber's line %q", line)
 		}
@@ -137,8 +119,8 @@ func TestREADMEBench(t *testing.T) {
 	}
 	_, addr := startRelay(t, nil)
 	bench := shell(t, t.TempDir(), []string{"ROOMCAST_URL=http://" + addr}, cmd)
-	if code := bench.wait(t, 2*time.Minute); code != 0 || !strings.Contains(bench.stdout.String(), "result          OK") {
-		t.Errorf("exit %d; report:\n%s", code, bench.stdout.String())
+	if code := bench.Wait(t, 2*time.Minute); code != 0 || !strings.Contains(bench.Stdout.String(), "result          OK") {
+		t.Errorf("exit %d; report:\n%s", code, bench.Stdout.String())
 	}
 }
 
@@ -178,20 +160,20 @@ func TestAPIRateLimitExample(t *testing.T) {
 	const secret = "a JWT secret of 32 bytes or more, for this test"
 	_, addr := startRelay(t, []string{"ROOMCAST_JWT_SECRET=" + secret, "ROOMCAST_CONFIG=docs/namespaces.example.toml"}, "-addr", "127.0.0.1:0")
 	tok := start(t, []string{"ROOMCAST_JWT_SECRET=" + secret}, "token", "-name", "Alice", "alice")
-	if code := tok.wait(t, waitFor); code != 0 {
+	if code := tok.Wait(t, waitFor); code != 0 {
 		t.Fatalf("roomcast token: exit %d", code)
 	}
-	alice := strings.TrimSpace(tok.stdout.String())
+	alice := strings.TrimSpace(tok.Stdout.String())
 
 	curl := shell(t, t.TempDir(), []string{"ALICE=" + alice}, strings.ReplaceAll(cmd, "localhost:8080", addr))
-	if code := curl.wait(t, time.Minute); code != 0 {
+	if code := curl.Wait(t, time.Minute); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	counts := map[string]int{}
-	for _, m := range regexp.MustCompile(`(?m)^\s*(\d+) (\d{3})$`).FindAllStringSubmatch(curl.stdout.String(), -1) {
+	for _, m := range regexp.MustCompile(`(?m)^\s*(\d+) (\d{3})$`).FindAllStringSubmatch(curl.Stdout.String(), -1) {
 		counts[m[2]], _ = strconv.Atoi(m[1])
 	}
 	if counts["202"] < 10 || counts["429"] < 1 || counts["202"]+counts["429"] != 50 {
-		t.Errorf("statuses %v, want the burst of 10 (or a few more) accepted and the rest of 50 refused:\n%s", counts, curl.stdout.String())
+		t.Errorf("statuses %v, want the burst of 10 (or a few more) accepted and the rest of 50 refused:\n%s", counts, curl.Stdout.String())
 	}
 }

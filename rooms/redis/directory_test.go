@@ -8,6 +8,7 @@ import (
 
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/redis/redistest"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // instance is one relay instance: a backbone and the hub over it.
@@ -188,7 +189,7 @@ func TestConnectionRegistry(t *testing.T) {
 	if err := a.RegisterConnection(ctx, short, 100*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the registration to expire", func() bool {
+	roomstest.Eventually(t, "the registration to expire", func() bool {
 		_, ok, err := b.LookupConnection(ctx, "c2")
 		return err == nil && !ok
 	})
@@ -212,7 +213,7 @@ func TestSessionsAreShared(t *testing.T) {
 	if _, ok, err := b.LoadSession(ctx, "never"); ok || err != nil {
 		t.Errorf("LoadSession(never) = ok %v, %v; want not found", ok, err)
 	}
-	eventually(t, "the session to expire", func() bool {
+	roomstest.Eventually(t, "the session to expire", func() bool {
 		_, ok, err := b.LoadSession(ctx, "s1")
 		return err == nil && !ok
 	})

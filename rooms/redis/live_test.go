@@ -12,6 +12,7 @@ import (
 
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/redis/redistest"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // publishUnseen appends m to history exactly as Publish does, but sends its
@@ -203,17 +204,17 @@ func TestCatchUpAfterPubSubReconnect(t *testing.T) {
 	live := sub.liveKey("room")
 	for range 5 {
 		from := count.Load()
-		eventually(t, "more events to be published", func() bool { return count.Load() >= from+20 })
+		roomstest.Eventually(t, "more events to be published", func() bool { return count.Load() >= from+20 })
 		if n, err := admin.ClientKillByFilter(ctx, "TYPE", "pubsub").Result(); err != nil || n < 1 {
 			t.Fatalf("CLIENT KILL TYPE pubsub = %d, %v", n, err)
 		}
-		eventually(t, "the subscriber to resubscribe", func() bool {
+		roomstest.Eventually(t, "the subscriber to resubscribe", func() bool {
 			n, err := admin.PubSubNumSub(ctx, live).Result()
 			return err == nil && n[live] == 1
 		})
 	}
 	from := count.Load()
-	eventually(t, "events after the last resubscription", func() bool { return count.Load() >= from+20 })
+	roomstest.Eventually(t, "events after the last resubscription", func() bool { return count.Load() >= from+20 })
 	close(stop)
 	if err := <-done; err != nil {
 		t.Fatalf("publish: %v", err)
@@ -276,7 +277,7 @@ func TestRedisRestart(t *testing.T) {
 	srv.Start()
 
 	var after []string
-	eventually(t, "a publish to succeed after the restart", func() bool {
+	roomstest.Eventually(t, "a publish to succeed after the restart", func() bool {
 		p, err := fast.Publish(ctx, message("room"), "")
 		if err == nil {
 			after = append(after, p.ID)
@@ -321,7 +322,7 @@ func TestSubscriberOutlivesChannelBookkeeping(t *testing.T) {
 		want = append(want, publish(t, b, message("room")).ID)
 	}
 	rec.waitIDs(t, want)
-	eventually(t, "the channel's bookkeeping to expire", func() bool {
+	roomstest.Eventually(t, "the channel's bookkeeping to expire", func() bool {
 		n, err := b.rdb.Exists(ctx, b.metaKey("room")).Result()
 		return err == nil && n == 0
 	})
@@ -350,7 +351,7 @@ func TestCatchUpRetriesUntilHistoryAnswers(t *testing.T) {
 	want := []string{publish(t, pub, message("room")).ID}
 	rec.waitIDs(t, want)
 	want = append(want, publishUnseen(t, pub, message("room")).ID, publish(t, pub, message("room")).ID)
-	eventually(t, "the catch-up to be refused", func() bool {
+	roomstest.Eventually(t, "the catch-up to be refused", func() bool {
 		stats, err := admin.Info(ctx, "errorstats").Result()
 		return err == nil && strings.Contains(stats, "errorstat_NOPERM:")
 	})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/redis/redistest"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // go-redis resends a command whose connection ended before its reply
@@ -71,7 +72,7 @@ func TestLostPublishReplyStoresOnce(t *testing.T) {
 					}
 				}
 				var got []received
-				eventually(t, "the marker on "+ch, func() bool {
+				roomstest.Eventually(t, "the marker on "+ch, func() bool {
 					got = got[:0]
 					for _, g := range r.all() {
 						if g.channel == ch {
@@ -142,7 +143,7 @@ func TestStalledPublishOutcomeUnknown(t *testing.T) {
 	paused = false
 	// The script was sent before the stall ended: Redis runs it now.
 	var stored []*rooms.Event
-	eventually(t, "the stalled publish is stored", func() bool {
+	roomstest.Eventually(t, "the stalled publish is stored", func() bool {
 		h, err := b.Since(ctx, "stall", 0, 0)
 		stored = h.Events
 		return err == nil && len(h.Events) == 2

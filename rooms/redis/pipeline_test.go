@@ -17,6 +17,7 @@ import (
 
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/redis/redistest"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // flushLog records the size of every pipeline a pipe sends.
@@ -107,7 +108,7 @@ func occupyFlushers(t *testing.T, srv *redistest.Server, b *Backbone, flushes *f
 	base := len(flushes.snapshot())
 	for i := range pipeFlushers {
 		publishAsync(b, numbered(ch, -1-i), out)
-		eventually(t, "a flusher took the publish", func() bool { return len(flushes.snapshot()) == base+i+1 })
+		roomstest.Eventually(t, "a flusher took the publish", func() bool { return len(flushes.snapshot()) == base+i+1 })
 	}
 	return out
 }
@@ -130,7 +131,7 @@ func TestConcurrentPublishesSharePipelines(t *testing.T) {
 	for i := range n {
 		publishAsync(b, numbered("shared", i), out)
 	}
-	eventually(t, "the publishes queued behind the busy flushers", func() bool { return len(b.pub.reqs) == n })
+	roomstest.Eventually(t, "the publishes queued behind the busy flushers", func() bool { return len(b.pub.reqs) == n })
 	srv.Resume()
 	for range pipeFlushers {
 		if r := <-busy; r.err != nil {
@@ -171,7 +172,7 @@ func TestLonePublishGoesOutAtOnce(t *testing.T) {
 	srv.Pause()
 	out := make(chan publishResult, 1)
 	publishAsync(b, message("lone"), out)
-	eventually(t, "the lone publish is sent", func() bool { return len(rt.snapshot()) == 1 })
+	roomstest.Eventually(t, "the lone publish is sent", func() bool { return len(rt.snapshot()) == 1 })
 	srv.Resume()
 	if r := <-out; r.err != nil {
 		t.Fatal(r.err)
@@ -210,7 +211,7 @@ func TestConnectionLostMidBatch(t *testing.T) {
 	for i := range n {
 		publishAsync(b, numbered("cut", i), out)
 	}
-	eventually(t, "the publishes queued behind the busy flushers", func() bool { return len(b.pub.reqs) == n })
+	roomstest.Eventually(t, "the publishes queued behind the busy flushers", func() bool { return len(b.pub.reqs) == n })
 	srv.Resume()
 	for range pipeFlushers {
 		if r := <-busy; r.err != nil {

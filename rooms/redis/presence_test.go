@@ -13,6 +13,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // scriptLog is a go-redis hook that records the scripts a client runs and
@@ -92,7 +93,7 @@ func TestPresenceEventsInTheScript(t *testing.T) {
 	if !slices.Contains(scripts, enterScript.Hash()) || slices.Contains(scripts, publishScript.Hash()) {
 		t.Errorf("Enter ran scripts %v; want the enter script, and not the publish script %s", scripts, publishScript.Hash())
 	}
-	eventually(t, "the join is heard", func() bool { return heard(rooms.EventJoin) })
+	roomstest.Eventually(t, "the join is heard", func() bool { return heard(rooms.EventJoin) })
 	list, err := b.List(ctx, room)
 	if err != nil || list.Users != 1 || list.Members[0].User != "bob" {
 		t.Fatalf("List = %+v, %v; want bob", list, err)
@@ -105,7 +106,7 @@ func TestPresenceEventsInTheScript(t *testing.T) {
 	if list, err := b.List(ctx, room); err != nil || list.Users != 1 || list.Members[0].Connections != 0 {
 		t.Errorf("List in the grace period = %+v, %v; want bob with no connection", list, err)
 	}
-	eventually(t, "the leave is heard", func() bool { return heard(rooms.EventLeave) })
+	roomstest.Eventually(t, "the leave is heard", func() bool { return heard(rooms.EventLeave) })
 	if list, err := b.List(ctx, room); err != nil || list.Users != 0 {
 		t.Errorf("List after the leave = %+v, %v; want nobody", list, err)
 	}
@@ -132,7 +133,7 @@ func TestPresenceConnectionChangesUser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "bob's leave is heard and mallory alone is listed", func() bool {
+	roomstest.Eventually(t, "bob's leave is heard and mallory alone is listed", func() bool {
 		list, err := b.List(ctx, room)
 		left := slices.ContainsFunc(rec.all(), func(r received) bool {
 			return r.ev.Event == rooms.EventLeave && strings.Contains(string(r.ev.Envelope(0)), `"user":"bob"`)
@@ -161,7 +162,7 @@ func TestClientBindingsBounded(t *testing.T) {
 	if n, err := b.ClientBindings(ctx); err != nil || n != 2 {
 		t.Fatalf("ClientBindings = %d, %v; want 2", n, err)
 	}
-	eventually(t, "the bindings expire and a new one fits", func() bool {
+	roomstest.Eventually(t, "the bindings expire and a new one fits", func() bool {
 		_, _, err := b.BindClient(ctx, "client-c", "a:c", "c", time.Minute)
 		return err == nil
 	})

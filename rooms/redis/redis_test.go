@@ -14,6 +14,7 @@ import (
 
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/redis/redistest"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // TestMain fails the package when any test leaves a goroutine running:
@@ -23,20 +24,7 @@ func TestMain(m *testing.M) {
 }
 
 // waitTimeout bounds every wait for an event that should come.
-const waitTimeout = 10 * time.Second
-
-// eventually polls cond until it holds, failing the test with what after
-// waitTimeout.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+const waitTimeout = roomstest.Wait
 
 // sharedBackbone opens a Backbone on the shared Redis, closed when the test
 // ends. A zero opts.Prefix takes a fresh prefix of the test's own; pass the
@@ -265,7 +253,7 @@ func TestHistoryAgeExpires(t *testing.T) {
 	if got := historySeqs(t, b, "room", 0); !slices.Equal(got, old) {
 		t.Fatalf("history right after publishing = %v, want %v", got, old)
 	}
-	eventually(t, "the events to age out", func() bool {
+	roomstest.Eventually(t, "the events to age out", func() bool {
 		h, err := b.Since(ctx, "room", 0, 0)
 		return err == nil && h.Truncated && len(h.Events) == 0
 	})

@@ -104,3 +104,14 @@ func StartOnFreePort(t testing.TB, start func(port int) error) int {
 func AddrInUse(err error) bool {
 	return err != nil && strings.Contains(strings.ToLower(err.Error()), "address already in use")
 }
+
+// EventuallyOK polls check as Eventually polls its condition, until check
+// returns nil, failing the test after Wait with check's last error: what
+// was seen instead of what was awaited.
+func EventuallyOK(t testing.TB, what string, check func() error) {
+	t.Helper()
+	var err error
+	if Poll(Wait, func() bool { err = check(); return err == nil }) != nil {
+		t.Fatalf("timed out after %s waiting until %s: %v", Wait, what, err)
+	}
+}

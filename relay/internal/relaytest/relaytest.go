@@ -397,6 +397,13 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 	roomstest.Eventually(t, what, cond)
 }
 
+// EventuallyOK is roomstest.EventuallyOK: it polls check until it returns
+// nil, failing the test after Wait with check's last error.
+func EventuallyOK(t testing.TB, what string, check func() error) {
+	t.Helper()
+	roomstest.EventuallyOK(t, what, check)
+}
+
 // Tamper returns s with one character changed, keeping it base64url.
 func Tamper(s string) string {
 	if s == "" {

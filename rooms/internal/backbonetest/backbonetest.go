@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/roomcast/roomcast/rooms"
+	"github.com/roomcast/roomcast/rooms/roomstest"
 )
 
 // Config is the retention a subtest asks of the backbone it is given.
@@ -45,7 +46,7 @@ type Config struct {
 type Factory func(t *testing.T, cfg Config) rooms.Backbone
 
 // Wait bounds every wait for a live delivery or an expiry.
-var Wait = 10 * time.Second
+var Wait = roomstest.Wait
 
 // defaultConfig retains more than any subtest publishes, for long enough.
 var defaultConfig = Config{HistorySize: 1000, HistoryAge: 5 * time.Minute}
@@ -244,18 +245,6 @@ func (r *recorder) waitSeq(t *testing.T, ch string, seq uint64) []delivery {
 	return r.waitFor(t, fmt.Sprintf("event %d on %s", seq, ch), func(got []delivery) bool {
 		return slices.ContainsFunc(got, func(d delivery) bool { return d.ev.Seq == seq && d.ev.Channels[d.i] == ch })
 	})
-}
-
-// eventually polls cond until it holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(Wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func testEpoch(t *testing.T, s *suite) {
@@ -702,13 +691,13 @@ func testRetentionByAge(t *testing.T, s *suite) {
 			t.Fatalf("fresh history = %v Truncated=%v", seqs(h.Events), h.Truncated)
 		}
 	}
-	eventually(t, "events older than the history age to be dropped", func() bool {
+	roomstest.Eventually(t, "events older than the history age to be dropped", func() bool {
 		return s.since(t, ch, 0, 10).Truncated
 	})
 	if time.Since(start) < s.cfg.HistoryAge {
 		t.Fatalf("events dropped after %v, before the history age %v", time.Since(start), s.cfg.HistoryAge)
 	}
-	eventually(t, "both events to be dropped", func() bool {
+	roomstest.Eventually(t, "both events to be dropped", func() bool {
 		return len(s.since(t, ch, 0, 10).Events) == 0
 	})
 	if got := s.since(t, ch, p1.Seq, 10); !got.Truncated {
@@ -1037,7 +1026,7 @@ func testSessions(t *testing.T, s *suite) {
 	if _, ok := load(short); !ok && time.Since(start) < 150*time.Millisecond {
 		t.Fatal("session expired before its ttl")
 	}
-	eventually(t, "the session to expire", func() bool {
+	roomstest.Eventually(t, "the session to expire", func() bool {
 		_, ok := load(short)
 		return !ok
 	})
@@ -1136,7 +1125,7 @@ func testClientBindings(t *testing.T, s *suite) {
 	if _, _, err := reg.BindClient(ctx, short, "a:x", "x", 100*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the binding expires", func() bool {
+	roomstest.Eventually(t, "the binding expires", func() bool {
 		_, _, ok, err := reg.ClientBinding(ctx, short)
 		return err == nil && !ok
 	})
