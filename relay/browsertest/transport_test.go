@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -241,15 +240,13 @@ func buildBinary(t *testing.T) string {
 }
 
 // process is a running roomcast binary.
-type process struct {
-	cmd    *exec.Cmd
-	output *relaytest.Output
-	done   chan struct{}
-}
+type process struct{ *relaytest.Process }
 
 // startBinary runs roomcast on addr with the Redis backbone at redisURL
 // (the in-memory one when it is ""), in open mode (development tokens on),
-// with env added to its environment, and waits until it is ready.
+// with env added to its environment, and waits until it is ready. The
+// tests restart it on the same address, so addr is theirs to choose
+// (relaytest.FreeAddr); at the warn level the relay does not log it.
 func startBinary(t *testing.T, addr, redisURL string, env ...string) *process {
 	t.Helper()
 	cmd := exec.Command(buildBinary(t))
@@ -263,59 +260,33 @@ func startBinary(t *testing.T, addr, redisURL string, env ...string) *process {
 		"ROOMCAST_LOG_FORMAT=text",
 		"ROOMCAST_LOG_LEVEL=warn",
 	}, env...)
-	p := &process{cmd: cmd, output: relaytest.NewOutput(), done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.output, p.output
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.stop(t)
-		relaytest.CheckRaces(t, "roomcast on "+addr, p.output.String())
-		if t.Failed() {
-			t.Logf("roomcast on %s:\n%s", addr, p.output.String())
-		}
-	})
-	deadline := time.Now().Add(wait)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
+	p := &process{relaytest.StartProcess(t, cmd, relaytest.ProcessOptions{Name: "roomcast on " + addr, Combined: true})}
+	// Registered after StartProcess's cleanup, so run before it: the
+	// relay drains as a platform would stop it, and is killed only if
+	// it does not.
+	t.Cleanup(func() { p.stop(t) })
+	relaytest.EventuallyOK(t, "roomcast on "+addr+" is ready", func() error {
 		select {
-		case <-p.done:
-			t.Fatalf("roomcast exited at start:\n%s", p.output.String())
-		case <-time.After(50 * time.Millisecond):
+		case <-p.Done():
+			t.Fatalf("roomcast exited at start:\n%s", p.Stdout.String())
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("roomcast on %s not ready after %s:\n%s", addr, wait, p.output.String())
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return err
 		}
-	}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz: %s", resp.Status)
+		}
+		return nil
+	})
+	return p
 }
 
 // stop sends SIGTERM, as a platform restarting the relay does, and waits
 // for the graceful drain to end.
-func (p *process) stop(t *testing.T) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(wait):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		t.Errorf("roomcast did not stop within %s of SIGTERM", wait)
-	}
-}
+func (p *process) stop(t *testing.T) { p.Stop(t) }
 
 // TestSharedTabsLeaveTheRoomsOfAClosedTab: a tab sharing the stream of
 // another says goodbye when it closes, so that the shared stream leaves
