@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"runtime"
 	"strconv"
@@ -18,7 +16,6 @@ import (
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/relay/internal/relaytest"
-	"github.com/roomcast/roomcast/relay/metrics"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
 	redisbb "github.com/roomcast/roomcast/rooms/redis"
@@ -45,21 +42,11 @@ var stateGauges = []string{
 	"roomcast_backbone_sessions",
 }
 
-// withMetrics sets o up to serve /metrics with the hub's gauges; call
-// bind with the started relay's hub.
-func withMetrics(o *relay.Options) (bind func(*rooms.Hub)) {
-	var hub *rooms.Hub
-	o.Metrics = metrics.New(func() int { return hub.Rooms() }, func() int { return hub.PollSessions() })
-	return func(h *rooms.Hub) { hub = h }
-}
-
-// startMetered starts an in-memory relay serving /metrics.
+// startMetered starts an in-memory relay serving /metrics (relaytest.Start
+// assembles it with its metrics, as main does).
 func startMetered(t *testing.T, o relaytest.Options) *relaytest.Relay {
 	t.Helper()
-	bind := withMetrics(&o.Relay)
-	r := relaytest.Start(t, o)
-	bind(r.Hub)
-	return r
+	return relaytest.Start(t, o)
 }
 
 // startRedisMetered starts a relay over the shared Redis (keys under a
@@ -71,31 +58,8 @@ func startRedisMetered(t *testing.T, o relaytest.Options) *relaytest.Relay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	codec, err := rooms.NewCursorCodec([]byte("bounded test cursor key, 32 bytes"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bind := withMetrics(&o.Relay)
-	hub := rooms.NewHub(o.Relay.Metrics.Backbone(bb), codec, o.Hub)
-	bind(hub)
-	if err := hub.Start(context.Background()); err != nil {
-		_ = bb.Close()
-		t.Fatal(err)
-	}
-	o.Relay.Logger = slog.New(slog.DiscardHandler)
-	lim := &o.Relay.Limits
-	lim.PublishRate, lim.PublishBurst, lim.RequestRate, lim.RequestBurst = 1e6, 1e6, 1e6, 1e6
-	lim.MaxConnsPerIP, lim.MaxConnsPerUser = 1e6, 1e6
-	srv := relay.New(hub, o.Relay)
-	ts := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		ts.CloseClientConnections()
-		ts.Close()
-		srv.Close()
-		_ = bb.Close()
-	})
-	srv.SetReady()
-	return &relaytest.Relay{URL: ts.URL, HTTP: ts, Server: srv, Hub: hub, Codec: codec}
+	o.Backbone = bb
+	return relaytest.Start(t, o)
 }
 
 // gauges scrapes /metrics over HTTP and returns the stateGauges.

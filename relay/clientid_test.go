@@ -10,7 +10,6 @@ import (
 
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/internal/relaytest"
-	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
 	"github.com/roomcast/roomcast/rooms/redis/redistest"
 )
@@ -187,12 +186,9 @@ func TestPresenceListFollowsEvents(t *testing.T) {
 func TestClientIDsBoundedPerCaller(t *testing.T) {
 	t.Parallel()
 	const bound = 3
-	var bind func(*rooms.Hub)
 	r := startSecured(t, func(o *relaytest.Options) {
 		o.Hub.MaxClientIDsPerCaller = bound
-		bind = withMetrics(&o.Relay)
 	})
-	bind(r.Hub)
 	const path = "/v1/rooms/public:minted/poll?timeout=0"
 	var mine []pollAnswer
 	for range bound {

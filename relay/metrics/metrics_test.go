@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -21,7 +19,6 @@ import (
 
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/internal/relaytest"
-	"github.com/roomcast/roomcast/relay/metrics"
 	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
 )
@@ -33,7 +30,7 @@ func TestMain(m *testing.M) {
 // flakyBackbone fails publishes while fail is set, so that the backbone's
 // health can be watched going down and up again.
 type flakyBackbone struct {
-	rooms.Backbone
+	*memory.Backbone
 	fail atomic.Bool
 }
 
@@ -46,15 +43,15 @@ func (f *flakyBackbone) Publish(ctx context.Context, msg rooms.Message, key stri
 	return f.Backbone.Publish(ctx, msg, key)
 }
 
-// instrumented is a relay wired as main.go wires it: the hub reports to the
-// metrics and its backbone is timed by them.
+// instrumented is a relay wired as main wires it (relaytest.Start
+// assembles through app.Assemble): the hub reports to the metrics, its
+// backbone is timed by them, and /metrics is served on a listener of its
+// own.
 type instrumented struct {
 	*relaytest.Relay
 	flaky *flakyBackbone
 	token string
 }
-
-var testKey = []byte("metrics test cursor key 32 bytes")
 
 func start(t *testing.T, opts relay.Options, hub rooms.HubOptions) *instrumented {
 	t.Helper()
@@ -64,47 +61,10 @@ func start(t *testing.T, opts relay.Options, hub rooms.HubOptions) *instrumented
 // startToken is start with /metrics requiring token (none when empty).
 func startToken(t *testing.T, opts relay.Options, hub rooms.HubOptions, token string) *instrumented {
 	t.Helper()
-	codec, err := rooms.NewCursorCodec(testKey)
-	if err != nil {
-		t.Fatal(err)
-	}
 	bb := memory.New(memory.Options{})
 	flaky := &flakyBackbone{Backbone: bb}
-	var h *rooms.Hub
-	m := metrics.New(func() int { return h.Rooms() }, func() int { return h.PollSessions() })
-	hub.Observer = m
-	h = rooms.NewHub(m.Backbone(flaky), codec, hub)
-	if err := h.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	opts.Metrics = m
-	opts.Logger = slog.New(slog.DiscardHandler)
-	if opts.Limits.PublishRate == 0 {
-		opts.Limits.PublishRate, opts.Limits.PublishBurst = 1e6, 1e6
-	}
-	if opts.Limits.PublishCallerRate == 0 {
-		opts.Limits.PublishCallerRate, opts.Limits.PublishCallerBurst = 1e6, 1e6
-	}
-	opts.Limits.RequestRate, opts.Limits.RequestBurst = 1e6, 1e6
-	if opts.Limits.MaxConnsPerIP == 0 {
-		opts.Limits.MaxConnsPerIP = 1e6
-	}
-	opts.Limits.MaxConnsPerUser = 1e6
-	srv := relay.New(h, opts)
-	srv.SetReady()
-	ts := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		ts.CloseClientConnections()
-		ts.Close()
-		srv.Close()
-		_ = bb.Close()
-	})
-	// As main.go serves it: on a listener of its own, not the relay's.
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", relay.MetricsHandler(m, token))
-	ms := httptest.NewServer(mux)
-	t.Cleanup(ms.Close)
-	r := &relaytest.Relay{URL: ts.URL, MetricsURL: ms.URL, HTTP: ts, Server: srv, Hub: h, Backbone: bb, Codec: codec}
+	r := relaytest.Start(t, relaytest.Options{Relay: opts, Hub: hub, Backbone: flaky, MetricsToken: token})
+	r.Backbone = bb
 	return &instrumented{Relay: r, flaky: flaky, token: token}
 }
 
