@@ -169,7 +169,7 @@ func TestClientBindingsBounded(t *testing.T) {
 	// client-a was renewed after client-b was bound, so on a slow run
 	// client-c may have fitted in b's place while a still held its own:
 	// the count reaches 1 once a has expired too.
-	eventually(t, "only client-c is bound", func() bool {
+	roomstest.Eventually(t, "only client-c is bound", func() bool {
 		n, err := b.ClientBindings(ctx)
 		return err == nil && n == 1
 	})
