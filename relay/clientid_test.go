@@ -135,49 +135,6 @@ func TestClientIDProofs(t *testing.T) {
 	wantError(t, publish(bobH, anon.Connection, `{"data":"not bob's"}`), http.StatusConflict, "client_in_use")
 }
 
-// TestPresenceListFollowsEvents: a user is listed from their roomcast:join
-// until their roomcast:leave. During the grace period after their last
-// connection they are still listed (with no connection), so a client that
-// loaded the list then and applies the events it gets afterwards shows them
-// when they come back within it, without a join.
-func TestPresenceListFollowsEvents(t *testing.T) {
-	t.Parallel()
-	const grace = 3 * time.Second
-	r := startSecured(t, func(o *relaytest.Options) {
-		o.Memory = memory.Options{PresenceGrace: grace}
-		o.Relay.Heartbeat = 50 * time.Millisecond
-	})
-	const room = "public:listed"
-	events := "/v1/rooms/" + room + "/events"
-	watcher := r.Subscribe(t, events, relaytest.StreamOptions{})
-	watcher.Connected(t)
-	bobToken := relaytest.BearerMap(relaytest.Token(t, "bob", time.Hour, map[string]any{"name": "Bob"}))
-
-	bob := r.Subscribe(t, events, relaytest.StreamOptions{Header: bobToken})
-	bob.Connected(t)
-	presenceEvent(t, watcher.NextEvent(t), "roomcast:join", "bob")
-	if got, want := presenceOf(t, r, room, nil).summary(), "users=1 connections=2 anonymous=1 bob(Bob)x1"; got != want {
-		t.Errorf("after the join: presence %s, want %s", got, want)
-	}
-
-	bob.Close()
-	relaytest.Eventually(t, "bob's connection is gone and he is still listed", func() bool {
-		return presenceOf(t, r, room, nil).summary() == "users=1 connections=1 anonymous=1 bob(Bob)x0"
-	})
-	bob = r.Subscribe(t, events, relaytest.StreamOptions{Header: bobToken})
-	bob.Connected(t)
-	if got, want := presenceOf(t, r, room, nil).summary(), "users=1 connections=2 anonymous=1 bob(Bob)x1"; got != want {
-		t.Errorf("back within the grace period: presence %s, want %s", got, want)
-	}
-	bob.Close()
-	leave := watcher.NextEvent(t)
-	presenceEvent(t, leave, "roomcast:leave", "bob")
-	// The list changed with the event, not after it.
-	if got, want := presenceOf(t, r, room, nil).summary(), "users=0 connections=1 anonymous=1"; got != want {
-		t.Errorf("after the leave: presence %s, want %s", got, want)
-	}
-}
-
 // TestClientIDsBoundedPerCaller: one caller minting fresh client ids (a
 // first poll without ?client= binds a new one each time) is refused with
 // 429 limit_exceeded past its own bound, instead of filling the store of

@@ -10,7 +10,10 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"time"
+
 	"github.com/roomcast/roomcast/relay/internal/relaytest"
+	"github.com/roomcast/roomcast/rooms"
 )
 
 // changeRoom sends PUT or DELETE /v1/connections/{id}/rooms/{room} and
@@ -139,5 +142,96 @@ func TestJoinWhilePublishing(t *testing.T) {
 	}
 	if !slices.Equal(seen, must) {
 		t.Errorf("of the events published after the join, got %v, want %v", seen, must)
+	}
+}
+
+// TestTokenRefreshNarrowsRooms: a fresh token that no longer allows a room
+// takes the stream out of it with roomcast:left reason forbidden.
+func TestTokenRefreshNarrowsRooms(t *testing.T) {
+	t.Parallel()
+	r := startSecured(t, nil)
+	s := r.Subscribe(t, "/v1/stream?room=team-1,team-2", relaytest.StreamOptions{Header: relaytest.BearerMap(relaytest.Token(t, "alice", time.Hour, nil))})
+	conn := s.Connected(t).Connection
+	narrow := relaytest.Token(t, "alice", time.Hour, relaytest.Claims{"rooms": map[string]any{"subscribe": []string{"team-1"}}})
+	resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/connections/" + conn + "/token", Header: relaytest.Bearer(narrow)})
+	if resp.Status != http.StatusNoContent {
+		t.Fatalf("refresh: status %d: %s", resp.Status, resp.Body)
+	}
+	if left := s.Expect(t, "roomcast:left"); left.Data != `{"room":"team-2","reason":"forbidden"}` {
+		t.Errorf("left %s, want team-2 with reason forbidden", left.Data)
+	}
+	publishAs(t, r, "team-2", userHeader(t, "bob"), `{"data":"not for alice any more"}`)
+	id := publishAs(t, r, "team-1", userHeader(t, "bob"), `{"data":"still hers"}`)
+	expectIDs(t, s, []string{id})
+	// Joining it back is now refused: joins follow the current token.
+	wantError(t, r.Do(t, relaytest.Request{Method: http.MethodPut, Path: "/v1/connections/" + conn + "/rooms/team-2", Header: relaytest.Bearer(narrow)}), http.StatusForbidden, "forbidden")
+}
+
+// TestConnectionOwnership: another user cannot join, leave or refresh a
+// user's connection, and every join is authorised against the token of
+// the connection, whoever asks for it.
+func TestConnectionOwnership(t *testing.T) {
+	t.Parallel()
+	r := startSecured(t, nil)
+	aliceToken := relaytest.Token(t, "alice", time.Hour, relaytest.Claims{"rooms": map[string]any{"subscribe": []string{"team-*"}}})
+	alice := relaytest.Bearer(aliceToken)
+	s := r.Subscribe(t, "/v1/stream?room=team-1", relaytest.StreamOptions{Header: relaytest.BearerMap(aliceToken)})
+	conn := s.Connected(t).Connection
+	path := "/v1/connections/" + conn
+	bob := userHeader(t, "bob")
+	cases := []refusal{
+		{"another user joins", http.MethodPut, path + "/rooms/team-2", bob, 403, "forbidden"},
+		{"another user leaves", http.MethodDelete, path + "/rooms/team-1", bob, 403, "forbidden"},
+		{"another user refreshes", http.MethodPost, path + "/token", bob, 403, "forbidden"},
+		{"anonymous joins", http.MethodPut, path + "/rooms/team-2", nil, 401, "unauthenticated"},
+		{"anonymous leaves", http.MethodDelete, path + "/rooms/team-1", nil, 401, "unauthenticated"},
+		{"the owner joins a room the token refuses", http.MethodPut, path + "/rooms/lobby", alice, 403, "forbidden"},
+		{"the server joins a room the token refuses", http.MethodPut, path + "/rooms/lobby", server(), 403, "forbidden"},
+		{"unknown connection", http.MethodPut, "/v1/connections/nope/rooms/team-2", alice, 404, "unknown_connection"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			wantError(t, r.Do(t, relaytest.Request{Method: tc.method, Path: tc.path, Header: tc.header}), tc.status, tc.code)
+		})
+	}
+	// None of it touched the stream: the owner's own join is the next thing
+	// it hears, and it is still in team-1.
+	if resp := r.Do(t, relaytest.Request{Method: http.MethodPut, Path: path + "/rooms/team-2", Header: alice}); resp.Status != http.StatusNoContent {
+		t.Fatalf("owner joins: status %d: %s", resp.Status, resp.Body)
+	}
+	if ev := s.Expect(t, "roomcast:joined"); ev.Data != `{"room":"team-2"}` {
+		t.Errorf("joined %s, want team-2", ev.Data)
+	}
+	expectIDs(t, s, []string{publishAs(t, r, "team-1", bob, `{}`)})
+	// The server may manage a user's connection within the token's rooms.
+	if resp := r.Do(t, relaytest.Request{Method: http.MethodDelete, Path: path + "/rooms/team-2", Header: server()}); resp.Status != http.StatusNoContent {
+		t.Fatalf("server leaves: status %d: %s", resp.Status, resp.Body)
+	}
+	if ev := s.Expect(t, "roomcast:left"); ev.Data != `{"room":"team-2"}` {
+		t.Errorf("left %s, want team-2", ev.Data)
+	}
+}
+
+// TestTokenRefreshToShorterExpiry: a stream whose close is an hour away is
+// refreshed with a token expiring in seconds: both writers (hijacked and
+// net/http) warn at once and close at the new expiry, not the old one.
+func TestTokenRefreshToShorterExpiry(t *testing.T) {
+	t.Parallel()
+	for _, hijack := range []bool{true, false} {
+		name := map[bool]string{true: "hijacked", false: "net/http"}[hijack]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := startSecured(t, func(o *relaytest.Options) { o.Relay.DisableHijack = !hijack })
+			s := r.Subscribe(t, "/v1/stream?room=team-1", relaytest.StreamOptions{Header: relaytest.BearerMap(relaytest.Token(t, "alice", time.Hour, nil))})
+			conn := s.Connected(t).Connection
+			short := relaytest.Token(t, "alice", 3*time.Second, nil)
+			resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/connections/" + conn + "/token", Header: relaytest.Bearer(short)})
+			if resp.Status != http.StatusNoContent {
+				t.Fatalf("refresh: status %d: %s", resp.Status, resp.Body)
+			}
+			s.Expect(t, "roomcast:token-expiring")
+			checkClosingReason(t, s.Expect(t, "roomcast:closing"), rooms.CloseTokenExpired)
+			s.WaitEnded(t)
+		})
 	}
 }

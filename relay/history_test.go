@@ -6,7 +6,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/internal/relaytest"
+	"github.com/roomcast/roomcast/rooms"
 )
 
 // TestHistory pages a room's retained events back from the newest, oldest
@@ -54,5 +56,38 @@ func TestHistory(t *testing.T) {
 	}
 	if obj := r.Get(t, "/v1/rooms/never/history").Object(t); string(obj["events"]) != "[]" || string(obj["before"]) != "null" {
 		t.Errorf("history of an unknown room: %v", obj)
+	}
+}
+
+// A namespace's history_size rules its rooms' history.
+func TestNamespaceRetention(t *testing.T) {
+	t.Parallel()
+	ns := &rooms.Namespaces{
+		Default: rooms.NamespaceOptions{Anonymous: true, Publish: rooms.PublishAnyone},
+		Named:   map[string]rooms.NamespaceOptions{"brief": {Anonymous: true, Publish: rooms.PublishAnyone, HistorySize: 3}},
+	}
+	r := relaytest.Start(t, relaytest.Options{Relay: relay.Options{Namespaces: ns}, Hub: rooms.HubOptions{Namespaces: ns}})
+	var ids []string
+	for range 10 {
+		ids = append(ids, r.PublishJSON(t, "brief:x", map[string]any{"data": 1}))
+		r.PublishJSON(t, "x", map[string]any{"data": 1})
+	}
+	for room, want := range map[string][]string{"brief:x": ids[7:], "x": nil} {
+		resp := r.Do(t, relaytest.Request{Method: http.MethodGet, Path: "/v1/rooms/" + room + "/history?limit=100"})
+		var h struct{ Events []struct{ ID string } }
+		resp.JSON(t, &h)
+		if want == nil {
+			if len(h.Events) != 10 {
+				t.Errorf("%s keeps %d of 10 events", room, len(h.Events))
+			}
+			continue
+		}
+		var got []string
+		for _, e := range h.Events {
+			got = append(got, e.ID)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s keeps %v, want the newest 3 %v", room, got, want)
+		}
 	}
 }

@@ -10,7 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"fmt"
+	"net/url"
+
+	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/internal/relaytest"
+	"github.com/roomcast/roomcast/rooms"
 	"github.com/roomcast/roomcast/rooms/memory"
 )
 
@@ -160,5 +165,79 @@ func TestPollMultiRoom(t *testing.T) {
 	a := poll(t, r, "/v1/poll?room=a,b&cursor="+first.Cursor)
 	if got := envelopeIDs(t, a.Events); !slices.Equal(got, ids[:3]) {
 		t.Errorf("events %v, want %v", got, ids[:3])
+	}
+}
+
+// TestFreedChannelsDoNotExpireQuietCursors: the embedded backbone frees a
+// channel with history a retention age after it emptied; freeing many
+// (here enough names to reach every bucket of names it summarises) must not
+// answer a quiet room's cursor with cursor_expired — that room lost nothing
+// — while a cursor of a freed room from before its events still is one.
+func TestFreedChannelsDoNotExpireQuietCursors(t *testing.T) {
+	const many = 1 << 15
+	o := relaytest.Options{
+		Memory: memory.Options{HistoryAge: 300 * time.Millisecond},
+		Relay: relay.Options{Limits: relay.Limits{PublishRate: 1e6, PublishBurst: 1e6,
+			PublishCallerRate: 1e6, PublishCallerBurst: 1e6}},
+	}
+	r := startMetered(t, o)
+	baseline := gauges(t, r)["roomcast_backbone_channels"]
+	quiet := firstCursor(t, r, "/v1/rooms/quiet/poll?timeout=0")
+	gone := firstCursor(t, r, "/v1/rooms/gone/poll?timeout=0")
+	r.PublishJSON(t, "gone", map[string]string{"event": "e", "data": "lost to retention"})
+	for i := 0; i < many; i += rooms.MaxEventRooms {
+		names := make([]string, rooms.MaxEventRooms)
+		for j := range names {
+			names[j] = fmt.Sprintf("busy-%d", i+j)
+		}
+		body, _ := json.Marshal(map[string]any{"rooms": names, "event": "e", "data": "x"})
+		if resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/events", Body: body,
+			Header: http.Header{"Content-Type": {"application/json"}}}); resp.Status >= 300 {
+			t.Fatalf("publish: %d %s", resp.Status, resp.Body)
+		}
+	}
+	relaytest.Eventually(t, "every channel with history is freed", func() bool {
+		return gauges(t, r)["roomcast_backbone_channels"] <= baseline
+	})
+	var a struct {
+		Events []json.RawMessage
+		Reset  bool
+	}
+	r.Get(t, "/v1/rooms/quiet/poll?timeout=0&cursor="+url.QueryEscape(quiet)).JSON(t, &a)
+	if a.Reset || len(a.Events) != 0 {
+		t.Errorf("the quiet room's cursor, after other rooms were freed: reset %v, %d events; want neither", a.Reset, len(a.Events))
+	}
+	a.Reset = false
+	r.Get(t, "/v1/rooms/gone/poll?timeout=0&cursor="+url.QueryEscape(gone)).JSON(t, &a)
+	if !a.Reset {
+		t.Errorf("a cursor from before a freed room's events: no reset; its events were lost")
+	}
+}
+
+// TestMultiRoomPollAddedRoomAcrossPages: a poll that adds a room to its
+// cursor starts that room at its head, past a two-room event whose copy
+// through the older room the answer has not reached yet (more history
+// than one answer holds). The next poll, from that answer's cursor, must
+// answer the event through the older room.
+func TestMultiRoomPollAddedRoomAcrossPages(t *testing.T) {
+	r := relaytest.Start(t, relaytest.Options{Hub: rooms.HubOptions{PollLimit: 3}})
+	c0 := poll(t, r, "/v1/poll?room=z").Cursor
+	var want []string
+	for i := range 5 {
+		want = append(want, r.PublishJSON(t, "z", map[string]any{"data": i}))
+	}
+	// The room added later is named first: counted as held from the
+	// start, it would be the one to answer the event.
+	want = append(want, publishRooms(t, r, "a", "z"))
+
+	var got []string
+	cursor := c0
+	for range 4 {
+		a := poll(t, r, "/v1/poll?room=a,z&timeout=0&cursor="+cursor)
+		got = append(got, envelopeIDs(t, a.Events)...)
+		cursor = a.Cursor
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("polled %v, want %v", got, want)
 	}
 }

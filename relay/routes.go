@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/roomcast/roomcast/rooms"
 )
 
 // routes is the whole v1 HTTP surface.
@@ -108,4 +109,19 @@ func (s *Server) recoverJSON(next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(w, r)
 	})
+}
+
+// queryRooms parses every ?room= of a multi-room request.
+func queryRooms(values []string) ([]string, error) {
+	out := make([]string, 0, len(values))
+	for _, v := range values {
+		for _, name := range strings.Split(v, ",") {
+			room, err := rooms.ParseRoom(name)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, room.String())
+		}
+	}
+	return out, nil
 }

@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,7 +17,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
 	"github.com/roomcast/roomcast/relay"
 	"github.com/roomcast/roomcast/relay/auth"
 	"github.com/roomcast/roomcast/relay/internal/relaytest"
@@ -128,27 +126,6 @@ func server() http.Header { return relaytest.Bearer(relaytest.APIKey) }
 // userHeader is a fresh hour-long token of user as a header.
 func userHeader(t *testing.T, user string) http.Header {
 	return relaytest.Bearer(relaytest.Token(t, user, time.Hour, nil))
-}
-
-// ticketFor exchanges token for a ticket.
-func ticketFor(t *testing.T, r *relaytest.Relay, token string) (string, int) {
-	t.Helper()
-	resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/tickets", Header: relaytest.Bearer(token)})
-	if resp.Status != http.StatusCreated {
-		t.Fatalf("POST /v1/tickets: status %d, want 201: %s", resp.Status, resp.Body)
-	}
-	if got := objectKeys(t, resp.Body); strings.Join(got, ",") != "expires_in,ticket" {
-		t.Errorf("ticket answer keys %v, want expires_in and ticket", got)
-	}
-	var a struct {
-		Ticket    string `json:"ticket"`
-		ExpiresIn int    `json:"expires_in"`
-	}
-	resp.JSON(t, &a)
-	if a.Ticket == "" || a.ExpiresIn < 1 || a.ExpiresIn > 60 {
-		t.Fatalf("ticket answer %s: want a ticket valid 1 to 60 s", resp.Body)
-	}
-	return a.Ticket, a.ExpiresIn
 }
 
 // logBuffer collects a relay's logs.
@@ -384,76 +361,6 @@ func TestMissingToken(t *testing.T) {
 	}
 }
 
-// TestTickets walks a browser through tickets: one is issued for a bearer
-// token, opens one stream or poll and no more, carries the token's
-// identity, and is worth nothing on a state-changing route.
-func TestTickets(t *testing.T) {
-	t.Parallel()
-	r := startSecured(t, nil)
-	token := relaytest.Token(t, "alice", time.Hour, relaytest.Claims{"name": "Alice"})
-
-	ticket, ttl := ticketFor(t, r, token)
-	if ttl != 60 {
-		t.Errorf("expires_in %d for an hour-long token, want 60", ttl)
-	}
-	// A ticket never outlives its token.
-	if _, ttl := ticketFor(t, r, relaytest.Token(t, "alice", 10*time.Second, nil)); ttl > 10 {
-		t.Errorf("expires_in %d for a token expiring in 10 s", ttl)
-	}
-
-	// The ticket opens the user's own stream: it carries the identity.
-	s := r.Subscribe(t, "/v1/users/me/events?ticket="+ticket, relaytest.StreamOptions{})
-	s.Connected(t)
-	publishAs(t, r, "x", userHeader(t, "bob"), `{"data":0}`) // unrelated
-	postJSON(t, r, "/v1/users/alice/events", server(), `{"data":"for alice"}`)
-	if env := s.Expect(t, "message").Envelope(t); string(env.Data) != `"for alice"` {
-		t.Errorf("user stream got %s", env.Data)
-	}
-
-	// Spent: a second use is refused, wherever it is used.
-	for _, path := range []string{"/v1/users/me/events?ticket=", "/v1/rooms/room1/events?ticket=", "/v1/rooms/room1/poll?timeout=0&ticket="} {
-		resp := r.Open(t, relaytest.Request{Path: path + ticket})
-		if msg := wantError(t, resp, http.StatusUnauthorized, "invalid_token"); !strings.Contains(msg, "already used") {
-			t.Errorf("%s: message %q", path, msg)
-		}
-		if bytes.Contains(resp.Body, []byte(ticket[:20])) {
-			t.Errorf("the answer repeats the ticket: %s", resp.Body)
-		}
-	}
-
-	// A poll takes a ticket too.
-	if resp := r.Open(t, relaytest.Request{Path: "/v1/rooms/room1/poll?timeout=0&ticket=" + mustTicket(t, r, token)}); resp.Status != http.StatusOK {
-		t.Errorf("poll with a ticket: status %d: %s", resp.Status, resp.Body)
-	}
-
-	// State-changing routes ignore ?ticket= and refuse a ticket as bearer;
-	// neither spends it.
-	unspent := mustTicket(t, r, token)
-	wantError(t, postJSON(t, r, "/v1/rooms/room1/events?ticket="+unspent, nil, `{}`), http.StatusUnauthorized, "unauthenticated")
-	wantError(t, postJSON(t, r, "/v1/rooms/room1/events", relaytest.Bearer(unspent), `{}`), http.StatusUnauthorized, "invalid_token")
-	wantError(t, r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/tickets?ticket=" + unspent}), http.StatusUnauthorized, "unauthenticated")
-	if resp := r.Open(t, relaytest.Request{Path: "/v1/rooms/room1/events?ticket=" + unspent}); resp.Status != http.StatusOK {
-		t.Errorf("the ticket used on POST routes no longer opens a stream: %d %s", resp.Status, resp.Body)
-	}
-
-	// Tampered and repeated tickets.
-	resp := r.Open(t, relaytest.Request{Path: "/v1/rooms/room1/events?ticket=" + relaytest.Tamper(mustTicket(t, r, token))})
-	if msg := wantError(t, resp, http.StatusUnauthorized, "invalid_token"); !strings.Contains(msg, "ticket") {
-		t.Errorf("tampered ticket: message %q", msg)
-	}
-	one, two := mustTicket(t, r, token), mustTicket(t, r, token)
-	wantError(t, r.Open(t, relaytest.Request{Path: "/v1/rooms/room1/events?ticket=" + one + "&ticket=" + two}), http.StatusUnauthorized, "invalid_token")
-
-	// Only users get tickets: the API key's rights never reach a URL.
-	wantError(t, r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/tickets", Header: server()}), http.StatusForbidden, "forbidden")
-}
-
-func mustTicket(t *testing.T, r *relaytest.Relay, token string) string {
-	t.Helper()
-	ticket, _ := ticketFor(t, r, token)
-	return ticket
-}
-
 // TestCookieAndCrossSite: the roomcast_token cookie opens streams and
 // polls, but a POST, PUT or DELETE carrying only the cookie acts as
 // nobody, and one from a foreign Origin is refused whatever it carries.
@@ -540,216 +447,170 @@ func TestQueryTokens(t *testing.T) {
 	}
 }
 
-// TestCORS: a preflight from an allowed origin is answered with the
-// methods and headers the API uses; credentials go to origins listed by
-// name only, never with "*"; other origins get no CORS headers at all.
-func TestCORS(t *testing.T) {
-	t.Parallel()
-	const app = "https://app.example"
-	preflight := func(r *relaytest.Relay, origin string) *relaytest.Response {
-		return r.Do(t, relaytest.Request{Method: http.MethodOptions, Path: "/v1/rooms/room1/events", Header: header(nil,
-			"Origin", origin, "Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "authorization, content-type")})
-	}
-	named := startSecured(t, func(o *relaytest.Options) { o.Relay.AllowedOrigins = []string{app} })
-	anyOrigin := startSecured(t, func(o *relaytest.Options) { o.Relay.AllowedOrigins = []string{"*"} })
-	both := startSecured(t, func(o *relaytest.Options) { o.Relay.AllowedOrigins = []string{"*", app} })
-	none := startSecured(t, nil)
-	cases := []struct {
-		name        string
-		r           *relaytest.Relay
-		origin      string
-		allowOrigin string // "" for no CORS headers at all
-		credentials bool
-	}{
-		{"listed origin", named, app, app, true},
-		{"unlisted origin", named, "https://evil.example", "", false},
-		{"lookalike origin", named, app + ".evil.example", "", false},
-		{"any origin", anyOrigin, "https://evil.example", "*", false},
-		{"listed beside any", both, app, app, true},
-		{"unlisted beside any", both, "https://other.example", "*", false},
-		{"default: same origin only", none, app, "", false},
-	}
+// access is a request and what the policy answers it: the status and,
+// for a refusal, the error code.
+type access struct {
+	name   string
+	req    relaytest.Request
+	header http.Header
+	status int
+	code   string
+}
+
+func accessGet(path string) relaytest.Request { return relaytest.Request{Path: path} }
+
+func accessPost(path string) relaytest.Request {
+	return relaytest.Request{Method: http.MethodPost, Path: path, Body: []byte(`{"data":1}`)}
+}
+
+// checkAccess makes each request as JSON with its case's header, one
+// subtest a case, and checks the answer.
+func checkAccess(t *testing.T, r *relaytest.Relay, cases []access) {
+	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			pre := preflight(tc.r, tc.origin)
-			get := tc.r.Do(t, relaytest.Request{Path: "/v1/rooms/public:lobby/history", Header: header(nil, "Origin", tc.origin)})
-			for _, resp := range []*relaytest.Response{pre, get} {
-				h := resp.Header
-				if got := h.Get("Access-Control-Allow-Origin"); got != tc.allowOrigin {
-					t.Errorf("Access-Control-Allow-Origin %q, want %q", got, tc.allowOrigin)
-				}
-				if got := h.Get("Access-Control-Allow-Credentials") == "true"; got != tc.credentials {
-					t.Errorf("credentials allowed: %v, want %v", got, tc.credentials)
-				}
-				if h.Get("Access-Control-Allow-Origin") == "*" && h.Get("Access-Control-Allow-Credentials") != "" {
-					t.Error(`"*" with credentials`)
-				}
-				if tc.allowOrigin != "" && !strings.Contains(h.Get("Vary"), "Origin") {
-					t.Errorf("Vary %q lacks Origin", h.Get("Vary"))
-				}
-			}
-			if get.Status != http.StatusOK {
-				t.Errorf("GET history: status %d: %s", get.Status, get.Body)
-			}
-			if tc.allowOrigin == "" {
-				if pre.Header.Get("Access-Control-Allow-Methods") != "" || pre.Status == http.StatusNoContent {
-					t.Errorf("preflight from a refused origin answered %d with methods %q", pre.Status, pre.Header.Get("Access-Control-Allow-Methods"))
+			tc.req.Header = header(tc.header, "Content-Type", "application/json")
+			resp := r.Open(t, tc.req)
+			if tc.code == "" {
+				if resp.Status != tc.status {
+					t.Errorf("status %d, want %d: %s", resp.Status, tc.status, resp.Body)
 				}
 				return
 			}
-			if pre.Status != http.StatusNoContent {
-				t.Errorf("preflight: status %d, want 204", pre.Status)
-			}
-			methods, headers := pre.Header.Get("Access-Control-Allow-Methods"), strings.ToLower(pre.Header.Get("Access-Control-Allow-Headers"))
-			for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
-				if !strings.Contains(methods, m) {
-					t.Errorf("Allow-Methods %q lacks %s", methods, m)
-				}
-			}
-			for _, hd := range []string{"authorization", "content-type", "last-event-id", "idempotency-key"} {
-				if !strings.Contains(headers, hd) {
-					t.Errorf("Allow-Headers %q lacks %s", headers, hd)
-				}
-			}
+			wantError(t, resp, tc.status, tc.code)
 		})
 	}
 }
 
-// TestCORSVaryOrigin: with allowed origins configured, an answer depends on
-// Origin even when it carries no CORS headers. Only answers to allowed
-// origins said Vary: Origin, so a cache (the browser's own, or a CDN) that
-// stored /roomcast.js or a history page fetched without Origin served it
-// again, without Access-Control-Allow-Origin, to the allowed app's page,
-// which the browser then refused.
-func TestCORSVaryOrigin(t *testing.T) {
-	t.Parallel()
-	const app = "https://app.example"
-	r := startSecured(t, func(o *relaytest.Options) { o.Relay.AllowedOrigins = []string{app} })
-	for _, path := range []string{"/roomcast.js", "/v1/rooms/public:lobby/history"} {
-		for _, origin := range []string{"", "https://other.example", app} {
-			h := http.Header{}
-			if origin != "" {
-				h.Set("Origin", origin)
-			}
-			resp := r.Do(t, relaytest.Request{Path: path, Header: h})
-			if resp.Status != http.StatusOK {
-				t.Fatalf("GET %s (Origin %q): %d %s", path, origin, resp.Status, resp.Body)
-			}
-			if !slices.Contains(resp.Header.Values("Vary"), "Origin") {
-				t.Errorf("GET %s with Origin %q: Vary %q lacks Origin", path, origin, resp.Header.Values("Vary"))
-			}
-		}
-	}
-}
-
-// TestTokenLifetime: a stream whose token expires within 30 s is warned at
-// once; a refresh with a fresh token of the same user keeps it open past
-// the old expiry, while an unrefreshed twin is closed at exp with
-// token_expired.
-func TestTokenLifetime(t *testing.T) {
+// TestRoomClaims: a token's rooms.subscribe and rooms.publish patterns
+// limit it to matching rooms; outside them the answer is 403 forbidden,
+// distinct from the 401 of a caller without a token.
+func TestRoomClaims(t *testing.T) {
 	t.Parallel()
 	r := startSecured(t, nil)
-	short := relaytest.Token(t, "alice", 3*time.Second, nil)
-	refreshed := r.Subscribe(t, "/v1/stream?room=team-1", relaytest.StreamOptions{Header: relaytest.BearerMap(short)})
-	conn := refreshed.Connected(t).Connection
-	twin := r.Subscribe(t, "/v1/rooms/team-1/events", relaytest.StreamOptions{Header: relaytest.BearerMap(short)})
-	twin.Connected(t)
-	for _, s := range []*relaytest.Stream{refreshed, twin} {
-		ev := s.Expect(t, "roomcast:token-expiring")
-		var d struct {
-			ExpiresAt  int64  `json:"expires_at"`
-			Connection string `json:"connection"`
-		}
-		if err := json.Unmarshal([]byte(ev.Data), &d); err != nil || d.ExpiresAt == 0 || d.Connection == "" {
-			t.Errorf("token-expiring data %s", ev.Data)
-		}
+	limited := relaytest.Bearer(relaytest.Token(t, "alice", time.Hour, relaytest.Claims{"rooms": map[string]any{
+		"subscribe": []string{"team-*", "admin:*"},
+		"publish":   []string{"team-1", "admin:ops-*"},
+	}}))
+	nothing := relaytest.Bearer(relaytest.Token(t, "zed", time.Hour, relaytest.Claims{"rooms": map[string]any{
+		"subscribe": []string{}, "publish": []string{},
+	}}))
+	get, post := accessGet, accessPost
+	cases := []access{
+		{"subscribe matching", get("/v1/rooms/team-7/events"), limited, 200, ""},
+		{"subscribe matching, other namespace", get("/v1/rooms/admin:x/events"), limited, 200, ""},
+		{"subscribe default:team-7 is team-7", get("/v1/rooms/default:team-7/events"), limited, 200, ""},
+		{"subscribe outside", get("/v1/rooms/lobby/events"), limited, 403, "forbidden"},
+		{"subscribe prefix is not a glob", get("/v1/rooms/team/events"), limited, 403, "forbidden"},
+		{"subscribe outside, anonymous", get("/v1/rooms/lobby/events"), nil, 401, "unauthenticated"},
+		{"multi stream with one room outside", get("/v1/stream?room=team-1,lobby"), limited, 403, "forbidden"},
+		{"poll outside", get("/v1/rooms/lobby/poll?timeout=0"), limited, 403, "forbidden"},
+		{"multi poll with one room outside", get("/v1/poll?room=team-1&room=lobby&timeout=0"), limited, 403, "forbidden"},
+		{"history outside", get("/v1/rooms/lobby/history"), limited, 403, "forbidden"},
+		{"empty subscribe list allows nothing", get("/v1/rooms/team-1/events"), nothing, 403, "forbidden"},
+		{"publish matching", post("/v1/rooms/team-1/events"), limited, 202, ""},
+		{"publish matching glob", post("/v1/rooms/admin:ops-eu/events"), limited, 202, ""},
+		{"publish outside", post("/v1/rooms/team-2/events"), limited, 403, "forbidden"},
+		{"publish outside, anonymous", post("/v1/rooms/team-2/events"), nil, 401, "unauthenticated"},
+		{"multi publish with one room outside", relaytest.Request{Method: http.MethodPost, Path: "/v1/events", Body: []byte(`{"rooms":["team-1","team-2"]}`)}, limited, 403, "forbidden"},
+		{"namespace broadcast needs ns:*", post("/v1/namespaces/admin/events"), limited, 403, "forbidden"},
+		{"empty publish list allows nothing", post("/v1/rooms/team-1/events"), nothing, 403, "forbidden"},
 	}
-
-	// Refreshing needs the same user's token, sent as bearer.
-	refresh := func(h http.Header) *relaytest.Response {
-		return r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/connections/" + conn + "/token", Header: h})
-	}
-	wantError(t, refresh(userHeader(t, "mallory")), http.StatusForbidden, "forbidden")
-	wantError(t, refresh(nil), http.StatusUnauthorized, "unauthenticated")
-	wantError(t, refresh(server()), http.StatusForbidden, "forbidden")
-	wantError(t, refresh(relaytest.Bearer(relaytest.Token(t, "alice", -time.Hour, nil))), http.StatusUnauthorized, "invalid_token")
-	wantError(t, r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/connections/nope/token", Header: userHeader(t, "alice")}), http.StatusNotFound, "unknown_connection")
-	if resp := refresh(userHeader(t, "alice")); resp.Status != http.StatusNoContent {
-		t.Fatalf("refresh: status %d: %s", resp.Status, resp.Body)
-	}
-
-	// The twin is closed at the old exp ...
-	closing := twin.Expect(t, "roomcast:closing")
-	checkClosingReason(t, closing, rooms.CloseTokenExpired)
-	twin.WaitEnded(t)
-	// ... and the refreshed stream is still there afterwards.
-	id := publishAs(t, r, "team-1", userHeader(t, "bob"), `{"data":"after the old exp"}`)
-	if got := refreshed.NextEvent(t); got.Event != "message" || got.EventID(t) != id {
-		t.Fatalf("refreshed stream got %q %s, want the event published after the old exp", got.Event, got.Data)
-	}
+	checkAccess(t, r, cases)
 }
 
-// checkClosingReason requires roomcast:closing data with reason and a
-// reconnect delay.
-func checkClosingReason(t *testing.T, ev relaytest.Event, reason string) {
-	t.Helper()
-	var d struct {
-		Reason      string `json:"reason"`
-		Message     string `json:"message"`
-		ReconnectMS *int   `json:"reconnect_ms"`
-	}
-	if err := json.Unmarshal([]byte(ev.Data), &d); err != nil {
-		t.Fatalf("closing data %q: %v", ev.Data, err)
-	}
-	if d.Reason != reason || d.Message == "" || d.ReconnectMS == nil {
-		t.Errorf("closing %s, want reason %q with a message and reconnect_ms", ev.Data, reason)
-	}
-}
-
-// TestTokenRefreshNarrowsRooms: a fresh token that no longer allows a room
-// takes the stream out of it with roomcast:left reason forbidden.
-func TestTokenRefreshNarrowsRooms(t *testing.T) {
+// TestNamespaceRules: each namespace decides whether anonymous callers may
+// subscribe and who may publish; strict_namespaces makes unlisted ones 404.
+func TestNamespaceRules(t *testing.T) {
 	t.Parallel()
 	r := startSecured(t, nil)
-	s := r.Subscribe(t, "/v1/stream?room=team-1,team-2", relaytest.StreamOptions{Header: relaytest.BearerMap(relaytest.Token(t, "alice", time.Hour, nil))})
-	conn := s.Connected(t).Connection
-	narrow := relaytest.Token(t, "alice", time.Hour, relaytest.Claims{"rooms": map[string]any{"subscribe": []string{"team-1"}}})
-	resp := r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/connections/" + conn + "/token", Header: relaytest.Bearer(narrow)})
-	if resp.Status != http.StatusNoContent {
-		t.Fatalf("refresh: status %d: %s", resp.Status, resp.Body)
+	alice := userHeader(t, "alice")
+	get, post := accessGet, accessPost
+	cases := []access{
+		{"anonymous subscribes to public", get("/v1/rooms/public:lobby/events"), nil, 200, ""},
+		{"anonymous polls public", get("/v1/rooms/public:lobby/poll?timeout=0"), nil, 200, ""},
+		{"anonymous subscribes to default", get("/v1/rooms/lobby/events"), nil, 401, "unauthenticated"},
+		{"anonymous subscribes to an unlisted namespace", get("/v1/rooms/misc:lobby/events"), nil, 401, "unauthenticated"},
+		{"user subscribes to default", get("/v1/rooms/lobby/events"), alice, 200, ""},
+		{"anonymous publishes where anyone may", post("/v1/rooms/public:lobby/events"), nil, 202, ""},
+		{"anonymous publishes where a token is needed", post("/v1/rooms/lobby/events"), nil, 401, "unauthenticated"},
+		{"user publishes where a token is needed", post("/v1/rooms/lobby/events"), alice, 202, ""},
+		{"user publishes where only the server may", post("/v1/rooms/news:today/events"), alice, 403, "forbidden"},
+		{"anonymous publishes where only the server may", post("/v1/rooms/news:today/events"), nil, 401, "unauthenticated"},
+		{"server publishes where only the server may", post("/v1/rooms/news:today/events"), server(), 202, ""},
+		{"user broadcasts where only the server may", post("/v1/namespaces/news/events"), alice, 403, "forbidden"},
+		{"server broadcasts", post("/v1/namespaces/news/events"), server(), 202, ""},
+		{"anonymous broadcasts where anyone may", post("/v1/namespaces/public/events"), nil, 202, ""},
+		{"anonymous subscribes where only the server publishes", get("/v1/rooms/news:today/events"), nil, 200, ""},
+		{"bad namespace name", post("/v1/namespaces/Bad!/events"), server(), 400, "invalid_room"},
 	}
-	if left := s.Expect(t, "roomcast:left"); left.Data != `{"room":"team-2","reason":"forbidden"}` {
-		t.Errorf("left %s, want team-2 with reason forbidden", left.Data)
-	}
-	publishAs(t, r, "team-2", userHeader(t, "bob"), `{"data":"not for alice any more"}`)
-	id := publishAs(t, r, "team-1", userHeader(t, "bob"), `{"data":"still hers"}`)
-	expectIDs(t, s, []string{id})
-	// Joining it back is now refused: joins follow the current token.
-	wantError(t, r.Do(t, relaytest.Request{Method: http.MethodPut, Path: "/v1/connections/" + conn + "/rooms/team-2", Header: relaytest.Bearer(narrow)}), http.StatusForbidden, "forbidden")
+	checkAccess(t, r, cases)
+
+	t.Run("strict", func(t *testing.T) {
+		strict := startSecured(t, func(o *relaytest.Options) { o.Relay.Namespaces.Strict = true })
+		for _, req := range []relaytest.Request{
+			{Path: "/v1/rooms/misc:lobby/events"},
+			{Path: "/v1/rooms/misc:lobby/poll?timeout=0"},
+			{Path: "/v1/stream?room=lobby,misc:lobby"},
+			{Method: http.MethodPost, Path: "/v1/rooms/misc:lobby/events", Body: []byte(`{}`)},
+			{Method: http.MethodPost, Path: "/v1/namespaces/misc/events", Body: []byte(`{}`)},
+		} {
+			req.Header = header(alice, "Content-Type", "application/json")
+			wantError(t, strict.Open(t, req), http.StatusNotFound, "unknown_namespace")
+		}
+		// The default namespace and listed ones are known.
+		publishAs(t, strict, "lobby", alice, `{}`)
+		publishAs(t, strict, "public:lobby", alice, `{}`)
+	})
 }
 
-// TestTokenExpiryResume: an unrefreshed stream is closed at exp with
-// token_expired and, re-authenticated with a fresh ticket, resumes without
-// losing what was published meanwhile.
-func TestTokenExpiryResume(t *testing.T) {
+// TestIdentityStamped: every event carries the sender the server knows,
+// whatever "from" the body claims; only the API key may publish as someone
+// or exclude arbitrary clients.
+func TestIdentityStamped(t *testing.T) {
 	t.Parallel()
 	r := startSecured(t, nil)
-	short := relaytest.Token(t, "alice", 3*time.Second, nil)
-	s := r.Subscribe(t, "/v1/rooms/team-1/events?ticket="+mustTicket(t, r, short), relaytest.StreamOptions{})
-	s.Connected(t)
-	s.Expect(t, "roomcast:token-expiring")
-	bob := userHeader(t, "bob")
-	seen := publishAs(t, r, "team-1", bob, `{"data":"seen"}`)
-	expectIDs(t, s, []string{seen})
-	checkClosingReason(t, s.Expect(t, "roomcast:closing"), rooms.CloseTokenExpired)
-	s.WaitEnded(t)
-	last := s.LastEventID()
+	alice := relaytest.Bearer(relaytest.Token(t, "alice", time.Hour, relaytest.Claims{"name": "Alice"}))
+	watcher := r.Subscribe(t, "/v1/rooms/public:lobby/events", relaytest.StreamOptions{})
+	watcher.Connected(t)
+	other := r.Subscribe(t, "/v1/rooms/public:lobby/events", relaytest.StreamOptions{})
+	otherClient := other.Connected(t).Client
 
-	missed := []string{publishAs(t, r, "team-1", bob, `{"data":"missed 1"}`), publishAs(t, r, "team-1", bob, `{"data":"missed 2"}`)}
-	// The expired token no longer gets a ticket; a fresh one does.
-	wantError(t, r.Do(t, relaytest.Request{Method: http.MethodPost, Path: "/v1/tickets", Header: relaytest.Bearer(short)}), http.StatusUnauthorized, "invalid_token")
-	resumed := r.Subscribe(t, "/v1/rooms/team-1/events?ticket="+mustTicket(t, r, relaytest.Token(t, "alice", time.Hour, nil)),
-		relaytest.StreamOptions{LastEventID: last})
-	resumed.Connected(t)
-	expectIDs(t, resumed, missed)
+	impersonation := `{"data":1,"from":{"user":"admin","name":"Admin"}}`
+	cases := []struct {
+		name   string
+		header http.Header
+		body   string
+		from   string
+	}{
+		{"user claiming to be admin", alice, impersonation, `{"user":"alice","name":"Alice"}`},
+		{"user without a name claim", userHeader(t, "bob"), impersonation, `{"user":"bob","name":"bob"}`},
+		{"anonymous claiming to be admin", nil, impersonation, `null`},
+		{"server publishing as bob", server(), `{"data":1,"from":{"user":"bob","name":"Bob"}}`, `{"user":"bob","name":"Bob"}`},
+		{"server as itself", server(), `{"data":1}`, `null`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := publishAs(t, r, "public:lobby", tc.header, tc.body)
+			got := watcher.UntilEventID(t, id)
+			if from := got[len(got)-1].Envelope(t).From; string(from) != tc.from {
+				t.Errorf("from %s, want %s", from, tc.from)
+			}
+		})
+	}
+
+	// "exclude" is the server's: a client gets 403, the server skips the
+	// named client.
+	wantError(t, postJSON(t, r, "/v1/rooms/public:lobby/events", alice, `{"exclude":["`+otherClient+`"]}`), http.StatusForbidden, "forbidden")
+	wantError(t, postJSON(t, r, "/v1/rooms/public:lobby/events", nil, `{"exclude":["`+otherClient+`"]}`), http.StatusForbidden, "forbidden")
+	wantError(t, postJSON(t, r, "/v1/rooms/public:lobby/events", server(), `{"from":{"user":""}}`), http.StatusBadRequest, "invalid_user")
+	skipped := publishAs(t, r, "public:lobby", server(), `{"data":"not for other","exclude":["`+otherClient+`"]}`)
+	marker := publishAs(t, r, "public:lobby", server(), `{"data":"for all"}`)
+	watcher.UntilEventID(t, skipped)
+	expectIDs(t, watcher, []string{marker})
+	for _, ev := range other.UntilEventID(t, marker) {
+		if ev.Event == "message" && ev.EventID(t) == skipped {
+			t.Error("the excluded client got the event")
+		}
+	}
 }
