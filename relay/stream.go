@@ -90,6 +90,9 @@ type connectedData struct {
 	Rooms []string `json:"rooms"`
 }
 
+// serveStream opens a stream: it reads the request, takes the caller's
+// slot and an admission place, connects to the hub and hands the stream to
+// a writer, the streamer when the connection can be hijacked, else pump.
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.ConnectRequest, userStream bool) {
 	if r.Method == http.MethodHead {
 		// A HEAD asks what a stream would be, not for one.
@@ -99,43 +102,12 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	q := r.URL.Query()
-	padding := 0
-	if v := q.Get("padding"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			writeError(w, errorf(codeInvalidParameter, "padding must be a number of bytes"))
-			return
-		}
-		padding = min(n, s.opts.MaxPadding)
-	}
-	if c := q.Get("client"); validClientID(c) {
-		req.Client = c
-	}
-	req.Proof = q.Get("proof")
-	req.Resume = r.Header.Get("Last-Event-ID")
-	if req.Resume == "" {
-		req.Resume = q.Get("lastEventId")
-	}
-	if s.draining.Load() {
-		writeError(w, rooms.ErrDraining)
-		return
-	}
-	id, err := s.identify(r, auth.Subscribing)
+	padding, err := s.streamRequest(r, &req, userStream)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	req.Identity = id
-	req.Caller = s.rateKey(r, id)
-	if userStream {
-		if id.User == "" {
-			writeError(w, fmt.Errorf("%w: the user stream needs a user's token", rooms.ErrUnauthenticated))
-			return
-		}
-		req.Channels = []string{rooms.UserChannel(id.User)}
-	}
-	slots, err := s.acquireConnection(r, id)
+	slots, err := s.acquireConnection(r, req.Identity)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -186,14 +158,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 	h.Set("Cache-Control", "no-cache, no-transform")
 	h.Set("X-Accel-Buffering", "no")
 
-	hello, _ := json.Marshal(connectedData{Connection: conn.ID, Client: conn.Client, Proof: conn.Proof, Rooms: displayNames(conn.Rooms())})
-	first := sse.AppendRetry(make([]byte, 0, 512+padding), s.retryDelay().Milliseconds())
-	first = sse.AppendPadding(first, padding)
-	first = sse.AppendEvent(first, "", "roomcast:connected", hello)
-	// A bare id field sets the client's Last-Event-ID without dispatching
-	// an event, so that a client dropped before its first event still
-	// resumes from here instead of missing what was published meanwhile.
-	first = sse.AppendID(first, string(conn.AppendCursor(nil)))
+	first := s.openingFrames(conn, padding)
 	if s.hijackable(r) {
 		if nc, ok := s.hijack(w, first); ok {
 			handedOver = true
@@ -207,7 +172,64 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, req rooms.C
 			return
 		}
 	}
+	s.serveResponse(w, r, conn, slots, policy, first)
+}
 
+// streamRequest completes req from the query, Last-Event-ID and the
+// caller's credentials, and says how much padding the stream starts with.
+func (s *Server) streamRequest(r *http.Request, req *rooms.ConnectRequest, userStream bool) (padding int, err error) {
+	q := r.URL.Query()
+	if v := q.Get("padding"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return 0, errorf(codeInvalidParameter, "padding must be a number of bytes")
+		}
+		padding = min(n, s.opts.MaxPadding)
+	}
+	if c := q.Get("client"); validClientID(c) {
+		req.Client = c
+	}
+	req.Proof = q.Get("proof")
+	req.Resume = r.Header.Get("Last-Event-ID")
+	if req.Resume == "" {
+		req.Resume = q.Get("lastEventId")
+	}
+	if s.draining.Load() {
+		return 0, rooms.ErrDraining
+	}
+	id, err := s.identify(r, auth.Subscribing)
+	if err != nil {
+		return 0, err
+	}
+	req.Identity = id
+	req.Caller = s.rateKey(r, id)
+	if userStream {
+		if id.User == "" {
+			return 0, fmt.Errorf("%w: the user stream needs a user's token", rooms.ErrUnauthenticated)
+		}
+		req.Channels = []string{rooms.UserChannel(id.User)}
+	}
+	return padding, nil
+}
+
+// openingFrames is what every stream starts with: the retry delay, any
+// padding, roomcast:connected and the stream's first cursor.
+func (s *Server) openingFrames(conn *rooms.Connection, padding int) []byte {
+	hello, _ := json.Marshal(connectedData{Connection: conn.ID, Client: conn.Client, Proof: conn.Proof, Rooms: displayNames(conn.Rooms())})
+	first := sse.AppendRetry(make([]byte, 0, 512+padding), s.retryDelay().Milliseconds())
+	first = sse.AppendPadding(first, padding)
+	first = sse.AppendEvent(first, "", "roomcast:connected", hello)
+	// A bare id field sets the client's Last-Event-ID without dispatching
+	// an event, so that a client dropped before its first event still
+	// resumes from here instead of missing what was published meanwhile.
+	return sse.AppendID(first, string(conn.AppendCursor(nil)))
+}
+
+// serveResponse writes a stream through net/http, the writer of a
+// connection that cannot be hijacked (HTTP/2, h2c, a wrapped writer); the
+// headers are set, first is the opening.
+func (s *Server) serveResponse(w http.ResponseWriter, r *http.Request, conn *rooms.Connection, slots *connSlots, policy *streamPolicy, first []byte) {
+	h := w.Header()
 	raw := &responseFrames{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout}
 	var out frameWriter = raw
 	if s.opts.Compress == CompressAll && acceptsGzip(r) {
