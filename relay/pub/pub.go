@@ -81,6 +81,9 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 		// relay were unreachable.
 		return fail(errors.New("-timeout must be above 0"))
 	}
+	o := options{base: *base, event: *event, user: *user, namespace: *namespace, isJSON: *isJSON,
+		volatile: *volatile, idemKey: *idemKey, as: *as, exclude: *exclude, credential: cmpOr(*tok, *apiKey),
+		timeout: *timeout, args: fs.Args()}
 	if *file != "" {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -102,121 +105,170 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 		}
 		ctx, cancel := context.WithTimeout(ctx, *timeout)
 		defer cancel()
-		return sendBatch(ctx, base, cmpOr(*tok, *apiKey), events, stdout, stderr)
+		return sendBatch(ctx, base, o.credential, events, stdout, stderr)
 	}
-	targets := 0
-	for _, s := range []string{*user, *namespace} {
-		if s != "" {
-			targets++
-		}
-	}
-	want := 2 - targets
-	if targets > 1 || fs.NArg() != want {
-		return fail(errors.New("give ROOM and DATA, or -user USER DATA, or -namespace NS DATA (flags go first)"))
-	}
-	dataArg := fs.Arg(want - 1)
-	if dataArg == "-" {
-		b, err := io.ReadAll(io.LimitReader(stdin, maxStdin+1))
-		if err != nil {
-			return fail(fmt.Errorf("reading stdin: %w", err))
-		}
-		if len(b) > maxStdin {
-			// Cut short, it would be published truncated.
-			return fail(fmt.Errorf("stdin holds more than %d MiB, more than any relay accepts", maxStdin>>20))
-		}
-		dataArg = string(b)
-	}
-	body := publishBody{Event: *event, Volatile: *volatile}
-	if *isJSON {
-		if !json.Valid([]byte(dataArg)) {
-			return fail(errors.New("-json: DATA is not a JSON value"))
-		}
-		body.Data = json.RawMessage(dataArg)
-	} else {
-		body.Data, _ = json.Marshal(dataArg)
-	}
-	if err := rooms.ValidateEventName(*event); err != nil {
-		return fail(fmt.Errorf("-event: %w", err))
-	}
-	if *as != "" {
-		u, name, _ := strings.Cut(*as, ":")
-		if err := rooms.ValidateUserID(u); err != nil {
-			return fail(fmt.Errorf("-as: %w", err))
-		}
-		body.From = &rooms.Sender{User: u, Name: cmpOr(name, u)}
-	}
-	for _, c := range strings.Split(*exclude, ",") {
-		if c = strings.TrimSpace(c); c != "" {
-			body.Exclude = append(body.Exclude, c)
-		}
-	}
-	target, err := baseURL(*base)
+	target, contentType, payload, err := o.request(stdin)
 	if err != nil {
 		return fail(err)
 	}
-	switch {
-	case *user != "":
-		if err := rooms.ValidateUserID(*user); err != nil {
-			return fail(fmt.Errorf("-user: %w", err))
-		}
-		target += "/v1/users/" + url.PathEscape(*user) + "/events"
-	case *namespace != "":
-		target += "/v1/namespaces/" + url.PathEscape(*namespace) + "/events"
-	case strings.Contains(fs.Arg(0), ","):
-		for _, name := range strings.Split(fs.Arg(0), ",") {
-			room, err := rooms.ParseRoom(strings.TrimSpace(name))
-			if err != nil {
-				return fail(err)
-			}
-			body.Rooms = append(body.Rooms, room.String())
-		}
-		target += "/v1/events"
-	default:
-		room, err := rooms.ParseRoom(fs.Arg(0))
-		if err != nil {
-			return fail(err)
-		}
-		target += "/v1/rooms/" + url.PathEscape(room.String()) + "/events"
-	}
-	credential := cmpOr(*tok, *apiKey)
-	if *idemKey != "" {
-		for _, c := range *idemKey {
-			if c < 0x21 || c > 0x7e || len(*idemKey) > 255 {
-				return fail(errors.New("-idempotency-key: 1 to 255 printable ASCII characters"))
-			}
-		}
-	}
+	return o.send(ctx, target, contentType, payload, stdout, stderr)
+}
 
-	contentType, payload := "application/json", []byte(nil)
-	if !*isJSON && !utf8.ValidString(dataArg) {
+// options are the parsed flags and arguments of one publish.
+type options struct {
+	base, event, user, namespace string
+	isJSON, volatile             bool
+	idemKey, as, exclude         string
+	credential                   string
+	timeout                      time.Duration
+	args                         []string
+}
+
+// request checks the flags and arguments (usage errors, exit 2) and makes
+// the publish: its URL, content type and body.
+func (o options) request(stdin io.Reader) (target, contentType string, payload []byte, err error) {
+	dataArg, err := o.data(stdin)
+	if err != nil {
+		return "", "", nil, err
+	}
+	body, err := o.body(dataArg)
+	if err != nil {
+		return "", "", nil, err
+	}
+	if target, err = o.target(&body); err != nil {
+		return "", "", nil, err
+	}
+	if o.idemKey != "" {
+		for _, c := range o.idemKey {
+			if c < 0x21 || c > 0x7e || len(o.idemKey) > 255 {
+				return "", "", nil, errors.New("-idempotency-key: 1 to 255 printable ASCII characters")
+			}
+		}
+	}
+	if !o.isJSON && !utf8.ValidString(dataArg) {
 		// A JSON string cannot hold these bytes (encoding would replace
 		// them with U+FFFD): the relay takes them as a raw body and
 		// delivers them base64-encoded, as it does for curl --data-binary.
 		if body.From != nil || body.Exclude != nil || body.Rooms != nil {
-			return fail(errors.New("DATA is not UTF-8 text: such data goes to the relay as a raw body, which -as, -exclude and several rooms cannot go with"))
+			return "", "", nil, errors.New("DATA is not UTF-8 text: such data goes to the relay as a raw body, which -as, -exclude and several rooms cannot go with")
 		}
 		q := url.Values{"event": {body.Event}}
 		if body.Volatile {
 			q.Set("volatile", "true")
 		}
-		contentType, payload, target = "application/octet-stream", []byte(dataArg), target+"?"+q.Encode()
-	} else {
-		payload, _ = json.Marshal(body)
+		return target + "?" + q.Encode(), "application/octet-stream", []byte(dataArg), nil
 	}
+	payload, _ = json.Marshal(body)
+	return target, "application/json", payload, nil
+}
 
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+// data is DATA, the last argument, read from stdin when it is "-".
+func (o options) data(stdin io.Reader) (string, error) {
+	targets := 0
+	for _, s := range []string{o.user, o.namespace} {
+		if s != "" {
+			targets++
+		}
+	}
+	want := 2 - targets
+	if targets > 1 || len(o.args) != want {
+		return "", errors.New("give ROOM and DATA, or -user USER DATA, or -namespace NS DATA (flags go first)")
+	}
+	dataArg := o.args[want-1]
+	if dataArg == "-" {
+		b, err := io.ReadAll(io.LimitReader(stdin, maxStdin+1))
+		if err != nil {
+			return "", fmt.Errorf("reading stdin: %w", err)
+		}
+		if len(b) > maxStdin {
+			// Cut short, it would be published truncated.
+			return "", fmt.Errorf("stdin holds more than %d MiB, more than any relay accepts", maxStdin>>20)
+		}
+		dataArg = string(b)
+	}
+	return dataArg, nil
+}
+
+// body is the publish body of dataArg with the flags' event, sender and
+// exclusions.
+func (o options) body(dataArg string) (publishBody, error) {
+	body := publishBody{Event: o.event, Volatile: o.volatile}
+	if o.isJSON {
+		if !json.Valid([]byte(dataArg)) {
+			return body, errors.New("-json: DATA is not a JSON value")
+		}
+		body.Data = json.RawMessage(dataArg)
+	} else {
+		body.Data, _ = json.Marshal(dataArg)
+	}
+	if err := rooms.ValidateEventName(o.event); err != nil {
+		return body, fmt.Errorf("-event: %w", err)
+	}
+	if o.as != "" {
+		u, name, _ := strings.Cut(o.as, ":")
+		if err := rooms.ValidateUserID(u); err != nil {
+			return body, fmt.Errorf("-as: %w", err)
+		}
+		body.From = &rooms.Sender{User: u, Name: cmpOr(name, u)}
+	}
+	for _, c := range strings.Split(o.exclude, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			body.Exclude = append(body.Exclude, c)
+		}
+	}
+	return body, nil
+}
+
+// target is the route to publish to: a user's, a namespace's, several
+// rooms' (named in body) or one room's.
+func (o options) target(body *publishBody) (string, error) {
+	target, err := baseURL(o.base)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case o.user != "":
+		if err := rooms.ValidateUserID(o.user); err != nil {
+			return "", fmt.Errorf("-user: %w", err)
+		}
+		return target + "/v1/users/" + url.PathEscape(o.user) + "/events", nil
+	case o.namespace != "":
+		return target + "/v1/namespaces/" + url.PathEscape(o.namespace) + "/events", nil
+	case strings.Contains(o.args[0], ","):
+		for _, name := range strings.Split(o.args[0], ",") {
+			room, err := rooms.ParseRoom(strings.TrimSpace(name))
+			if err != nil {
+				return "", err
+			}
+			body.Rooms = append(body.Rooms, room.String())
+		}
+		return target + "/v1/events", nil
+	default:
+		room, err := rooms.ParseRoom(o.args[0])
+		if err != nil {
+			return "", err
+		}
+		return target + "/v1/rooms/" + url.PathEscape(room.String()) + "/events", nil
+	}
+}
+
+// send publishes and prints the relay's answer; it returns the exit code.
+func (o options) send(ctx context.Context, target, contentType string, payload []byte, stdout, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(payload))
 	if err != nil {
-		return fail(err)
+		fmt.Fprintln(stderr, "roomcast pub:", err)
+		fmt.Fprintln(stderr, config.CommandHint("pub"))
+		return 2
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("User-Agent", "roomcast-pub")
-	if credential != "" {
-		req.Header.Set("Authorization", "Bearer "+credential)
+	if o.credential != "" {
+		req.Header.Set("Authorization", "Bearer "+o.credential)
 	}
-	if *idemKey != "" {
-		req.Header.Set("Idempotency-Key", *idemKey)
+	if o.idemKey != "" {
+		req.Header.Set("Idempotency-Key", o.idemKey)
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	defer transport.CloseIdleConnections()
