@@ -57,17 +57,8 @@ func sendBatch(ctx context.Context, base, credential string, events []byte, stdo
 	if credential != "" {
 		req.Header.Set("Authorization", "Bearer "+credential)
 	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	defer transport.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: transport}).Do(req)
-	if err != nil {
-		fmt.Fprintln(stderr, "roomcast pub:", err)
-		return 1
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		fmt.Fprintln(stderr, "roomcast pub: reading the answer:", err)
+	resp, answer, ok := send(req, 64<<20, stderr)
+	if !ok {
 		return 1
 	}
 	if resp.StatusCode != http.StatusOK {

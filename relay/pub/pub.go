@@ -270,17 +270,8 @@ func (o options) send(ctx context.Context, target, contentType string, payload [
 	if o.idemKey != "" {
 		req.Header.Set("Idempotency-Key", o.idemKey)
 	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	defer transport.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: transport}).Do(req)
-	if err != nil {
-		fmt.Fprintln(stderr, "roomcast pub:", err)
-		return 1
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		fmt.Fprintln(stderr, "roomcast pub: reading the answer:", err)
+	resp, answer, ok := send(req, 1<<20, stderr)
+	if !ok {
 		return 1
 	}
 	if resp.StatusCode != http.StatusAccepted {
@@ -349,4 +340,24 @@ func cmpOr(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// send sends req on a connection of its own and reads at most limit bytes
+// of the answer; it reports a failure on stderr and says whether there is
+// an answer to look at.
+func send(req *http.Request, limit int64, stderr io.Writer) (*http.Response, []byte, bool) {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	defer transport.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: transport}).Do(req)
+	if err != nil {
+		fmt.Fprintln(stderr, "roomcast pub:", err)
+		return nil, nil, false
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err != nil {
+		fmt.Fprintln(stderr, "roomcast pub: reading the answer:", err)
+		return nil, nil, false
+	}
+	return resp, answer, true
 }
